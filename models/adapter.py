@@ -1,0 +1,143 @@
+"""The adapter contract every model family implements, and the registry.
+
+An adapter turns one family of River estimators into a *parameter tree* (see
+:mod:`models.numeric`) and back, and knows how to merge such trees.  Adapters
+are stateless singletons registered with :func:`register`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+from models import numeric
+from models.policies import MergePolicy, average_coefficients
+
+_ADAPTERS: list["Adapter"] = []
+
+
+class UnsupportedModelError(TypeError):
+    """Raised for an estimator no adapter knows how to merge or serialize."""
+
+
+class Adapter:
+    """Base class: generic merge driven by :attr:`kinds`.
+
+    Subclasses set ``family`` (a short stable name used on the wire),
+    ``classes`` (the River classes they handle, exact types) and ``kinds``
+    (top-level param key -> leaf kind), and implement ``get_params`` /
+    ``set_params``.  ``get_params`` returns fresh plain ``dict`` trees that
+    share nothing with the model; ``set_params`` overwrites the model's
+    learned state in place and keeps River's own container types.
+    """
+
+    family: str = ""
+    classes: tuple[type, ...] = ()
+    kinds: dict[str, str] = {}
+    wire_supported: bool = True
+
+    # -- state ---------------------------------------------------------------
+    def get_params(self, model: Any) -> dict:
+        raise NotImplementedError
+
+    def set_params(self, model: Any, params: dict) -> None:
+        raise NotImplementedError
+
+    # -- merge ---------------------------------------------------------------
+    def delta(self, model: Any, params: dict, base: dict | None) -> dict:
+        """What a replica learned since ``base`` (``None``: since an empty model)."""
+        base = base or {}
+        return {
+            k: numeric.subtract(params.get(k), base.get(k), kind)
+            for k, kind in self.kinds.items()
+            if k in params or k in base
+        }
+
+    def apply(self, model: Any, base: dict | None, deltas: Sequence[dict], weights: Sequence[float], policy: MergePolicy) -> dict:
+        """``base`` plus the replicas' deltas, learned leaves combined per ``policy``.
+
+        ``model`` is any instance of the family (a template); only pipelines use it.
+        """
+        has_base = base is not None
+        base = base or {}
+        coeffs = policy.coefficients(weights, has_base)
+        avg = average_coefficients(weights)
+        out = {}
+        for key, kind in self.kinds.items():
+            if key not in base and not any(key in d for d in deltas):
+                continue
+            c = avg if kind == numeric.AVERAGED else coeffs
+            leaf_kind = numeric.LEARNED if kind == numeric.AVERAGED else kind
+            out[key] = numeric.combine(base.get(key), [d.get(key) for d in deltas], c, leaf_kind)
+        if has_base and policy.name == "delta":
+            out = self._guard(base, deltas, weights, out, policy)
+        return out
+
+    def _guard(self, base: dict, deltas: Sequence[dict], weights, merged: dict, policy: MergePolicy) -> dict:
+        learned = [k for k, kind in self.kinds.items() if kind == numeric.LEARNED and k in merged]
+        if not learned:
+            return merged
+        try:
+            numeric.check_finite({k: merged[k] for k in learned})
+        except ValueError:
+            return self.apply(None, base, deltas, weights, MergePolicy("average"))
+        step = {k: numeric.subtract(merged[k], base.get(k), numeric.LEARNED) for k in learned}
+        step_norm = math.sqrt(numeric.sq_norm(step))
+        replica_step = max(
+            math.sqrt(sum(numeric.sq_norm(d.get(k)) for k in learned)) for d in deltas
+        )
+        limit = policy.clip * replica_step
+        if step_norm <= limit or step_norm == 0:
+            return merged
+        factor = limit / step_norm
+        for k in learned:
+            merged[k] = numeric.combine(base.get(k), [step[k]], [factor], numeric.LEARNED)
+        return merged
+
+    def sum_deltas(self, model: Any, deltas: Sequence[dict]) -> dict:
+        """One delta equal to applying ``deltas`` one after another (a replica's consecutive syncs)."""
+        out = {}
+        for key, kind in self.kinds.items():
+            if any(key in d for d in deltas):
+                leaf = numeric.LEARNED if kind == numeric.AVERAGED else kind
+                out[key] = numeric.combine(None, [d.get(key) for d in deltas], [1.0] * len(deltas), leaf)
+        return out
+
+    def merge_params(
+        self, model: Any, base: dict | None, params: Sequence[dict], weights: Sequence[float], policy: MergePolicy
+    ) -> dict:
+        """Merge full replica trees that all started from ``base`` (``model`` is a template)."""
+        return self.apply(model, base, [self.delta(model, p, base) for p in params], weights, policy)
+
+    # -- construction --------------------------------------------------------
+    def build(self, cls: type, hyper: dict) -> Any:
+        return cls(**hyper)
+
+    def merged_model(self, template: Any, params: dict) -> Any:
+        model = template.clone()
+        self.set_params(model, params)
+        return model
+
+
+def register(adapter: Adapter) -> Adapter:
+    _ADAPTERS.append(adapter)
+    return adapter
+
+
+def adapters() -> list[Adapter]:
+    return list(_ADAPTERS)
+
+
+def adapter_for(model: Any) -> Adapter:
+    """The adapter for ``model``'s exact class, or :class:`UnsupportedModelError`."""
+    for a in _ADAPTERS:
+        if type(model) in a.classes:
+            return a
+    raise UnsupportedModelError(
+        f"riverflink cannot merge or serialize {type(model).__module__}.{type(model).__name__}; "
+        f"supported: {', '.join(supported_classes())}"
+    )
+
+
+def supported_classes() -> list[str]:
+    return [c.__name__ for a in _ADAPTERS for c in a.classes]

@@ -1,0 +1,168 @@
+"""Leaf arithmetic for parameter trees.
+
+A *parameter tree* is what an adapter's ``get_params`` returns: nested ``dict``
+objects whose leaves are numbers (``float``/``int``) or *moments* tuples
+``(n, mean, m2)``.  Every leaf belongs to one of four kinds, declared by the
+adapter per top-level key:
+
+``ADDITIVE``
+    counts that add up exactly (class counts, optimizer step counters,
+    AdaGrad's squared-gradient sums).  Merge = base + sum of deltas.
+``MOMENTS``
+    ``(n, mean, m2)`` triples.  Merge uses Chan et al.'s parallel formula and
+    is exact up to floating-point rounding; the delta is its exact inverse.
+``LEARNED``
+    parameters produced by a learning rule (weights, intercepts, Adam's moment
+    estimates).  Merge = base + sum(c_i * delta_i), the coefficients ``c_i``
+    coming from the merge policy.
+``AVERAGED``
+    learned parameters that are always count-weighted averaged whatever the
+    policy (Adam's ``m``/``v``: summing them would overshoot).
+
+Sparse semantics: a key missing from a tree counts as 0 (or as the empty
+moment ``(0, 0.0, 0.0)``); results hold the union of keys and never drop one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+ADDITIVE = "additive"
+MOMENTS = "moments"
+LEARNED = "learned"
+AVERAGED = "averaged"
+
+Moments = tuple  # (n, mean, m2)
+EMPTY_MOMENTS: Moments = (0, 0.0, 0.0)
+
+
+def chan_merge(a: Moments, b: Moments) -> Moments:
+    """Moments of the union of two disjoint samples (Chan et al., 1979).
+
+    >>> chan_merge((2, 1.0, 2.0), (2, 3.0, 2.0))
+    (4, 2.0, 8.0)
+    """
+    na, ma, sa = a
+    nb, mb, sb = b
+    n = na + nb
+    if n == 0:
+        return EMPTY_MOMENTS
+    if na == 0:
+        return (nb, mb, sb)
+    if nb == 0:
+        return (na, ma, sa)
+    d = mb - ma
+    return (n, ma + d * nb / n, sa + sb + d * d * na * nb / n)
+
+
+def chan_subtract(ab: Moments, b: Moments) -> Moments:
+    """Moments of sample ``a`` given the moments of ``a ∪ b`` and of ``b``.
+
+    The exact inverse of :func:`chan_merge` (up to rounding).
+
+    >>> chan_subtract((4, 2.0, 8.0), (2, 3.0, 2.0))
+    (2, 1.0, 2.0)
+    """
+    n, m, s = ab
+    nb, mb, sb = b
+    na = n - nb
+    if na <= 0:
+        return EMPTY_MOMENTS
+    if nb == 0:
+        return (na, m, s)
+    ma = (n * m - nb * mb) / na
+    d = mb - ma
+    return (na, ma, max(s - sb - d * d * na * nb / n, 0.0))
+
+
+def _is_moments(v: Any) -> bool:
+    return isinstance(v, tuple)
+
+
+def subtract(p: Any, base: Any, kind: str) -> Any:
+    """Delta tree ``p - base`` for one kind (union of keys; missing = zero)."""
+    if isinstance(p, dict) or isinstance(base, dict):
+        p = p if isinstance(p, dict) else {}
+        base = base if isinstance(base, dict) else {}
+        out = {}
+        for k in {**base, **p}:
+            out[k] = subtract(p.get(k, _zero_like(base.get(k))), base.get(k, _zero_like(p.get(k))), kind)
+        return out
+    if kind == MOMENTS:
+        return chan_subtract(p or EMPTY_MOMENTS, base or EMPTY_MOMENTS)
+    return (p or 0) - (base or 0)
+
+
+def _zero_like(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {}
+    if _is_moments(v):
+        return EMPTY_MOMENTS
+    return 0
+
+
+def combine(base: Any, deltas: Sequence[Any], coeffs: Sequence[float], kind: str) -> Any:
+    """``base`` plus the deltas, each scaled by its coefficient (moments: merged).
+
+    For ``ADDITIVE`` and ``MOMENTS`` leaves the coefficients are ignored: those
+    statistics are exact sums.
+    """
+    if isinstance(base, dict) or any(isinstance(d, dict) for d in deltas):
+        base = base if isinstance(base, dict) else {}
+        ds = [d if isinstance(d, dict) else {} for d in deltas]
+        keys: dict = dict.fromkeys(base)
+        for d in ds:
+            keys.update(dict.fromkeys(d))
+        return {
+            k: combine(base.get(k), [d.get(k) for d in ds], coeffs, kind) for k in keys
+        }
+    if kind == MOMENTS:
+        out = base or EMPTY_MOMENTS
+        for d in deltas:
+            out = chan_merge(out, d or EMPTY_MOMENTS)
+        return out
+    total = base or 0
+    if kind == ADDITIVE:
+        for d in deltas:
+            total = total + (d or 0)
+        return total
+    for d, c in zip(deltas, coeffs):
+        total = total + c * (d or 0)
+    return float(total)
+
+
+def sq_norm(tree: Any) -> float:
+    """Sum of squares of all numeric leaves (moments count their mean)."""
+    if isinstance(tree, dict):
+        return sum(sq_norm(v) for v in tree.values())
+    if _is_moments(tree):
+        return float(tree[1]) ** 2
+    return float(tree or 0) ** 2
+
+
+def scale(tree: Any, factor: float) -> Any:
+    """Every numeric leaf of ``tree`` multiplied by ``factor``."""
+    if isinstance(tree, dict):
+        return {k: scale(v, factor) for k, v in tree.items()}
+    return (tree or 0) * factor
+
+
+def check_finite(tree: Any, path: str = "params") -> None:
+    """Raise ``ValueError`` naming the first NaN or infinite leaf under ``tree``."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            check_finite(v, f"{path}[{k!r}]")
+        return
+    if isinstance(tree, (tuple, list)):
+        for i, v in enumerate(tree):
+            check_finite(v, f"{path}[{i}]")
+        return
+    if isinstance(tree, (int, float)) and not isinstance(tree, bool) and not math.isfinite(tree):
+        raise ValueError(f"non-finite parameter {path} = {tree!r}: refusing to merge or serialize it")
+
+
+def map_leaves(tree: Any, fn: Callable[[Any], Any]) -> Any:
+    if isinstance(tree, dict):
+        return {k: map_leaves(v, fn) for k, v in tree.items()}
+    return fn(tree)

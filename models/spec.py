@@ -1,0 +1,71 @@
+"""Model specs: a short, safe text form of a River estimator.
+
+``"StandardScaler|LogisticRegression"`` builds
+``preprocessing.StandardScaler() | linear_model.LogisticRegression()``.  A step
+may carry numeric/boolean keyword arguments:
+``"StandardScaler|LogisticRegression(lr=0.05,l2=0.001)"``; ``lr`` sets the
+optimizer's (SGD) learning rate.  Only the names below are accepted.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+from river import compose, linear_model, naive_bayes, optim, preprocessing
+
+from models.kmeans import CountingKMeans
+
+FACTORIES: dict[str, Callable[..., Any]] = {
+    "StandardScaler": preprocessing.StandardScaler,
+    "LogisticRegression": linear_model.LogisticRegression,
+    "LinearRegression": linear_model.LinearRegression,
+    "Perceptron": linear_model.Perceptron,
+    "PAClassifier": linear_model.PAClassifier,
+    "PARegressor": linear_model.PARegressor,
+    "SoftmaxRegression": linear_model.SoftmaxRegression,
+    "GaussianNB": naive_bayes.GaussianNB,
+    "MultinomialNB": naive_bayes.MultinomialNB,
+    "KMeans": CountingKMeans,
+}
+_STEP = re.compile(r"^\s*([A-Za-z]+)\s*(?:\((.*)\))?\s*$")
+
+
+
+def _value(text: str) -> Any:
+    text = text.strip()
+    if text in ("true", "True"):
+        return True
+    if text in ("false", "False"):
+        return False
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def build(spec: str) -> Any:
+    """A fresh River estimator for ``spec``; ``ValueError`` with the accepted names otherwise.
+
+    >>> build("StandardScaler|LogisticRegression(lr=0.05)")["LogisticRegression"].optimizer.learning_rate
+    0.05
+    """
+    steps = []
+    for part in spec.split("|"):
+        m = _STEP.match(part)
+        if not m or m.group(1) not in FACTORIES:
+            raise ValueError(f"unknown model step {part.strip()!r} in spec {spec!r}; known: {', '.join(FACTORIES)}")
+        kwargs = {}
+        for arg in filter(None, (m.group(2) or "").split(",")):
+            name, _, value = arg.partition("=")
+            try:
+                kwargs[name.strip()] = _value(value)
+            except ValueError:
+                raise ValueError(f"argument {arg.strip()!r} of {m.group(1)} must be a number or a boolean") from None
+        if "lr" in kwargs:
+            kwargs["optimizer"] = optim.SGD(kwargs.pop("lr"))
+        try:
+            steps.append(FACTORIES[m.group(1)](**kwargs))
+        except TypeError as e:
+            raise ValueError(f"bad arguments for {m.group(1)}: {e}") from None
+    return steps[0] if len(steps) == 1 else compose.Pipeline(*steps)

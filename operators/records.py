@@ -1,0 +1,40 @@
+"""JSON records the jobs write to Kafka (predictions), and shared state descriptors."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+
+def prediction_record(
+    *,
+    source: str,
+    request_id: Any,
+    y_pred: Any,
+    proba: dict | None,
+    model_version: int | None,
+    model_created_at: float | None,
+    status: str = "ok",
+    **extra: Any,
+) -> str:
+    """One line on the ``predictions`` topic.
+
+    ``source`` is ``training`` (progressive validation inside a replica) or
+    ``serving``; ``model_age_ms`` is the time since the merger created the
+    model that answered; ``status`` is ``ok``, ``no_model_yet`` or
+    ``bad_request``.
+    """
+    now = time.time()
+    rec = {
+        "source": source,
+        "id": request_id,
+        "status": status,
+        "prediction": y_pred,
+        "proba": None if proba is None else [[k, float(v)] for k, v in proba.items()],
+        "model_version": model_version,
+        "model_age_ms": None if model_created_at is None else round(1000 * (now - model_created_at), 1),
+        "ts": now,
+        **extra,
+    }
+    return json.dumps(rec, default=str)

@@ -1,0 +1,89 @@
+"""One River replica of the training job: predict-then-learn, sync, rebase.  Pure Python.
+
+The replica measures what it learned from a *snapshot*: its parameters at its
+last sync or rebase.  A sync hands the merger ``delta(model, snapshot)`` and
+the number of events behind it, then moves the snapshot forward, so every
+event reaches the merger exactly once.  A rebase onto merged version ``v``
+replays the learning not yet sent onto the merged parameters
+(:func:`models.rebase`), so nothing is lost or counted twice.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import models
+from models.sync import SyncPolicy, learned_distance
+
+
+@dataclass(frozen=True)
+class ReplicaUpdate:
+    """What a replica sends the merger."""
+
+    model_name: str
+    replica: int
+    base_version: int
+    delta: dict
+    events: int
+    sent_at: float
+
+
+@dataclass
+class Replica:
+    model: Any
+    base_version: int = 0
+    snapshot: dict = field(default_factory=dict)
+    since_sync: int = 0
+    learned: int = 0
+    first_unsynced_at: float | None = None
+
+    @classmethod
+    def fresh(cls, template: Any, base_params: dict | None = None, version: int = 0) -> "Replica":
+        model = template.clone()
+        if base_params is not None:
+            models.set_params(model, base_params, version=version)
+        return cls(model=model, base_version=version, snapshot=models.get_params(model))
+
+    def predict_then_learn(self, x: dict, y: Any) -> tuple[Any, dict | None]:
+        """Progressive validation: the prediction made *before* learning ``(x, y)``."""
+        proba = None
+        if hasattr(self.model, "predict_proba_one"):
+            proba = self.model.predict_proba_one(x)
+            y_pred = max(proba, key=proba.get) if proba else None
+        else:
+            y_pred = self.model.predict_one(x)
+        self.model.learn_one(x, y)
+        self.since_sync += 1
+        self.learned += 1
+        if self.first_unsynced_at is None:
+            self.first_unsynced_at = time.time()
+        return y_pred, proba
+
+    def sync_due(self, policy: SyncPolicy, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
+        waited = now - self.first_unsynced_at if self.first_unsynced_at is not None else 0.0
+        return policy.due(self.since_sync, waited, lambda: learned_distance(self.model, self.snapshot))
+
+    def take_update(self, model_name: str, replica: int) -> ReplicaUpdate:
+        params = models.get_params(self.model)
+        update = ReplicaUpdate(
+            model_name=model_name,
+            replica=replica,
+            base_version=self.base_version,
+            delta=models.adapter_for(self.model).delta(self.model, params, self.snapshot),
+            events=self.since_sync,
+            sent_at=time.time(),
+        )
+        self.snapshot = params
+        self.since_sync = 0
+        self.first_unsynced_at = None
+        return update
+
+    def rebase(self, merged_params: dict, version: int) -> None:
+        """Adopt merged ``version`` (newer than ours), keeping unsent learning."""
+        models.rebase(self.model, merged_params, version, keep_since=self.snapshot)
+        self.base_version = version
+        # the replayed unsent learning is still unsent: measure future deltas from the merged point
+        self.snapshot = merged_params

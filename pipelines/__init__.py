@@ -1,0 +1,1 @@
+"""Job definitions, the ``riverflink`` CLI and the local runtimes (embedded broker, Flink)."""

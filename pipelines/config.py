@@ -1,0 +1,103 @@
+"""Typed job configuration; every check fails fast with one readable line."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from models.policies import POLICIES, MergePolicy
+from models.spec import build as build_model
+from models.sync import SyncPolicy
+
+
+class ConfigError(ValueError):
+    """A bad setting; its message is the one line the CLI prints."""
+
+
+_HOSTPORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
+
+
+@dataclass(frozen=True)
+class Topics:
+    events: str = "events"
+    dead_letter: str = "events.dlq"
+    predictions: str = "predictions"
+    models: str = "models"
+    requests: str = "requests"
+
+    def all(self) -> list[str]:
+        return [self.events, self.dead_letter, self.predictions, self.models, self.requests]
+
+
+@dataclass(frozen=True)
+class FlinkConfig:
+    """Where and how jobs run: ``jobmanager=None`` is the local mini-cluster."""
+
+    jobmanager: str | None = None
+    parallelism: int = 2
+    checkpoint_ms: int = 5000
+    restart_attempts: int = 3
+
+    def validate(self) -> None:
+        if self.jobmanager is not None and not _HOSTPORT.match(self.jobmanager):
+            raise ConfigError(f"--jobmanager must be HOST:PORT, got {self.jobmanager!r}")
+        if self.parallelism < 1:
+            raise ConfigError(f"--parallelism must be >= 1, got {self.parallelism}")
+        if self.checkpoint_ms < 100:
+            raise ConfigError(f"--checkpoint-ms must be >= 100, got {self.checkpoint_ms}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    bootstrap_servers: str
+    model_spec: str = "StandardScaler|LogisticRegression"
+    model_name: str = "default"
+    replicas: int = 4
+    key_field: str = "key"
+    sync_every_events: int | None = 100
+    sync_every_seconds: float | None = 1.0
+    sync_divergence: float | None = None
+    merge_policy: str = "delta"
+    merge_wait_ms: int = 500
+    group_id: str = "riverflink-train"
+    topics: Topics = field(default_factory=Topics)
+    flink: FlinkConfig = field(default_factory=FlinkConfig)
+
+    def validate(self) -> None:
+        check_bootstrap(self.bootstrap_servers)
+        self.flink.validate()
+        if self.replicas < 1:
+            raise ConfigError(f"--replicas must be >= 1, got {self.replicas}")
+        if self.merge_policy not in POLICIES:
+            raise ConfigError(f"--merge-policy must be one of {', '.join(POLICIES)}, got {self.merge_policy!r}")
+        if self.merge_wait_ms < 1:
+            raise ConfigError(f"--merge-wait-ms must be >= 1, got {self.merge_wait_ms}")
+        try:
+            build_model(self.model_spec)
+            self.sync_policy()
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+    def sync_policy(self) -> SyncPolicy:
+        return SyncPolicy(self.sync_every_events, self.sync_every_seconds, self.sync_divergence)
+
+    def policy(self) -> MergePolicy:
+        return MergePolicy(self.merge_policy)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    bootstrap_servers: str
+    model_name: str = "default"
+    group_id: str = "riverflink-serve"
+    topics: Topics = field(default_factory=Topics)
+    flink: FlinkConfig = field(default_factory=FlinkConfig)
+
+    def validate(self) -> None:
+        check_bootstrap(self.bootstrap_servers)
+        self.flink.validate()
+
+
+def check_bootstrap(servers: str) -> None:
+    if not servers or not all(_HOSTPORT.match(s.strip()) for s in servers.split(",")):
+        raise ConfigError(f"--bootstrap-servers must be HOST:PORT[,HOST:PORT...], got {servers!r}")

@@ -1,0 +1,135 @@
+"""Plain Kafka clients (kafka-python) for the CLI, the demo and the tests."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from typing import Iterable, Iterator
+
+from pipelines.config import ConfigError, check_bootstrap
+
+
+def check_reachable(servers: str, timeout: float = 5.0) -> None:
+    """Fail with one line when no bootstrap server accepts a TCP connection."""
+    check_bootstrap(servers)
+    errors = []
+    for hp in servers.split(","):
+        host, port = hp.strip().rsplit(":", 1)
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+                return
+        except OSError as e:
+            errors.append(f"{hp}: {e.strerror or e}")
+    raise ConfigError(f"Kafka unreachable at {servers} ({'; '.join(errors)})")
+
+
+def admin(servers: str):
+    from kafka import KafkaAdminClient
+
+    check_reachable(servers)
+    return KafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=10000)
+
+
+def create_topics(servers: str, topics: dict[str, int]) -> None:
+    """Create ``{name: partitions}`` topics; existing ones are left as they are."""
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    client = admin(servers)
+    try:
+        existing = set(client.list_topics())
+        new = [NewTopic(n, p, 1) for n, p in topics.items() if n not in existing]
+        if new:
+            try:
+                client.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        client.close()
+
+
+def producer(servers: str):
+    from kafka import KafkaProducer
+
+    check_reachable(servers)
+    return KafkaProducer(bootstrap_servers=servers, linger_ms=5, acks=1, max_block_ms=15000, request_timeout_ms=15000)
+
+
+def produce(servers: str, topic: str, values: Iterable[bytes], keys: Iterable[bytes | None] | None = None) -> int:
+    """Send every value, wait for all acks, return the count."""
+    p = producer(servers)
+    futures = []
+    key_iter = iter(keys) if keys is not None else None
+    try:
+        for v in values:
+            k = next(key_iter) if key_iter is not None else None
+            futures.append(p.send(topic, value=v, key=k))
+        p.flush()
+        for f in futures:
+            f.get(timeout=30)
+    finally:
+        p.close()
+    return len(futures)
+
+
+def consume(servers: str, topic: str, *, from_beginning: bool = True, idle_timeout: float | None = None,
+            group_id: str | None = None) -> Iterator[bytes]:
+    """Yield values of ``topic`` as they arrive; stops after ``idle_timeout`` seconds without one."""
+    from kafka import KafkaConsumer
+
+    check_reachable(servers)
+    c = KafkaConsumer(
+        topic,
+        bootstrap_servers=servers,
+        group_id=group_id,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        enable_auto_commit=group_id is not None,
+        consumer_timeout_ms=int(1000 * idle_timeout) if idle_timeout else float("inf"),
+        session_timeout_ms=10000,
+        heartbeat_interval_ms=1000,
+    )
+    try:
+        for msg in c:
+            yield msg.value
+    finally:
+        c.close()
+
+
+class TopicReader:
+    """Polls one topic from the beginning without a consumer group; for counting outputs."""
+
+    def __init__(self, servers: str, topic: str):
+        from kafka import KafkaConsumer, TopicPartition
+
+        check_reachable(servers)
+        self.consumer = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, group_id=None)
+        deadline = time.time() + 20
+        parts = None
+        while not parts and time.time() < deadline:
+            parts = self.consumer.partitions_for_topic(topic)
+            if not parts:
+                time.sleep(0.2)
+        if not parts:
+            raise ConfigError(f"topic {topic!r} not found on {servers}")
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        self.consumer.assign(tps)
+        self.consumer.seek_to_beginning(*tps)
+
+    def poll(self, timeout_ms: int = 200) -> list[bytes]:
+        out = []
+        for records in self.consumer.poll(timeout_ms=timeout_ms, max_records=5000).values():
+            out.extend(r.value for r in records)
+        return out
+
+    def poll_json(self, timeout_ms: int = 200) -> list:
+        out = []
+        for v in self.poll(timeout_ms):
+            try:
+                out.append(json.loads(v))
+            except ValueError:
+                out.append(None)
+        return out
+
+    def close(self) -> None:
+        self.consumer.close()

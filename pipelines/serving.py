@@ -1,0 +1,28 @@
+"""The serving job: ``requests`` + latest model (broadcast from ``models``) -> ``predictions``."""
+
+from __future__ import annotations
+
+from pyflink.common import Types
+
+from operators.flink_functions import LATEST_MODEL, Predictor
+from pipelines.config import ServeConfig
+from pipelines.flink_kafka import envelope_source, text_sink, text_source
+from pipelines.flink_runtime import make_env
+
+
+def build(cfg: ServeConfig):
+    cfg.validate()
+    env = make_env(cfg.flink, f"riverflink-serve-{cfg.model_name}")
+    t, servers = cfg.topics, cfg.bootstrap_servers
+    requests = envelope_source(env, servers, t.requests, cfg.group_id, "requests").uid("source-requests")
+    model_docs = text_source(env, servers, t.models, f"{cfg.group_id}-models", "models").uid("source-models")
+    (
+        requests.connect(model_docs.broadcast(LATEST_MODEL))
+        .process(Predictor(cfg.model_name), output_type=Types.STRING())
+        .name("predictor")
+        .uid("predictor")
+        .sink_to(text_sink(servers, t.predictions))
+        .name("sink-predictions")
+        .uid("sink-predictions")
+    )
+    return env

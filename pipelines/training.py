@@ -1,0 +1,69 @@
+"""The training job: events -> replicas -> merger -> ``models`` (and ``predictions``, ``events.dlq``).
+
+::
+
+    events ─► parse ──bad──► events.dlq
+               │ key_by(replica)
+               ▼
+    models ─► (broadcast) ─► ReplicaTrainer ──► predictions (progressive validation)
+       ▲                        │ replica updates, key_by(model name)
+       │                        ▼
+       └──────────────── Merger ◄── models (adopt newer versions after a restart)
+"""
+
+from __future__ import annotations
+
+from pyflink.common import Types
+
+from operators.flink_functions import DEAD_LETTER, LATEST_MODEL, PREDICTIONS, Merger, ParseEvents, ReplicaTrainer
+from operators.merge_state import read_doc
+from pipelines.config import TrainConfig
+from pipelines.flink_kafka import envelope_source, text_sink, text_source
+from pipelines.flink_runtime import make_env
+
+
+def _model_name(text: str) -> str:
+    doc = read_doc(text)
+    return "" if doc is None else str(doc["meta"].get("name"))
+
+
+def build(cfg: TrainConfig):
+    """The environment with the training job's dataflow attached (not yet executed)."""
+    cfg.validate()
+    env = make_env(cfg.flink, f"riverflink-train-{cfg.model_name}")
+    t, servers = cfg.topics, cfg.bootstrap_servers
+
+    raw = envelope_source(env, servers, t.events, cfg.group_id, "events").uid("source-events")
+    parsed = (
+        raw.process(ParseEvents(cfg.replicas, cfg.key_field, t.events), output_type=Types.PICKLED_BYTE_ARRAY())
+        .name("parse-validate")
+        .uid("parse-validate")
+    )
+    parsed.get_side_output(DEAD_LETTER).sink_to(text_sink(servers, t.dead_letter)).name("sink-dlq").uid("sink-dlq")
+
+    model_docs = text_source(env, servers, t.models, f"{cfg.group_id}-models", "models").uid("source-models")
+    check_ms = int(1000 * (cfg.sync_every_seconds or 1.0))
+    trained = (
+        parsed.key_by(lambda r: r[0], key_type=Types.INT())
+        .connect(model_docs.broadcast(LATEST_MODEL))
+        .process(
+            ReplicaTrainer(cfg.model_spec, cfg.model_name, cfg.sync_policy(), check_ms),
+            output_type=Types.PICKLED_BYTE_ARRAY(),
+        )
+        .name("replica-trainer")
+        .uid("replica-trainer")
+    )
+    trained.get_side_output(PREDICTIONS).sink_to(text_sink(servers, t.predictions)).name(
+        "sink-training-predictions"
+    ).uid("sink-training-predictions")
+
+    merged = (
+        trained.connect(model_docs)
+        .key_by(lambda u: u.model_name, _model_name, key_type=Types.STRING())
+        .process(Merger(cfg.model_spec, cfg.model_name, cfg.policy(), cfg.merge_wait_ms, cfg.replicas), output_type=Types.STRING())
+        .name("merger")
+        .uid("merger")
+        .set_parallelism(1)
+    )
+    merged.sink_to(text_sink(servers, t.models)).name("sink-models").uid("sink-models").set_parallelism(1)
+    return env
