@@ -22,6 +22,7 @@ _CLIENT_PROPS = {
     "default.api.timeout.ms": "20000",
     "session.timeout.ms": "10000",
     "heartbeat.interval.ms": "1000",
+    "fetch.max.wait.ms": "100",
 }
 
 

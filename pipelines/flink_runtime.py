@@ -70,8 +70,8 @@ def make_env(cfg: FlinkConfig, job_name: str):
     conf.set_string("restart-strategy.fixed-delay.attempts", str(cfg.restart_attempts))
     conf.set_string("restart-strategy.fixed-delay.delay", "2 s")
     # bundles flush live state to Flink at least this often (and at every checkpoint)
-    conf.set_string("python.fn-execution.bundle.time", "1000")
-    conf.set_string("python.fn-execution.bundle.size", "5000")
+    conf.set_string("python.fn-execution.bundle.time", "100")
+    conf.set_string("python.fn-execution.bundle.size", "1000")
     if cfg.jobmanager:
         host, port = cfg.jobmanager.rsplit(":", 1)
         conf.set_string("execution.target", "remote")

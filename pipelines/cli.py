@@ -1,0 +1,322 @@
+"""``riverflink``: run the embedded broker, produce events, submit jobs, watch the topics.
+
+Every error a user can cause (bad flag, unreachable broker or cluster,
+missing Java or jars) ends the command with one ``riverflink: error: ...`` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from pipelines.config import ConfigError, FlinkConfig, ServeConfig, Topics, TrainConfig
+
+STATE_DIR = Path(os.environ.get("RIVERFLINK_HOME", Path(__file__).resolve().parents[1] / ".riverflink"))
+BROKER_FILE = STATE_DIR / "broker.json"
+
+
+def default_bootstrap() -> str | None:
+    """``RIVERFLINK_BOOTSTRAP``, else the embedded broker started by ``riverflink broker start``."""
+    if os.environ.get("RIVERFLINK_BOOTSTRAP"):
+        return os.environ["RIVERFLINK_BOOTSTRAP"]
+    if BROKER_FILE.exists():
+        return json.loads(BROKER_FILE.read_text())["bootstrap"]
+    return None
+
+
+def _bootstrap(args) -> str:
+    servers = args.bootstrap_servers or default_bootstrap()
+    if not servers:
+        raise ConfigError("no Kafka: pass --bootstrap-servers HOST:PORT, set RIVERFLINK_BOOTSTRAP, "
+                          "or run 'riverflink broker start'")
+    return servers
+
+
+def _topics(args) -> Topics:
+    return Topics(events=args.events_topic, dead_letter=args.events_topic + ".dlq", predictions=args.predictions_topic,
+                  models=args.models_topic, requests=args.requests_topic)
+
+
+def _flink(args) -> FlinkConfig:
+    return FlinkConfig(jobmanager=args.jobmanager, parallelism=args.parallelism, checkpoint_ms=args.checkpoint_ms)
+
+
+# -- commands ---------------------------------------------------------------------
+def cmd_broker(args) -> int:
+    from pipelines.broker import EmbeddedBroker, stop_pid
+
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    state = json.loads(BROKER_FILE.read_text()) if BROKER_FILE.exists() else None
+    alive = state is not None and _pid_alive(state["pid"])
+    if args.action == "status":
+        print(f"running: {state['bootstrap']} (pid {state['pid']})" if alive else "not running")
+        return 0 if alive else 1
+    if args.action == "stop":
+        if alive:
+            stop_pid(state["pid"])
+        BROKER_FILE.unlink(missing_ok=True)
+        print("stopped" if alive else "not running")
+        return 0
+    if alive:
+        print(f"already running: {state['bootstrap']} (pid {state['pid']})")
+        return 0
+    broker = EmbeddedBroker(port=args.port, log_path=STATE_DIR / "broker.log").start()
+    BROKER_FILE.write_text(json.dumps({"bootstrap": broker.bootstrap, "pid": broker.process.pid}))
+    print(f"embedded Tansu broker on {broker.bootstrap} (pid {broker.process.pid}); stop it with 'riverflink broker stop'")
+    return 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
+def cmd_produce(args) -> int:
+    from tqdm import tqdm
+
+    from pipelines import kafka_io
+    from pipelines.sources import encode_events, file_events, river_events
+
+    servers = _bootstrap(args)
+    if args.file:
+        events = file_events(args.file, args.target)
+    else:
+        events = river_events(args.dataset, args.limit, seed=args.seed)
+    kafka_io.create_topics(servers, {args.topic: args.partitions})
+    producer = kafka_io.producer(servers)
+    n = 0
+    for value in tqdm(encode_events(events, start_id=args.start_id, with_label=not args.unlabelled),
+                      unit="ev", desc=f"-> {args.topic}", disable=args.quiet):
+        producer.send(args.topic, value=value)
+        n += 1
+    producer.flush()
+    producer.close()
+    print(f"produced {n} events to {args.topic} on {servers}")
+    return 0
+
+
+def _run_job(env, name: str, remote: bool) -> int:
+    if remote:
+        client = env.execute_async(name)
+        print(f"submitted {name}: job id {client.get_job_id()}")
+        return 0
+    print(f"running {name} on the local mini-cluster (Ctrl-C stops it)", flush=True)
+    env.execute(name)
+    return 0
+
+
+def cmd_train(args) -> int:
+    from pipelines import kafka_io, training
+
+    cfg = TrainConfig(
+        bootstrap_servers=_bootstrap(args), model_spec=args.model, model_name=args.model_name,
+        replicas=args.replicas, key_field=args.key_field, sync_every_events=args.sync_every or None,
+        sync_every_seconds=args.sync_seconds or None, sync_divergence=args.sync_divergence,
+        merge_policy=args.merge_policy, merge_wait_ms=args.merge_wait_ms, topics=_topics(args), flink=_flink(args),
+        group_id=args.group_id or "riverflink-train",
+    )
+    cfg.validate()
+    kafka_io.check_reachable(cfg.bootstrap_servers)
+    _check_cluster(cfg.flink)
+    t = cfg.topics
+    kafka_io.create_topics(cfg.bootstrap_servers, {t.events: 2, t.dead_letter: 1, t.predictions: 2, t.models: 1})
+    return _run_job(training.build(cfg), f"riverflink-train-{cfg.model_name}", bool(cfg.flink.jobmanager))
+
+
+def cmd_serve(args) -> int:
+    from pipelines import kafka_io, serving
+
+    cfg = ServeConfig(bootstrap_servers=_bootstrap(args), model_name=args.model_name, topics=_topics(args),
+                      flink=_flink(args), group_id=args.group_id or "riverflink-serve")
+    cfg.validate()
+    kafka_io.check_reachable(cfg.bootstrap_servers)
+    _check_cluster(cfg.flink)
+    t = cfg.topics
+    kafka_io.create_topics(cfg.bootstrap_servers, {t.requests: 2, t.predictions: 2, t.models: 1})
+    return _run_job(serving.build(cfg), f"riverflink-serve-{cfg.model_name}", bool(cfg.flink.jobmanager))
+
+
+def _check_cluster(cfg: FlinkConfig) -> None:
+    """Fail fast when ``--jobmanager`` does not answer on its REST port."""
+    if not cfg.jobmanager:
+        return
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{cfg.jobmanager}/overview", timeout=5) as r:
+            json.load(r)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"Flink cluster unreachable at {cfg.jobmanager} ({getattr(e, 'reason', e)})") from None
+
+
+def cmd_tail(args) -> int:
+    from pipelines import kafka_io
+
+    servers = _bootstrap(args)
+    topic = {"predictions": args.predictions_topic, "models": args.models_topic,
+             "dlq": args.events_topic + ".dlq"}.get(args.what, args.what)
+    n = 0
+    for value in kafka_io.consume(servers, topic, from_beginning=args.from_beginning, idle_timeout=args.idle):
+        text = value.decode("utf-8", errors="replace")
+        if args.what == "models":
+            meta = json.loads(text).get("meta", {})
+            text = (f"model {meta.get('name')} v{meta.get('version')} events={meta.get('events')} "
+                    f"counts={meta.get('counts')} bytes={len(value)}")
+        print(text, flush=True)
+        n += 1
+        if args.limit and n >= args.limit:
+            break
+    return 0
+
+
+def cmd_models(args) -> int:
+    from pipelines import kafka_io
+
+    servers = _bootstrap(args)
+    rows = []
+    for value in kafka_io.consume(servers, args.models_topic, idle_timeout=args.idle):
+        try:
+            doc = json.loads(value)
+            meta = doc["meta"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if args.model_name and meta.get("name") != args.model_name:
+            continue
+        rows.append((meta.get("name"), meta.get("version"), meta.get("events"), meta.get("counts"),
+                     meta.get("created_at"), len(value)))
+    if args.latest:
+        latest = {}
+        for r in rows:
+            latest[r[0]] = r
+        rows = list(latest.values())
+    print(f"{'name':12} {'version':>7} {'events':>8} {'bytes':>7}  created_at                 counts")
+    for name, version, events, counts, created, size in rows:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created or 0))
+        print(f"{name!s:12} {version!s:>7} {events!s:>8} {size:>7}  {stamp:25}  {counts}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from pipelines import demo
+    from pipelines.broker import EmbeddedBroker
+
+    cfg_kwargs = dict(dataset=args.dataset, events=args.events, rate=args.rate, replicas=args.replicas,
+                      merge_policy=args.merge_policy, parallelism=args.parallelism)
+    if args.bootstrap_servers:
+        result = demo.run(demo.DemoConfig(bootstrap_servers=args.bootstrap_servers, **cfg_kwargs))
+    else:
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        with EmbeddedBroker(log_path=STATE_DIR / "demo-broker.log") as broker:
+            print(f"embedded Tansu broker on {broker.bootstrap} (pid {broker.process.pid})")
+            result = demo.run(demo.DemoConfig(bootstrap_servers=broker.bootstrap, **cfg_kwargs))
+    print(f"model versions {result.model_versions[0]}..{result.model_versions[-1]}, replicas contributing: "
+          f"{sorted(result.replicas_contributing)}, answered={result.answered} no_model_yet={result.no_model_yet}")
+    print(result.summary())
+    return 0 if result.learned + result.dead_lettered == result.events else 1
+
+
+# -- parser -----------------------------------------------------------------------
+def parser() -> argparse.ArgumentParser:
+    from models.policies import POLICIES
+    from pipelines.sources import RIVER_DATASETS
+
+    p = argparse.ArgumentParser(prog="riverflink", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    kafka = argparse.ArgumentParser(add_help=False)
+    kafka.add_argument("--bootstrap-servers", metavar="HOST:PORT",
+                       help="any Kafka cluster (default: $RIVERFLINK_BOOTSTRAP, else the embedded broker)")
+    kafka.add_argument("--events-topic", default="events", help="labelled events (dead letters go to EVENTS.dlq)")
+    kafka.add_argument("--requests-topic", default="requests")
+    kafka.add_argument("--predictions-topic", default="predictions")
+    kafka.add_argument("--models-topic", default="models", help="the serving topic of versioned model documents")
+
+    flink = argparse.ArgumentParser(add_help=False)
+    flink.add_argument("--jobmanager", metavar="HOST:PORT",
+                       help="submit to a running Flink cluster's REST endpoint (default: local mini-cluster)")
+    flink.add_argument("--parallelism", type=int, default=2)
+    flink.add_argument("--checkpoint-ms", type=int, default=5000)
+    flink.add_argument("--model-name", default="default", help="name of the model on the models topic")
+    flink.add_argument("--group-id", help="Kafka consumer group (default: riverflink-train / riverflink-serve)")
+
+    b = sub.add_parser("broker", help="start, stop or check the embedded Tansu broker (127.0.0.1, in memory)")
+    b.add_argument("action", choices=["start", "stop", "status"])
+    b.add_argument("--port", type=int, default=0, help="listen port (default: a free one)")
+    b.set_defaults(func=cmd_broker)
+
+    pr = sub.add_parser("produce", parents=[kafka], help="send a River dataset, a JSONL or a CSV file to a topic")
+    pr.add_argument("--topic", default="events")
+    src = pr.add_mutually_exclusive_group()
+    src.add_argument("--dataset", default="Phishing", choices=RIVER_DATASETS, help="bundled River dataset")
+    src.add_argument("--file", help="a .jsonl file of {\"x\": {...}, \"y\": ...} lines, or a .csv with a header")
+    pr.add_argument("--target", help="label column of a CSV file")
+    pr.add_argument("--limit", type=int, help="events to send (datasets are shuffled and repeated to reach it)")
+    pr.add_argument("--seed", type=int, default=42)
+    pr.add_argument("--start-id", type=int, default=0, help="first event id")
+    pr.add_argument("--unlabelled", action="store_true", help="drop labels (to send prediction requests)")
+    pr.add_argument("--partitions", type=int, default=2, help="partitions if the topic is created")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(func=cmd_produce)
+
+    tr = sub.add_parser("train", parents=[kafka, flink], help="run the training job (replicas, merger)")
+    tr.add_argument("--model", default="StandardScaler|LogisticRegression",
+                    help="model spec, e.g. 'StandardScaler|LogisticRegression(lr=0.05)' or 'GaussianNB'")
+    tr.add_argument("--replicas", type=int, default=4, help="K: replica keys are crc32(event key) mod K")
+    tr.add_argument("--key-field", default="key", help="event field used as replica key (else Kafka key, id)")
+    tr.add_argument("--sync-every", type=int, default=100, help="a replica syncs after S events (0: never)")
+    tr.add_argument("--sync-seconds", type=float, default=1.0, help="... or T seconds after its first unsynced event")
+    tr.add_argument("--sync-divergence", type=float, help="... or when its weights moved this far (L2)")
+    tr.add_argument("--merge-policy", default="delta", choices=POLICIES)
+    tr.add_argument("--merge-wait-ms", type=int, default=500, help="merge without a late replica after this")
+    tr.set_defaults(func=cmd_train)
+
+    sv = sub.add_parser("serve", parents=[kafka, flink], help="run the serving job (requests -> predictions)")
+    sv.set_defaults(func=cmd_serve)
+
+    tl = sub.add_parser("tail", parents=[kafka], help="print predictions, models or dead letters as they arrive")
+    tl.add_argument("what", nargs="?", default="predictions", help="predictions, models, dlq, or a topic name")
+    tl.add_argument("--from-beginning", action="store_true")
+    tl.add_argument("--limit", type=int, help="stop after N records")
+    tl.add_argument("--idle", type=float, help="stop after this many seconds without a record")
+    tl.set_defaults(func=cmd_tail)
+
+    md = sub.add_parser("models", parents=[kafka], help="list the model versions on the serving topic")
+    md.add_argument("--model-name", help="only this model")
+    md.add_argument("--latest", action="store_true", help="only the newest version of each model")
+    md.add_argument("--idle", type=float, default=3.0, help="seconds without a record that end the listing")
+    md.set_defaults(func=cmd_models)
+
+    dm = sub.add_parser("demo", help="embedded broker + both jobs + a labelled stream; prints live predictions")
+    dm.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="use this Kafka instead of an embedded broker")
+    dm.add_argument("--dataset", default="Phishing", choices=RIVER_DATASETS)
+    dm.add_argument("--events", type=int, default=10_000)
+    dm.add_argument("--rate", type=float, default=2_000.0, help="events per second to produce")
+    dm.add_argument("--replicas", type=int, default=4)
+    dm.add_argument("--merge-policy", default="delta", choices=POLICIES)
+    dm.add_argument("--parallelism", type=int, default=2)
+    dm.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"riverflink: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""The end-to-end run behind ``make demo`` and the integration test.
+
+It starts the training and serving jobs (as child processes, each stopped by
+PID at the end), produces a labelled stream plus malformed events to
+``events`` and the same features, unlabelled, to ``requests``, prints live
+predictions, waits until every count reconciles, and summarizes:
+
+``summary: events=N learned=N dead_lettered=N model_versions=N served_accuracy=X baseline_accuracy=Y predictions=N``
+
+* ``learned`` counts the training job's progressive-validation predictions
+  (one per event learned); ``events = learned + dead_lettered`` must hold.
+* ``baseline_accuracy`` is plain single-node River, predict-then-learn, on the
+  same labelled events in the same order; ``served_accuracy`` scores the
+  serving job's answers (the merged model it had when each request came).
+  Requests answered ``no_model_yet`` (before the first merge) are reported
+  separately and left out of both accuracies, which are taken over the same
+  events.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from models.spec import build as build_model
+from pipelines import kafka_io
+from pipelines.broker import stop_pid
+from pipelines.config import ConfigError, Topics
+from pipelines.sources import MALFORMED, encode_events, river_events
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class DemoConfig:
+    bootstrap_servers: str
+    dataset: str = "Phishing"
+    events: int = 10_000
+    rate: float = 2_000.0
+    replicas: int = 4
+    sync_every: int = 100
+    merge_policy: str = "delta"
+    model_spec: str = "StandardScaler|LogisticRegression"
+    model_name: str = "demo"
+    parallelism: int = 2
+    timeout: float = 240.0
+    show: int = 12
+    log_dir: Path = field(default_factory=lambda: REPO / ".riverflink" / "logs")
+    run_id: str = field(default_factory=lambda: time.strftime("%Y%m%d-%H%M%S"))
+
+    @property
+    def topics(self) -> Topics:
+        """Topics of this run only, so a shared broker never mixes runs."""
+        r = self.run_id
+        return Topics(f"events-{r}", f"events-{r}.dlq", f"predictions-{r}", f"models-{r}", f"requests-{r}")
+
+
+@dataclass
+class DemoResult:
+    events: int
+    learned: int
+    dead_lettered: int
+    model_versions: list
+    served_accuracy: float
+    baseline_accuracy: float
+    predictions: int
+    answered: int
+    no_model_yet: int
+    requests: int
+    model_events: int
+    replicas_contributing: set
+    dead_letter_reasons: list
+    serving_versions: list
+
+    def summary(self) -> str:
+        return (
+            f"summary: events={self.events} learned={self.learned} dead_lettered={self.dead_lettered} "
+            f"model_versions={len(self.model_versions)} served_accuracy={self.served_accuracy:.4f} "
+            f"baseline_accuracy={self.baseline_accuracy:.4f} predictions={self.predictions}"
+        )
+
+
+def _start_job(kind: str, cfg: DemoConfig) -> subprocess.Popen:
+    cfg.log_dir.mkdir(parents=True, exist_ok=True)
+    args = [
+        sys.executable, "-m", "pipelines.cli", kind,
+        "--bootstrap-servers", cfg.bootstrap_servers,
+        "--model-name", cfg.model_name,
+        "--parallelism", str(cfg.parallelism),
+        "--events-topic", cfg.topics.events, "--requests-topic", cfg.topics.requests,
+        "--predictions-topic", cfg.topics.predictions, "--models-topic", cfg.topics.models,
+        "--group-id", f"riverflink-{kind}-{cfg.run_id}",
+    ]
+    if kind == "train":
+        args += ["--model", cfg.model_spec, "--replicas", str(cfg.replicas), "--sync-every", str(cfg.sync_every),
+                 "--merge-policy", cfg.merge_policy]
+    log = open(cfg.log_dir / f"{kind}.log", "wb")
+    return subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def _baseline(spec: str, labelled: list) -> list:
+    model, hits = build_model(spec), []
+    for x, y in labelled:
+        hits.append(model.predict_one(x) == y)
+        model.learn_one(x, y)
+    return hits
+
+
+def run(cfg: DemoConfig, out=print) -> DemoResult:
+    """Run the whole slice against ``cfg.bootstrap_servers``; every child process is stopped on exit."""
+    t = cfg.topics
+    kafka_io.create_topics(cfg.bootstrap_servers, {t.events: 2, t.requests: 2, t.predictions: 2, t.models: 1,
+                                                   t.dead_letter: 1})
+    labelled = list(river_events(cfg.dataset, cfg.events))
+    jobs = [_start_job("train", cfg), _start_job("serve", cfg)]
+    try:
+        return _drive(cfg, labelled, jobs, out)
+    finally:
+        for p in jobs:
+            stop_pid(p.pid)
+
+
+def _check_alive(jobs, cfg):
+    for p, kind in zip(jobs, ("train", "serve")):
+        if p.poll() is not None:
+            tail = (cfg.log_dir / f"{kind}.log").read_text(errors="replace").strip().splitlines()[-5:]
+            raise ConfigError(f"the {kind} job exited with code {p.returncode}: {' | '.join(tail)}")
+
+
+def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
+    t = cfg.topics
+    servers = cfg.bootstrap_servers
+    preds = kafka_io.TopicReader(servers, t.predictions)
+    model_reader = kafka_io.TopicReader(servers, t.models)
+    dlq = kafka_io.TopicReader(servers, t.dead_letter)
+    training, serving, versions, dead = 0, {}, [], []
+    labels = {i: y for i, (_, y) in enumerate(labelled)}
+    shown = 0
+
+    def pump():
+        nonlocal training, shown
+        for rec in preds.poll_json(100):
+            if rec is None:
+                continue
+            if rec.get("source") == "training":
+                training += 1
+            elif rec.get("source") == "serving" and rec.get("id") is not None:
+                serving[rec["id"]] = rec
+                if shown < cfg.show and rec["status"] == "ok" and time.time() - pump.last_show > 0.5:
+                    pump.last_show = time.time()
+                    shown += 1
+                    truth = labels.get(rec["id"])
+                    out(f"  prediction  request={rec['id']:<6} -> {rec['prediction']!s:<5} "
+                        f"(truth {truth!s:<5}) model v{rec['model_version']} age {rec['model_age_ms']:.0f} ms")
+        for doc in model_reader.poll_json(0):
+            if doc and doc.get("schema"):
+                versions.append(doc["meta"])
+        dead.extend(r for r in dlq.poll_json(0) if r)
+
+    pump.last_show = 0.0
+    # wait until the serving job answers, so requests meet a running job
+    probe = f"probe-{time.time()}"
+    kafka_io.produce(servers, t.requests, [json.dumps({"id": probe, "x": {}}).encode()])
+    deadline = time.time() + cfg.timeout
+    while probe not in serving:
+        _check_alive(jobs, cfg)
+        if time.time() > deadline:
+            raise ConfigError(f"the serving job did not answer within {cfg.timeout:.0f}s")
+        pump()
+    serving.pop(probe)
+    out(f"jobs running; producing {len(labelled)} events (+{len(MALFORMED)} malformed) at ~{cfg.rate:.0f}/s")
+
+    producer = kafka_io.producer(servers)
+    requests = list(encode_events(labelled, with_label=False))
+    events = list(encode_events(labelled))
+    batch = 100
+    started = time.time()
+    bad_every = max(1, len(events) // (len(MALFORMED) + 1))
+    bad = list(MALFORMED)
+    for start in range(0, len(events), batch):
+        for v in requests[start : start + batch]:
+            producer.send(t.requests, value=v)
+        for i in range(start, min(start + batch, len(events))):
+            producer.send(t.events, value=events[i])
+            if bad and i > 0 and i % bad_every == 0:
+                producer.send(t.events, value=bad.pop())
+        producer.flush()
+        pump()
+        ahead = (start + batch) / cfg.rate - (time.time() - started)
+        if ahead > 0:
+            time.sleep(ahead)
+    for v in bad:
+        producer.send(t.events, value=v)
+    producer.flush()
+    producer.close()
+    produced = len(events) + len(MALFORMED)
+
+    while True:
+        pump()
+        merged = versions[-1].get("events", 0) if versions else 0
+        if training + len(dead) >= produced and len(serving) >= len(requests) and merged >= training:
+            break
+        _check_alive(jobs, cfg)
+        if time.time() > deadline:
+            raise ConfigError(
+                f"timed out: learned={training} dead_lettered={len(dead)} of {produced} events, "
+                f"{len(serving)}/{len(requests)} requests answered, {merged} events merged"
+            )
+    for r in (preds, model_reader, dlq):
+        r.close()
+
+    base_hits = _baseline(cfg.model_spec, labelled)
+    answered = [i for i in range(len(labelled)) if serving.get(i, {}).get("status") == "ok"]
+    served_hits = [serving[i]["prediction"] == labels[i] for i in answered]
+    return DemoResult(
+        events=produced,
+        learned=training,
+        dead_lettered=len(dead),
+        model_versions=[m["version"] for m in versions],
+        served_accuracy=sum(served_hits) / max(1, len(served_hits)),
+        baseline_accuracy=sum(base_hits[i] for i in answered) / max(1, len(answered)),
+        predictions=training + len(serving),
+        answered=len(answered),
+        no_model_yet=sum(1 for r in serving.values() if r["status"] == "no_model_yet"),
+        requests=len(requests),
+        model_events=versions[-1].get("events", 0) if versions else 0,
+        replicas_contributing={k for m in versions for k in m.get("counts", {})},
+        dead_letter_reasons=[d["reason"] for d in dead],
+        serving_versions=[serving[i]["model_version"] for i in answered],
+    )
