@@ -12,9 +12,10 @@ predictions, waits until every count reconciles, and summarizes:
 * ``baseline_accuracy`` is plain single-node River, predict-then-learn, on the
   same labelled events in the same order; ``served_accuracy`` scores the
   serving job's answers (the merged model it had when each request came).
-  Requests answered ``no_model_yet`` (before the first merge) are reported
-  separately and left out of both accuracies, which are taken over the same
-  events.
+  The first ``warmup`` events are sent without requests and the demo waits
+  for the first merged model before sending any, so every request meets a
+  model; both accuracies are taken over the requested events.  A request
+  answered ``no_model_yet`` all the same is counted as a miss.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class DemoConfig:
     parallelism: int = 2
     timeout: float = 240.0
     show: int = 12
+    warmup: int = 500
     log_dir: Path = field(default_factory=lambda: REPO / ".riverflink" / "logs")
     run_id: str = field(default_factory=lambda: time.strftime("%Y%m%d-%H%M%S"))
 
@@ -177,15 +179,22 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
     out(f"jobs running; producing {len(labelled)} events (+{len(MALFORMED)} malformed) at ~{cfg.rate:.0f}/s")
 
     producer = kafka_io.producer(servers)
-    requests = list(encode_events(labelled, with_label=False))
+    warmup = min(cfg.warmup, len(labelled) // 2)
+    requests = list(encode_events(labelled[warmup:], start_id=warmup, with_label=False))
     events = list(encode_events(labelled))
     batch = 100
     started = time.time()
     bad_every = max(1, len(events) // (len(MALFORMED) + 1))
     bad = list(MALFORMED)
     for start in range(0, len(events), batch):
-        for v in requests[start : start + batch]:
-            producer.send(t.requests, value=v)
+        if start >= warmup:
+            while not versions:
+                _check_alive(jobs, cfg)
+                if time.time() > deadline:
+                    raise ConfigError(f"no model on {t.models} within {cfg.timeout:.0f}s")
+                pump()
+            for v in requests[start - warmup : start - warmup + batch]:
+                producer.send(t.requests, value=v)
         for i in range(start, min(start + batch, len(events))):
             producer.send(t.events, value=events[i])
             if bad and i > 0 and i % bad_every == 0:
@@ -216,15 +225,16 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
         r.close()
 
     base_hits = _baseline(cfg.model_spec, labelled)
-    answered = [i for i in range(len(labelled)) if serving.get(i, {}).get("status") == "ok"]
+    requested = range(warmup, len(labelled))
+    answered = [i for i in requested if serving.get(i, {}).get("status") == "ok"]
     served_hits = [serving[i]["prediction"] == labels[i] for i in answered]
     return DemoResult(
         events=produced,
         learned=training,
         dead_lettered=len(dead),
         model_versions=[m["version"] for m in versions],
-        served_accuracy=sum(served_hits) / max(1, len(served_hits)),
-        baseline_accuracy=sum(base_hits[i] for i in answered) / max(1, len(answered)),
+        served_accuracy=sum(served_hits) / max(1, len(requested)),
+        baseline_accuracy=sum(base_hits[i] for i in requested) / max(1, len(requested)),
         predictions=training + len(serving),
         answered=len(answered),
         no_model_yet=sum(1 for r in serving.values() if r["status"] == "no_model_yet"),

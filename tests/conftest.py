@@ -1,0 +1,48 @@
+"""Shared fixtures.  Every process a test starts is stopped by PID, also when the test fails."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+
+def _docker_answers() -> bool:
+    if not shutil.which("docker"):
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=5).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory):
+    """A real Kafka-protocol broker.
+
+    ``RIVERFLINK_BOOTSTRAP`` (an external cluster) wins; else the Apache Kafka
+    image through testcontainers when a Docker engine answers; else the
+    embedded Tansu broker on 127.0.0.1 with in-memory storage.
+    """
+    if os.environ.get("RIVERFLINK_BOOTSTRAP"):
+        yield os.environ["RIVERFLINK_BOOTSTRAP"]
+        return
+    if _docker_answers():
+        try:
+            from testcontainers.kafka import KafkaContainer
+        except ImportError:
+            pass
+        else:
+            with KafkaContainer("apache/kafka:3.9.1") as kafka:
+                yield kafka.get_bootstrap_server()
+            return
+    from pipelines.broker import EmbeddedBroker
+
+    broker = EmbeddedBroker(log_path=tmp_path_factory.mktemp("tansu") / "tansu.log")
+    broker.start()
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
