@@ -103,10 +103,15 @@ def cmd_produce(args) -> int:
     return 0
 
 
-def _run_job(env, name: str, remote: bool) -> int:
-    if remote:
-        client = env.execute_async(name)
-        print(f"submitted {name}: job id {client.get_job_id()}")
+def _run_job(build, cfg, name: str, args) -> int:
+    """Local: build and run here until stopped.  ``--jobmanager``: hand over to ``flink run`` (detached)."""
+    from pipelines import remote
+
+    if cfg.flink.jobmanager:
+        return remote.submit(remote.strip_jobmanager(args.argv), cfg.flink.jobmanager, args.python_executable)
+    env = build(cfg)
+    if remote.inside_flink_run():
+        env.execute(name)  # the cluster client runs it (detached)
         return 0
     print(f"running {name} on the local mini-cluster (Ctrl-C stops it)", flush=True)
     env.execute(name)
@@ -128,7 +133,7 @@ def cmd_train(args) -> int:
     _check_cluster(cfg.flink)
     t = cfg.topics
     kafka_io.create_topics(cfg.bootstrap_servers, {t.events: 2, t.dead_letter: 1, t.predictions: 2, t.models: 1})
-    return _run_job(training.build(cfg), f"riverflink-train-{cfg.model_name}", bool(cfg.flink.jobmanager))
+    return _run_job(training.build, cfg, f"riverflink-train-{cfg.model_name}", args)
 
 
 def cmd_serve(args) -> int:
@@ -141,7 +146,7 @@ def cmd_serve(args) -> int:
     _check_cluster(cfg.flink)
     t = cfg.topics
     kafka_io.create_topics(cfg.bootstrap_servers, {t.requests: 2, t.predictions: 2, t.models: 1})
-    return _run_job(serving.build(cfg), f"riverflink-serve-{cfg.model_name}", bool(cfg.flink.jobmanager))
+    return _run_job(serving.build, cfg, f"riverflink-serve-{cfg.model_name}", args)
 
 
 def _check_cluster(cfg: FlinkConfig) -> None:
@@ -242,6 +247,7 @@ def parser() -> argparse.ArgumentParser:
     flink = argparse.ArgumentParser(add_help=False)
     flink.add_argument("--jobmanager", metavar="HOST:PORT",
                        help="submit to a running Flink cluster's REST endpoint (default: local mini-cluster)")
+    flink.add_argument("--python-executable", help="Python of the cluster's workers (default: this one)")
     flink.add_argument("--parallelism", type=int, default=2)
     flink.add_argument("--checkpoint-ms", type=int, default=5000)
     flink.add_argument("--model-name", default="default", help="name of the model on the models topic")
@@ -307,7 +313,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
+    args.argv = argv
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         return args.func(args)

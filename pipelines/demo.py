@@ -7,8 +7,10 @@ predictions, waits until every count reconciles, and summarizes:
 
 ``summary: events=N learned=N dead_lettered=N model_versions=N served_accuracy=X baseline_accuracy=Y predictions=N``
 
-* ``learned`` counts the training job's progressive-validation predictions
-  (one per event learned); ``events = learned + dead_lettered`` must hold.
+* ``learned`` counts the distinct events behind the training job's
+  progressive-validation predictions (one per event learned; a replay after
+  a failure is not counted twice); ``events = learned + dead_lettered``
+  must hold.
 * ``baseline_accuracy`` is plain single-node River, predict-then-learn, on the
   same labelled events in the same order; ``served_accuracy`` scores the
   serving job's answers (the merged model it had when each request came).
@@ -141,17 +143,18 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
     preds = kafka_io.TopicReader(servers, t.predictions)
     model_reader = kafka_io.TopicReader(servers, t.models)
     dlq = kafka_io.TopicReader(servers, t.dead_letter)
-    training, serving, versions, dead = 0, {}, [], []
+    learned_at: set = set()  # (partition, offset): replays after a failure are not counted twice
+    serving, versions, dead = {}, [], []
     labels = {i: y for i, (_, y) in enumerate(labelled)}
     shown = 0
 
     def pump():
-        nonlocal training, shown
+        nonlocal shown
         for rec in preds.poll_json(100):
             if rec is None:
                 continue
             if rec.get("source") == "training":
-                training += 1
+                learned_at.add((rec.get("partition"), rec.get("offset"), rec.get("id")))
             elif rec.get("source") == "serving" and rec.get("id") is not None:
                 serving[rec["id"]] = rec
                 if shown < cfg.show and rec["status"] == "ok" and time.time() - pump.last_show > 0.5:
@@ -212,6 +215,7 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
 
     while True:
         pump()
+        training = len(learned_at)
         merged = versions[-1].get("events", 0) if versions else 0
         if training + len(dead) >= produced and len(serving) >= len(requests) and merged >= training:
             break

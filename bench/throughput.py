@@ -1,0 +1,104 @@
+"""Training throughput: the riverflink training job against plain River, same events, same run.
+
+(a) plain River ``predict_one`` + ``learn_one`` over N events, in one process;
+(b) the training job end to end: N events pre-loaded in Kafka, the job reads,
+    parses, predicts-then-learns in K replicas, syncs and merges; events/s
+    from the first event learned to the last (the trainer's own timestamps
+    on its progressive-validation predictions).
+
+Prints both and the ratio (b)/(a).  Nothing is asserted.
+
+    python -m bench.throughput [--events 50000] [--parallelism 2] [--bootstrap-servers HOST:PORT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from models.spec import build as build_model
+from pipelines import kafka_io
+from pipelines.broker import EmbeddedBroker, stop_pid
+from pipelines.sources import encode_events, river_events
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def plain_river(spec: str, events: list) -> float:
+    model = build_model(spec)
+    start = time.perf_counter()
+    for x, y in events:
+        model.predict_one(x)
+        model.learn_one(x, y)
+    return len(events) / (time.perf_counter() - start)
+
+
+def flink_job(servers: str, spec: str, events: list, parallelism: int, replicas: int, env_extra: dict) -> dict:
+    run = f"bench{int(time.time())}"
+    topics = {"events": f"events-{run}", "predictions": f"predictions-{run}", "models": f"models-{run}",
+              "requests": f"requests-{run}"}
+    kafka_io.create_topics(servers, {topics["events"]: 2, topics["events"] + ".dlq": 1, topics["predictions"]: 2,
+                                     topics["models"]: 1})
+    kafka_io.produce(servers, topics["events"], encode_events(events))
+    log = open(REPO / ".riverflink" / f"{run}.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "train", "--bootstrap-servers", servers, "--model", spec,
+         "--replicas", str(replicas), "--parallelism", str(parallelism), "--model-name", run,
+         "--events-topic", topics["events"], "--predictions-topic", topics["predictions"],
+         "--models-topic", topics["models"], "--group-id", run],
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), **env_extra},
+    )
+    try:
+        reader = kafka_io.TopicReader(servers, topics["predictions"])
+        models_reader = kafka_io.TopicReader(servers, topics["models"])
+        stamps, model_bytes, versions = [], 0, 0
+        deadline = time.time() + 900
+        while len(stamps) < len(events):
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"training job ended early or timed out; see {log.name}")
+            stamps.extend(r["ts"] for r in reader.poll_json(200) if r)
+            for v in models_reader.poll(0):
+                model_bytes += len(v)
+                versions += 1
+        return {"events_per_s": len(events) / (max(stamps) - min(stamps)), "model_versions": versions,
+                "model_bytes": model_bytes}
+    finally:
+        stop_pid(proc.pid)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=50_000)
+    ap.add_argument("--model", default="StandardScaler|LogisticRegression")
+    ap.add_argument("--parallelism", type=int, default=2)
+    ap.add_argument("--replicas", type=int, default=4)
+    ap.add_argument("--process-workers", action="store_true",
+                    help="one Python worker process per subtask (_python_worker_execution_mode=process)")
+    ap.add_argument("--bootstrap-servers")
+    args = ap.parse_args()
+    events = list(river_events("Phishing", args.events))
+    (REPO / ".riverflink").mkdir(exist_ok=True)
+    a = plain_river(args.model, events)
+    env_extra = {"_python_worker_execution_mode": "process"} if args.process_workers else {}
+    with contextlib.ExitStack() as stack:
+        servers = args.bootstrap_servers or stack.enter_context(EmbeddedBroker()).bootstrap
+        b = flink_job(servers, args.model, events, args.parallelism, args.replicas, env_extra)
+    raw_bytes = sum(len(json.dumps({"x": x, "y": y})) for x, y in events)
+    print(f"events={args.events} model={args.model} parallelism={args.parallelism} replicas={args.replicas} "
+          f"workers={'process' if args.process_workers else 'loopback'}")
+    print(f"(a) plain River predict+learn   {a:10.0f} events/s")
+    print(f"(b) riverflink training job     {b['events_per_s']:10.0f} events/s")
+    print(f"ratio (b)/(a)                   {b['events_per_s'] / a:10.3f}")
+    print(f"model versions {b['model_versions']}, model bytes sent {b['model_bytes']} "
+          f"({b['model_bytes'] / raw_bytes:.3f} x the event bytes)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""A real standalone Flink cluster from the ``pyflink`` install: one JobManager and one TaskManager JVM.
+
+Started with our own conf dir (everything bound to 127.0.0.1, explicit ports),
+each process in its own session and stopped by PID.  Used by tests that kill
+a TaskManager, and by ``riverflink cluster``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipelines.broker import free_port, stop_pid
+from pipelines.config import ConfigError
+
+
+#: what Flink's own distribution config passes to every JVM on Java 17 (pyflink ships no config)
+JAVA_OPTS = " ".join(
+    ["--add-exports=java.base/sun.net.util=ALL-UNNAMED", "--add-exports=java.rmi/sun.rmi.registry=ALL-UNNAMED",
+     "--add-exports=java.security.jgss/sun.security.krb5=ALL-UNNAMED"]
+    + [f"--add-opens=java.base/{p}=ALL-UNNAMED" for p in (
+        "java.lang", "java.net", "java.io", "java.nio", "sun.nio.ch", "java.lang.reflect", "java.text", "java.time",
+        "java.util", "java.util.concurrent", "java.util.concurrent.atomic", "java.util.concurrent.locks")]
+)
+
+
+def flink_home() -> Path:
+    import pyflink
+
+    return Path(pyflink.__file__).parent
+
+
+def write_conf(conf_dir: Path, rest_port: int, slots: int = 4) -> None:
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    ports = {k: free_port() for k in ("rpc", "tm_rpc", "data", "blob")}
+    conf = {
+        "jobmanager.rpc.address": "127.0.0.1",
+        "jobmanager.rpc.port": ports["rpc"],
+        "jobmanager.bind-host": "127.0.0.1",
+        "rest.address": "127.0.0.1",
+        "rest.bind-address": "127.0.0.1",
+        "rest.port": rest_port,
+        "taskmanager.host": "127.0.0.1",
+        "taskmanager.bind-host": "127.0.0.1",
+        "taskmanager.rpc.port": ports["tm_rpc"],
+        "taskmanager.data.port": ports["data"],
+        "blob.server.port": ports["blob"],
+        "taskmanager.numberOfTaskSlots": slots,
+        "jobmanager.memory.process.size": "1024m",
+        "taskmanager.memory.process.size": "2048m",
+        "parallelism.default": 2,
+        "python.executable": sys.executable,
+        "python.client.executable": sys.executable,
+        "heartbeat.timeout": 10000,
+        "heartbeat.interval": 2000,
+        "env.java.opts.all": JAVA_OPTS,
+    }
+    (conf_dir / "config.yaml").write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in conf.items()))
+    src = flink_home() / "conf"
+    for name in ("log4j.properties", "log4j-console.properties"):
+        if (src / name).exists():
+            (conf_dir / name).write_text((src / name).read_text())
+
+
+@dataclass
+class StandaloneCluster:
+    work_dir: Path
+    slots: int = 4
+    rest_port: int = 0
+    jobmanager: subprocess.Popen | None = None
+    taskmanagers: list = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.rest_port}"
+
+    def _env(self) -> dict:
+        return {**os.environ, "FLINK_CONF_DIR": str(self.work_dir / "conf"), "FLINK_LOG_DIR": str(self.work_dir / "log"),
+                "FLINK_HOME": str(flink_home())}
+
+    def _spawn(self, script: str, log_name: str) -> subprocess.Popen:
+        (self.work_dir / "log").mkdir(parents=True, exist_ok=True)
+        log = open(self.work_dir / "log" / log_name, "ab")
+        return subprocess.Popen(["bash", str(flink_home() / "bin" / script), "start-foreground"], env=self._env(),
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def start(self, timeout: float = 90) -> "StandaloneCluster":
+        self.rest_port = self.rest_port or free_port()
+        write_conf(self.work_dir / "conf", self.rest_port, self.slots)
+        self.jobmanager = self._spawn("jobmanager.sh", "jobmanager.out")
+        self.add_taskmanager()
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.jobmanager.poll() is not None:
+                raise ConfigError(f"the JobManager exited; see {self.work_dir / 'log'}")
+            if self.overview().get("taskmanagers", 0) >= 1:
+                return self
+            time.sleep(0.5)
+        self.stop()
+        raise ConfigError(f"the standalone cluster did not come up within {timeout:.0f}s")
+
+    def add_taskmanager(self) -> subprocess.Popen:
+        tm = self._spawn("taskmanager.sh", f"taskmanager-{len(self.taskmanagers)}.out")
+        self.taskmanagers.append(tm)
+        return tm
+
+    def overview(self) -> dict:
+        try:
+            with urllib.request.urlopen(f"http://{self.address}/overview", timeout=2) as r:
+                return json.load(r)
+        except (OSError, ValueError):
+            return {}
+
+    def jobs(self) -> list[dict]:
+        with urllib.request.urlopen(f"http://{self.address}/jobs/overview", timeout=5) as r:
+            return json.load(r)["jobs"]
+
+    def stop(self) -> None:
+        for p in [*self.taskmanagers, self.jobmanager]:
+            if p is not None and p.poll() is None:
+                stop_pid(p.pid)
+        self.taskmanagers = []
+        self.jobmanager = None
+
+    def __enter__(self) -> "StandaloneCluster":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
