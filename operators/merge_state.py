@@ -3,8 +3,13 @@
 Guarantees:
 
 * every update is merged exactly once (into the next version after it arrives);
-* versions increase by one per merge, and a restarted merger continues from
-  the highest version it sees on the ``models`` topic (:meth:`MergerState.adopt`);
+* versions strictly increase on the topic, across failures and restarts.  A
+  version is ``max(previous + 1, now in ms)``: after a failover the merger
+  resumes from its checkpointed state, but versions it had already published
+  (the sink is at-least-once) are older than any it publishes next.  Any
+  higher version read back from ``models`` also raises the counter;
+* a merger that has never merged (a new job without a savepoint) adopts the
+  newest model on the topic as its starting point (:meth:`MergerState.adopt`);
 * every document records the events each replica contributed to it and the
   running total of events merged into the model.
 """
@@ -31,6 +36,7 @@ class MergerState:
     events: int = 0
     pending: list = field(default_factory=list)
     replicas_seen: set = field(default_factory=set)
+    merges: int = 0
 
     def __post_init__(self) -> None:
         if self.params is None:
@@ -56,7 +62,9 @@ class MergerState:
         deltas = [adapter.sum_deltas(self.template, [u.delta for u in us]) for us in by_replica.values()]
         weights = [sum(u.events for u in us) for us in by_replica.values()]
         model = models.apply_deltas(self.template, self.params, deltas, weights, policy)
-        self.version += 1
+        previous = self.version
+        self.version = next_version(previous)
+        self.merges += 1
         self.params = models.get_params(model)
         counts = dict(zip(by_replica, weights))
         self.events += sum(counts.values())
@@ -68,18 +76,38 @@ class MergerState:
             created_at=time.time(),
             events=self.events,
             policy=policy.name,
-            parent=self.version - 1,
+            parent=previous,
+            sequence=self.merges,
         )
 
     def adopt(self, doc: dict) -> bool:
-        """Take over a newer version published earlier (e.g. before a restart)."""
+        """See a version read back from ``models``; ``True`` when it changed this state.
+
+        A newer version always raises the version counter.  Its parameters are
+        taken only while this merger has never merged: afterwards the merger's
+        own (checkpointed) parameters are the truth, and a newer document can
+        only be one it published before a failover.
+        """
         version = int(doc["meta"]["version"])
         if version <= self.version:
             return False
         self.version = version
-        self.params = models.get_params(models.from_wire(doc))
-        self.events = int(doc["meta"].get("events", self.events))
+        if self.merges == 0:
+            self.params = models.get_params(models.from_wire(doc))
+            self.events = int(doc["meta"].get("events", self.events))
         return True
+
+
+def next_version(previous: int, now: float | None = None) -> int:
+    """``max(previous + 1, now in ms)``: strictly increasing, and ahead of anything published before a restart.
+
+    >>> next_version(5, now=0.002)
+    6
+    >>> next_version(5, now=1700000000.0)
+    1700000000000
+    """
+    now = time.time() if now is None else now
+    return max(previous + 1, int(now * 1000))
 
 
 def read_doc(text: str) -> dict | None:

@@ -195,17 +195,17 @@ def cmd_models(args) -> int:
             continue
         if args.model_name and meta.get("name") != args.model_name:
             continue
-        rows.append((meta.get("name"), meta.get("version"), meta.get("events"), meta.get("counts"),
-                     meta.get("created_at"), len(value)))
+        rows.append((meta.get("name"), meta.get("version"), meta.get("sequence"), meta.get("events"),
+                     meta.get("counts"), meta.get("created_at"), len(value)))
     if args.latest:
         latest = {}
         for r in rows:
             latest[r[0]] = r
         rows = list(latest.values())
-    print(f"{'name':12} {'version':>7} {'events':>8} {'bytes':>7}  created_at                 counts")
-    for name, version, events, counts, created, size in rows:
+    print(f"{'name':12} {'version':>14} {'seq':>5} {'events':>8} {'bytes':>7}  {'created_at':20} counts")
+    for name, version, seq, events, counts, created, size in rows:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created or 0))
-        print(f"{name!s:12} {version!s:>7} {events!s:>8} {size:>7}  {stamp:25}  {counts}")
+        print(f"{name!s:12} {version!s:>14} {seq!s:>5} {events!s:>8} {size:>7}  {stamp:20} {counts}")
     return 0
 
 
@@ -222,8 +222,9 @@ def cmd_demo(args) -> int:
         with EmbeddedBroker(log_path=STATE_DIR / "demo-broker.log") as broker:
             print(f"embedded Tansu broker on {broker.bootstrap} (pid {broker.process.pid})")
             result = demo.run(demo.DemoConfig(bootstrap_servers=broker.bootstrap, **cfg_kwargs))
-    print(f"model versions {result.model_versions[0]}..{result.model_versions[-1]}, replicas contributing: "
-          f"{sorted(result.replicas_contributing)}, answered={result.answered} no_model_yet={result.no_model_yet}")
+    print(f"{len(result.model_versions)} model versions (latest v{result.model_versions[-1]}), replicas contributing: "
+          f"{sorted(result.replicas_contributing)}, requests answered={result.answered} "
+          f"no_model_yet={result.no_model_yet}")
     print(result.summary())
     return 0 if result.learned + result.dead_lettered == result.events else 1
 

@@ -121,6 +121,11 @@ class StandaloneCluster:
         with urllib.request.urlopen(f"http://{self.address}/jobs/overview", timeout=5) as r:
             return json.load(r)["jobs"]
 
+    def restarts(self, job_id: str) -> int:
+        """Failures the job recovered from (entries in its exception history)."""
+        with urllib.request.urlopen(f"http://{self.address}/jobs/{job_id}/exceptions", timeout=5) as r:
+            return len(json.load(r).get("exceptionHistory", {}).get("entries", []))
+
     def stop(self) -> None:
         for p in [*self.taskmanagers, self.jobmanager]:
             if p is not None and p.poll() is None:

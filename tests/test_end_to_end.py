@@ -46,7 +46,7 @@ def test_dead_letters_carry_reason(run):
 def test_versions_strictly_increase_and_every_replica_contributed(run):
     v = run.model_versions
     assert len(v) >= EVENTS // (4 * 100) // 2
-    assert v == sorted(set(v)) and v[0] == 1
+    assert v == sorted(set(v))  # strictly increasing
     assert run.replicas_contributing == {"0", "1", "2", "3"}
     assert run.model_events == EVENTS  # every learned event was merged exactly once
 
@@ -54,7 +54,7 @@ def test_versions_strictly_increase_and_every_replica_contributed(run):
 def test_every_request_is_answered_with_a_version(run):
     assert run.answered == run.requests
     assert run.no_model_yet == 0
-    assert all(isinstance(v, int) and v >= 1 for v in run.serving_versions)
+    assert all(isinstance(v, int) and v in run.model_versions for v in run.serving_versions)
 
 
 def test_served_accuracy_within_two_points_of_single_node_river(run):

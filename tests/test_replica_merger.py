@@ -44,7 +44,9 @@ def test_every_event_reaches_the_merged_model_exactly_once_with_async_rebases():
     for x in events:
         whole.learn_one(x)
     assert published[-1]["meta"]["events"] == 3000
-    assert [d["meta"]["version"] for d in published] == list(range(1, len(published) + 1))
+    versions = [d["meta"]["version"] for d in published]
+    assert versions == sorted(set(versions))
+    assert [d["meta"]["sequence"] for d in published] == list(range(1, len(published) + 1))
     for f in whole.counts:
         assert final.counts[f] == whole.counts[f]
         assert math.isclose(final.means[f], whole.means[f], rel_tol=1e-9, abs_tol=1e-12)
@@ -61,6 +63,13 @@ def test_merger_waits_for_every_expected_replica_and_adopts_newer_versions():
     assert merger.add(r1.take_update("m", 1)) is True
     doc = merger.merge(MergePolicy())
     assert doc["meta"]["counts"] == {"0": 1, "1": 1}
-    restarted = MergerState("m", template, expected_replicas=2)
-    assert restarted.adopt(doc) and restarted.version == 1 and restarted.events == 2
-    assert not restarted.adopt(doc)  # duplicates are ignored
+    fresh = MergerState("m", template, expected_replicas=2)
+    assert fresh.adopt(doc) and fresh.version == doc["meta"]["version"] and fresh.events == 2
+    assert not fresh.adopt(doc)  # duplicates are ignored
+    # a merger restored from a checkpoint only moves its counter past versions it published before
+    restored = MergerState("m", template, expected_replicas=2, merges=3, events=1)
+    newer = {**doc, "meta": {**doc["meta"], "version": doc["meta"]["version"] + 10, "events": 99}}
+    assert restored.adopt(newer) and restored.events == 1
+    r0.model.learn_one({"a": 5.0}); r0.since_sync = 1
+    restored.add(r0.take_update("m", 0))
+    assert restored.merge(MergePolicy())["meta"]["version"] > newer["meta"]["version"]
