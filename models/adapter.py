@@ -103,21 +103,6 @@ class Adapter:
                 out[key] = numeric.combine(None, [d.get(key) for d in deltas], [1.0] * len(deltas), leaf)
         return out
 
-    def merge_params(
-        self, model: Any, base: dict | None, params: Sequence[dict], weights: Sequence[float], policy: MergePolicy
-    ) -> dict:
-        """Merge full replica trees that all started from ``base`` (``model`` is a template)."""
-        return self.apply(model, base, [self.delta(model, p, base) for p in params], weights, policy)
-
-    # -- construction --------------------------------------------------------
-    def build(self, cls: type, hyper: dict) -> Any:
-        return cls(**hyper)
-
-    def merged_model(self, template: Any, params: dict) -> Any:
-        model = template.clone()
-        self.set_params(model, params)
-        return model
-
 
 def register(adapter: Adapter) -> Adapter:
     _ADAPTERS.append(adapter)

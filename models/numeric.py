@@ -26,7 +26,7 @@ moment ``(0, 0.0, 0.0)``); results hold the union of keys and never drop one.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 ADDITIVE = "additive"
 MOMENTS = "moments"
@@ -141,13 +141,6 @@ def sq_norm(tree: Any) -> float:
     return float(tree or 0) ** 2
 
 
-def scale(tree: Any, factor: float) -> Any:
-    """Every numeric leaf of ``tree`` multiplied by ``factor``."""
-    if isinstance(tree, dict):
-        return {k: scale(v, factor) for k, v in tree.items()}
-    return (tree or 0) * factor
-
-
 def check_finite(tree: Any, path: str = "params") -> None:
     """Raise ``ValueError`` naming the first NaN or infinite leaf under ``tree``."""
     if isinstance(tree, dict):
@@ -160,9 +153,3 @@ def check_finite(tree: Any, path: str = "params") -> None:
         return
     if isinstance(tree, (int, float)) and not isinstance(tree, bool) and not math.isfinite(tree):
         raise ValueError(f"non-finite parameter {path} = {tree!r}: refusing to merge or serialize it")
-
-
-def map_leaves(tree: Any, fn: Callable[[Any], Any]) -> Any:
-    if isinstance(tree, dict):
-        return {k: map_leaves(v, fn) for k, v in tree.items()}
-    return fn(tree)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import random
 from pathlib import Path
@@ -87,7 +86,3 @@ def encode_events(events, *, start_id: int = 0, with_label: bool = True) -> Iter
         if with_label:
             doc["y"] = y
         yield json.dumps(doc).encode()
-
-
-def take(it, n):
-    return list(itertools.islice(it, n))

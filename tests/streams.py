@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import random
 
 from river import datasets
@@ -48,9 +47,3 @@ def word_counts(n: int, seed: int = 0) -> list[tuple[dict, str]]:
 def split(stream: list, k: int) -> list[list]:
     """Round-robin partition into ``k`` parts."""
     return [stream[i::k] for i in range(k)]
-
-
-def chunks(stream: list, size: int):
-    it = iter(stream)
-    while chunk := list(itertools.islice(it, size)):
-        yield chunk
