@@ -39,7 +39,8 @@ def plain_river(spec: str, events: list) -> float:
     return len(events) / (time.perf_counter() - start)
 
 
-def flink_job(servers: str, spec: str, events: list, parallelism: int, replicas: int, env_extra: dict) -> dict:
+def flink_job(servers: str, spec: str, events: list, parallelism: int, replicas: int, env_extra: dict,
+              extra_args: list) -> dict:
     run = f"bench{int(time.time())}"
     topics = {"events": f"events-{run}", "predictions": f"predictions-{run}", "models": f"models-{run}",
               "requests": f"requests-{run}"}
@@ -51,7 +52,7 @@ def flink_job(servers: str, spec: str, events: list, parallelism: int, replicas:
         [sys.executable, "-m", "pipelines.cli", "train", "--bootstrap-servers", servers, "--model", spec,
          "--replicas", str(replicas), "--parallelism", str(parallelism), "--model-name", run,
          "--events-topic", topics["events"], "--predictions-topic", topics["predictions"],
-         "--models-topic", topics["models"], "--group-id", run],
+         "--models-topic", topics["models"], "--group-id", run, *extra_args],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         env={**os.environ, "PYTHONPATH": str(REPO), **env_extra},
     )
@@ -79,20 +80,23 @@ def main() -> None:
     ap.add_argument("--model", default="StandardScaler|LogisticRegression")
     ap.add_argument("--parallelism", type=int, default=2)
     ap.add_argument("--replicas", type=int, default=4)
-    ap.add_argument("--process-workers", action="store_true",
-                    help="one Python worker process per subtask (_python_worker_execution_mode=process)")
+    ap.add_argument("--loopback", action="store_true",
+                    help="run Python subtasks in the client process (PyFlink's default) instead of one process each")
+    ap.add_argument("--bundle-ms", type=int, default=100)
+    ap.add_argument("--bundle-size", type=int, default=1000)
     ap.add_argument("--bootstrap-servers")
     args = ap.parse_args()
     events = list(river_events("Phishing", args.events))
     (REPO / ".riverflink").mkdir(exist_ok=True)
     a = plain_river(args.model, events)
-    env_extra = {"_python_worker_execution_mode": "process"} if args.process_workers else {}
+    env_extra = {"RIVERFLINK_PYTHON_WORKERS": "loopback"} if args.loopback else {}
+    extra = ["--bundle-ms", str(args.bundle_ms), "--bundle-size", str(args.bundle_size)]
     with contextlib.ExitStack() as stack:
         servers = args.bootstrap_servers or stack.enter_context(EmbeddedBroker()).bootstrap
-        b = flink_job(servers, args.model, events, args.parallelism, args.replicas, env_extra)
+        b = flink_job(servers, args.model, events, args.parallelism, args.replicas, env_extra, extra)
     raw_bytes = sum(len(json.dumps({"x": x, "y": y})) for x, y in events)
     print(f"events={args.events} model={args.model} parallelism={args.parallelism} replicas={args.replicas} "
-          f"workers={'process' if args.process_workers else 'loopback'}")
+          f"workers={'loopback' if args.loopback else 'process'} bundle={args.bundle_ms}ms/{args.bundle_size}")
     print(f"(a) plain River predict+learn   {a:10.0f} events/s")
     print(f"(b) riverflink training job     {b['events_per_s']:10.0f} events/s")
     print(f"ratio (b)/(a)                   {b['events_per_s'] / a:10.3f}")

@@ -43,7 +43,8 @@ def _topics(args) -> Topics:
 
 
 def _flink(args) -> FlinkConfig:
-    return FlinkConfig(jobmanager=args.jobmanager, parallelism=args.parallelism, checkpoint_ms=args.checkpoint_ms)
+    return FlinkConfig(jobmanager=args.jobmanager, parallelism=args.parallelism, checkpoint_ms=args.checkpoint_ms,
+                       bundle_ms=args.bundle_ms, bundle_size=args.bundle_size)
 
 
 # -- commands ---------------------------------------------------------------------
@@ -251,6 +252,9 @@ def parser() -> argparse.ArgumentParser:
     flink.add_argument("--python-executable", help="Python of the cluster's workers (default: this one)")
     flink.add_argument("--parallelism", type=int, default=2)
     flink.add_argument("--checkpoint-ms", type=int, default=5000)
+    flink.add_argument("--bundle-ms", type=int, default=100,
+                       help="Python operators flush output at least this often (lower: fresher, slower)")
+    flink.add_argument("--bundle-size", type=int, default=1000, help="... or after this many records")
     flink.add_argument("--model-name", default="default", help="name of the model on the models topic")
     flink.add_argument("--group-id", help="Kafka consumer group (default: riverflink-train / riverflink-serve)")
 

@@ -37,6 +37,9 @@ class FlinkConfig:
     parallelism: int = 2
     checkpoint_ms: int = 5000
     restart_attempts: int = 3
+    #: Python operators hand their output (and state) to Flink at least this often: latency vs per-record cost
+    bundle_ms: int = 100
+    bundle_size: int = 1000
 
     def validate(self) -> None:
         if self.jobmanager is not None and not _HOSTPORT.match(self.jobmanager):
@@ -45,6 +48,8 @@ class FlinkConfig:
             raise ConfigError(f"--parallelism must be >= 1, got {self.parallelism}")
         if self.checkpoint_ms < 100:
             raise ConfigError(f"--checkpoint-ms must be >= 100, got {self.checkpoint_ms}")
+        if self.bundle_ms < 1 or self.bundle_size < 1:
+            raise ConfigError(f"--bundle-ms and --bundle-size must be >= 1, got {self.bundle_ms}, {self.bundle_size}")
 
 
 @dataclass(frozen=True)
