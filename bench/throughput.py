@@ -82,6 +82,7 @@ def main() -> None:
     ap.add_argument("--replicas", type=int, default=4)
     ap.add_argument("--loopback", action="store_true",
                     help="run Python subtasks in the client process (PyFlink's default) instead of one process each")
+    ap.add_argument("--batch-size", type=int, default=100, help="events per micro-batch handed to a replica")
     ap.add_argument("--bundle-ms", type=int, default=100)
     ap.add_argument("--bundle-size", type=int, default=1000)
     ap.add_argument("--bootstrap-servers")
@@ -90,13 +91,15 @@ def main() -> None:
     (REPO / ".riverflink").mkdir(exist_ok=True)
     a = plain_river(args.model, events)
     env_extra = {"RIVERFLINK_PYTHON_WORKERS": "loopback"} if args.loopback else {}
-    extra = ["--bundle-ms", str(args.bundle_ms), "--bundle-size", str(args.bundle_size)]
+    extra = ["--bundle-ms", str(args.bundle_ms), "--bundle-size", str(args.bundle_size),
+             "--batch-size", str(args.batch_size)]
     with contextlib.ExitStack() as stack:
         servers = args.bootstrap_servers or stack.enter_context(EmbeddedBroker()).bootstrap
         b = flink_job(servers, args.model, events, args.parallelism, args.replicas, env_extra, extra)
     raw_bytes = sum(len(json.dumps({"x": x, "y": y})) for x, y in events)
     print(f"events={args.events} model={args.model} parallelism={args.parallelism} replicas={args.replicas} "
-          f"workers={'loopback' if args.loopback else 'process'} bundle={args.bundle_ms}ms/{args.bundle_size}")
+          f"workers={'loopback' if args.loopback else 'process'} bundle={args.bundle_ms}ms/{args.bundle_size} "
+          f"batch={args.batch_size}")
     print(f"(a) plain River predict+learn   {a:10.0f} events/s")
     print(f"(b) riverflink training job     {b['events_per_s']:10.0f} events/s")
     print(f"ratio (b)/(a)                   {b['events_per_s'] / a:10.3f}")

@@ -16,7 +16,6 @@ from pyflink.datastream.functions import (
     BroadcastProcessFunction,
     KeyedBroadcastProcessFunction,
     KeyedCoProcessFunction,
-    ProcessFunction,
     RuntimeContext,
 )
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
@@ -25,7 +24,7 @@ import models
 from models import numeric
 from models.spec import build as build_model
 from operators.merge_state import MergerState, read_doc
-from operators.parse import Rejected, open_envelope, parse_event, replica_of
+from operators.parse import Rejected, batch_lines, open_envelope, parse_event
 from operators.records import prediction_record
 from operators.replica import Replica
 
@@ -35,20 +34,6 @@ DEAD_LETTER = OutputTag("dead-letter", Types.STRING())
 PREDICTIONS = OutputTag("predictions", Types.STRING())
 #: broadcast state: model name -> (version, created_at, document text)
 LATEST_MODEL = MapStateDescriptor("latest-model", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
-
-
-class ParseEvents(ProcessFunction):
-    """Envelope text -> ``(replica, Event)``; bad events -> :data:`DEAD_LETTER` with the reason."""
-
-    def __init__(self, replicas: int, key_field: str, source_topic: str):
-        self.replicas, self.key_field, self.topic = replicas, key_field, source_topic
-
-    def process_element(self, value, ctx):
-        event = parse_event(open_envelope(value), require_label=True, key_field=self.key_field)
-        if isinstance(event, Rejected):
-            yield DEAD_LETTER, event.to_json(self.topic)
-        else:
-            yield replica_of(event, self.replicas), event
 
 
 def _newer_model(broadcast_state, name: str, version: int):
@@ -71,16 +56,24 @@ def _store_if_newer(ctx, descriptor, value: str) -> None:
 
 
 class ReplicaTrainer(KeyedBroadcastProcessFunction):
-    """One live River replica per key: predict-then-learn, sync to the merger, rebase on new versions.
+    """One live River replica per key: validate, predict-then-learn, sync to the merger, rebase.
+
+    Input: a micro-batch of envelope lines for one replica key (``batched``,
+    built by the Java ``EnvelopeBatcher``), or one raw record.  Outputs: bad
+    events to :data:`DEAD_LETTER` (one record each, with the reason), the
+    batch's progressive-validation predictions to :data:`PREDICTIONS` (one
+    string of JSON lines), and replica updates on the main output.
 
     The live :class:`Replica` object is kept in a Python dict and written to
-    keyed ``ValueState`` after every event; PyFlink caches it and serializes
+    keyed ``ValueState`` after every batch; PyFlink caches it and serializes
     it once per bundle (``python.fn-execution.bundle.*``) and at checkpoints,
     not per event.
     """
 
-    def __init__(self, model_spec: str, model_name: str, sync_policy, sync_check_ms: int):
+    def __init__(self, model_spec: str, model_name: str, sync_policy, sync_check_ms: int, key_field: str,
+                 source_topic: str, batched: bool):
         self.spec, self.name, self.sync, self.check_ms = model_spec, model_name, sync_policy, sync_check_ms
+        self.key_field, self.topic, self.batched = key_field, source_topic, batched
 
     def open(self, ctx: RuntimeContext):
         self.state = ctx.get_state(ValueStateDescriptor("replica", Types.PICKLED_BYTE_ARRAY()))
@@ -101,28 +94,29 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         return r
 
     def process_element(self, value, ctx):
-        key, event = value
+        key = ctx.get_current_key()
         replica = self._replica(key)
         newer = _newer_model(ctx.get_broadcast_state(LATEST_MODEL), self.name, replica.base_version)
         if newer is not None:
             replica.rebase(self._merged_params(newer[0], newer[2]), newer[0])
-        y_pred, proba = replica.predict_then_learn(event.x, event.y)
-        yield PREDICTIONS, prediction_record(
-            source="training",
-            request_id=event.id,
-            y_pred=y_pred,
-            proba=proba,
-            model_version=replica.base_version,
-            model_created_at=None,
-            replica=key,
-            y=event.y,
-            partition=event.partition,
-            offset=event.offset,
-        )
-        if replica.since_sync == 1:
-            ctx.timer_service().register_processing_time_timer(int(time.time() * 1000) + self.check_ms)
-        if replica.sync_due(self.sync):
-            yield replica.take_update(self.name, key)
+        predictions = []
+        for line in batch_lines(value, self.batched)[1]:
+            event = parse_event(open_envelope(line), require_label=True, key_field=self.key_field)
+            if isinstance(event, Rejected):
+                yield DEAD_LETTER, event.to_json(self.topic)
+                continue
+            y_pred, proba = replica.predict_then_learn(event.x, event.y)
+            predictions.append(prediction_record(
+                source="training", request_id=event.id, y_pred=y_pred, proba=proba,
+                model_version=replica.base_version, model_created_at=None, replica=key, y=event.y,
+                partition=event.partition, offset=event.offset,
+            ))
+            if replica.since_sync == 1:
+                ctx.timer_service().register_processing_time_timer(int(time.time() * 1000) + self.check_ms)
+            if replica.sync_due(self.sync):
+                yield replica.take_update(self.name, key)
+        if predictions:
+            yield PREDICTIONS, "\n".join(predictions)
         self.state.update(replica)
 
     def on_timer(self, timestamp, ctx):

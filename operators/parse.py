@@ -138,3 +138,26 @@ def replica_of(event: Event, replicas: int) -> int:
     else:
         token = f"{event.partition}:{event.offset}"
     return zlib.crc32(str(token).encode()) % replicas
+
+
+def replica_of_text(text: str, replicas: int, key_field: str = "key") -> int:
+    """The replica key of one raw record (used when records are keyed in Python, one by one)."""
+    event = parse_event(open_envelope(text), require_label=False, key_field=key_field)
+    if isinstance(event, Rejected):
+        return zlib.crc32(text.encode()) % replicas
+    return replica_of(event, replicas)
+
+
+def batch_lines(value: str, batched: bool) -> tuple[int | None, list[str]]:
+    r"""Split a micro-batch ``key TAB line NEWLINE ...`` into its key and lines; a single record otherwise.
+
+    >>> batch_lines("3\ta\nb\n", batched=True)
+    (3, ['a', 'b'])
+    >>> batch_lines("a\nb", batched=False)
+    (None, ['a\nb'])
+    """
+    if not batched:
+        return None, [value]
+    tab = value.index("\t")
+    return int(value[:tab]), [line for line in value[tab + 1 :].split("\n") if line]
+

@@ -127,7 +127,7 @@ def cmd_train(args) -> int:
         replicas=args.replicas, key_field=args.key_field, sync_every_events=args.sync_every or None,
         sync_every_seconds=args.sync_seconds or None, sync_divergence=args.sync_divergence,
         merge_policy=args.merge_policy, merge_wait_ms=args.merge_wait_ms, topics=_topics(args), flink=_flink(args),
-        group_id=args.group_id or "riverflink-train",
+        group_id=args.group_id or "riverflink-train", batch_size=args.batch_size, batch_ms=args.batch_ms,
     )
     cfg.validate()
     kafka_io.check_reachable(cfg.bootstrap_servers)
@@ -287,6 +287,8 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--sync-divergence", type=float, help="... or when its weights moved this far (L2)")
     tr.add_argument("--merge-policy", default="delta", choices=POLICIES)
     tr.add_argument("--merge-wait-ms", type=int, default=500, help="merge without a late replica after this")
+    tr.add_argument("--batch-size", type=int, default=500, help="events per micro-batch handed to a replica")
+    tr.add_argument("--batch-ms", type=int, default=50, help="longest an event waits for its micro-batch")
     tr.set_defaults(func=cmd_train)
 
     sv = sub.add_parser("serve", parents=[kafka, flink], help="run the serving job (requests -> predictions)")

@@ -64,6 +64,9 @@ class TrainConfig:
     sync_divergence: float | None = None
     merge_policy: str = "delta"
     merge_wait_ms: int = 500
+    #: events per micro-batch handed to a Python replica, and the longest an event waits for its batch
+    batch_size: int = 500
+    batch_ms: int = 50
     group_id: str = "riverflink-train"
     topics: Topics = field(default_factory=Topics)
     flink: FlinkConfig = field(default_factory=FlinkConfig)
@@ -75,6 +78,8 @@ class TrainConfig:
             raise ConfigError(f"--replicas must be >= 1, got {self.replicas}")
         if self.merge_policy not in POLICIES:
             raise ConfigError(f"--merge-policy must be one of {', '.join(POLICIES)}, got {self.merge_policy!r}")
+        if self.batch_size < 1 or self.batch_ms < 1:
+            raise ConfigError(f"--batch-size and --batch-ms must be >= 1, got {self.batch_size}, {self.batch_ms}")
         if self.merge_wait_ms < 1:
             raise ConfigError(f"--merge-wait-ms must be >= 1, got {self.merge_wait_ms}")
         try:

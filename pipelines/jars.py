@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 WHEEL = "shigawire-apache-flink-libraries==2.0.0.post1"
 CONNECTOR_JARS = ("flink-connector-kafka.jar", "kafka-clients.jar")
-ENVELOPE_JAR = "riverflink-envelope.jar"
+ENVELOPE_JAR = "riverflink-envelope.jar"  # the envelope schema, key selector, batcher, line splitter
 JAVA_SRC = REPO / "pipelines" / "java"
 
 

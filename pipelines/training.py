@@ -2,11 +2,12 @@
 
 ::
 
-    events ─► parse ──bad──► events.dlq
-               │ key_by(replica)
-               ▼
+    events ─► key by replica + micro-batch (Java)
+                  │
+                  ▼
     models ─► (broadcast) ─► ReplicaTrainer ──► predictions (progressive validation)
-       ▲                        │ replica updates, key_by(model name)
+       ▲                        │     └──bad──► events.dlq
+       │                        │ replica updates, key_by(model name)
        │                        ▼
        └──────────────── Merger ◄── models (adopt newer versions after a restart)
 """
@@ -15,8 +16,10 @@ from __future__ import annotations
 
 from pyflink.common import Types
 
-from operators.flink_functions import DEAD_LETTER, LATEST_MODEL, PREDICTIONS, Merger, ParseEvents, ReplicaTrainer
+from operators.flink_functions import DEAD_LETTER, LATEST_MODEL, PREDICTIONS, Merger, ReplicaTrainer
 from operators.merge_state import read_doc
+from operators.parse import replica_of_text
+from pipelines import jars, java_ops
 from pipelines.config import TrainConfig
 from pipelines.flink_kafka import envelope_source, text_sink, text_source
 from pipelines.flink_runtime import make_env
@@ -34,28 +37,31 @@ def build(cfg: TrainConfig):
     t, servers = cfg.topics, cfg.bootstrap_servers
 
     raw = envelope_source(env, servers, t.events, cfg.group_id, "events").uid("source-events")
-    parsed = (
-        raw.process(ParseEvents(cfg.replicas, cfg.key_field, t.events), output_type=Types.PICKLED_BYTE_ARRAY())
-        .name("parse-validate")
-        .uid("parse-validate")
-    )
-    parsed.get_side_output(DEAD_LETTER).sink_to(text_sink(servers, t.dead_letter)).name("sink-dlq").uid("sink-dlq")
+    batched = jars.envelope_jar() is not None
+    if batched:  # keyed and micro-batched in the JVM: Python pays its per-record cost once per batch
+        batches = java_ops.key_and_batch(raw, cfg.replicas, cfg.key_field, cfg.batch_size, cfg.batch_ms)
+        keyed = batches.key_by(lambda b: int(b[: b.index("\t")]), key_type=Types.INT())
+    else:  # no envelope jar (no javac): plain values, keyed one by one in Python
+        replicas, key_field = cfg.replicas, cfg.key_field
+        keyed = raw.key_by(lambda s: replica_of_text(s, replicas, key_field), key_type=Types.INT())
 
     model_docs = text_source(env, servers, t.models, f"{cfg.group_id}-models", "models").uid("source-models")
     check_ms = int(1000 * (cfg.sync_every_seconds or 1.0))
+    trainer = ReplicaTrainer(cfg.model_spec, cfg.model_name, cfg.sync_policy(), check_ms, cfg.key_field, t.events,
+                             batched)
     trained = (
-        parsed.key_by(lambda r: r[0], key_type=Types.INT())
-        .connect(model_docs.broadcast(LATEST_MODEL))
-        .process(
-            ReplicaTrainer(cfg.model_spec, cfg.model_name, cfg.sync_policy(), check_ms),
-            output_type=Types.PICKLED_BYTE_ARRAY(),
-        )
+        keyed.connect(model_docs.broadcast(LATEST_MODEL))
+        .process(trainer, output_type=Types.PICKLED_BYTE_ARRAY())
         .name("replica-trainer")
         .uid("replica-trainer")
     )
-    trained.get_side_output(PREDICTIONS).sink_to(text_sink(servers, t.predictions)).name(
+    trained.get_side_output(DEAD_LETTER).sink_to(text_sink(servers, t.dead_letter)).name("sink-dlq").uid("sink-dlq")
+    predictions = trained.get_side_output(PREDICTIONS)
+    if batched:
+        predictions = java_ops.split_lines(predictions, "split-predictions")
+    predictions.sink_to(text_sink(servers, t.predictions)).name("sink-training-predictions").uid(
         "sink-training-predictions"
-    ).uid("sink-training-predictions")
+    )
 
     merged = (
         trained.connect(model_docs)

@@ -60,3 +60,49 @@ def test_every_request_is_answered_with_a_version(run):
 def test_served_accuracy_within_two_points_of_single_node_river(run):
     assert run.baseline_accuracy > 0.8
     assert run.served_accuracy >= run.baseline_accuracy - 0.02, (run.served_accuracy, run.baseline_accuracy)
+
+
+def test_training_without_the_envelope_jar_keys_records_in_python(kafka_bootstrap, tmp_path):
+    """Where no javac built riverflink's jar, the job falls back to plain values keyed in Python."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from pipelines import jars, kafka_io
+    from pipelines.broker import stop_pid
+    from pipelines.sources import encode_events, river_events
+
+    only_connectors = tmp_path / "jars"
+    only_connectors.mkdir()
+    for j in jars.connector_jars():
+        (only_connectors / j.name).symlink_to(j.resolve())
+    run = f"fallback{int(time.time())}"
+    events = list(encode_events(river_events("Phishing", 1500))) + list(MALFORMED)
+    kafka_io.create_topics(kafka_bootstrap, {f"events-{run}": 2, f"models-{run}": 1, f"events-{run}.dlq": 1,
+                                             f"predictions-{run}": 2})
+    kafka_io.produce(kafka_bootstrap, f"events-{run}", events)
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "train", "--bootstrap-servers", kafka_bootstrap, "--model-name", run,
+         "--group-id", run, "--events-topic", f"events-{run}", "--models-topic", f"models-{run}",
+         "--predictions-topic", f"predictions-{run}"],
+        cwd=repo, env={**os.environ, "RIVERFLINK_JARS_DIR": str(only_connectors)}, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        models = kafka_io.TopicReader(kafka_bootstrap, f"models-{run}")
+        dlq = kafka_io.TopicReader(kafka_bootstrap, f"events-{run}.dlq")
+        merged, dead = 0, []
+        deadline = time.time() + 180
+        while (merged < 1500 or len(dead) < len(MALFORMED)) and time.time() < deadline:
+            assert proc.poll() is None, "the training job died"
+            docs = [d for d in models.poll_json(300) if d]
+            merged = max([merged] + [d["meta"]["events"] for d in docs])
+            dead += dlq.poll_json(0)
+        assert merged == 1500
+        assert len(dead) == len(MALFORMED)
+        assert all(d["reason"] and d["offset"] is None and d["raw_base64"] for d in dead)
+    finally:
+        stop_pid(proc.pid)
