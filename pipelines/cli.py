@@ -226,6 +226,8 @@ def cmd_demo(args) -> int:
     print(f"{len(result.model_versions)} model versions (latest v{result.model_versions[-1]}), replicas contributing: "
           f"{sorted(result.replicas_contributing)}, requests answered={result.answered} "
           f"no_model_yet={result.no_model_yet}")
+    print(f"model age at answer (ms): {result.percentiles(result.model_age_ms)}; "
+          f"request -> prediction latency (ms): {result.percentiles(result.latency_ms)}")
     print(result.summary())
     return 0 if result.learned + result.dead_lettered == result.events else 1
 

@@ -80,6 +80,14 @@ class DemoResult:
     replicas_contributing: set
     dead_letter_reasons: list
     serving_versions: list
+    model_age_ms: list  # age of the model behind each answer
+    latency_ms: list  # request sent -> answer produced
+
+    def percentiles(self, values: list) -> str:
+        if not values:
+            return "n/a"
+        v = sorted(values)
+        return f"p50={v[len(v) // 2]:.0f} p95={v[int(len(v) * 0.95)]:.0f}"
 
     def summary(self) -> str:
         return (
@@ -186,6 +194,7 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
     requests = list(encode_events(labelled[warmup:], start_id=warmup, with_label=False))
     events = list(encode_events(labelled))
     batch = 100
+    request_sent: dict = {}
     started = time.time()
     bad_every = max(1, len(events) // (len(MALFORMED) + 1))
     bad = list(MALFORMED)
@@ -196,8 +205,10 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
                 if time.time() > deadline:
                     raise ConfigError(f"no model on {t.models} within {cfg.timeout:.0f}s")
                 pump()
-            for v in requests[start - warmup : start - warmup + batch]:
+            sent_at = time.time()
+            for i, v in enumerate(requests[start - warmup : start - warmup + batch], start):
                 producer.send(t.requests, value=v)
+                request_sent[i] = sent_at
         for i in range(start, min(start + batch, len(events))):
             producer.send(t.events, value=events[i])
             if bad and i > 0 and i % bad_every == 0:
@@ -247,4 +258,6 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
         replicas_contributing={k for m in versions for k in m.get("counts", {})},
         dead_letter_reasons=[d["reason"] for d in dead],
         serving_versions=[serving[i]["model_version"] for i in answered],
+        model_age_ms=[serving[i]["model_age_ms"] for i in answered],
+        latency_ms=[1000 * (serving[i]["ts"] - request_sent[i]) for i in answered if i in request_sent],
     )

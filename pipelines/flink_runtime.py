@@ -80,6 +80,8 @@ def make_env(cfg: FlinkConfig, job_name: str):
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.add_jars(*(p.resolve().as_uri() for p in jar_paths))
     env.set_parallelism(cfg.parallelism)
+    # fixed once a job has state: keyed state (replicas) can later be rescaled up to this many subtasks
+    env.set_max_parallelism(128)
     env.enable_checkpointing(cfg.checkpoint_ms, CheckpointingMode.AT_LEAST_ONCE)
     patch_kafka_class_names()
     return env

@@ -73,3 +73,24 @@ def test_merger_waits_for_every_expected_replica_and_adopts_newer_versions():
     r0.model.learn_one({"a": 5.0}); r0.since_sync = 1
     restored.add(r0.take_update("m", 0))
     assert restored.merge(MergePolicy())["meta"]["version"] > newer["meta"]["version"]
+
+
+def test_divergence_sync_fires_on_bursts_of_learning_not_on_quiet_streams():
+    from river import linear_model
+
+    policy = SyncPolicy(every_events=None, every_seconds=None, divergence=0.05, check_divergence_every=1)
+    replica = Replica.fresh(linear_model.LinearRegression())
+    quiet = 0
+    for _ in range(200):  # the model already fits y = 0: weights barely move
+        replica.predict_then_learn({"x": 1.0}, 0.0)
+        quiet += replica.sync_due(policy)
+        if replica.sync_due(policy):
+            replica.take_update("m", 0)
+    burst_after = None
+    for i in range(200):  # a new concept: weights move fast
+        replica.predict_then_learn({"x": 1.0}, 50.0)
+        if replica.sync_due(policy):
+            burst_after = i + 1
+            break
+    assert quiet == 0
+    assert burst_after is not None and burst_after < 10
