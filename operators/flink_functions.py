@@ -101,11 +101,18 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
             replica.rebase(self._merged_params(newer[0], newer[2]), newer[0])
         predictions = []
         for line in batch_lines(value, self.batched)[1]:
-            event = parse_event(open_envelope(line), require_label=True, key_field=self.key_field)
+            envelope = open_envelope(line)
+            event = parse_event(envelope, require_label=True, key_field=self.key_field)
             if isinstance(event, Rejected):
                 yield DEAD_LETTER, event.to_json(self.topic)
                 continue
-            y_pred, proba = replica.predict_then_learn(event.x, event.y)
+            try:
+                y_pred, proba = replica.predict_then_learn(event.x, event.y)
+            except Exception as e:  # noqa: BLE001 - a model's refusal must not kill the job
+                reason = f"the model could not learn this event: {type(e).__name__}: {e}"
+                rejected = Rejected(reason, envelope.value, event.partition, event.offset)
+                yield DEAD_LETTER, rejected.to_json(self.topic)
+                continue
             predictions.append(prediction_record(
                 source="training", request_id=event.id, y_pred=y_pred, proba=proba,
                 model_version=replica.base_version, model_created_at=None, replica=key, y=event.y,
@@ -139,9 +146,9 @@ class Merger(KeyedCoProcessFunction):
 
     Merges when every replica has an update pending, or
     ``merge_wait_ms`` after the first pending update, and emits the next
-    version's JSON document.  Documents read back from ``models`` with a
-    higher version (a previous run's) are adopted, so versions keep
-    increasing across restarts even without a savepoint.
+    version's JSON document.  Documents read back from ``models`` keep the
+    version counter ahead of everything published (see
+    :class:`operators.merge_state.MergerState`).
     """
 
     def __init__(self, model_spec: str, model_name: str, policy, merge_wait_ms: int, replicas: int):

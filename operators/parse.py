@@ -25,6 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 
+#: larger magnitudes overflow to inf in squares (variances, norms) and would poison a replica
+MAX_ABS_FEATURE = 1e100
+
+
 @dataclass(frozen=True)
 class Envelope:
     partition: int | None
@@ -113,6 +117,8 @@ def parse_event(env: Envelope, *, require_label: bool, key_field: str = "key") -
             return reject(f"feature {name!r} is not a number: {v!r}")
         if not math.isfinite(v):
             return reject(f"feature {name!r} is not finite: {v!r}")
+        if abs(v) > MAX_ABS_FEATURE:
+            return reject(f"feature {name!r} is too large: |{v!r}| > {MAX_ABS_FEATURE:g} (its square would overflow)")
     if require_label:
         if "y" not in doc or doc["y"] is None:
             return reject("training event has no label 'y'")

@@ -22,6 +22,9 @@ MALFORMED: tuple[bytes, ...] = (
     b"\xff\xfe\x00 binary garbage",
     b'["an", "array"]',
     b'{"x": {"a": 1e999}, "y": true}',
+    b'{"x": {"a": 1e200}, "y": true}',
+    b'{"x": {"a": 1.0}, "y": [1, 2]}',
+    b'{"x": {"a": 1.0}, "y": "a label a binary classifier refuses"}',
 )
 
 
