@@ -44,7 +44,7 @@ def _topics(args) -> Topics:
 
 def _flink(args) -> FlinkConfig:
     return FlinkConfig(jobmanager=args.jobmanager, parallelism=args.parallelism, checkpoint_ms=args.checkpoint_ms,
-                       bundle_ms=args.bundle_ms, bundle_size=args.bundle_size)
+                       bundle_ms=args.bundle_ms, bundle_size=args.bundle_size, savepoint=args.from_savepoint)
 
 
 # -- commands ---------------------------------------------------------------------
@@ -109,7 +109,8 @@ def _run_job(build, cfg, name: str, args) -> int:
     from pipelines import remote
 
     if cfg.flink.jobmanager:
-        return remote.submit(remote.strip_jobmanager(args.argv), cfg.flink.jobmanager, args.python_executable)
+        return remote.submit(remote.strip_jobmanager(args.argv), cfg.flink.jobmanager, args.python_executable,
+                             cfg.flink.savepoint)
     env = build(cfg)
     if remote.inside_flink_run():
         env.execute(name)  # the cluster client runs it (detached)
@@ -161,6 +162,17 @@ def _check_cluster(cfg: FlinkConfig) -> None:
             json.load(r)
     except (OSError, ValueError) as e:
         raise ConfigError(f"Flink cluster unreachable at {cfg.jobmanager} ({getattr(e, 'reason', e)})") from None
+
+
+def cmd_stop(args) -> int:
+    from pipelines import flink_rest
+
+    FlinkConfig(jobmanager=args.jobmanager).validate()
+    job_id = args.job_id or flink_rest.find_running(args.jobmanager, args.name)
+    path = flink_rest.stop_with_savepoint(args.jobmanager, job_id, str(Path(args.savepoint_dir).resolve().as_uri()))
+    print(f"stopped {job_id}; savepoint: {path}")
+    print(f"resume with: riverflink train ... --jobmanager {args.jobmanager} --from-savepoint {path}")
+    return 0
 
 
 def cmd_tail(args) -> int:
@@ -222,7 +234,7 @@ def cmd_demo(args) -> int:
         STATE_DIR.mkdir(parents=True, exist_ok=True)
         with EmbeddedBroker(log_path=STATE_DIR / "demo-broker.log") as broker:
             print(f"embedded Tansu broker on {broker.bootstrap} (pid {broker.process.pid})")
-            result = demo.run(demo.DemoConfig(bootstrap_servers=broker.bootstrap, **cfg_kwargs))
+            result = demo.run(demo.DemoConfig(bootstrap_servers=broker.bootstrap, run_id="", **cfg_kwargs))
     print(f"{len(result.model_versions)} model versions (latest v{result.model_versions[-1]}), replicas contributing: "
           f"{sorted(result.replicas_contributing)}, requests answered={result.answered} "
           f"no_model_yet={result.no_model_yet}")
@@ -258,6 +270,8 @@ def parser() -> argparse.ArgumentParser:
                        help="Python operators flush output at least this often (lower: fresher, slower)")
     flink.add_argument("--bundle-size", type=int, default=1000, help="... or after this many records")
     flink.add_argument("--model-name", default="default", help="name of the model on the models topic")
+    flink.add_argument("--from-savepoint", metavar="PATH",
+                       help="restore replicas, merger and Kafka offsets from a savepoint (any --parallelism)")
     flink.add_argument("--group-id", help="Kafka consumer group (default: riverflink-train / riverflink-serve)")
 
     b = sub.add_parser("broker", help="start, stop or check the embedded Tansu broker (127.0.0.1, in memory)")
@@ -295,6 +309,14 @@ def parser() -> argparse.ArgumentParser:
 
     sv = sub.add_parser("serve", parents=[kafka, flink], help="run the serving job (requests -> predictions)")
     sv.set_defaults(func=cmd_serve)
+
+    st = sub.add_parser("stop", help="stop a job on a running cluster with a savepoint (to upgrade or rescale)")
+    st.add_argument("--jobmanager", metavar="HOST:PORT", required=True)
+    which = st.add_mutually_exclusive_group(required=True)
+    which.add_argument("--job-id")
+    which.add_argument("--name", help="job name, e.g. riverflink-train-default")
+    st.add_argument("--savepoint-dir", default=str(STATE_DIR / "savepoints"))
+    st.set_defaults(func=cmd_stop)
 
     tl = sub.add_parser("tail", parents=[kafka], help="print predictions, models or dead letters as they arrive")
     tl.add_argument("what", nargs="?", default="predictions", help="predictions, models, dlq, or a topic name")

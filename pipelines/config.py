@@ -40,6 +40,8 @@ class FlinkConfig:
     #: Python operators hand their output (and state) to Flink at least this often: latency vs per-record cost
     bundle_ms: int = 100
     bundle_size: int = 1000
+    #: restore operator state (replicas, merger, Kafka offsets) from this savepoint
+    savepoint: str | None = None
 
     def validate(self) -> None:
         if self.jobmanager is not None and not _HOSTPORT.match(self.jobmanager):

@@ -55,11 +55,14 @@ class DemoConfig:
     show: int = 12
     warmup: int = 500
     log_dir: Path = field(default_factory=lambda: REPO / ".riverflink" / "logs")
+    #: suffix for topics and consumer groups ("" = the plain names, for a broker of our own)
     run_id: str = field(default_factory=lambda: time.strftime("%Y%m%d-%H%M%S"))
 
     @property
     def topics(self) -> Topics:
         """Topics of this run only, so a shared broker never mixes runs."""
+        if not self.run_id:
+            return Topics()
         r = self.run_id
         return Topics(f"events-{r}", f"events-{r}.dlq", f"predictions-{r}", f"models-{r}", f"requests-{r}")
 
@@ -106,7 +109,7 @@ def _start_job(kind: str, cfg: DemoConfig) -> subprocess.Popen:
         "--parallelism", str(cfg.parallelism),
         "--events-topic", cfg.topics.events, "--requests-topic", cfg.topics.requests,
         "--predictions-topic", cfg.topics.predictions, "--models-topic", cfg.topics.models,
-        "--group-id", f"riverflink-{kind}-{cfg.run_id}",
+        "--group-id", f"riverflink-{kind}{'-' + cfg.run_id if cfg.run_id else ''}",
     ]
     if kind == "train":
         args += ["--model", cfg.model_spec, "--replicas", str(cfg.replicas), "--sync-every", str(cfg.sync_every),

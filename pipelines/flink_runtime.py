@@ -75,6 +75,8 @@ def make_env(cfg: FlinkConfig, job_name: str):
     conf.set_string("restart-strategy.fixed-delay.attempts", str(cfg.restart_attempts))
     conf.set_string("restart-strategy.fixed-delay.delay", "2 s")
     # bundles flush live state to Flink at least this often (and at every checkpoint)
+    if cfg.savepoint:
+        conf.set_string("execution.savepoint.path", cfg.savepoint)
     conf.set_string("python.fn-execution.bundle.time", str(cfg.bundle_ms))
     conf.set_string("python.fn-execution.bundle.size", str(cfg.bundle_size))
     env = StreamExecutionEnvironment.get_execution_environment(conf)

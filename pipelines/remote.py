@@ -27,7 +27,8 @@ def inside_flink_run() -> bool:
     return os.environ.get(IN_FLINK_RUN) == "1" or "PYFLINK_GATEWAY_PORT" in os.environ
 
 
-def submit(argv: list[str], jobmanager: str, python_executable: str | None = None) -> int:
+def submit(argv: list[str], jobmanager: str, python_executable: str | None = None,
+           savepoint: str | None = None) -> int:
     """Run ``riverflink <argv>`` (without ``--jobmanager``) as a detached job on ``jobmanager``."""
     import pyflink
 
@@ -40,8 +41,8 @@ def submit(argv: list[str], jobmanager: str, python_executable: str | None = Non
         (Path(conf) / "config.yaml").write_text(
             f"rest.address: {jobmanager.rsplit(':', 1)[0]}\nenv.java.opts.all: \"{JAVA_OPTS}\"\n"
         )
-        cmd = [str(flink), "run", "-d", "-m", jobmanager, "-pyexec", py, "-pyclientexec", sys.executable,
-               "-pyfs", files, "-pym", "pipelines.cli", *argv]
+        cmd = [str(flink), "run", "-d", "-m", jobmanager, *(["-s", savepoint] if savepoint else []),
+               "-pyexec", py, "-pyclientexec", sys.executable, "-pyfs", files, "-pym", "pipelines.cli", *argv]
         env = {**os.environ, IN_FLINK_RUN: "1", "FLINK_CONF_DIR": conf, "PYTHONPATH": str(REPO)}
         res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     out = res.stdout + res.stderr

@@ -1,0 +1,55 @@
+"""The few Flink REST calls riverflink needs: list jobs, stop a job with a savepoint."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+from pipelines.config import ConfigError
+
+
+def _call(address: str, path: str, body: dict | None = None, timeout: float = 10) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"http://{address}{path}", data=data, method="POST" if body is not None else "GET",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.load(r)
+    except urllib.error.HTTPError as e:
+        raise ConfigError(f"Flink REST {path} answered {e.code}: {e.read().decode(errors='replace')[:200]}") from None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"Flink cluster unreachable at {address} ({getattr(e, 'reason', e)})") from None
+
+
+def jobs(address: str) -> list[dict]:
+    """``[{"jid", "name", "state", ...}]`` of every job the cluster knows."""
+    return _call(address, "/jobs/overview")["jobs"]
+
+
+def vertex_parallelism(address: str, job_id: str) -> dict[str, int]:
+    """Operator-chain name -> parallelism of a job."""
+    return {v["name"]: v["parallelism"] for v in _call(address, f"/jobs/{job_id}")["vertices"]}
+
+
+def find_running(address: str, name: str) -> str:
+    running = [j["jid"] for j in jobs(address) if j["name"] == name and j["state"] == "RUNNING"]
+    if len(running) != 1:
+        raise ConfigError(f"expected one running job named {name!r} on {address}, found {len(running)}")
+    return running[0]
+
+
+def stop_with_savepoint(address: str, job_id: str, directory: str, timeout: float = 120) -> str:
+    """Stop ``job_id`` with a savepoint in ``directory``; returns the savepoint's path."""
+    trigger = _call(address, f"/jobs/{job_id}/stop", {"targetDirectory": directory, "drain": False})["request-id"]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = _call(address, f"/jobs/{job_id}/savepoints/{trigger}")
+        if status["status"]["id"] == "COMPLETED":
+            op = status.get("operation", {})
+            if "location" in op:
+                return op["location"]
+            raise ConfigError(f"savepoint failed: {json.dumps(op.get('failure-cause', op))[:300]}")
+        time.sleep(0.5)
+    raise ConfigError(f"no savepoint within {timeout:.0f}s")
