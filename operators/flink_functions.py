@@ -26,7 +26,7 @@ from models.spec import build as build_model
 from operators.merge_state import MergerState, read_doc
 from operators.parse import Rejected, batch_lines, open_envelope, parse_event
 from operators.records import prediction_record
-from operators.replica import Replica
+from operators.replica import Replica, is_clusterer, predict
 
 log = logging.getLogger("riverflink")
 
@@ -78,6 +78,7 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
     def open(self, ctx: RuntimeContext):
         self.state = ctx.get_state(ValueStateDescriptor("replica", Types.PICKLED_BYTE_ARRAY()))
         self.template = build_model(self.spec)
+        self.needs_label = not is_clusterer(self.template)
         self.live: dict = {}
         self.params_cache: dict = {}
 
@@ -102,7 +103,7 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         predictions = []
         for line in batch_lines(value, self.batched)[1]:
             envelope = open_envelope(line)
-            event = parse_event(envelope, require_label=True, key_field=self.key_field)
+            event = parse_event(envelope, require_label=self.needs_label, key_field=self.key_field)
             if isinstance(event, Rejected):
                 yield DEAD_LETTER, event.to_json(self.topic)
                 continue
@@ -222,12 +223,7 @@ class Predictor(BroadcastProcessFunction):
             yield prediction_record(source="serving", request_id=event.id, y_pred=None, proba=None,
                                     model_version=None, model_created_at=None, status="no_model_yet")
             return
-        proba = None
-        if hasattr(self.model, "predict_proba_one"):
-            proba = self.model.predict_proba_one(event.x)
-            y_pred = max(proba, key=proba.get) if proba else None
-        else:
-            y_pred = self.model.predict_one(event.x)
+        y_pred, proba = predict(self.model, event.x)
         yield prediction_record(source="serving", request_id=event.id, y_pred=y_pred, proba=proba,
                                 model_version=self.version, model_created_at=self.created_at)
 

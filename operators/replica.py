@@ -14,8 +14,23 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from river.utils import inspect as river_inspect
+
 import models
 from models.sync import SyncPolicy, learned_distance
+
+
+def is_clusterer(model: Any) -> bool:
+    """Clusterers (KMeans) learn from ``x`` alone; everything else needs a label."""
+    return river_inspect.isclusterer(model)
+
+
+def predict(model: Any, x: dict) -> tuple[Any, dict | None]:
+    """``(prediction, probabilities or None)``; probabilities for classifiers only."""
+    if river_inspect.isclassifier(model):
+        proba = model.predict_proba_one(x)
+        return (max(proba, key=proba.get) if proba else None), proba
+    return model.predict_one(x), None
 
 
 @dataclass(frozen=True)
@@ -47,14 +62,16 @@ class Replica:
         return cls(model=model, base_version=version, snapshot=models.get_params(model))
 
     def predict_then_learn(self, x: dict, y: Any) -> tuple[Any, dict | None]:
-        """Progressive validation: the prediction made *before* learning ``(x, y)``."""
-        proba = None
-        if hasattr(self.model, "predict_proba_one"):
-            proba = self.model.predict_proba_one(x)
-            y_pred = max(proba, key=proba.get) if proba else None
+        """Progressive validation: the prediction made *before* learning ``(x, y)``.
+
+        Classifiers also return their probabilities.  A clusterer predicts the
+        cluster of ``x`` and learns ``x``; ``y`` is ignored.
+        """
+        y_pred, proba = predict(self.model, x)
+        if is_clusterer(self.model):
+            self.model.learn_one(x)
         else:
-            y_pred = self.model.predict_one(x)
-        self.model.learn_one(x, y)
+            self.model.learn_one(x, y)
         self.since_sync += 1
         self.learned += 1
         if self.first_unsynced_at is None:

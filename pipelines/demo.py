@@ -154,7 +154,7 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
     preds = kafka_io.TopicReader(servers, t.predictions)
     model_reader = kafka_io.TopicReader(servers, t.models)
     dlq = kafka_io.TopicReader(servers, t.dead_letter)
-    learned_at: set = set()  # (partition, offset): replays after a failure are not counted twice
+    learned_at: set = set()  # (partition, offset, id): replays after a failure are not counted twice
     serving, versions, dead = {}, [], []
     labels = {i: y for i, (_, y) in enumerate(labelled)}
     shown = 0

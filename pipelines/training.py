@@ -63,10 +63,11 @@ def build(cfg: TrainConfig):
         "sink-training-predictions"
     )
 
+    merger = Merger(cfg.model_spec, cfg.model_name, cfg.policy(), cfg.merge_wait_ms, cfg.replicas)
     merged = (
         trained.connect(model_docs)
         .key_by(lambda u: u.model_name, _model_name, key_type=Types.STRING())
-        .process(Merger(cfg.model_spec, cfg.model_name, cfg.policy(), cfg.merge_wait_ms, cfg.replicas), output_type=Types.STRING())
+        .process(merger, output_type=Types.STRING())
         .name("merger")
         .uid("merger")
         .set_parallelism(1)

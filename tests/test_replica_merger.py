@@ -94,3 +94,22 @@ def test_divergence_sync_fires_on_bursts_of_learning_not_on_quiet_streams():
             break
     assert quiet == 0
     assert burst_after is not None and burst_after < 10
+
+
+def test_replicas_of_regressors_and_clusterers_learn_and_merge():
+    from models.spec import build
+
+    for spec, y in (("StandardScaler|LinearRegression", 3.0), ("StandardScaler|KMeans", None),
+                    ("GaussianNB", "a"), ("StandardScaler|SoftmaxRegression", "b")):
+        template = build(spec)
+        merger = MergerState("m", template, expected_replicas=2)
+        replicas = [Replica.fresh(template) for _ in range(2)]
+        for i, x in enumerate({"f": float(v), "g": float(v % 3)} for v in range(40)):
+            y_pred, proba = replicas[i % 2].predict_then_learn(x, y)
+        ready = False
+        for k, r in enumerate(replicas):
+            ready = merger.add(r.take_update("m", k))
+        assert ready
+        doc = merger.merge(MergePolicy())
+        assert doc["meta"]["events"] == 40, spec
+        models.from_wire(doc).predict_one({"f": 1.0, "g": 1.0})
