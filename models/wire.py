@@ -184,7 +184,10 @@ def _build(doc: dict, classes: dict[str, type]) -> Any:
         raise ValueError(f"family {doc.get('family')!r} does not match class {doc['class']!r}")
     params = {k: decode_params(v) for k, v in doc.get("params", {}).items()}
     numeric.check_finite(params)
-    adapter.set_params(model, params)
+    try:
+        adapter.set_params(model, params)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
+        raise ValueError(f"malformed {SCHEMA} params for {doc['class']}: {type(e).__name__}: {e}") from None
     return model
 
 
@@ -200,7 +203,10 @@ def from_wire(doc: dict | str | bytes) -> Any:
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         got = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
         raise ValueError(f"unsupported model document schema {got!r}; this riverflink reads {SCHEMA!r}")
-    model = _build(doc, allowed_classes())
+    try:
+        model = _build(doc, allowed_classes())
+    except (TypeError, KeyError, IndexError, AttributeError) as e:
+        raise ValueError(f"malformed {SCHEMA} document: {type(e).__name__}: {e}") from None
     version = (doc.get("meta") or {}).get("version")
     if version is not None:
         from models.api import remember_base

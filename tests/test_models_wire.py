@@ -58,6 +58,19 @@ def test_boolean_class_labels_and_int_keys_survive():
     assert back.predict_proba_one({1: 1.0}) == m.predict_proba_one({1: 1.0})
 
 
+@pytest.mark.parametrize("damage", [
+    lambda d: d["params"].__setitem__("weights", [["x"]]),
+    lambda d: d["params"].__setitem__("weights", "oops"),
+    lambda d: d["hyper"].__setitem__("no_such_argument", 1),
+    lambda d: d["hyper"]["optimizer"].__setitem__("args", {"lr": {"class": "river.optim.schedulers.Constant"}}),
+])
+def test_malformed_documents_raise_value_error(damage):
+    doc = models.to_wire(linear_model.LogisticRegression())
+    damage(doc)
+    with pytest.raises(ValueError, match="malformed"):
+        models.from_wire(doc)
+
+
 def test_unknown_schema_version_is_rejected():
     doc = models.to_wire(linear_model.LogisticRegression())
     doc["schema"] = "riverflink.model/99"
