@@ -71,13 +71,15 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
     """
 
     def __init__(self, model_spec: str, model_name: str, sync_policy, sync_check_ms: int, key_field: str,
-                 source_topic: str, batched: bool):
+                 source_topic: str, batched: bool, lr_scale: float = 1.0):
         self.spec, self.name, self.sync, self.check_ms = model_spec, model_name, sync_policy, sync_check_ms
-        self.key_field, self.topic, self.batched = key_field, source_topic, batched
+        self.key_field, self.topic, self.batched, self.lr_scale = key_field, source_topic, batched, lr_scale
 
     def open(self, ctx: RuntimeContext):
         self.state = ctx.get_state(ValueStateDescriptor("replica", Types.PICKLED_BYTE_ARRAY()))
         self.template = build_model(self.spec)
+        if self.lr_scale != 1.0:  # the scaled_average policy: K replicas at K times the learning rate
+            self.template = models.scale_learning_rate(self.template, self.lr_scale)
         self.needs_label = not is_clusterer(self.template)
         self.live: dict = {}
         self.params_cache: dict = {}

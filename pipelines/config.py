@@ -85,7 +85,11 @@ class TrainConfig:
         if self.merge_wait_ms < 1:
             raise ConfigError(f"--merge-wait-ms must be >= 1, got {self.merge_wait_ms}")
         try:
-            build_model(self.model_spec)
+            model = build_model(self.model_spec)
+            if self.merge_policy == "scaled_average":
+                from models import scale_learning_rate
+
+                scale_learning_rate(model, self.replicas)
             self.sync_policy()
         except ValueError as e:
             raise ConfigError(str(e)) from None

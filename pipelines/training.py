@@ -47,8 +47,9 @@ def build(cfg: TrainConfig):
 
     model_docs = text_source(env, servers, t.models, f"{cfg.group_id}-models", "models").uid("source-models")
     check_ms = int(1000 * (cfg.sync_every_seconds or 1.0))
+    lr_scale = float(cfg.replicas) if cfg.merge_policy == "scaled_average" else 1.0
     trainer = ReplicaTrainer(cfg.model_spec, cfg.model_name, cfg.sync_policy(), check_ms, cfg.key_field, t.events,
-                             batched)
+                             batched, lr_scale)
     trained = (
         keyed.connect(model_docs.broadcast(LATEST_MODEL))
         .process(trainer, output_type=Types.PICKLED_BYTE_ARRAY())
