@@ -1,4 +1,4 @@
-"""JSON records the jobs write to Kafka (predictions), and shared state descriptors."""
+"""The JSON prediction records the jobs write to the ``predictions`` topic."""
 
 from __future__ import annotations
 
