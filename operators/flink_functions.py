@@ -13,7 +13,6 @@ import time
 from pyflink.common import Types
 from pyflink.datastream import OutputTag
 from pyflink.datastream.functions import (
-    BroadcastProcessFunction,
     KeyedBroadcastProcessFunction,
     KeyedCoProcessFunction,
     RuntimeContext,
@@ -202,11 +201,16 @@ class Merger(KeyedCoProcessFunction):
         yield models.dumps(doc).decode()
 
 
-class Predictor(BroadcastProcessFunction):
-    """Answers every request with the latest merged model (or ``no_model_yet``)."""
+class Predictor(KeyedBroadcastProcessFunction):
+    """Answers every request with the latest merged model (or ``no_model_yet`` / ``bad_request``).
 
-    def __init__(self, model_name: str):
-        self.name = model_name
+    Input: a micro-batch of request envelopes (``batched``) or one raw
+    request; output: one string of JSON prediction lines, one per request.
+    Keys only spread the requests over subtasks; there is no keyed state.
+    """
+
+    def __init__(self, model_name: str, batched: bool):
+        self.name, self.batched = model_name, batched
 
     def open(self, ctx: RuntimeContext):
         self.version, self.created_at, self.model = None, None, None
@@ -215,19 +219,25 @@ class Predictor(BroadcastProcessFunction):
         entry = ctx.get_broadcast_state(LATEST_MODEL).get(self.name)
         if entry is not None and entry[0] != self.version:
             self.version, self.created_at, self.model = entry[0], entry[1], models.from_wire(entry[2])
-        event = parse_event(open_envelope(value), require_label=False)
+        yield "\n".join(self._answer(line) for line in batch_lines(value, self.batched)[1])
+
+    def _answer(self, line: str) -> str:
+        event = parse_event(open_envelope(line), require_label=False)
         if isinstance(event, Rejected):
-            yield prediction_record(source="serving", request_id=None, y_pred=None, proba=None,
-                                    model_version=self.version, model_created_at=self.created_at,
-                                    status="bad_request", reason=event.reason, offset=event.offset)
-            return
+            return prediction_record(source="serving", request_id=None, y_pred=None, proba=None,
+                                     model_version=self.version, model_created_at=self.created_at,
+                                     status="bad_request", reason=event.reason, offset=event.offset)
         if self.model is None:
-            yield prediction_record(source="serving", request_id=event.id, y_pred=None, proba=None,
-                                    model_version=None, model_created_at=None, status="no_model_yet")
-            return
-        y_pred, proba = predict(self.model, event.x)
-        yield prediction_record(source="serving", request_id=event.id, y_pred=y_pred, proba=proba,
-                                model_version=self.version, model_created_at=self.created_at)
+            return prediction_record(source="serving", request_id=event.id, y_pred=None, proba=None,
+                                     model_version=None, model_created_at=None, status="no_model_yet")
+        try:
+            y_pred, proba = predict(self.model, event.x)
+        except Exception as e:  # noqa: BLE001 - one bad request must not kill the job
+            return prediction_record(source="serving", request_id=event.id, y_pred=None, proba=None,
+                                     model_version=self.version, model_created_at=self.created_at,
+                                     status="bad_request", reason=f"{type(e).__name__}: {e}")
+        return prediction_record(source="serving", request_id=event.id, y_pred=y_pred, proba=proba,
+                                 model_version=self.version, model_created_at=self.created_at)
 
     def process_broadcast_element(self, value, ctx):
         _store_if_newer(ctx, LATEST_MODEL, value)

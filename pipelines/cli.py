@@ -142,7 +142,8 @@ def cmd_serve(args) -> int:
     from pipelines import kafka_io, serving
 
     cfg = ServeConfig(bootstrap_servers=_bootstrap(args), model_name=args.model_name, topics=_topics(args),
-                      flink=_flink(args), group_id=args.group_id or "riverflink-serve")
+                      flink=_flink(args), group_id=args.group_id or "riverflink-serve",
+                      batch_size=args.batch_size, batch_ms=args.batch_ms)
     cfg.validate()
     kafka_io.check_reachable(cfg.bootstrap_servers)
     _check_cluster(cfg.flink)
@@ -303,6 +304,8 @@ def parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=cmd_train)
 
     sv = sub.add_parser("serve", parents=[kafka, flink], help="run the serving job (requests -> predictions)")
+    sv.add_argument("--batch-size", type=int, default=100, help="requests per micro-batch")
+    sv.add_argument("--batch-ms", type=int, default=10, help="longest a request waits for its micro-batch")
     sv.set_defaults(func=cmd_serve)
 
     st = sub.add_parser("stop", help="stop a job on a running cluster with a savepoint (to upgrade or rescale)")

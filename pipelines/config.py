@@ -80,8 +80,7 @@ class TrainConfig:
             raise ConfigError(f"--replicas must be >= 1, got {self.replicas}")
         if self.merge_policy not in POLICIES:
             raise ConfigError(f"--merge-policy must be one of {', '.join(POLICIES)}, got {self.merge_policy!r}")
-        if self.batch_size < 1 or self.batch_ms < 1:
-            raise ConfigError(f"--batch-size and --batch-ms must be >= 1, got {self.batch_size}, {self.batch_ms}")
+        check_batching(self.batch_size, self.batch_ms)
         if self.merge_wait_ms < 1:
             raise ConfigError(f"--merge-wait-ms must be >= 1, got {self.merge_wait_ms}")
         try:
@@ -106,12 +105,21 @@ class ServeConfig:
     bootstrap_servers: str
     model_name: str = "default"
     group_id: str = "riverflink-serve"
+    #: requests per micro-batch, and the longest a request waits for its batch
+    batch_size: int = 100
+    batch_ms: int = 10
     topics: Topics = field(default_factory=Topics)
     flink: FlinkConfig = field(default_factory=FlinkConfig)
 
     def validate(self) -> None:
         check_bootstrap(self.bootstrap_servers)
         self.flink.validate()
+        check_batching(self.batch_size, self.batch_ms)
+
+
+def check_batching(size: int, ms: int) -> None:
+    if size < 1 or ms < 1:
+        raise ConfigError(f"--batch-size and --batch-ms must be >= 1, got {size}, {ms}")
 
 
 def check_bootstrap(servers: str) -> None:

@@ -7,8 +7,12 @@ back into one Kafka record each.
 
 from __future__ import annotations
 
-from pyflink.datastream import DataStream
+from pyflink.common import Types
+from pyflink.datastream import DataStream, KeyedStream
 from pyflink.java_gateway import get_gateway
+
+from operators.parse import replica_of_text
+from pipelines import jars
 
 
 def _jvm():
@@ -29,3 +33,13 @@ def key_and_batch(stream: DataStream, replicas: int, key_field: str, max_records
 def split_lines(stream: DataStream, name: str) -> DataStream:
     """One record per line of each string record."""
     return DataStream(stream._j_data_stream.flatMap(_jvm().LineSplitter()).name(name).uid(name))
+
+
+def keyed_batches(raw: DataStream, keys: int, key_field: str, batch_size: int, batch_ms: int) -> tuple[KeyedStream, bool]:
+    """Records keyed by ``crc32(event key) mod keys``: micro-batched in the JVM when riverflink's jar
+    is there (``True``), else one record at a time keyed in Python (``False``)."""
+    if jars.envelope_jar() is not None:
+        batches = key_and_batch(raw, keys, key_field, batch_size, batch_ms)
+        return batches.key_by(lambda b: int(b[: b.index("\t")]), key_type=Types.INT()), True
+    return raw.key_by(lambda s: replica_of_text(s, keys, key_field), key_type=Types.INT()), False
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pyflink.common import Types
 
 from operators.flink_functions import LATEST_MODEL, Predictor
+from pipelines import java_ops
 from pipelines.config import ServeConfig
 from pipelines.flink_kafka import envelope_source, text_sink, text_source
 from pipelines.flink_runtime import make_env
@@ -16,13 +17,15 @@ def build(cfg: ServeConfig):
     t, servers = cfg.topics, cfg.bootstrap_servers
     requests = envelope_source(env, servers, t.requests, cfg.group_id, "requests").uid("source-requests")
     model_docs = text_source(env, servers, t.models, f"{cfg.group_id}-models", "models").uid("source-models")
-    (
-        requests.connect(model_docs.broadcast(LATEST_MODEL))
-        .process(Predictor(cfg.model_name), output_type=Types.STRING())
+    # keys only spread requests over the predictor's subtasks (and group them into micro-batches)
+    keyed, batched = java_ops.keyed_batches(requests, 4 * cfg.flink.parallelism, "key", cfg.batch_size, cfg.batch_ms)
+    answers = (
+        keyed.connect(model_docs.broadcast(LATEST_MODEL))
+        .process(Predictor(cfg.model_name, batched), output_type=Types.STRING())
         .name("predictor")
         .uid("predictor")
-        .sink_to(text_sink(servers, t.predictions))
-        .name("sink-predictions")
-        .uid("sink-predictions")
     )
+    if batched:
+        answers = java_ops.split_lines(answers, "split-answers")
+    answers.sink_to(text_sink(servers, t.predictions)).name("sink-predictions").uid("sink-predictions")
     return env

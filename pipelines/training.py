@@ -18,8 +18,7 @@ from pyflink.common import Types
 
 from operators.flink_functions import DEAD_LETTER, LATEST_MODEL, PREDICTIONS, Merger, ReplicaTrainer
 from operators.merge_state import read_doc
-from operators.parse import replica_of_text
-from pipelines import jars, java_ops
+from pipelines import java_ops
 from pipelines.config import TrainConfig
 from pipelines.flink_kafka import envelope_source, text_sink, text_source
 from pipelines.flink_runtime import make_env
@@ -37,13 +36,8 @@ def build(cfg: TrainConfig):
     t, servers = cfg.topics, cfg.bootstrap_servers
 
     raw = envelope_source(env, servers, t.events, cfg.group_id, "events").uid("source-events")
-    batched = jars.envelope_jar() is not None
-    if batched:  # keyed and micro-batched in the JVM: Python pays its per-record cost once per batch
-        batches = java_ops.key_and_batch(raw, cfg.replicas, cfg.key_field, cfg.batch_size, cfg.batch_ms)
-        keyed = batches.key_by(lambda b: int(b[: b.index("\t")]), key_type=Types.INT())
-    else:  # no envelope jar (no javac): plain values, keyed one by one in Python
-        replicas, key_field = cfg.replicas, cfg.key_field
-        keyed = raw.key_by(lambda s: replica_of_text(s, replicas, key_field), key_type=Types.INT())
+    # keyed (and micro-batched in the JVM): Python pays its per-record cost once per batch
+    keyed, batched = java_ops.keyed_batches(raw, cfg.replicas, cfg.key_field, cfg.batch_size, cfg.batch_ms)
 
     model_docs = text_source(env, servers, t.models, f"{cfg.group_id}-models", "models").uid("source-models")
     check_ms = int(1000 * (cfg.sync_every_seconds or 1.0))
