@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 from pipelines import demo
-from pipelines.broker import EmbeddedBroker
+from pipelines.broker import EmbeddedBroker, exit_on_sigterm
 
 
 def main() -> None:
@@ -24,6 +24,7 @@ def main() -> None:
     ap.add_argument("--rates", default="500,2000")
     ap.add_argument("--policy", default="delta")
     args = ap.parse_args()
+    exit_on_sigterm()
     rows = []
     with EmbeddedBroker() as broker:
         for rate in (float(r) for r in args.rates.split(",")):

@@ -22,7 +22,7 @@ from pathlib import Path
 import models
 from models.spec import build as build_model
 from pipelines import kafka_io
-from pipelines.broker import EmbeddedBroker, stop_pid
+from pipelines.broker import EmbeddedBroker, exit_on_sigterm, stop_pid
 from pipelines.sources import encode_events, river_events
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--bundle-ms", type=int, default=100)
     ap.add_argument("--batch-size", type=int, default=100)
     args = ap.parse_args()
+    exit_on_sigterm()
     model = build_model("StandardScaler|LogisticRegression")
     for x, y in river_events("Phishing", 2000, seed=3):
         model.learn_one(x, y)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from models.spec import build as build_model
 from pipelines import kafka_io
-from pipelines.broker import EmbeddedBroker, stop_pid
+from pipelines.broker import EmbeddedBroker, exit_on_sigterm, stop_pid
 from pipelines.sources import encode_events, river_events
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,6 +87,7 @@ def main() -> None:
     ap.add_argument("--bundle-size", type=int, default=1000)
     ap.add_argument("--bootstrap-servers")
     args = ap.parse_args()
+    exit_on_sigterm()
     events = list(river_events("Phishing", args.events))
     (REPO / ".riverflink").mkdir(exist_ok=True)
     a = plain_river(args.model, events)

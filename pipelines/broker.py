@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,3 +102,9 @@ def stop_pid(pid: int, grace: float = 5.0) -> None:
                 except ProcessLookupError:
                     return
             time.sleep(0.05)
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into ``SystemExit`` so that ``finally`` blocks stop the processes we started."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+

@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import time
 from pathlib import Path
 
+from pipelines.broker import exit_on_sigterm
 from pipelines.config import ConfigError, FlinkConfig, ServeConfig, Topics, TrainConfig
 
 STATE_DIR = Path(os.environ.get("RIVERFLINK_HOME", Path(__file__).resolve().parents[1] / ".riverflink"))
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
     args.argv = argv
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    exit_on_sigterm()
     try:
         return args.func(args)
     except ConfigError as e:
