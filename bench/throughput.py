@@ -25,6 +25,7 @@ from pathlib import Path
 from models.spec import build as build_model
 from pipelines import kafka_io
 from pipelines.broker import EmbeddedBroker, exit_on_sigterm, stop_pid
+from pipelines.config import Topics
 from pipelines.sources import encode_events, river_events
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,23 +43,20 @@ def plain_river(spec: str, events: list) -> float:
 def flink_job(servers: str, spec: str, events: list, parallelism: int, replicas: int, env_extra: dict,
               extra_args: list) -> dict:
     run = f"bench{int(time.time())}"
-    topics = {"events": f"events-{run}", "predictions": f"predictions-{run}", "models": f"models-{run}",
-              "requests": f"requests-{run}"}
-    kafka_io.create_topics(servers, {topics["events"]: 2, topics["events"] + ".dlq": 1, topics["predictions"]: 2,
-                                     topics["models"]: 1})
-    kafka_io.produce(servers, topics["events"], encode_events(events))
+    topics = Topics.for_run(run)
+    kafka_io.create_topics(servers, topics.to_create("events", "dead_letter", "predictions", "models"))
+    kafka_io.produce(servers, topics.events, encode_events(events))
     log = open(REPO / ".riverflink" / f"{run}.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli", "train", "--bootstrap-servers", servers, "--model", spec,
          "--replicas", str(replicas), "--parallelism", str(parallelism), "--model-name", run,
-         "--events-topic", topics["events"], "--predictions-topic", topics["predictions"],
-         "--models-topic", topics["models"], "--group-id", run, *extra_args],
+         *topics.cli_args(), "--group-id", run, *extra_args],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         env={**os.environ, "PYTHONPATH": str(REPO), **env_extra},
     )
     try:
-        reader = kafka_io.TopicReader(servers, topics["predictions"])
-        models_reader = kafka_io.TopicReader(servers, topics["models"])
+        reader = kafka_io.TopicReader(servers, topics.predictions)
+        models_reader = kafka_io.TopicReader(servers, topics.models)
         stamps, model_bytes, versions = [], 0, 0
         deadline = time.time() + 900
         while len(stamps) < len(events):

@@ -42,13 +42,14 @@ def _newer_model(broadcast_state, name: str, version: int):
     return None
 
 
-def _store_if_newer(ctx, descriptor, value: str) -> None:
+def _store_if_newer(ctx, value: str) -> None:
+    """Keep ``value`` in :data:`LATEST_MODEL` when it is a newer version of its model."""
     doc = read_doc(value)
     if doc is None:
         log.warning("ignoring a record on the models topic that is not a model document")
         return
     meta = doc["meta"]
-    state = ctx.get_broadcast_state(descriptor)
+    state = ctx.get_broadcast_state(LATEST_MODEL)
     current = state.get(meta["name"])
     if current is None or meta["version"] > current[0]:
         state.put(meta["name"], (int(meta["version"]), float(meta.get("created_at") or 0), value))
@@ -140,7 +141,7 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
             ctx.timer_service().register_processing_time_timer(int(time.time() * 1000) + self.check_ms)
 
     def process_broadcast_element(self, value, ctx):
-        _store_if_newer(ctx, LATEST_MODEL, value)
+        _store_if_newer(ctx, value)
 
 
 class Merger(KeyedCoProcessFunction):
@@ -240,4 +241,4 @@ class Predictor(KeyedBroadcastProcessFunction):
                                  model_version=self.version, model_created_at=self.created_at)
 
     def process_broadcast_element(self, value, ctx):
-        _store_if_newer(ctx, LATEST_MODEL, value)
+        _store_if_newer(ctx, value)

@@ -51,15 +51,13 @@ class Replica:
     base_version: int = 0
     snapshot: dict = field(default_factory=dict)
     since_sync: int = 0
-    learned: int = 0
     first_unsynced_at: float | None = None
 
     @classmethod
-    def fresh(cls, template: Any, base_params: dict | None = None, version: int = 0) -> "Replica":
+    def fresh(cls, template: Any) -> "Replica":
+        """An untrained replica at version 0; it rebases once a merged model arrives."""
         model = template.clone()
-        if base_params is not None:
-            models.set_params(model, base_params, version=version)
-        return cls(model=model, base_version=version, snapshot=models.get_params(model))
+        return cls(model=model, snapshot=models.get_params(model))
 
     def predict_then_learn(self, x: dict, y: Any) -> tuple[Any, dict | None]:
         """Progressive validation: the prediction made *before* learning ``(x, y)``.
@@ -73,7 +71,6 @@ class Replica:
         else:
             self.model.learn_one(x, y)
         self.since_sync += 1
-        self.learned += 1
         if self.first_unsynced_at is None:
             self.first_unsynced_at = time.time()
         return y_pred, proba

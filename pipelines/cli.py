@@ -121,7 +121,7 @@ def _run_job(build, cfg, name: str, args) -> int:
 
 
 def cmd_train(args) -> int:
-    from pipelines import kafka_io, training
+    from pipelines import training
 
     cfg = TrainConfig(
         bootstrap_servers=_bootstrap(args), model_spec=args.model, model_name=args.model_name,
@@ -130,34 +130,29 @@ def cmd_train(args) -> int:
         merge_policy=args.merge_policy, merge_wait_ms=args.merge_wait_ms, topics=_topics(args), flink=_flink(args),
         group_id=args.group_id or "riverflink-train", batch_size=args.batch_size, batch_ms=args.batch_ms,
     )
-    cfg.validate()
-    kafka_io.check_reachable(cfg.bootstrap_servers)
-    _check_cluster(cfg.flink)
-    t = cfg.topics
-    kafka_io.create_topics(cfg.bootstrap_servers, {t.events: 2, t.dead_letter: 1, t.predictions: 2, t.models: 1})
+    _preflight(cfg, cfg.topics.to_create("events", "dead_letter", "predictions", "models"))
     return _run_job(training.build, cfg, f"riverflink-train-{cfg.model_name}", args)
 
 
 def cmd_serve(args) -> int:
-    from pipelines import kafka_io, serving
+    from pipelines import serving
 
     cfg = ServeConfig(bootstrap_servers=_bootstrap(args), model_name=args.model_name, topics=_topics(args),
                       flink=_flink(args), group_id=args.group_id or "riverflink-serve",
                       batch_size=args.batch_size, batch_ms=args.batch_ms)
-    cfg.validate()
-    kafka_io.check_reachable(cfg.bootstrap_servers)
-    _check_cluster(cfg.flink)
-    t = cfg.topics
-    kafka_io.create_topics(cfg.bootstrap_servers, {t.requests: 2, t.predictions: 2, t.models: 1})
+    _preflight(cfg, cfg.topics.to_create("requests", "predictions", "models"))
     return _run_job(serving.build, cfg, f"riverflink-serve-{cfg.model_name}", args)
 
 
-def _check_cluster(cfg: FlinkConfig) -> None:
-    """Fail fast when ``--jobmanager`` does not answer on its REST port."""
-    if cfg.jobmanager:
-        from pipelines import flink_rest
+def _preflight(cfg: TrainConfig | ServeConfig, topics: dict[str, int]) -> None:
+    """Fail fast on a bad setting, an unreachable Kafka or ``--jobmanager``; then create ``topics``."""
+    from pipelines import flink_rest, kafka_io
 
-        flink_rest.jobs(cfg.jobmanager)
+    cfg.validate()
+    kafka_io.check_reachable(cfg.bootstrap_servers)
+    if cfg.flink.jobmanager:
+        flink_rest.jobs(cfg.flink.jobmanager)
+    kafka_io.create_topics(cfg.bootstrap_servers, topics)
 
 
 def cmd_stop(args) -> int:

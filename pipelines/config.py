@@ -17,16 +17,37 @@ class ConfigError(ValueError):
 _HOSTPORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 
 
+#: partitions of each topic riverflink creates, by role
+PARTITIONS = {"events": 2, "dead_letter": 1, "predictions": 2, "models": 1, "requests": 2}
+
+
 @dataclass(frozen=True)
 class Topics:
+    """The topic of each role; the dead-letter topic is always ``<events>.dlq``.
+
+    >>> Topics.for_run("r1").cli_args()[:2]
+    ['--events-topic', 'events-r1']
+    """
+
     events: str = "events"
     dead_letter: str = "events.dlq"
     predictions: str = "predictions"
     models: str = "models"
     requests: str = "requests"
 
-    def all(self) -> list[str]:
-        return [self.events, self.dead_letter, self.predictions, self.models, self.requests]
+    @classmethod
+    def for_run(cls, run: str) -> "Topics":
+        """Topics of one run only (``events-RUN`` ...), so that a shared broker never mixes runs."""
+        return cls(f"events-{run}", f"events-{run}.dlq", f"predictions-{run}", f"models-{run}", f"requests-{run}")
+
+    def cli_args(self) -> list[str]:
+        """The ``riverflink train`` / ``serve`` flags that select these topics."""
+        return ["--events-topic", self.events, "--requests-topic", self.requests,
+                "--predictions-topic", self.predictions, "--models-topic", self.models]
+
+    def to_create(self, *roles: str) -> dict[str, int]:
+        """``{topic: partitions}`` for ``roles`` (default: every role)."""
+        return {getattr(self, r): PARTITIONS[r] for r in roles or PARTITIONS}
 
 
 @dataclass(frozen=True)

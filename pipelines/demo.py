@@ -60,11 +60,8 @@ class DemoConfig:
 
     @property
     def topics(self) -> Topics:
-        """Topics of this run only, so a shared broker never mixes runs."""
-        if not self.run_id:
-            return Topics()
-        r = self.run_id
-        return Topics(f"events-{r}", f"events-{r}.dlq", f"predictions-{r}", f"models-{r}", f"requests-{r}")
+        """This run's topics (plain names when ``run_id`` is empty)."""
+        return Topics.for_run(self.run_id) if self.run_id else Topics()
 
 
 @dataclass
@@ -107,8 +104,7 @@ def _start_job(kind: str, cfg: DemoConfig) -> subprocess.Popen:
         "--bootstrap-servers", cfg.bootstrap_servers,
         "--model-name", cfg.model_name,
         "--parallelism", str(cfg.parallelism),
-        "--events-topic", cfg.topics.events, "--requests-topic", cfg.topics.requests,
-        "--predictions-topic", cfg.topics.predictions, "--models-topic", cfg.topics.models,
+        *cfg.topics.cli_args(),
         "--group-id", f"riverflink-{kind}{'-' + cfg.run_id if cfg.run_id else ''}",
     ]
     if kind == "train":
@@ -130,8 +126,7 @@ def _baseline(spec: str, labelled: list) -> list:
 def run(cfg: DemoConfig, out=print) -> DemoResult:
     """Run the whole slice against ``cfg.bootstrap_servers``; every child process is stopped on exit."""
     t = cfg.topics
-    kafka_io.create_topics(cfg.bootstrap_servers, {t.events: 2, t.requests: 2, t.predictions: 2, t.models: 1,
-                                                   t.dead_letter: 1})
+    kafka_io.create_topics(cfg.bootstrap_servers, t.to_create())
     labelled = list(river_events(cfg.dataset, cfg.events))
     jobs = [_start_job("train", cfg), _start_job("serve", cfg)]
     try:
@@ -157,10 +152,10 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
     learned_at: set = set()  # (partition, offset, id): replays after a failure are not counted twice
     serving, versions, dead = {}, [], []
     labels = {i: y for i, (_, y) in enumerate(labelled)}
-    shown = 0
+    shown, last_shown = 0, 0.0
 
     def pump():
-        nonlocal shown
+        nonlocal shown, last_shown
         for rec in preds.poll_json(100):
             if rec is None:
                 continue
@@ -168,8 +163,8 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
                 learned_at.add((rec.get("partition"), rec.get("offset"), rec.get("id")))
             elif rec.get("source") == "serving" and rec.get("id") is not None:
                 serving[rec["id"]] = rec
-                if shown < cfg.show and rec["status"] == "ok" and time.time() - pump.last_show > 0.5:
-                    pump.last_show = time.time()
+                if shown < cfg.show and rec["status"] == "ok" and time.time() - last_shown > 0.5:
+                    last_shown = time.time()
                     shown += 1
                     truth = labels.get(rec["id"])
                     out(f"  prediction  request={rec['id']:<6} -> {rec['prediction']!s:<5} "
@@ -179,7 +174,6 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
                 versions.append(doc["meta"])
         dead.extend(r for r in dlq.poll_json(0) if r)
 
-    pump.last_show = 0.0
     # wait until the serving job answers, so requests meet a running job
     probe = f"probe-{time.time()}"
     kafka_io.produce(servers, t.requests, [json.dumps({"id": probe, "x": {}}).encode()])

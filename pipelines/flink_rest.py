@@ -11,6 +11,7 @@ from pipelines.config import ConfigError
 
 
 def _call(address: str, path: str, body: dict | None = None, timeout: float = 10) -> dict:
+    """GET (or POST ``body`` to) ``path``; any failure is a one-line :class:`ConfigError`."""
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(f"http://{address}{path}", data=data, method="POST" if body is not None else "GET",
                                  headers={"Content-Type": "application/json"})
@@ -21,6 +22,16 @@ def _call(address: str, path: str, body: dict | None = None, timeout: float = 10
         raise ConfigError(f"Flink REST {path} answered {e.code}: {e.read().decode(errors='replace')[:200]}") from None
     except (OSError, ValueError) as e:
         raise ConfigError(f"Flink cluster unreachable at {address} ({getattr(e, 'reason', e)})") from None
+
+
+def overview(address: str, timeout: float = 10) -> dict:
+    """The cluster overview: task managers, slots, jobs by state."""
+    return _call(address, "/overview", timeout=timeout)
+
+
+def restarts(address: str, job_id: str) -> int:
+    """Failures the job recovered from (entries in its exception history)."""
+    return len(_call(address, f"/jobs/{job_id}/exceptions").get("exceptionHistory", {}).get("entries", []))
 
 
 def jobs(address: str) -> list[dict]:

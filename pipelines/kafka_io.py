@@ -73,8 +73,8 @@ def produce(servers: str, topic: str, values: Iterable[bytes], keys: Iterable[by
     return len(futures)
 
 
-def consume(servers: str, topic: str, *, from_beginning: bool = True, idle_timeout: float | None = None,
-            group_id: str | None = None) -> Iterator[bytes]:
+def consume(servers: str, topic: str, *, from_beginning: bool = True,
+            idle_timeout: float | None = None) -> Iterator[bytes]:
     """Yield values of ``topic`` as they arrive; stops after ``idle_timeout`` seconds without one."""
     from kafka import KafkaConsumer
 
@@ -82,9 +82,9 @@ def consume(servers: str, topic: str, *, from_beginning: bool = True, idle_timeo
     c = KafkaConsumer(
         topic,
         bootstrap_servers=servers,
-        group_id=group_id,
+        group_id=None,
         auto_offset_reset="earliest" if from_beginning else "latest",
-        enable_auto_commit=group_id is not None,
+        enable_auto_commit=False,
         consumer_timeout_ms=int(1000 * idle_timeout) if idle_timeout else float("inf"),
         session_timeout_ms=10000,
         heartbeat_interval_ms=1000,

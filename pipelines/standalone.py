@@ -12,13 +12,12 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipelines import flink_rest
 from pipelines.broker import free_port, stop_pid
 from pipelines.config import ConfigError
-
 
 #: what Flink's own distribution config passes to every JVM on Java 17 (pyflink ships no config)
 JAVA_OPTS = " ".join(
@@ -99,8 +98,11 @@ class StandaloneCluster:
         while time.time() < deadline:
             if self.jobmanager.poll() is not None:
                 raise ConfigError(f"the JobManager exited; see {self.work_dir / 'log'}")
-            if self.overview().get("taskmanagers", 0) >= 1:
-                return self
+            try:
+                if flink_rest.overview(self.address, timeout=2).get("taskmanagers", 0) >= 1:
+                    return self
+            except ConfigError:
+                pass  # the REST endpoint is not up yet
             time.sleep(0.5)
         self.stop()
         raise ConfigError(f"the standalone cluster did not come up within {timeout:.0f}s")
@@ -109,22 +111,6 @@ class StandaloneCluster:
         tm = self._spawn("taskmanager.sh", f"taskmanager-{len(self.taskmanagers)}.out")
         self.taskmanagers.append(tm)
         return tm
-
-    def overview(self) -> dict:
-        try:
-            with urllib.request.urlopen(f"http://{self.address}/overview", timeout=2) as r:
-                return json.load(r)
-        except (OSError, ValueError):
-            return {}
-
-    def jobs(self) -> list[dict]:
-        with urllib.request.urlopen(f"http://{self.address}/jobs/overview", timeout=5) as r:
-            return json.load(r)["jobs"]
-
-    def restarts(self, job_id: str) -> int:
-        """Failures the job recovered from (entries in its exception history)."""
-        with urllib.request.urlopen(f"http://{self.address}/jobs/{job_id}/exceptions", timeout=5) as r:
-            return len(json.load(r).get("exceptionHistory", {}).get("entries", []))
 
     def stop(self) -> None:
         for p in [*self.taskmanagers, self.jobmanager]:

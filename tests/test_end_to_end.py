@@ -74,6 +74,7 @@ def test_training_without_the_envelope_jar_keys_records_in_python(kafka_bootstra
 
     from pipelines import jars, kafka_io
     from pipelines.broker import stop_pid
+    from pipelines.config import Topics
     from pipelines.sources import encode_events, river_events
 
     only_connectors = tmp_path / "jars"
@@ -82,20 +83,19 @@ def test_training_without_the_envelope_jar_keys_records_in_python(kafka_bootstra
         (only_connectors / j.name).symlink_to(j.resolve())
     run = f"fallback{int(time.time())}"
     events = list(encode_events(river_events("Phishing", 1500))) + list(MALFORMED)
-    kafka_io.create_topics(kafka_bootstrap, {f"events-{run}": 2, f"models-{run}": 1, f"events-{run}.dlq": 1,
-                                             f"predictions-{run}": 2})
-    kafka_io.produce(kafka_bootstrap, f"events-{run}", events)
+    t = Topics.for_run(run)
+    kafka_io.create_topics(kafka_bootstrap, t.to_create("events", "dead_letter", "predictions", "models"))
+    kafka_io.produce(kafka_bootstrap, t.events, events)
     repo = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli", "train", "--bootstrap-servers", kafka_bootstrap, "--model-name", run,
-         "--group-id", run, "--events-topic", f"events-{run}", "--models-topic", f"models-{run}",
-         "--predictions-topic", f"predictions-{run}"],
+         "--group-id", run, *t.cli_args()],
         cwd=repo, env={**os.environ, "RIVERFLINK_JARS_DIR": str(only_connectors)}, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        models = kafka_io.TopicReader(kafka_bootstrap, f"models-{run}")
-        dlq = kafka_io.TopicReader(kafka_bootstrap, f"events-{run}.dlq")
+        models = kafka_io.TopicReader(kafka_bootstrap, t.models)
+        dlq = kafka_io.TopicReader(kafka_bootstrap, t.dead_letter)
         merged, dead = 0, []
         deadline = time.time() + 180
         while (merged < 1500 or len(dead) < len(MALFORMED)) and time.time() < deadline:

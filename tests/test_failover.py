@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import kafka_io
+from pipelines import flink_rest, kafka_io
 from pipelines.broker import stop_pid
+from pipelines.config import Topics
 from pipelines.sources import MALFORMED, encode_events, river_events
 from pipelines.standalone import StandaloneCluster
 
@@ -37,27 +38,26 @@ def cluster(tmp_path):
 
 def test_killed_taskmanager_loses_and_duplicates_nothing_in_the_model(kafka_bootstrap, cluster):
     run = f"failover{int(time.time())}"
-    t = {k: f"{k}-{run}" for k in ("events", "predictions", "models")}
-    kafka_io.create_topics(kafka_bootstrap, {t["events"]: 2, t["events"] + ".dlq": 1, t["predictions"]: 2,
-                                             t["models"]: 1})
+    t = Topics.for_run(run)
+    kafka_io.create_topics(kafka_bootstrap, t.to_create("events", "dead_letter", "predictions", "models"))
     submit = subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "train", "--bootstrap-servers", kafka_bootstrap,
          "--jobmanager", cluster.address, "--model-name", run, "--group-id", run, "--checkpoint-ms", "1000",
-         "--events-topic", t["events"], "--predictions-topic", t["predictions"], "--models-topic", t["models"]],
+         *t.cli_args()],
         cwd=REPO, capture_output=True, text=True, timeout=240,
     )
     assert submit.returncode == 0, submit.stderr
     assert "Job has been submitted" in submit.stdout
 
-    models = kafka_io.TopicReader(kafka_bootstrap, t["models"])
+    models = kafka_io.TopicReader(kafka_bootstrap, t.models)
     docs: list = []
     producer = kafka_io.producer(kafka_bootstrap)
     values = list(encode_events(river_events("Phishing", EVENTS)))
     killed_at = None
     for i, v in enumerate(values):
-        producer.send(t["events"], value=v)
+        producer.send(t.events, value=v)
         if i % 500 == 0:
-            producer.send(t["events"], value=MALFORMED[0])
+            producer.send(t.events, value=MALFORMED[0])
             producer.flush()
             time.sleep(0.4)
             docs += models.poll_json(0)
@@ -84,7 +84,7 @@ def test_killed_taskmanager_loses_and_duplicates_nothing_in_the_model(kafka_boot
     assert metas[-1]["events"] == EVENTS, [m["events"] for m in metas[-8:]]
     versions = [m["version"] for m in metas]
     assert versions == sorted(set(versions)), "versions must strictly increase across the failover"
-    jobs = cluster.jobs()
+    jobs = flink_rest.jobs(cluster.address)
     running = [j for j in jobs if j["state"] == "RUNNING"]
     assert running, json.dumps(jobs)[:300]
-    assert cluster.restarts(running[0]["jid"]) >= 1, "the job never saw the TaskManager die"
+    assert flink_rest.restarts(cluster.address, running[0]["jid"]) >= 1, "the job never saw the TaskManager die"

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import flink_rest, kafka_io
+from pipelines.config import Topics
 from pipelines.sources import encode_events, river_events
 from pipelines.standalone import StandaloneCluster
 
@@ -44,17 +45,16 @@ def test_savepoint_and_rescale_keep_state_exact(kafka_bootstrap, tmp_path):
     cluster.start()
     try:
         run = f"rescale{int(time.time())}"
-        topics = ["--events-topic", f"events-{run}", "--predictions-topic", f"predictions-{run}",
-                  "--models-topic", f"models-{run}", "--model-name", run, "--bootstrap-servers", kafka_bootstrap,
+        t = Topics.for_run(run)
+        topics = [*t.cli_args(), "--model-name", run, "--bootstrap-servers", kafka_bootstrap,
                   "--jobmanager", cluster.address, "--checkpoint-ms", "1000"]
-        kafka_io.create_topics(kafka_bootstrap, {f"events-{run}": 2, f"events-{run}.dlq": 1,
-                                                 f"predictions-{run}": 2, f"models-{run}": 1})
+        kafka_io.create_topics(kafka_bootstrap, t.to_create("events", "dead_letter", "predictions", "models"))
         events = list(encode_events(river_events("Phishing", 2 * HALF)))
-        models = kafka_io.TopicReader(kafka_bootstrap, f"models-{run}")
+        models = kafka_io.TopicReader(kafka_bootstrap, t.models)
         docs: list = []
 
         riverflink("train", *topics, "--parallelism", "2", "--group-id", f"{run}-a")
-        kafka_io.produce(kafka_bootstrap, f"events-{run}", events[:HALF])
+        kafka_io.produce(kafka_bootstrap, t.events, events[:HALF])
         wait_for_events(models, docs, HALF)
         out = riverflink("stop", "--jobmanager", cluster.address, "--name", f"riverflink-train-{run}",
                          "--savepoint-dir", str(tmp_path / "savepoints")).stdout
@@ -62,7 +62,7 @@ def test_savepoint_and_rescale_keep_state_exact(kafka_bootstrap, tmp_path):
         before = docs[-1]["meta"]
 
         riverflink("train", *topics, "--parallelism", "3", "--group-id", f"{run}-b", "--from-savepoint", savepoint)
-        kafka_io.produce(kafka_bootstrap, f"events-{run}", events[HALF:])
+        kafka_io.produce(kafka_bootstrap, t.events, events[HALF:])
         wait_for_events(models, docs, 2 * HALF)
         time.sleep(3)
         docs += [d for d in models.poll_json(500) if d]
