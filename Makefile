@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 $(JARS): $(STAMP) pipelines/jars.py pipelines/java/riverflink/EnvelopeDeserializationSchema.java
-	$(PY) -m pipelines.jars fetch
+	$(PY) -m riverflink.pipelines.jars fetch
 
 clean:
 	rm -rf $(VENV) .riverflink

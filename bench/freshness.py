@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines import demo
-from pipelines.broker import EmbeddedBroker, exit_on_sigterm
+from riverflink.pipelines import demo
+from riverflink.pipelines.broker import EmbeddedBroker, exit_on_sigterm
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import math
 
 from river import datasets, linear_model, metrics, optim, preprocessing
 
-import models
+from riverflink import models
 from tests import streams
 
 

@@ -19,11 +19,11 @@ import sys
 import time
 from pathlib import Path
 
-import models
-from models.spec import build as build_model
-from pipelines import kafka_io
-from pipelines.broker import EmbeddedBroker, exit_on_sigterm, stop_pid
-from pipelines.sources import encode_events, river_events
+from riverflink import models
+from riverflink.models.spec import build as build_model
+from riverflink.pipelines import kafka_io
+from riverflink.pipelines.broker import EmbeddedBroker, exit_on_sigterm, stop_pid
+from riverflink.pipelines.sources import encode_events, river_events
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,7 +49,7 @@ def main() -> None:
         kafka_io.produce(servers, "models", [models.dumps(models.to_wire(model, name="bench", version=1))])
         (REPO / ".riverflink").mkdir(exist_ok=True)
         log = open(REPO / ".riverflink" / "bench-serving.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", "--bootstrap-servers", servers,
+        proc = subprocess.Popen([sys.executable, "-m", "riverflink.pipelines.cli", "serve", "--bootstrap-servers", servers,
                                  "--model-name", "bench", "--bundle-ms", str(args.bundle_ms),
                                  "--batch-size", str(args.batch_size)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, env={**os.environ, "PYTHONPATH": str(REPO)})

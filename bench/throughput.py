@@ -22,11 +22,11 @@ import sys
 import time
 from pathlib import Path
 
-from models.spec import build as build_model
-from pipelines import kafka_io
-from pipelines.broker import EmbeddedBroker, exit_on_sigterm, stop_pid
-from pipelines.config import Topics
-from pipelines.sources import encode_events, river_events
+from riverflink.models.spec import build as build_model
+from riverflink.pipelines import kafka_io
+from riverflink.pipelines.broker import EmbeddedBroker, exit_on_sigterm, stop_pid
+from riverflink.pipelines.config import Topics
+from riverflink.pipelines.sources import encode_events, river_events
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,7 @@ def flink_job(servers: str, spec: str, events: list, parallelism: int, replicas:
     kafka_io.produce(servers, topics.events, encode_events(events))
     log = open(REPO / ".riverflink" / f"{run}.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "train", "--bootstrap-servers", servers, "--model", spec,
+        [sys.executable, "-m", "riverflink.pipelines.cli", "train", "--bootstrap-servers", servers, "--model", spec,
          "--replicas", str(replicas), "--parallelism", str(parallelism), "--model-name", run,
          *topics.cli_args(), "--group-id", run, *extra_args],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,

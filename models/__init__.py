@@ -5,12 +5,12 @@ Pure Python: nothing here imports Flink.
 >>> from models import to_wire, from_wire, merge
 """
 
-from models import gaussian_nb, kmeans, linear, multinomial_nb, passive_aggressive, pipeline, scaler, softmax, tree  # noqa: F401  (register adapters)
-from models.adapter import UnsupportedModelError, adapter_for, supported_classes
-from models.api import apply_deltas, base_of, delta, get_params, merge, rebase, scale_learning_rate, set_params
-from models.kmeans import CountingKMeans
-from models.policies import POLICIES, MergePolicy
-from models.wire import SCHEMA, dumps, from_wire, to_wire
+from riverflink.models import gaussian_nb, kmeans, linear, multinomial_nb, passive_aggressive, pipeline, scaler, softmax, tree  # noqa: F401  (register adapters)
+from riverflink.models.adapter import UnsupportedModelError, adapter_for, supported_classes
+from riverflink.models.api import apply_deltas, base_of, delta, get_params, merge, rebase, scale_learning_rate, set_params
+from riverflink.models.kmeans import CountingKMeans
+from riverflink.models.policies import POLICIES, MergePolicy
+from riverflink.models.wire import SCHEMA, dumps, from_wire, to_wire
 
 __all__ = [
     "CountingKMeans",

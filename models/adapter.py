@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from models import numeric
-from models.policies import MergePolicy, average_coefficients
+from riverflink.models import numeric
+from riverflink.models.policies import MergePolicy, average_coefficients
 
 _ADAPTERS: list["Adapter"] = []
 

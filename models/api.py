@@ -17,10 +17,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from models import numeric
-from models.adapter import adapter_for
-from models.policies import MergePolicy, as_policy
-from models.tree import TreeEnsembleAdapter
+from riverflink.models import numeric
+from riverflink.models.adapter import adapter_for
+from riverflink.models.policies import MergePolicy, as_policy
+from riverflink.models.tree import TreeEnsembleAdapter
 
 BASE_ATTR = "_riverflink_base"
 
@@ -173,7 +173,7 @@ def scale_learning_rate(model: Any, factor: float) -> Any:
     """
     from river import compose
 
-    from models.optimizer_state import scale_lr
+    from riverflink.models.optimizer_state import scale_lr
 
     if isinstance(model, compose.Pipeline):
         steps = list(model.steps.values())

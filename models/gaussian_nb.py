@@ -14,8 +14,8 @@ from typing import Any
 
 from river import naive_bayes, proba
 
-from models import numeric
-from models.adapter import Adapter, register
+from riverflink.models import numeric
+from riverflink.models.adapter import Adapter, register
 
 
 class GaussianNBAdapter(Adapter):

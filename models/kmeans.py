@@ -38,8 +38,8 @@ from typing import Any, Sequence
 
 from river import cluster
 
-from models.adapter import Adapter, register
-from models.policies import MergePolicy
+from riverflink.models.adapter import Adapter, register
+from riverflink.models.policies import MergePolicy
 
 
 class CountingKMeans(cluster.KMeans):

@@ -10,8 +10,8 @@ from typing import Any
 
 from river import naive_bayes
 
-from models import numeric
-from models.adapter import Adapter, register
+from riverflink.models import numeric
+from riverflink.models.adapter import Adapter, register
 
 
 class MultinomialNBAdapter(Adapter):

@@ -23,7 +23,7 @@ from typing import Any
 
 from river import optim
 
-from models import numeric
+from riverflink.models import numeric
 
 KINDS = {
     "opt_steps": numeric.ADDITIVE,
@@ -36,7 +36,7 @@ SUPPORTED = (optim.SGD, optim.Adam, optim.AdaGrad)
 
 def check_supported(opt: Any) -> None:
     if type(opt) not in SUPPORTED:
-        from models.adapter import UnsupportedModelError
+        from riverflink.models.adapter import UnsupportedModelError
 
         raise UnsupportedModelError(
             f"optimizer {type(opt).__name__} cannot be merged; supported optimizers: "

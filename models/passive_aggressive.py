@@ -11,8 +11,8 @@ from typing import Any
 
 from river import linear_model
 
-from models import numeric
-from models.adapter import Adapter, register
+from riverflink.models import numeric
+from riverflink.models.adapter import Adapter, register
 
 
 class PassiveAggressiveAdapter(Adapter):

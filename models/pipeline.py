@@ -10,8 +10,8 @@ from typing import Any, Sequence
 
 from river import compose
 
-from models.adapter import Adapter, adapter_for, register
-from models.policies import MergePolicy
+from riverflink.models.adapter import Adapter, adapter_for, register
+from riverflink.models.policies import MergePolicy
 
 
 def steps(model: Any) -> list:

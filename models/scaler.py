@@ -22,8 +22,8 @@ from typing import Any
 
 from river import preprocessing
 
-from models import numeric
-from models.adapter import Adapter, register
+from riverflink.models import numeric
+from riverflink.models.adapter import Adapter, register
 
 
 class StandardScalerAdapter(Adapter):

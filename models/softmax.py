@@ -13,8 +13,8 @@ from typing import Any
 
 from river import linear_model
 
-from models import numeric, optimizer_state
-from models.adapter import Adapter, register
+from riverflink.models import numeric, optimizer_state
+from riverflink.models.adapter import Adapter, register
 
 
 class SoftmaxAdapter(Adapter):

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from river import compose, linear_model, naive_bayes, optim, preprocessing
 
-from models.kmeans import CountingKMeans
+from riverflink.models.kmeans import CountingKMeans
 
 FACTORIES: dict[str, Callable[..., Any]] = {
     "StandardScaler": preprocessing.StandardScaler,

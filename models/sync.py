@@ -16,8 +16,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from models import numeric
-from models.adapter import adapter_for
+from riverflink.models import numeric
+from riverflink.models.adapter import adapter_for
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from river import ensemble, tree
 
-from models.adapter import Adapter, register
+from riverflink.models.adapter import Adapter, register
 
 
 class TreeEnsembleAdapter(Adapter):

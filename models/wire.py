@@ -35,8 +35,8 @@ from typing import Any
 
 from river import compose, optim
 
-from models import numeric
-from models.adapter import Adapter, adapter_for, adapters
+from riverflink.models import numeric
+from riverflink.models.adapter import Adapter, adapter_for, adapters
 
 SCHEMA = "riverflink.model/1"
 _KEY_TYPES = (str, int, float, bool, type(None))
@@ -209,7 +209,7 @@ def from_wire(doc: dict | str | bytes) -> Any:
         raise ValueError(f"malformed {SCHEMA} document: {type(e).__name__}: {e}") from None
     version = (doc.get("meta") or {}).get("version")
     if version is not None:
-        from models.api import remember_base
+        from riverflink.models.api import remember_base
 
         remember_base(model, version)
     return model

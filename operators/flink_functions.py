@@ -19,13 +19,13 @@ from pyflink.datastream.functions import (
 )
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
-import models
-from models import numeric
-from models.spec import build as build_model
-from operators.merge_state import MergerState, read_doc
-from operators.parse import Rejected, batch_lines, open_envelope, parse_event
-from operators.records import prediction_record
-from operators.replica import Replica, is_clusterer, predict
+from riverflink import models
+from riverflink.models import numeric
+from riverflink.models.spec import build as build_model
+from riverflink.operators.merge_state import MergerState, read_doc
+from riverflink.operators.parse import Rejected, batch_lines, open_envelope, parse_event
+from riverflink.operators.records import prediction_record
+from riverflink.operators.replica import Replica, is_clusterer, predict
 
 log = logging.getLogger("riverflink")
 

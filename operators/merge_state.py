@@ -21,9 +21,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import models
-from models.policies import MergePolicy
-from operators.replica import ReplicaUpdate
+from riverflink import models
+from riverflink.models.policies import MergePolicy
+from riverflink.operators.replica import ReplicaUpdate
 
 
 @dataclass

@@ -16,8 +16,8 @@ from typing import Any
 
 from river.utils import inspect as river_inspect
 
-import models
-from models.sync import SyncPolicy, learned_distance
+from riverflink import models
+from riverflink.models.sync import SyncPolicy, learned_distance
 
 
 def is_clusterer(model: Any) -> bool:

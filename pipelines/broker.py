@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.config import ConfigError
+from riverflink.pipelines.config import ConfigError
 
 
 def tansu_binary() -> Path:

@@ -13,8 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines.broker import exit_on_sigterm
-from pipelines.config import ConfigError, FlinkConfig, ServeConfig, Topics, TrainConfig
+from riverflink.pipelines.broker import exit_on_sigterm
+from riverflink.pipelines.config import ConfigError, FlinkConfig, ServeConfig, Topics, TrainConfig
 
 STATE_DIR = Path(os.environ.get("RIVERFLINK_HOME", Path(__file__).resolve().parents[1] / ".riverflink"))
 BROKER_FILE = STATE_DIR / "broker.json"
@@ -49,7 +49,7 @@ def _flink(args) -> FlinkConfig:
 
 # -- commands ---------------------------------------------------------------------
 def cmd_broker(args) -> int:
-    from pipelines.broker import EmbeddedBroker, stop_pid
+    from riverflink.pipelines.broker import EmbeddedBroker, stop_pid
 
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     state = json.loads(BROKER_FILE.read_text()) if BROKER_FILE.exists() else None
@@ -83,8 +83,8 @@ def _pid_alive(pid: int) -> bool:
 def cmd_produce(args) -> int:
     from tqdm import tqdm
 
-    from pipelines import kafka_io
-    from pipelines.sources import encode_events, file_events, river_events
+    from riverflink.pipelines import kafka_io
+    from riverflink.pipelines.sources import encode_events, file_events, river_events
 
     servers = _bootstrap(args)
     if args.file:
@@ -106,7 +106,7 @@ def cmd_produce(args) -> int:
 
 def _run_job(build, cfg, name: str, args) -> int:
     """Local: build and run here until stopped.  ``--jobmanager``: hand over to ``flink run`` (detached)."""
-    from pipelines import remote
+    from riverflink.pipelines import remote
 
     if cfg.flink.jobmanager:
         return remote.submit(remote.strip_jobmanager(args.argv), cfg.flink.jobmanager, args.python_executable,
@@ -121,7 +121,7 @@ def _run_job(build, cfg, name: str, args) -> int:
 
 
 def cmd_train(args) -> int:
-    from pipelines import training
+    from riverflink.pipelines import training
 
     cfg = TrainConfig(
         bootstrap_servers=_bootstrap(args), model_spec=args.model, model_name=args.model_name,
@@ -135,7 +135,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from pipelines import serving
+    from riverflink.pipelines import serving
 
     cfg = ServeConfig(bootstrap_servers=_bootstrap(args), model_name=args.model_name, topics=_topics(args),
                       flink=_flink(args), group_id=args.group_id or "riverflink-serve",
@@ -146,7 +146,7 @@ def cmd_serve(args) -> int:
 
 def _preflight(cfg: TrainConfig | ServeConfig, topics: dict[str, int]) -> None:
     """Fail fast on a bad setting, an unreachable Kafka or ``--jobmanager``; then create ``topics``."""
-    from pipelines import flink_rest, kafka_io
+    from riverflink.pipelines import flink_rest, kafka_io
 
     cfg.validate()
     kafka_io.check_reachable(cfg.bootstrap_servers)
@@ -156,7 +156,7 @@ def _preflight(cfg: TrainConfig | ServeConfig, topics: dict[str, int]) -> None:
 
 
 def cmd_stop(args) -> int:
-    from pipelines import flink_rest
+    from riverflink.pipelines import flink_rest
 
     FlinkConfig(jobmanager=args.jobmanager).validate()
     job_id = args.job_id or flink_rest.find_running(args.jobmanager, args.name)
@@ -167,7 +167,7 @@ def cmd_stop(args) -> int:
 
 
 def cmd_tail(args) -> int:
-    from pipelines import kafka_io
+    from riverflink.pipelines import kafka_io
 
     servers = _bootstrap(args)
     topic = {"predictions": args.predictions_topic, "models": args.models_topic,
@@ -187,7 +187,7 @@ def cmd_tail(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from pipelines import kafka_io
+    from riverflink.pipelines import kafka_io
 
     servers = _bootstrap(args)
     rows = []
@@ -214,8 +214,8 @@ def cmd_models(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from pipelines import demo
-    from pipelines.broker import EmbeddedBroker
+    from riverflink.pipelines import demo
+    from riverflink.pipelines.broker import EmbeddedBroker
 
     cfg_kwargs = dict(dataset=args.dataset, events=args.events, rate=args.rate, replicas=args.replicas,
                       merge_policy=args.merge_policy, parallelism=args.parallelism)
@@ -237,8 +237,8 @@ def cmd_demo(args) -> int:
 
 # -- parser -----------------------------------------------------------------------
 def parser() -> argparse.ArgumentParser:
-    from models.policies import POLICIES
-    from pipelines.sources import RIVER_DATASETS
+    from riverflink.models.policies import POLICIES
+    from riverflink.pipelines.sources import RIVER_DATASETS
 
     p = argparse.ArgumentParser(prog="riverflink", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")

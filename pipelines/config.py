@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from models.policies import POLICIES, MergePolicy
-from models.spec import build as build_model
-from models.sync import SyncPolicy
+from riverflink.models.policies import POLICIES, MergePolicy
+from riverflink.models.spec import build as build_model
+from riverflink.models.sync import SyncPolicy
 
 
 class ConfigError(ValueError):
@@ -107,7 +107,7 @@ class TrainConfig:
         try:
             model = build_model(self.model_spec)
             if self.merge_policy == "scaled_average":
-                from models import scale_learning_rate
+                from riverflink.models import scale_learning_rate
 
                 scale_learning_rate(model, self.replicas)
             self.sync_policy()

@@ -30,11 +30,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from models.spec import build as build_model
-from pipelines import kafka_io
-from pipelines.broker import stop_pid
-from pipelines.config import ConfigError, Topics
-from pipelines.sources import MALFORMED, encode_events, river_events
+from riverflink.models.spec import build as build_model
+from riverflink.pipelines import kafka_io
+from riverflink.pipelines.broker import stop_pid
+from riverflink.pipelines.config import ConfigError, Topics
+from riverflink.pipelines.sources import MALFORMED, encode_events, river_events
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,7 +100,7 @@ class DemoResult:
 def _start_job(kind: str, cfg: DemoConfig) -> subprocess.Popen:
     cfg.log_dir.mkdir(parents=True, exist_ok=True)
     args = [
-        sys.executable, "-m", "pipelines.cli", kind,
+        sys.executable, "-m", "riverflink.pipelines.cli", kind,
         "--bootstrap-servers", cfg.bootstrap_servers,
         "--model-name", cfg.model_name,
         "--parallelism", str(cfg.parallelism),

@@ -14,7 +14,7 @@ from pyflink.datastream.connectors.kafka import (
 )
 from pyflink.java_gateway import get_gateway
 
-from pipelines import jars
+from riverflink.pipelines import jars
 
 # fail fast (one readable error) instead of retrying an unreachable broker forever
 _CLIENT_PROPS = {

@@ -7,7 +7,7 @@ import time
 import urllib.error
 import urllib.request
 
-from pipelines.config import ConfigError
+from riverflink.pipelines.config import ConfigError
 
 
 def _call(address: str, path: str, body: dict | None = None, timeout: float = 10) -> dict:

@@ -4,7 +4,7 @@
   ``python`` is on PATH: otherwise workers fail to import and, with
   checkpointing on, the job restarts forever.
 * A bounded restart strategy, so a broken job fails instead of hanging.
-* The Kafka connector jars (:mod:`pipelines.jars`).
+* The Kafka connector jars (:mod:`riverflink.pipelines.jars`).
 * A running cluster is reached through ``flink run`` (:mod:`pipelines.remote`);
   inside it, this environment is the cluster client's.
 * PyFlink hard-codes the shaded class names of the fat SQL connector jar; with
@@ -19,8 +19,8 @@ import shutil
 import subprocess
 import sys
 
-from pipelines import jars
-from pipelines.config import ConfigError, FlinkConfig
+from riverflink.pipelines import jars
+from riverflink.pipelines.config import ConfigError, FlinkConfig
 
 
 def check_java() -> None:
@@ -59,7 +59,7 @@ def make_env(cfg: FlinkConfig, job_name: str):
     # Local mode runs Python subtasks in this process ("loopback"), all behind one GIL; a worker
     # process per subtask measured ~1.3x faster at parallelism 2 (bench/throughput.py).
     # RIVERFLINK_PYTHON_WORKERS=loopback restores PyFlink's default.  Must be set before the JVM starts.
-    from pipelines.remote import inside_flink_run
+    from riverflink.pipelines.remote import inside_flink_run
 
     local = not cfg.jobmanager and not inside_flink_run()
     if local and os.environ.get("RIVERFLINK_PYTHON_WORKERS", "process") == "process":

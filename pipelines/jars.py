@@ -11,7 +11,7 @@ Overrides: ``RIVERFLINK_JARS_DIR`` (a folder holding all three jars) or
 ``RIVERFLINK_KAFKA_JARS`` (an ``os.pathsep``-separated list of connector jars,
 e.g. your own fat ``flink-sql-connector-kafka.jar``).
 
-    python -m pipelines.jars fetch     # idempotent; used by ``make``
+    python -m riverflink.pipelines.jars fetch     # idempotent; used by ``make``
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def all_jars() -> list[Path]:
     missing = [str(j) for j in jars if not j.exists()]
     if missing:
         raise FileNotFoundError(
-            f"Kafka connector jar(s) missing: {', '.join(missing)}; run 'make' or 'python -m pipelines.jars fetch'"
+            f"Kafka connector jar(s) missing: {', '.join(missing)}; run 'make' or 'python -m riverflink.pipelines.jars fetch'"
         )
     env = envelope_jar()
     return jars + ([env] if env else [])
@@ -97,5 +97,5 @@ def build_envelope(out: Path) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["fetch"]:
-        sys.exit("usage: python -m pipelines.jars fetch")
+        sys.exit("usage: python -m riverflink.pipelines.jars fetch")
     fetch()

@@ -11,8 +11,8 @@ from pyflink.common import Types
 from pyflink.datastream import DataStream, KeyedStream
 from pyflink.java_gateway import get_gateway
 
-from operators.parse import replica_of_text
-from pipelines import jars
+from riverflink.operators.parse import replica_of_text
+from riverflink.pipelines import jars
 
 
 def _jvm():

@@ -7,7 +7,7 @@ import socket
 import time
 from typing import Iterable, Iterator
 
-from pipelines.config import ConfigError, check_bootstrap
+from riverflink.pipelines.config import ConfigError, check_bootstrap
 
 
 def check_reachable(servers: str, timeout: float = 5.0) -> None:

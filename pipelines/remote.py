@@ -2,8 +2,8 @@
 
 PyFlink's Python environment always runs jobs on a local mini-cluster, so for
 ``--jobmanager HOST:PORT`` the CLI re-invokes itself under ``flink run -d -m
-HOST:PORT -pym pipelines.cli``, shipping ``models``, ``operators`` and
-``pipelines`` with the job.  Python workers on the cluster use
+HOST:PORT -pym riverflink.pipelines.cli``, shipping a copy of the ``riverflink``
+package with the job.  Python workers on the cluster use
 ``--python-executable`` (default: this interpreter, which suits a cluster on
 this machine; point it at the cluster's own Python otherwise).
 """
@@ -11,14 +11,14 @@ this machine; point it at the cluster's own Python otherwise).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from pipelines.config import ConfigError
+from riverflink.pipelines.config import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
 IN_FLINK_RUN = "RIVERFLINK_IN_FLINK_RUN"
 
 
@@ -34,16 +34,16 @@ def submit(argv: list[str], jobmanager: str, python_executable: str | None = Non
 
     flink = Path(pyflink.__file__).parent / "bin" / "flink"
     py = python_executable or sys.executable
-    files = ",".join(str(REPO / p) for p in ("models", "operators", "pipelines"))
     with tempfile.TemporaryDirectory() as conf:
-        from pipelines.standalone import JAVA_OPTS
+        package = stage_package(Path(conf) / "python")
+        from riverflink.pipelines.standalone import JAVA_OPTS
 
         (Path(conf) / "config.yaml").write_text(
             f"rest.address: {jobmanager.rsplit(':', 1)[0]}\nenv.java.opts.all: \"{JAVA_OPTS}\"\n"
         )
         cmd = [str(flink), "run", "-d", "-m", jobmanager, *(["-s", savepoint] if savepoint else []),
-               "-pyexec", py, "-pyclientexec", sys.executable, "-pyfs", files, "-pym", "pipelines.cli", *argv]
-        env = {**os.environ, IN_FLINK_RUN: "1", "FLINK_CONF_DIR": conf, "PYTHONPATH": str(REPO)}
+               "-pyexec", py, "-pyclientexec", sys.executable, "-pyfs", str(package), "-pym", "riverflink.pipelines.cli", *argv]
+        env = {**os.environ, IN_FLINK_RUN: "1", "FLINK_CONF_DIR": conf, "PYTHONPATH": str(package.parent)}
         res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     out = res.stdout + res.stderr
     if res.returncode != 0:
@@ -53,6 +53,19 @@ def submit(argv: list[str], jobmanager: str, python_executable: str | None = Non
         if "JobID" in line or "Job has been submitted" in line:
             print(line.strip())
     return 0
+
+
+def stage_package(into: Path) -> Path:
+    """A copy of the installed ``riverflink`` package under ``into`` (what ``-pyfs`` ships), as a wheel lays it out."""
+    import riverflink
+    from riverflink import models, operators, pipelines
+
+    target = into / "riverflink"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "java")
+    shutil.copytree(Path(riverflink.__file__).parent, target, ignore=ignore)
+    for pkg in (models, operators, pipelines):
+        shutil.copytree(Path(pkg.__file__).parent, target / pkg.__name__.rsplit(".", 1)[1], ignore=ignore)
+    return target
 
 
 def strip_jobmanager(argv: list[str]) -> list[str]:

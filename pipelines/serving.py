@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pyflink.common import Types
 
-from operators.flink_functions import LATEST_MODEL, Predictor
-from pipelines import java_ops
-from pipelines.config import ServeConfig
-from pipelines.flink_kafka import envelope_source, text_sink, text_source
-from pipelines.flink_runtime import make_env
+from riverflink.operators.flink_functions import LATEST_MODEL, Predictor
+from riverflink.pipelines import java_ops
+from riverflink.pipelines.config import ServeConfig
+from riverflink.pipelines.flink_kafka import envelope_source, text_sink, text_source
+from riverflink.pipelines.flink_runtime import make_env
 
 
 def build(cfg: ServeConfig):

@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 from typing import Iterator
 
-from pipelines.config import ConfigError
+from riverflink.pipelines.config import ConfigError
 
 #: River datasets bundled with the package (no download)
 RIVER_DATASETS = ("Phishing", "Bananas", "TrumpApproval", "ChickWeights", "SolarFlare", "ImageSegments")

@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines import flink_rest
-from pipelines.broker import free_port, stop_pid
-from pipelines.config import ConfigError
+from riverflink.pipelines import flink_rest
+from riverflink.pipelines.broker import free_port, stop_pid
+from riverflink.pipelines.config import ConfigError
 
 #: what Flink's own distribution config passes to every JVM on Java 17 (pyflink ships no config)
 JAVA_OPTS = " ".join(

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from pyflink.common import Types
 
-from operators.flink_functions import DEAD_LETTER, LATEST_MODEL, PREDICTIONS, Merger, ReplicaTrainer
-from operators.merge_state import read_doc
-from pipelines import java_ops
-from pipelines.config import TrainConfig
-from pipelines.flink_kafka import envelope_source, text_sink, text_source
-from pipelines.flink_runtime import make_env
+from riverflink.operators.flink_functions import DEAD_LETTER, LATEST_MODEL, PREDICTIONS, Merger, ReplicaTrainer
+from riverflink.operators.merge_state import read_doc
+from riverflink.pipelines import java_ops
+from riverflink.pipelines.config import TrainConfig
+from riverflink.pipelines.flink_kafka import envelope_source, text_sink, text_source
+from riverflink.pipelines.flink_runtime import make_env
 
 
 def _model_name(text: str) -> str:

@@ -38,7 +38,7 @@ def kafka_bootstrap(tmp_path_factory):
             with KafkaContainer("apache/kafka:3.9.1") as kafka:
                 yield kafka.get_bootstrap_server()
             return
-    from pipelines.broker import EmbeddedBroker
+    from riverflink.pipelines.broker import EmbeddedBroker
 
     broker = EmbeddedBroker(log_path=tmp_path_factory.mktemp("tansu") / "tansu.log")
     broker.start()

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.broker import free_port
+from riverflink.pipelines.broker import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def riverflink(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "riverflink.pipelines.cli", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout)
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines import demo
-from pipelines.sources import MALFORMED
+from riverflink.pipelines import demo
+from riverflink.pipelines.sources import MALFORMED
 
 pytestmark = pytest.mark.integration
 
@@ -72,10 +72,10 @@ def test_training_without_the_envelope_jar_keys_records_in_python(kafka_bootstra
     import time
     from pathlib import Path
 
-    from pipelines import jars, kafka_io
-    from pipelines.broker import stop_pid
-    from pipelines.config import Topics
-    from pipelines.sources import encode_events, river_events
+    from riverflink.pipelines import jars, kafka_io
+    from riverflink.pipelines.broker import stop_pid
+    from riverflink.pipelines.config import Topics
+    from riverflink.pipelines.sources import encode_events, river_events
 
     only_connectors = tmp_path / "jars"
     only_connectors.mkdir()
@@ -88,7 +88,7 @@ def test_training_without_the_envelope_jar_keys_records_in_python(kafka_bootstra
     kafka_io.produce(kafka_bootstrap, t.events, events)
     repo = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "train", "--bootstrap-servers", kafka_bootstrap, "--model-name", run,
+        [sys.executable, "-m", "riverflink.pipelines.cli", "train", "--bootstrap-servers", kafka_bootstrap, "--model-name", run,
          "--group-id", run, *t.cli_args()],
         cwd=repo, env={**os.environ, "RIVERFLINK_JARS_DIR": str(only_connectors)}, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

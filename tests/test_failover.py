@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import flink_rest, kafka_io
-from pipelines.broker import stop_pid
-from pipelines.config import Topics
-from pipelines.sources import MALFORMED, encode_events, river_events
-from pipelines.standalone import StandaloneCluster
+from riverflink.pipelines import flink_rest, kafka_io
+from riverflink.pipelines.broker import stop_pid
+from riverflink.pipelines.config import Topics
+from riverflink.pipelines.sources import MALFORMED, encode_events, river_events
+from riverflink.pipelines.standalone import StandaloneCluster
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +41,7 @@ def test_killed_taskmanager_loses_and_duplicates_nothing_in_the_model(kafka_boot
     t = Topics.for_run(run)
     kafka_io.create_topics(kafka_bootstrap, t.to_create("events", "dead_letter", "predictions", "models"))
     submit = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "train", "--bootstrap-servers", kafka_bootstrap,
+        [sys.executable, "-m", "riverflink.pipelines.cli", "train", "--bootstrap-servers", kafka_bootstrap,
          "--jobmanager", cluster.address, "--model-name", run, "--group-id", run, "--checkpoint-ms", "1000",
          *t.cli_args()],
         cwd=REPO, capture_output=True, text=True, timeout=240,

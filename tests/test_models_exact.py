@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from river import naive_bayes, preprocessing
 
-import models
+from riverflink import models
 from tests import streams
 
 

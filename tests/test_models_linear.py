@@ -5,7 +5,7 @@ import math
 import pytest
 from river import compose, linear_model, metrics, optim, preprocessing
 
-import models
+from riverflink import models
 from tests import streams
 
 LINEAR = [

@@ -8,10 +8,10 @@ import jsonschema
 import pytest
 from river import cluster, linear_model, naive_bayes, preprocessing, tree
 
-import models
+from riverflink import models
 from tests import streams
 
-SCHEMA_FILE = pathlib.Path(__file__).parents[1] / "models" / "schema" / "model.schema.json"
+SCHEMA_FILE = pathlib.Path(models.__file__).parent / "schema" / "model.schema.json"
 
 SUPPORTED = [
     lambda: preprocessing.StandardScaler() | linear_model.LogisticRegression(),

@@ -6,8 +6,8 @@ import json
 
 from river import linear_model
 
-import models
-from operators.flink_functions import Predictor
+from riverflink import models
+from riverflink.operators.flink_functions import Predictor
 
 
 def answer(predictor: Predictor, raw: bytes) -> dict:

@@ -5,11 +5,11 @@ import random
 
 from river import preprocessing
 
-import models
-from models.policies import MergePolicy
-from models.sync import SyncPolicy
-from operators.merge_state import MergerState
-from operators.replica import Replica
+from riverflink import models
+from riverflink.models.policies import MergePolicy
+from riverflink.models.sync import SyncPolicy
+from riverflink.operators.merge_state import MergerState
+from riverflink.operators.replica import Replica
 from tests import streams
 
 
@@ -96,7 +96,7 @@ def test_divergence_sync_fires_on_bursts_of_learning_not_on_quiet_streams():
 
 
 def test_replicas_of_regressors_and_clusterers_learn_and_merge():
-    from models.spec import build
+    from riverflink.models.spec import build
 
     for spec, y in (("StandardScaler|LinearRegression", 3.0), ("StandardScaler|KMeans", None),
                     ("GaussianNB", "a"), ("StandardScaler|SoftmaxRegression", "b")):

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import flink_rest, kafka_io
-from pipelines.config import Topics
-from pipelines.sources import encode_events, river_events
-from pipelines.standalone import StandaloneCluster
+from riverflink.pipelines import flink_rest, kafka_io
+from riverflink.pipelines.config import Topics
+from riverflink.pipelines.sources import encode_events, river_events
+from riverflink.pipelines.standalone import StandaloneCluster
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]
@@ -25,7 +25,7 @@ HALF = 2000
 
 
 def riverflink(*args: str) -> subprocess.CompletedProcess:
-    res = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=REPO, capture_output=True, text=True,
+    res = subprocess.run([sys.executable, "-m", "riverflink.pipelines.cli", *args], cwd=REPO, capture_output=True, text=True,
                          timeout=240)
     assert res.returncode == 0, res.stderr[-2000:]
     return res

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import kafka_io
-from pipelines.config import ConfigError
-from pipelines.sources import file_events, river_events
+from riverflink.pipelines import kafka_io
+from riverflink.pipelines.config import ConfigError
+from riverflink.pipelines.sources import file_events, river_events
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,7 +40,7 @@ def test_produce_a_file_to_a_real_broker(kafka_bootstrap, tmp_path):
     jsonl = tmp_path / "d.jsonl"
     jsonl.write_text("".join(json.dumps({"x": {"a": i}, "y": i % 2 == 0}) + "\n" for i in range(25)))
     topic = f"produce-{tmp_path.name}"
-    res = subprocess.run([sys.executable, "-m", "pipelines.cli", "produce", "--bootstrap-servers", kafka_bootstrap,
+    res = subprocess.run([sys.executable, "-m", "riverflink.pipelines.cli", "produce", "--bootstrap-servers", kafka_bootstrap,
                           "--file", str(jsonl), "--topic", topic, "--quiet"], cwd=REPO, capture_output=True, text=True,
                          timeout=60)
     assert res.returncode == 0, res.stderr
