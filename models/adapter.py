@@ -94,6 +94,15 @@ class Adapter:
             merged[k] = numeric.combine(base.get(k), [step[k]], [factor], numeric.LEARNED)
         return merged
 
+    def scale_learned(self, model: Any, delta: dict, factor: float) -> dict:
+        """``delta`` with its ``LEARNED`` leaves multiplied by ``factor`` (statistics untouched)."""
+        if factor == 1.0:
+            return delta
+        return {
+            k: numeric.combine(None, [v], [factor], numeric.LEARNED) if self.kinds.get(k) == numeric.LEARNED else v
+            for k, v in delta.items()
+        }
+
     def sum_deltas(self, model: Any, deltas: Sequence[dict]) -> dict:
         """One delta equal to applying ``deltas`` one after another (a replica's consecutive syncs)."""
         out = {}

@@ -141,6 +141,16 @@ def sq_norm(tree: Any) -> float:
     return float(tree or 0) ** 2
 
 
+def dot(a: Any, b: Any) -> float:
+    """Dot product of two trees of numeric leaves (missing keys count as 0)."""
+    if isinstance(a, dict):
+        b = b if isinstance(b, dict) else {}
+        return sum(dot(v, b.get(k)) for k, v in a.items())
+    if _is_moments(a) or a is None or b is None or _is_moments(b):
+        return 0.0
+    return float(a) * float(b)
+
+
 def check_finite(tree: Any, path: str = "params") -> None:
     """Raise ``ValueError`` naming the first NaN or infinite leaf under ``tree``."""
     if isinstance(tree, dict):

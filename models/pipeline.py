@@ -37,6 +37,10 @@ class PipelineAdapter(Adapter):
         pairs = zip(self.step_adapters(model), steps(model), params["steps"], bases, strict=True)
         return {"steps": [a.delta(s, p, b) for a, s, p, b in pairs]}
 
+    def scale_learned(self, model: Any, delta: dict, factor: float) -> dict:
+        pairs = zip(self.step_adapters(model), steps(model), delta["steps"], strict=True)
+        return {"steps": [a.scale_learned(s, d, factor) for a, s, d in pairs]}
+
     def sum_deltas(self, model: Any, deltas: Sequence[dict]) -> dict:
         return {
             "steps": [

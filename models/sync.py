@@ -1,23 +1,37 @@
 """Sync policies: when a replica sends what it learned to the merger.
 
-A replica syncs when any enabled trigger fires:
+A replica checks its policy after every micro-batch (syncing more often than
+the micro-batch only multiplies messages: the merged model cannot reach the
+replicas faster than one batch anyway).  It syncs when any enabled trigger
+fires:
 
 * ``every_events``: it has learned S events since its last sync;
 * ``every_seconds``: T seconds have passed since its first unsynced event
   (so that a quiet replica still contributes);
-* ``divergence``: its learned parameters moved more than this L2 distance
-  from its last sync point (dynamic averaging, Kamp et al.): bursts of
-  learning sync early, quiet periods send nothing.
+* ``divergence``: its learned parameters moved more than this fraction of
+  their norm at the last rebase (dynamic averaging, Kamp et al., made
+  *relative* so that one threshold fits models of any scale: an absolute L2
+  distance that suits a classifier's weights is meaningless for a regressor
+  whose weights are 100 times larger);
+* ``on_drift``: a River drift detector (ADWIN) watching the replica's
+  progressive loss signals a change: the replica syncs at once so that the
+  other replicas learn the new concept from it.
+
+``every_events`` counts events since the last sync; with ``divergence`` set it
+acts as the longest a replica stays silent.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from riverflink.models import numeric
 from riverflink.models.adapter import adapter_for
+
+#: relative thresholds are taken against at least this norm (an untrained model has norm 0)
+NORM_FLOOR = 1.0
 
 
 @dataclass(frozen=True)
@@ -27,12 +41,16 @@ class SyncPolicy:
     True
     >>> SyncPolicy(every_events=100).due(n_since_sync=99)
     False
+    >>> SyncPolicy(every_events=1000, every_seconds=None, divergence=0.05).due(50, distance=lambda: 0.2, scale=10.0)
+    False
+    >>> SyncPolicy(every_events=1000, every_seconds=None, divergence=0.05).due(50, distance=lambda: 0.6, scale=10.0)
+    True
     """
 
     every_events: int | None = 100
     every_seconds: float | None = 1.0
     divergence: float | None = None
-    check_divergence_every: int = 10
+    on_drift: bool = False
 
     def __post_init__(self) -> None:
         if self.every_events is not None and self.every_events < 1:
@@ -44,15 +62,19 @@ class SyncPolicy:
         if self.every_events is None and self.every_seconds is None and self.divergence is None:
             raise ValueError("a sync policy needs at least one trigger")
 
-    def due(self, n_since_sync: int, seconds_since_first: float = 0.0, distance: "callable | None" = None) -> bool:
+    def due(self, n_since_sync: int, seconds_since_first: float = 0.0,
+            distance: Callable[[], float] | None = None, scale: float = 0.0, drift: bool = False) -> bool:
+        """Whether to sync now.  ``distance`` is called only when the other triggers did not fire."""
         if n_since_sync <= 0:
             return False
         if self.every_events is not None and n_since_sync >= self.every_events:
             return True
         if self.every_seconds is not None and seconds_since_first >= self.every_seconds:
             return True
-        if self.divergence is not None and distance is not None and n_since_sync % self.check_divergence_every == 0:
-            return distance() > self.divergence
+        if self.on_drift and drift:
+            return True
+        if self.divergence is not None and distance is not None:
+            return distance() > self.divergence * max(scale, NORM_FLOOR)
         return False
 
 
@@ -60,6 +82,21 @@ def learned_distance(model: Any, since: dict) -> float:
     """L2 norm of the learned (policy-governed) parameters' change since ``since``."""
     delta = adapter_for(model).delta(model, adapter_for(model).get_params(model), since)
     return math.sqrt(_learned_sq(model, delta))
+
+
+def learned_norm(model: Any, params: dict) -> float:
+    """L2 norm of the learned leaves of ``params`` (a parameter tree of ``model``'s family)."""
+    return math.sqrt(_learned_sq(model, params))
+
+
+def learned_dot(model: Any, a: dict, b: dict) -> float:
+    """Dot product of the learned leaves of two delta trees of ``model``'s family."""
+    from river import compose
+
+    if isinstance(model, compose.Pipeline):
+        return sum(learned_dot(s, x, y) for s, x, y in zip(model.steps.values(), a["steps"], b["steps"]))
+    kinds = adapter_for(model).kinds
+    return sum(numeric.dot(a[k], b.get(k)) for k, v in a.items() if kinds.get(k) == numeric.LEARNED)
 
 
 def _learned_sq(model: Any, delta: dict) -> float:

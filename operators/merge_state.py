@@ -1,84 +1,217 @@
-"""The merger's state machine: pending replica updates -> versioned model documents.  Pure Python.
+"""The merger's state machine: replica updates -> versioned model documents.  Pure Python.
 
-Guarantees:
-
-* every update is merged exactly once (into the next version after it arrives);
-* versions strictly increase on the topic, across failures and restarts.  A
-  version is ``max(previous + 1, now in ms)``: after a failover the merger
+Contract
+--------
+* **When it merges.**  As soon as ``quorum`` distinct replicas have an update
+  pending (default 1: every update is merged on arrival), or ``wait_ms``
+  after the first pending update (the Flink function's timer), and at once
+  for the very first update, so a first model is served after the first
+  micro-batch of any replica.  The quorum never exceeds the replicas heard
+  from within ``forget_after_s`` seconds, so a replica that went away (the job
+  was rescaled down, a key went quiet) stops being waited for.
+* **Exactly once.**  Every update is merged into exactly one version, or
+  refused (poisoned: the merged result would not be finite) and counted in
+  ``meta.refused``.  Nothing is dropped before a merge has succeeded.  Each
+  document's ``meta.acked`` maps every replica to the last update sequence
+  number it holds, so a rebasing replica replays exactly what is missing.
+* **Stale updates are discounted, adaptively.**  An update's *staleness* ``s``
+  is the number of merges of other replicas' updates since the version it was
+  computed against.  Those replicas were correcting the same errors at the
+  same time, so adding every update in full overshoots (K replicas each
+  removing most of a shared error remove it K times: this is how the plain
+  ``delta`` sum diverged on regression).  The merger scales an update's
+  learned parameters by ``1 - shared * (1 - rho ** s)``, with ``rho`` and
+  ``shared`` estimated by the replica
+  (:class:`~riverflink.operators.replica.ContractionProbe`): ``rho`` is the
+  part of a shared error that survives one sync period, ``shared`` the part of
+  the step that is on such errors.  The j-th overlapping update then adds
+  only what the previous ones left of the shared error (``rho ** (j - 1)``),
+  small unsaturated steps (``rho`` near 1) add up as single-node River's do,
+  and steps driven by the replica's own events (noise, new information) are
+  kept whole.  The largest staleness of each merge is in ``meta.staleness``.
+* **Versions strictly increase** on the topic, across failures and restarts:
+  a version is ``max(previous + 1, now in ms)``.  After a failover the merger
   resumes from its checkpointed state, but versions it had already published
-  (the sink is at-least-once) are older than any it publishes next.  Any
-  higher version read back from ``models`` also raises the counter;
-* a merger that has never merged (a new job without a savepoint) adopts the
-  newest model on the topic as its starting point (:meth:`MergerState.adopt`);
-* every document records the events each replica contributed to it and the
-  running total of events merged into the model.
+  (the sink is at-least-once) are older than any it publishes next.
+* A merger that has never merged (a new job without a savepoint) adopts the
+  newest model on the topic as its starting point (:meth:`MergerState.adopt`).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from riverflink import models
 from riverflink.models.policies import MergePolicy
 from riverflink.operators.replica import ReplicaUpdate
+
+#: how many recent versions the merger remembers to measure staleness
+_VERSION_MEMORY = 256
+
+
+@dataclass(frozen=True)
+class MergeTrigger:
+    """When the merger merges, and how it treats stale updates.
+
+    >>> MergeTrigger().quorum
+    1
+    """
+
+    #: distinct replicas with a pending update that start a merge (capped by the replicas heard from)
+    quorum: int = 1
+    #: merge whatever is pending this long after the first pending update
+    wait_ms: int = 500
+    #: a replica not heard from for this long is no longer counted in the quorum
+    forget_after_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.quorum < 1:
+            raise ValueError(f"merge quorum must be >= 1, got {self.quorum}")
+        if self.wait_ms < 1:
+            raise ValueError(f"merge wait must be >= 1 ms, got {self.wait_ms}")
 
 
 @dataclass
 class MergerState:
     name: str
     template: Any
-    expected_replicas: int = 1
+    trigger: MergeTrigger = field(default_factory=MergeTrigger)
     version: int = 0
     params: dict | None = None
     events: int = 0
     pending: list = field(default_factory=list)
-    replicas_seen: set = field(default_factory=set)
+    #: replica -> time it was last heard from
+    last_seen: dict = field(default_factory=dict)
+    #: replica -> last update sequence number merged (or refused)
+    acked: dict = field(default_factory=dict)
     merges: int = 0
+    refused: int = 0
+    #: (version, replicas merged into it) for the last few versions, oldest first
+    history: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.params is None:
             self.params = models.get_params(self.template)
 
-    def add(self, update: ReplicaUpdate) -> bool:
-        """Queue ``update``; ``True`` once every expected replica (and every one seen) has one pending."""
-        self.pending.append(update)
-        self.replicas_seen.add(update.replica)
-        waiting_for = len(self.replicas_seen | set(range(self.expected_replicas)))
-        return len({u.replica for u in self.pending}) >= waiting_for
+    # -- triggers -----------------------------------------------------------------------
+    def active_replicas(self, now: float | None = None) -> set:
+        now = time.time() if now is None else now
+        return {r for r, t in self.last_seen.items() if now - t <= self.trigger.forget_after_s}
 
-    def merge(self, policy: MergePolicy) -> dict:
-        """Merge the pending updates into the next version; returns its document."""
+    def add(self, update: ReplicaUpdate, now: float | None = None) -> bool:
+        """Queue ``update``; ``True`` when a merge is due now."""
+        now = time.time() if now is None else now
+        self.pending.append(update)
+        self.last_seen[update.replica] = now
+        self.last_seen = {r: t for r, t in self.last_seen.items() if now - t <= 10 * self.trigger.forget_after_s}
+        if self.merges == 0 and self.version == 0:
+            return True  # cold start: serve a first model after the first batch of any replica
+        quorum = min(self.trigger.quorum, max(1, len(self.active_replicas(now))))
+        return len({u.replica for u in self.pending}) >= quorum
+
+    def staleness(self, base_version: int, replica: Any) -> int:
+        """Merges of other replicas' updates since ``base_version`` (all remembered ones if it is older)."""
+        if base_version == self.version:
+            return 0
+        n = 0
+        for version, replicas in reversed(self.history):
+            if version <= base_version:
+                return n
+            n += replica not in replicas
+        return n
+
+    def discount(self, update: ReplicaUpdate) -> float:
+        """The factor on ``update``'s learned parameters: ``1 - shared * (1 - rho ** s)``.
+
+        Only the part of the step on errors shared with other replicas
+        (``shared``, estimated by the replica) overlaps with their updates;
+        the rest is information of the replica's own events and is kept whole.
+        An update without estimates (its replica's first sync periods) is
+        taken as fully shared and saturated: its stale learned parameters get
+        factor 0 (statistics are always merged exactly).
+        """
+        s = self.staleness(update.base_version, update.replica)
+        if s == 0:
+            return 1.0
+        rho = 0.0 if update.rho is None else min(1.0, max(0.0, update.rho))
+        shared = 1.0 if update.shared is None else min(1.0, max(0.0, update.shared))
+        return 1.0 - shared * (1.0 - rho**s)
+
+    # -- merge --------------------------------------------------------------------------
+    def merge(self, policy: MergePolicy, now: float | None = None) -> dict | None:
+        """Merge the pending updates into the next version; its document, or ``None`` if all were refused.
+
+        Raises nothing for bad updates: an update whose learned parameters
+        would make the merged model non-finite is refused (counted, acked)
+        and the others are merged without it.
+        """
         if not self.pending:
-            raise ValueError("nothing to merge")
-        updates, self.pending = self.pending, []
-        by_replica: dict = {}
+            return None
+        updates = list(self.pending)
+        model, used, refused = self._combine(updates, policy)
+        if model is None:  # some update poisons the merge: find it by merging each alone
+            used, refused = [], []
+            for u in updates:
+                ok = self._combine([u], policy)[0] is not None
+                (used if ok else refused).append(u)
+            model = self._combine(used, policy)[0] if used else None
+            if model is None:
+                refused, used = updates, []
+        # success (or everything refused): only now is state changed
+        self.pending = []
         for u in updates:
-            by_replica.setdefault(u.replica, []).append(u)
-        adapter = models.adapter_for(self.template)
-        # a replica's consecutive updates add up to one delta; the policy then combines replicas
-        deltas = [adapter.sum_deltas(self.template, [u.delta for u in us]) for us in by_replica.values()]
-        weights = [sum(u.events for u in us) for us in by_replica.values()]
-        model = models.apply_deltas(self.template, self.params, deltas, weights, policy)
+            self.acked[str(u.replica)] = max(self.acked.get(str(u.replica), 0), u.seq)
+        self.refused += len(refused)
+        if model is None:
+            return None
+        now = time.time() if now is None else now
         previous = self.version
-        self.version = next_version(previous)
+        stale = max(self.staleness(u.base_version, u.replica) for u in used)
+        self.version = next_version(previous, now)
         self.merges += 1
+        self.history.append((self.version, frozenset(u.replica for u in used)))
+        del self.history[:-_VERSION_MEMORY]
         self.params = models.get_params(model)
-        counts = dict(zip(by_replica, weights))
+        counts: dict = {}
+        for u in used:
+            counts[str(u.replica)] = counts.get(str(u.replica), 0) + u.events
         self.events += sum(counts.values())
         return models.to_wire(
             model,
             name=self.name,
             version=self.version,
             counts=counts,
-            created_at=time.time(),
+            created_at=now,
             events=self.events,
             policy=policy.name,
             parent=previous,
             sequence=self.merges,
+            acked=dict(self.acked),
+            staleness=stale,
+            refused=self.refused,
         )
+
+    def _combine(self, updates: list, policy: MergePolicy) -> tuple[Any, list, list]:
+        by_replica: dict = {}
+        for u in updates:
+            by_replica.setdefault(u.replica, []).append(u)
+        adapter = models.adapter_for(self.template)
+        deltas, weights = [], []
+        for us in by_replica.values():
+            # a replica's consecutive updates add up to one delta; the policy then combines replicas
+            d = adapter.sum_deltas(
+                self.template, [adapter.scale_learned(self.template, u.delta, self.discount(u)) for u in us]
+            )
+            deltas.append(d)
+            weights.append(sum(u.events for u in us))
+        try:
+            return models.apply_deltas(self.template, self.params, deltas, weights, policy), updates, []
+        except (ValueError, OverflowError):
+            return None, [], updates
 
     def adopt(self, doc: dict) -> bool:
         """See a version read back from ``models``; ``True`` when it changed this state.
@@ -95,6 +228,7 @@ class MergerState:
         if self.merges == 0:
             self.params = models.get_params(models.from_wire(doc))
             self.events = int(doc["meta"].get("events", self.events))
+            self.acked = {str(k): int(v) for k, v in (doc["meta"].get("acked") or {}).items()}
         return True
 
 
@@ -110,12 +244,12 @@ def next_version(previous: int, now: float | None = None) -> int:
     return max(previous + 1, int(now * 1000))
 
 
-def read_doc(text: str) -> dict | None:
+def read_doc(text: str | bytes) -> dict | None:
     """Parse a ``models`` record; ``None`` for anything that is not a model document."""
     try:
-        doc = json.loads(text)
-    except ValueError:
+        doc = orjson.loads(text)
+    except (ValueError, TypeError):
         return None
-    if not isinstance(doc, dict) or doc.get("schema") != models.SCHEMA or "meta" not in doc:
+    if not isinstance(doc, dict) or doc.get("schema") != models.SCHEMA or not isinstance(doc.get("meta"), dict):
         return None
     return doc

@@ -1,23 +1,50 @@
-"""One River replica of the training job: predict-then-learn, sync, rebase.  Pure Python.
+"""One River replica of the training job: learn a micro-batch, sync, rebase.  Pure Python.
 
-The replica measures what it learned from a *snapshot*: its parameters at its
-last sync or rebase.  A sync hands the merger ``delta(model, snapshot)`` and
-the number of events behind it, then moves the snapshot forward, so every
-event reaches the merger exactly once.  A rebase onto merged version ``v``
-replays the learning not yet sent onto the merged parameters
-(:func:`models.rebase`), so nothing is lost or counted twice.
+Contract
+--------
+* **Learning.** :meth:`Replica.learn_batch` takes validated ``(x, y)`` pairs
+  and scores each event *before* learning it (progressive validation):
+
+  - ``exact``: River's ``predict_one`` / ``predict_proba_one`` then
+    ``learn_one``, event by event; identical to single-node River;
+  - ``batch``: the whole micro-batch is predicted with the model as it stood
+    at the batch's start (``predict_proba_many`` / ``predict_many``), then
+    learned by one ``learn_many`` call.  River's ``learn_many`` takes one step
+    on the batch's *mean* gradient; the replica passes the batch size as the
+    sample weight, so one call moves the weights about as far as the events
+    learned one by one would (a sum of gradients taken at the batch start).
+
+* **What a replica sends.** It measures what it learned from a *snapshot*
+  (its parameters when it last synced or rebased).  :meth:`take_update` hands
+  the merger ``delta(model, snapshot)`` with a per-replica sequence number,
+  moves the snapshot forward and keeps the update *in flight* until a merged
+  version acknowledges it (``meta.acked[replica] >= seq``).  Every event thus
+  reaches the merger exactly once.
+
+* **Rebasing never drops the replica's own learning.**  :meth:`rebase` onto
+  merged version ``v`` sets the model to ``merged + (in-flight updates that
+  v does not hold yet) + (learning not sent yet)``.  Without the in-flight
+  part, a replica that rebases onto a version merged before its last update
+  arrived would lose that update's learning until the next version.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from river.utils import inspect as river_inspect
 
 from riverflink import models
-from riverflink.models.sync import SyncPolicy, learned_distance
+from riverflink.models.labels import task_of
+from riverflink.models.policies import MergePolicy
+from riverflink.models.sync import SyncPolicy, learned_distance, learned_norm
+
+MODES = ("exact", "batch")
+#: replays of in-flight updates are exact sums, whatever the merge policy
+_REPLAY = MergePolicy("delta", clip=math.inf)
 
 
 def is_clusterer(model: Any) -> bool:
@@ -33,6 +60,50 @@ def predict(model: Any, x: dict) -> tuple[Any, dict | None]:
     return model.predict_one(x), None
 
 
+def supports_batch(model: Any) -> bool:
+    """True when every stage of ``model`` has River's ``learn_many`` and the final one predicts many."""
+    from riverflink.models.labels import final_step
+    from river import compose
+
+    stages = list(model.steps.values()) if isinstance(model, compose.Pipeline) else [model]
+    final = final_step(model)
+    predicts = hasattr(final, "predict_proba_many") if river_inspect.isclassifier(model) else hasattr(final, "predict_many")
+    return all(hasattr(s, "learn_many") for s in stages) and predicts
+
+
+@dataclass
+class Score:
+    """Progressive-validation sums over some events: correct answers (classifiers) or errors (regressors)."""
+
+    events: int = 0
+    correct: int = 0
+    abs_error: float = 0.0
+    sq_error: float = 0.0
+
+    def add(self, task: str, y_pred: Any, y: Any) -> None:
+        self.events += 1
+        if task in ("binary", "multiclass"):
+            self.correct += int(y_pred == y or (task == "binary" and y_pred is not None and bool(y_pred) == bool(y)))
+        elif task == "regression":
+            err = float(y) - float(y_pred or 0.0)
+            self.abs_error += abs(err)
+            self.sq_error += err * err
+
+    def merge(self, other: "Score") -> None:
+        self.events += other.events
+        self.correct += other.correct
+        self.abs_error += other.abs_error
+        self.sq_error += other.sq_error
+
+    def loss(self, task: str) -> float | None:
+        """Error rate (classifiers) or mean absolute error (regressors) over these events."""
+        if not self.events or task == "clustering":
+            return None
+        if task == "regression":
+            return self.abs_error / self.events
+        return 1.0 - self.correct / self.events
+
+
 @dataclass(frozen=True)
 class ReplicaUpdate:
     """What a replica sends the merger."""
@@ -43,6 +114,13 @@ class ReplicaUpdate:
     delta: dict
     events: int
     sent_at: float
+    seq: int = 0
+    #: progressive loss of the replica over these events (error rate or MAE); None if unknown
+    loss: float | None = None
+    #: estimated fraction of a shared error that survives this many events of learning (see contraction)
+    rho: float | None = None
+    #: estimated fraction of the update's learned step that is on errors shared with other replicas
+    shared: float | None = None
 
 
 @dataclass
@@ -52,6 +130,18 @@ class Replica:
     snapshot: dict = field(default_factory=dict)
     since_sync: int = 0
     first_unsynced_at: float | None = None
+    seq: int = 0
+    #: (seq, delta) of updates sent but not yet held by the version this replica is based on
+    in_flight: list = field(default_factory=list)
+    #: progressive score since the last sync (sent with the update)
+    unsynced_score: Score = field(default_factory=Score)
+    #: learned-parameter norm at the last rebase (scale for relative divergence thresholds)
+    base_norm: float = 0.0
+    #: ADWIN over the replica's per-chunk loss, when the sync policy syncs on drift
+    detector: Any = None
+    #: parameters half-way through the unsynced period (curvature probe)
+    mid: dict | None = None
+    probe: "ContractionProbe" = field(default_factory=lambda: ContractionProbe())
 
     @classmethod
     def fresh(cls, template: Any) -> "Replica":
@@ -59,8 +149,13 @@ class Replica:
         model = template.clone()
         return cls(model=model, snapshot=models.get_params(model))
 
+    @property
+    def task(self) -> str:
+        return task_of(self.model)
+
+    # -- learning -----------------------------------------------------------------
     def predict_then_learn(self, x: dict, y: Any) -> tuple[Any, dict | None]:
-        """Progressive validation: the prediction made *before* learning ``(x, y)``.
+        """Progressive validation of one event: the prediction made *before* learning ``(x, y)``.
 
         Classifiers also return their probabilities.  A clusterer predicts the
         cluster of ``x`` and learns ``x``; ``y`` is ignored.
@@ -70,34 +165,218 @@ class Replica:
             self.model.learn_one(x)
         else:
             self.model.learn_one(x, y)
-        self.since_sync += 1
-        if self.first_unsynced_at is None:
-            self.first_unsynced_at = time.time()
+        self._learned(1)
+        self.unsynced_score.add(self.task, y_pred, y)
         return y_pred, proba
 
-    def sync_due(self, policy: SyncPolicy, now: float | None = None) -> bool:
+    def learn_batch(self, xs: Sequence[dict], ys: Sequence[Any], mode: str = "exact",
+                    keep_predictions: bool = False) -> tuple[Score, list]:
+        """Predict-then-learn a micro-batch; returns its :class:`Score` and, if asked, the predictions.
+
+        ``batch`` mode predicts every event with the model as it stood at the
+        batch's start, then learns them in one ``learn_many`` call (see the
+        module docstring); ``exact`` is event by event.  Predictions are
+        ``(y_pred, proba)`` pairs.
+        """
+        if mode not in MODES:
+            raise ValueError(f"learning mode must be one of {', '.join(MODES)}, got {mode!r}")
+        score, task, out = Score(), self.task, []
+        if mode == "exact" or len(xs) < 2:
+            for x, y in zip(xs, ys):
+                y_pred, proba = self.predict_then_learn(x, y)
+                score.add(task, y_pred, y)
+                if keep_predictions:
+                    out.append((y_pred, proba))
+            return score, out
+        import pandas as pd
+
+        X = pd.DataFrame.from_records(xs).fillna(0.0)
+        X.columns = [str(c) for c in X.columns]
+        preds = self._predict_many(X, task)
+        if task == "clustering":
+            self.model.learn_many(X)
+        else:
+            self.model.learn_many(X, pd.Series(ys), **_batch_weight(self.model, len(xs)))
+        for (y_pred, proba), y in zip(preds, ys):
+            score.add(task, y_pred, y)
+        self._learned(len(xs))
+        self.unsynced_score.merge(score)
+        return score, (preds if keep_predictions else [])
+
+    def _predict_many(self, X: Any, task: str) -> list:
+        if task in ("binary", "multiclass"):
+            proba = self.model.predict_proba_many(X)
+            rows = proba.to_dict("records")
+            return [((max(p, key=p.get) if p else None), p) for p in rows]
+        return [(p, None) for p in self.model.predict_many(X).tolist()]
+
+    def _learned(self, n: int) -> None:
+        self.since_sync += n
+        if self.first_unsynced_at is None:
+            self.first_unsynced_at = time.time()
+
+    def train(self, xs: Sequence[dict], ys: Sequence[Any], *, mode: str, policy: SyncPolicy, model_name: str,
+              replica: int, keep_predictions: bool = False) -> tuple[Score, list, list]:
+        """One micro-batch, as the training job runs it: learn, check the sync policy, take updates.
+
+        Returns ``(score, updates, predictions)``.  The policy is checked at the
+        end of the batch; a policy that syncs every S events with S smaller
+        than the batch splits the batch into S-event chunks (each a
+        ``learn_many`` call in ``batch`` mode).
+        """
+        # chunks end where the policy may sync, and half-way there (the curvature probe, see take_update)
+        period = policy.every_events or len(xs) or 1
+        total, updates, predictions = Score(), [], []
+        i = 0
+        while i < len(xs):
+            half = max(1, period // 2)
+            to_half = half - self.since_sync if self.since_sync < half else period - self.since_sync
+            n = max(1, min(len(xs) - i, to_half if to_half > 0 else len(xs) - i))
+            score, preds = self.learn_batch(xs[i : i + n], ys[i : i + n], mode, keep_predictions)
+            i += n
+            total.merge(score)
+            predictions += preds
+            if self.mid is None and self.since_sync >= half:
+                self.mid = models.get_params(self.model)
+            drift = self._drift(score, policy)
+            if self.sync_due(policy, drift=drift):
+                updates.append(self.take_update(model_name, replica))
+        return total, updates, predictions
+
+    def _drift(self, score: Score, policy: SyncPolicy) -> bool:
+        """Feed the chunk's loss to an ADWIN detector (only when the policy syncs on drift)."""
+        loss = score.loss(self.task)
+        if not policy.on_drift or loss is None:
+            return False
+        if self.detector is None:
+            from river import drift
+
+            self.detector = drift.ADWIN()
+        self.detector.update(loss)
+        return bool(self.detector.drift_detected)
+
+    # -- sync -----------------------------------------------------------------------
+    def sync_due(self, policy: SyncPolicy, now: float | None = None, drift: bool = False) -> bool:
         now = time.time() if now is None else now
         waited = now - self.first_unsynced_at if self.first_unsynced_at is not None else 0.0
-        return policy.due(self.since_sync, waited, lambda: learned_distance(self.model, self.snapshot))
+        return policy.due(self.since_sync, waited, lambda: learned_distance(self.model, self.snapshot),
+                          scale=self.base_norm, drift=drift)
 
     def take_update(self, model_name: str, replica: int) -> ReplicaUpdate:
         params = models.get_params(self.model)
+        adapter = models.adapter_for(self.model)
+        delta = adapter.delta(self.model, params, self.snapshot)
+        rho = shared = None
+        if self.mid is not None:
+            first = adapter.delta(self.model, self.mid, self.snapshot)
+            second = adapter.delta(self.model, params, self.mid)
+            rho, shared = self.probe.observe(self.model, first, second)
+        self.seq += 1
         update = ReplicaUpdate(
             model_name=model_name,
             replica=replica,
             base_version=self.base_version,
-            delta=models.adapter_for(self.model).delta(self.model, params, self.snapshot),
+            delta=delta,
             events=self.since_sync,
             sent_at=time.time(),
+            seq=self.seq,
+            loss=self.unsynced_score.loss(self.task),
+            rho=rho,
+            shared=shared,
         )
+        self.mid = None
+        self.in_flight.append((self.seq, delta))
         self.snapshot = params
         self.since_sync = 0
         self.first_unsynced_at = None
+        self.unsynced_score = Score()
         return update
 
-    def rebase(self, merged_params: dict, version: int) -> None:
-        """Adopt merged ``version`` (newer than ours), keeping unsent learning."""
-        models.rebase(self.model, merged_params, version, keep_since=self.snapshot)
+    def rebase(self, merged_params: dict, version: int, acked: int | None = None) -> None:
+        """Adopt merged ``version`` (newer than ours), keeping every bit of learning it does not hold.
+
+        ``acked`` is the last of this replica's update sequence numbers that
+        ``version`` holds (``meta.acked``); ``None`` means unknown (then every
+        in-flight update is taken as held: the pre-acknowledgement behaviour).
+        """
+        adapter = models.adapter_for(self.model)
+        unsent = adapter.delta(self.model, models.get_params(self.model), self.snapshot)
+        self.in_flight = [] if acked is None else [(s, d) for s, d in self.in_flight if s > acked]
+        missing = [d for _, d in self.in_flight]
+        snapshot = adapter.apply(self.model, merged_params, missing, [1.0] * len(missing), _REPLAY) if missing \
+            else merged_params
+        params = adapter.apply(self.model, snapshot, [unsent], [1.0], _REPLAY)
+        if self.mid is not None:  # keep the probe's first half, moved onto the new base
+            self.mid = adapter.apply(self.model, snapshot, [adapter.delta(self.model, self.mid, self.snapshot)],
+                                     [1.0], _REPLAY)
+        models.set_params(self.model, params, version=version)
         self.base_version = version
-        # the replayed unsent learning is still unsent: measure future deltas from the merged point
-        self.snapshot = merged_params
+        # future deltas are measured from the merged point plus what is already in flight
+        self.snapshot = snapshot
+        self.base_norm = learned_norm(self.model, merged_params)
+
+
+@dataclass
+class ContractionProbe:
+    """Estimates, from the two halves of each sync period, how a replica's learning splits.
+
+    Model of one half's learned step: a part on an error the replicas share,
+    which shrinks by ``t = sqrt(rho)`` per half, plus noise from the half's own
+    events: ``first = s + n1``, ``second = t s + n2``.  Moving averages over
+    sync periods of ``A = |first|^2``, ``B = |second|^2`` and
+    ``C = <second, first>`` give ``A - B = |s|^2 (1 - t^2)`` and
+    ``C = t |s|^2``, hence ``t`` and the shared fraction ``phi = |s|^2 / A``.
+    Returns ``(rho, phi)``; with no shared part (``C <= 0``), ``(1.0, 0.0)``.
+    """
+
+    smoothing: float = 0.3
+    a: float = 0.0
+    b: float = 0.0
+    c: float = 0.0
+
+    def observe(self, model: Any, first: dict, second: dict) -> tuple[float, float]:
+        from riverflink.models.sync import learned_dot
+
+        w = self.smoothing
+        self.a = (1 - w) * self.a + w * learned_dot(model, first, first)
+        self.b = (1 - w) * self.b + w * learned_dot(model, second, second)
+        self.c = (1 - w) * self.c + w * learned_dot(model, second, first)
+        if self.c <= 0 or self.a <= 0:
+            return 1.0, 0.0
+        k = (self.a - self.b) / self.c
+        t = min(1.0, max(0.0, (-k + math.sqrt(k * k + 4)) / 2))
+        shared = self.c / t if t > 0 else self.a
+        return t * t, min(1.0, max(0.0, shared / self.a))
+
+
+def contraction(model: Any, first: dict, second: dict) -> float:
+    """How much of an error the replica shares with the others survives one sync period: ``rho`` in [0, 1].
+
+    ``first`` and ``second`` are what the replica learned in the two halves of
+    the period.  On a shared residual error ``r`` shrinking by ``sqrt(rho)``
+    per half, ``first = r (1 - sqrt(rho))`` and ``second = sqrt(rho) first``, so
+    the projection of ``second`` on ``first`` estimates ``sqrt(rho)``.  Small
+    steps (``rho`` near 1): the replicas' updates add up, as in one model
+    learning every event.  Saturated steps (``rho`` near 0): each replica
+    already removed most of the shared error, and adding K such updates
+    overshoots; see :meth:`riverflink.operators.merge_state.MergerState` for
+    how the merger uses it.  Noise alone gives a projection near 0.
+    """
+    from riverflink.models.sync import learned_dot
+
+    norm = learned_dot(model, first, first)
+    if norm <= 0:
+        return 1.0
+    ratio = min(1.0, max(0.0, learned_dot(model, second, first) / norm))
+    return ratio * ratio
+
+
+def _batch_weight(model: Any, n: int) -> dict:
+    """``learn_many`` sample weight that turns River's mean-gradient step into a sum over the batch.
+
+    Only linear models take a weight; statistics (scaler, Naive Bayes) are
+    exact sums already.
+    """
+    from riverflink.models.labels import final_step
+
+    return {"w": float(n)} if hasattr(final_step(model), "_eval_gradient_many") else {}

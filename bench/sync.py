@@ -1,0 +1,257 @@
+"""Learning quality of the replica loop, with the real loop's timing, against single-node River.
+
+A pure-Python run of the project's own :class:`~riverflink.operators.replica.Replica`
+and :class:`~riverflink.operators.merge_state.MergerState`, driven the way the
+training job drives them:
+
+* events go round-robin to K replicas, in micro-batches of B events per replica;
+* each replica trains a batch (:meth:`Replica.train`: learn, check its sync
+  policy, take updates); updates go to the merger at once and are merged per
+  its trigger (default: on arrival);
+* a merged document becomes visible to the replicas and to serving ``delay``
+  batch rounds later (default 1: one micro-batch, as through Kafka);
+* the served model (the latest visible document, rebuilt with ``from_wire``)
+  predicts every event before any replica learns it.
+
+Single-node River (predict-then-learn one event at a time, same stream, same
+order) is the baseline.  Printed per setting: served metric minus River's,
+overall and after ``--warmup`` events; the replicas' own progressive metric;
+updates and update bytes (binary codec) and the reduction in bytes against
+JSON updates at sync every 10 events.  Nothing is asserted.
+
+Last line, for the default configuration at K=4:
+``sync: worst_class_gap=G worst_reg_mae_ratio=M reduction=X diverged=N``
+
+    python -m bench.sync [--quick] [--streams Phishing,Friedman] [--k 2,4,8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import random
+from dataclasses import dataclass, field
+
+import orjson
+from river import datasets
+from river.datasets import synth
+
+from riverflink import models
+from riverflink.models.policies import MergePolicy
+from riverflink.models.spec import build as build_model
+from riverflink.models.sync import SyncPolicy
+from riverflink.models.update_codec import encode
+from riverflink.operators.merge_state import MergerState, MergeTrigger
+from riverflink.operators.replica import Replica, Score, predict
+
+CLASSIFIER = "StandardScaler|LogisticRegression"
+REGRESSOR = "StandardScaler|LinearRegression"
+
+
+def _repeat(base: list, n: int, seed: int = 7) -> list:
+    rng, out = random.Random(seed), []
+    while len(out) < n:
+        chunk = base[:]
+        rng.shuffle(chunk)
+        out += chunk
+    return out[:n]
+
+
+def stream(name: str, n: int | None = None) -> tuple[str, list]:
+    """``(model spec, [(x, y), ...])`` for a named stream."""
+    if name == "Phishing":
+        return CLASSIFIER, _repeat([(dict(x), y) for x, y in datasets.Phishing()], n or 20_000)
+    if name == "Hyperplane":
+        return CLASSIFIER, [(x, y) for x, y in synth.Hyperplane(seed=42, n_features=10).take(n or 100_000)]
+    if name == "SEA":  # concept switches at 25%, 50%, 75%
+        n = n or 100_000
+        out = []
+        for i, variant in enumerate((0, 1, 2, 3)):
+            out += [(x, y) for x, y in synth.SEA(variant=variant, seed=i).take(n // 4)]
+        return CLASSIFIER, out
+    if name == "TrumpApproval":
+        return REGRESSOR, _repeat([(dict(x), y) for x, y in datasets.TrumpApproval()], n or 20_000)
+    if name == "Friedman":
+        return REGRESSOR, [(x, y) for x, y in synth.Friedman(seed=42).take(n or 50_000)]
+    raise ValueError(f"unknown stream {name!r}")
+
+
+@dataclass
+class Setting:
+    replicas: int = 4
+    batch: int = 100
+    delay: int = 1
+    mode: str = "exact"
+    sync: SyncPolicy = field(default_factory=lambda: SyncPolicy(every_events=100, every_seconds=None))
+    policy: str = "delta"
+    trigger: MergeTrigger = field(default_factory=MergeTrigger)
+    precision: str = "float16"
+
+    def label(self) -> str:
+        s = self.sync
+        sync = f"every {s.every_events}" if s.divergence is None else f"rel {s.divergence:g} (max {s.every_events})"
+        if s.on_drift:
+            sync += " +drift"
+        return f"K={self.replicas} {self.mode:5} {sync:22} {self.policy:14} q={self.trigger.quorum}"
+
+
+@dataclass
+class Outcome:
+    served: Score
+    served_late: Score
+    river: Score
+    river_late: Score
+    replicas: Score
+    updates: int
+    update_bytes: int
+    json_bytes: int
+    versions: int
+    task: str
+
+    def gap(self, late: bool) -> float:
+        """Classifiers: served accuracy minus River's, in points.  Regressors: served MAE / River's MAE."""
+        s, r = (self.served_late, self.river_late) if late else (self.served, self.river)
+        if self.task == "regression":
+            return (s.abs_error / s.events) / (r.abs_error / r.events) if r.abs_error else math.inf
+        return 100 * (s.correct / s.events - r.correct / r.events)
+
+    def diverged(self) -> bool:
+        return self.task == "regression" and not self.gap(False) <= 2.0
+
+
+def river_baseline(spec: str, events: list, warmup: int) -> tuple[Score, Score]:
+    model, task = build_model(spec), None
+    from riverflink.models.labels import task_of
+
+    task = task_of(model)
+    whole, late = Score(), Score()
+    for i, (x, y) in enumerate(events):
+        y_pred, _ = predict(model, x)
+        whole.add(task, y_pred, y)
+        if i >= warmup:
+            late.add(task, y_pred, y)
+        model.learn_one(x, y)
+    return whole, late
+
+
+def simulate(spec: str, events: list, s: Setting, warmup: int, baseline: tuple[Score, Score]) -> Outcome:
+    template = build_model(spec)
+    if s.policy == "scaled_average":
+        template = models.scale_learning_rate(template, s.replicas)
+    replicas = [Replica.fresh(template) for _ in range(s.replicas)]
+    merger = MergerState("sim", build_model(spec), trigger=s.trigger)
+    policy = MergePolicy(s.policy, clip=math.inf)
+    task = replicas[0].task
+    served, served_late, own = Score(), Score(), Score()
+    visible: dict | None = None  # the newest document replicas and serving can see
+    in_transit: list = []  # (visible from round, document)
+    served_model, served_version = None, 0
+    updates = update_bytes = json_bytes = versions = 0
+    per_round = s.replicas * s.batch
+    clock = 0.0
+    for start in range(0, len(events), per_round):
+        rnd = start // per_round
+        while in_transit and in_transit[0][0] <= rnd:
+            visible = in_transit.pop(0)[1]
+        if visible is not None and visible["meta"]["version"] != served_version:
+            served_model, served_version = models.from_wire(visible), visible["meta"]["version"]
+        chunk = events[start : start + per_round]
+        for k, r in enumerate(replicas):
+            batch = chunk[k :: s.replicas]
+            if not batch:
+                continue
+            clock += 0.01
+            if visible is not None and visible["meta"]["version"] > r.base_version:
+                meta = visible["meta"]
+                params = models.get_params(models.from_wire(visible))
+                r.rebase(params, meta["version"], (meta.get("acked") or {}).get(str(k), 0))
+            for j, (x, y) in enumerate(batch):  # the served model answers before anyone learns the event
+                y_pred = predict(served_model, x)[0] if served_model is not None else None
+                served.add(task, y_pred, y)
+                if start + k + j * s.replicas >= warmup:
+                    served_late.add(task, y_pred, y)
+            xs, ys = [x for x, _ in batch], [y for _, y in batch]
+            score, ups, _ = r.train(xs, ys, mode=s.mode, policy=s.sync, model_name="sim", replica=k)
+            own.merge(score)
+            for u in ups:
+                updates += 1
+                update_bytes += len(encode(template, u.delta, s.precision))
+                json_bytes += len(orjson.dumps(u.delta, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY))
+                if merger.add(u, now=clock):
+                    doc = merger.merge(policy, now=clock)
+                    if doc is not None:
+                        versions += 1
+                        in_transit.append((rnd + s.delay, doc))
+        if merger.pending:  # the merger's timer: nothing waits longer than a round
+            doc = merger.merge(policy, now=clock)
+            if doc is not None:
+                versions += 1
+                in_transit.append((rnd + s.delay, doc))
+    return Outcome(served, served_late, baseline[0], baseline[1], own, updates, update_bytes, json_bytes,
+                   versions, task)
+
+
+def _fmt(o: Outcome) -> str:
+    if o.task == "regression":
+        return (f"served/River MAE {o.gap(False):8.3f}x  late {o.gap(True):8.3f}x  "
+                f"replicas MAE {o.replicas.abs_error / o.replicas.events:8.3f}")
+    return (f"served-River {o.gap(False):+6.2f} pts  late {o.gap(True):+6.2f}  "
+            f"replicas acc {o.replicas.correct / o.replicas.events:.4f}")
+
+
+DEFAULT = Setting()
+
+
+def grid(ks: list[int], quick: bool) -> list[Setting]:
+    syncs = [SyncPolicy(every_events=10, every_seconds=None), SyncPolicy(every_events=100, every_seconds=None),
+             SyncPolicy(every_events=400, every_seconds=None)]
+    if not quick:
+        syncs += [SyncPolicy(every_events=400, every_seconds=None, divergence=0.02),
+                  SyncPolicy(every_events=400, every_seconds=None, divergence=0.02, on_drift=True)]
+    out = []
+    for k, sync, pol in itertools.product(ks, syncs, ("delta", "average", "scaled_average")):
+        out.append(Setting(replicas=k, sync=sync, policy=pol))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--streams", default="Phishing,Hyperplane,SEA,TrumpApproval,Friedman")
+    ap.add_argument("--k", default="2,4,8")
+    ap.add_argument("--events", type=int, help="events per stream (default: each stream's own size)")
+    ap.add_argument("--warmup", type=int, default=1000)
+    ap.add_argument("--delay", type=int, default=1, help="publish delay in micro-batch rounds")
+    ap.add_argument("--quick", action="store_true", help="fewer sync settings")
+    ap.add_argument("--default-only", action="store_true", help="only the default configuration at K=4")
+    args = ap.parse_args()
+    ks = [int(k) for k in args.k.split(",")]
+    worst_gap, worst_ratio, diverged, reductions = -math.inf, 0.0, 0, []
+    for name in args.streams.split(","):
+        spec, events = stream(name, args.events)
+        base = river_baseline(spec, events, args.warmup)
+        every10 = simulate(spec, events, Setting(sync=SyncPolicy(every_events=10, every_seconds=None),
+                                                 delay=args.delay), args.warmup, base)
+        settings = [Setting(delay=args.delay)] if args.default_only else grid(ks, args.quick)
+        print(f"\n== {name}: {len(events)} events, {spec}; River "
+              + (f"MAE {base[0].abs_error / base[0].events:.4f}" if every10.task == "regression"
+                 else f"accuracy {base[0].correct / base[0].events:.4f}"))
+        for s in settings:
+            s.delay = args.delay
+            o = simulate(spec, events, s, args.warmup, base)
+            reduction = every10.json_bytes / max(o.update_bytes, 1)
+            print(f"{s.label()}  {_fmt(o)}  updates {o.updates:6d}  bytes {o.update_bytes:9d}  "
+                  f"vs every-10 JSON {reduction:6.1f}x", flush=True)
+            diverged += o.diverged()
+            if s.replicas == 4 and s.sync == DEFAULT.sync and s.policy == DEFAULT.policy and s.mode == DEFAULT.mode:
+                reductions.append(reduction)
+                if o.task == "regression":
+                    worst_ratio = max(worst_ratio, o.gap(False))
+                else:
+                    worst_gap = max(worst_gap, -o.gap(True))
+    print(f"sync: worst_class_gap={worst_gap:.2f} worst_reg_mae_ratio={worst_ratio:.3f} "
+          f"reduction={min(reductions or [0]):.1f} diverged={diverged}")
+
+
+if __name__ == "__main__":
+    main()

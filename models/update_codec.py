@@ -1,0 +1,163 @@
+"""A compact binary codec for replica -> merger updates (delta trees).  Pure Python + NumPy.
+
+Model documents on the ``models`` topic stay JSON, readable anywhere; the
+updates replicas send the merger inside the training job are the traffic, so
+they get a binary form:
+
+* learned leaves (weights, intercepts) as float16 when every value fits
+  (|v| <= 65504 and the cast keeps it finite), else float32
+  (``precision="float32"`` forces float32, ``"float64"`` sends them exactly);
+* statistics (counts, moments, optimizer counters) exact, as float64;
+* a moments count ``n`` sent once when every feature shares it (dense events);
+* every key (feature or class name) once, in a key table shared by all stages;
+* a one-byte codec version first.
+
+Layout: ``version byte | uint32 header length | orjson header | arrays``.
+
+>>> from river import preprocessing, linear_model
+>>> m = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+>>> for i in range(20): m.learn_one({f"feature_{j}": float(i % (j + 2)) for j in range(8)}, i % 2 == 0)
+>>> from riverflink.models import get_params, adapter_for
+>>> delta = adapter_for(m).delta(m, get_params(m), None)
+>>> back = decode(encode(m, delta, precision="float64"))
+>>> back == delta
+True
+>>> len(encode(m, delta)) < len(orjson.dumps(delta, option=orjson.OPT_NON_STR_KEYS))
+True
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+import orjson
+
+from riverflink.models import numeric
+from riverflink.models.adapter import adapter_for
+
+VERSION = 1
+PRECISIONS = ("float16", "float32", "float64")
+_F16_MAX = 65504.0
+
+
+class _Writer:
+    def __init__(self, precision: str):
+        self.precision = precision
+        self.keys: dict = {}
+        self.arrays: list[np.ndarray] = []
+
+    def key_ids(self, keys) -> int:
+        ids = np.array([self.keys.setdefault(_key_token(k), len(self.keys)) for k in keys], dtype=np.uint32)
+        return self.array(ids)
+
+    def array(self, a: np.ndarray) -> int:
+        self.arrays.append(np.ascontiguousarray(a))
+        return len(self.arrays) - 1
+
+    def values(self, values: list, learned: bool) -> int:
+        a = np.asarray(values, dtype=np.float64)
+        if learned and self.precision != "float64":
+            if self.precision == "float16" and (a.size == 0 or np.max(np.abs(a)) <= _F16_MAX):
+                return self.array(a.astype(np.float16))
+            return self.array(a.astype(np.float32))
+        return self.array(a)
+
+
+def _key_token(k: Any) -> Any:
+    # JSON keeps str, int and bool apart; tuples and floats are tagged
+    if isinstance(k, (str, bool, int)) or k is None:
+        return k if not isinstance(k, bool) else {"b": k}
+    return {"f": k} if isinstance(k, float) else {"r": repr(k)}
+
+
+def _key_value(t: Any) -> Any:
+    if isinstance(t, dict):
+        if "b" in t:
+            return bool(t["b"])
+        if "f" in t:
+            return float(t["f"])
+        return t["r"]
+    return t
+
+
+def _encode(node: Any, learned: bool, w: _Writer) -> Any:
+    if isinstance(node, dict):
+        if node and all(isinstance(v, tuple) for v in node.values()):
+            ns = [v[0] for v in node.values()]
+            shared = len(set(ns)) == 1
+            return {"m": w.key_ids(node), **({"n": ns[0]} if shared else {"na": w.values(ns, False)}),
+                    "mean": w.values([v[1] for v in node.values()], False),
+                    "m2": w.values([v[2] for v in node.values()], False)}
+        if node and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in node.values()):
+            ints = all(isinstance(v, int) for v in node.values())
+            return {"k": w.key_ids(node), "v": w.values(list(node.values()), learned and not ints), "i": ints}
+        return {"d": [[_key_token(k), _encode(v, learned, w)] for k, v in node.items()]}
+    if isinstance(node, tuple):
+        return {"t": list(node)}
+    if isinstance(node, list):
+        return {"l": [_encode(v, learned, w) for v in node]}
+    return {"x": node}
+
+
+def _encode_tree(model: Any, tree: dict, w: _Writer) -> dict:
+    from river import compose
+
+    if isinstance(model, compose.Pipeline):
+        return {"steps": [_encode_tree(s, t, w) for s, t in zip(model.steps.values(), tree["steps"])]}
+    kinds = adapter_for(model).kinds
+    return {k: _encode(v, kinds.get(k) == numeric.LEARNED, w) for k, v in tree.items()}
+
+
+def encode(model: Any, tree: dict, precision: str = "float16") -> bytes:
+    """Bytes for ``tree``, a delta (or parameter) tree of ``model``'s family."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"update precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    w = _Writer(precision)
+    body = _encode_tree(model, tree, w)
+    header = orjson.dumps({"keys": list(w.keys), "arrays": [[a.dtype.str, a.size] for a in w.arrays], "tree": body})
+    return b"".join([bytes([VERSION]), struct.pack("<I", len(header)), header, *(a.tobytes() for a in w.arrays)])
+
+
+def decode(data: bytes) -> dict:
+    """The tree :func:`encode` wrote (learned leaves at the precision they were sent with, as floats)."""
+    if not data or data[0] != VERSION:
+        raise ValueError(f"unknown update codec version {data[:1]!r}")
+    (n,) = struct.unpack_from("<I", data, 1)
+    header = orjson.loads(data[5 : 5 + n])
+    arrays, offset = [], 5 + n
+    for dtype, size in header["arrays"]:
+        dt = np.dtype(dtype)
+        arrays.append(np.frombuffer(data, dtype=dt, count=size, offset=offset))
+        offset += dt.itemsize * size
+    keys = [_key_value(t) for t in header["keys"]]
+
+    def node(e: dict) -> Any:
+        if "m" in e:
+            ks = [keys[i] for i in arrays[e["m"]]]
+            ns = [e["n"]] * len(ks) if "n" in e else arrays[e["na"]].tolist()
+            return {k: (_num(c), float(mu), float(m2)) for k, c, mu, m2 in
+                    zip(ks, ns, arrays[e["mean"]].tolist(), arrays[e["m2"]].tolist())}
+        if "k" in e:
+            vals = arrays[e["v"]].tolist()
+            return {keys[i]: (int(v) if e["i"] else float(v)) for i, v in zip(arrays[e["k"]].tolist(), vals)}
+        if "d" in e:
+            return {_key_value(k): node(v) for k, v in e["d"]}
+        if "t" in e:
+            return tuple(e["t"])
+        if "l" in e:
+            return [node(v) for v in e["l"]]
+        return e["x"]
+
+    def tree(t: dict) -> dict:
+        if "steps" in t and isinstance(t["steps"], list):
+            return {"steps": [tree(s) for s in t["steps"]]}
+        return {k: node(v) for k, v in t.items()}
+
+    return tree(header["tree"])
+
+
+def _num(v: Any) -> Any:
+    f = float(v)
+    return int(f) if f.is_integer() else f
