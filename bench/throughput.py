@@ -44,7 +44,7 @@ def flink_job(servers: str, spec: str, events: list, parallelism: int, replicas:
               extra_args: list) -> dict:
     run = f"bench{int(time.time())}"
     topics = Topics.for_run(run)
-    kafka_io.create_topics(servers, topics.to_create("events", "dead_letter", "predictions", "models"))
+    kafka_io.create_topics(servers, topics.to_create("events", "dead_letter", "predictions", "models", "metrics"))
     kafka_io.produce(servers, topics.events, encode_events(events))
     log = open(REPO / ".riverflink" / f"{run}.log", "wb")
     proc = subprocess.Popen(
@@ -55,14 +55,17 @@ def flink_job(servers: str, spec: str, events: list, parallelism: int, replicas:
         env={**os.environ, "PYTHONPATH": str(REPO), **env_extra},
     )
     try:
-        reader = kafka_io.TopicReader(servers, topics.predictions)
+        reader = kafka_io.TopicReader(servers, topics.metrics)
         models_reader = kafka_io.TopicReader(servers, topics.models)
-        stamps, model_bytes, versions = [], 0, 0
+        stamps, learned, model_bytes, versions = [], 0, 0, 0
         deadline = time.time() + 900
-        while len(stamps) < len(events):
+        while learned < len(events):
             if proc.poll() is not None or time.time() > deadline:
                 raise RuntimeError(f"training job ended early or timed out; see {log.name}")
-            stamps.extend(r["ts"] for r in reader.poll_json(200) if r)
+            for r in reader.poll_json(200):  # one metrics record per replica batch
+                if r and r.get("events"):
+                    stamps.append(r["ts"])
+                    learned += r["events"]
             for v in models_reader.poll(0):
                 model_bytes += len(v)
                 versions += 1

@@ -153,47 +153,50 @@ class MergerState:
             return None
         updates = list(self.pending)
         model, used, refused = self._combine(updates, policy)
-        if model is None:  # some update poisons the merge: find it by merging each alone
+        if model is None:  # some update poisons the merge: keep, in order, each one the merge survives
             used, refused = [], []
             for u in updates:
-                ok = self._combine([u], policy)[0] is not None
+                ok = self._combine(used + [u], policy)[0] is not None
                 (used if ok else refused).append(u)
             model = self._combine(used, policy)[0] if used else None
-            if model is None:
-                refused, used = updates, []
-        # success (or everything refused): only now is state changed
-        self.pending = []
-        for u in updates:
-            self.acked[str(u.replica)] = max(self.acked.get(str(u.replica), 0), u.seq)
-        self.refused += len(refused)
-        if model is None:
-            return None
         now = time.time() if now is None else now
-        previous = self.version
-        stale = max(self.staleness(u.base_version, u.replica) for u in used)
-        self.version = next_version(previous, now)
+        acked = dict(self.acked)
+        for u in updates:
+            acked[str(u.replica)] = max(acked.get(str(u.replica), 0), u.seq)
+        doc = None
+        if model is not None:
+            version = next_version(self.version, now)
+            counts: dict = {}
+            for u in used:
+                counts[str(u.replica)] = counts.get(str(u.replica), 0) + u.events
+            events = self.events + sum(counts.values())
+            doc = models.to_wire(
+                model,
+                name=self.name,
+                version=version,
+                counts=counts,
+                created_at=now,
+                events=events,
+                policy=policy.name,
+                parent=self.version,
+                sequence=self.merges + 1,
+                acked=acked,
+                staleness=max(self.staleness(u.base_version, u.replica) for u in used),
+                refused=self.refused + len(refused),
+            )
+        # the document exists (or every update was refused): only now does the state change
+        self.pending = []
+        self.acked = acked
+        self.refused += len(refused)
+        if doc is None:
+            return None
+        self.version = doc["meta"]["version"]
         self.merges += 1
+        self.events = doc["meta"]["events"]
+        self.params = models.get_params(model)
         self.history.append((self.version, frozenset(u.replica for u in used)))
         del self.history[:-_VERSION_MEMORY]
-        self.params = models.get_params(model)
-        counts: dict = {}
-        for u in used:
-            counts[str(u.replica)] = counts.get(str(u.replica), 0) + u.events
-        self.events += sum(counts.values())
-        return models.to_wire(
-            model,
-            name=self.name,
-            version=self.version,
-            counts=counts,
-            created_at=now,
-            events=self.events,
-            policy=policy.name,
-            parent=previous,
-            sequence=self.merges,
-            acked=dict(self.acked),
-            staleness=stale,
-            refused=self.refused,
-        )
+        return doc
 
     def _combine(self, updates: list, policy: MergePolicy) -> tuple[Any, list, list]:
         by_replica: dict = {}

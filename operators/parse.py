@@ -18,15 +18,43 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
+import hashlib
 import math
 import zlib
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 
-#: larger magnitudes overflow to inf in squares (variances, norms) and would poison a replica
-MAX_ABS_FEATURE = 1e100
+
+@dataclass(frozen=True)
+class Limits:
+    """What one event may hold; anything beyond is dead-lettered with the limit it broke.
+
+    ``max_abs_value`` bounds every feature (and a regression label): the
+    default, 1e9, keeps squares and sums of squares (variances, norms) far
+    from overflow, so no single event can turn a replica's statistics into
+    inf; values within the bound are learned as data.  Nesting is bounded by
+    the JSON parser itself (orjson: 1024 levels) and features must be flat
+    numbers.
+    """
+
+    max_event_bytes: int = 1 << 20
+    max_features: int = 1000
+    max_abs_value: float = 1e9
+    max_id_chars: int = 200
+    #: bytes of the raw record kept in a dead letter (with the full length and a SHA-256)
+    dead_letter_prefix: int = 4096
+
+    def __post_init__(self) -> None:
+        for name in ("max_event_bytes", "max_features", "max_id_chars", "dead_letter_prefix"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"limit {name} must be >= 1, got {getattr(self, name)}")
+        if not self.max_abs_value > 0:
+            raise ValueError(f"limit max_abs_value must be > 0, got {self.max_abs_value}")
+
+
+DEFAULT_LIMITS = Limits()
 
 
 @dataclass(frozen=True)
@@ -56,18 +84,23 @@ class Rejected:
     partition: int | None
     offset: int | None
 
-    def to_json(self, topic: str) -> str:
-        """The dead-letter record: reason, original bytes (base64 and text), source position."""
-        return json.dumps(
+    def to_json(self, topic: str, prefix: int = DEFAULT_LIMITS.dead_letter_prefix) -> str:
+        """The dead-letter record: reason, source position, and the raw bytes' length, SHA-256 and first
+        ``prefix`` bytes (base64 and text), so that a record stays small whatever it carried."""
+        head = self.raw[:prefix]
+        return orjson.dumps(
             {
-                "reason": self.reason,
+                "reason": self.reason[:1000],
                 "topic": topic,
                 "partition": self.partition,
                 "offset": self.offset,
-                "raw_base64": base64.b64encode(self.raw).decode(),
-                "raw_text": self.raw.decode("utf-8", errors="replace")[:2000],
+                "raw_bytes": len(self.raw),
+                "raw_sha256": hashlib.sha256(self.raw).hexdigest(),
+                "raw_truncated": len(self.raw) > prefix,
+                "raw_base64": base64.b64encode(head).decode(),
+                "raw_text": head.decode("utf-8", errors="replace"),
             }
-        )
+        ).decode()
 
 
 def open_envelope(text: str) -> Envelope:
@@ -87,7 +120,8 @@ def open_envelope(text: str) -> Envelope:
     return Envelope(None, None, None, None, text.encode())
 
 
-def parse_event(env: Envelope, *, require_label: bool, key_field: str = "key") -> Event | Rejected:
+def parse_event(env: Envelope, *, require_label: bool, key_field: str = "key",
+                limits: Limits = DEFAULT_LIMITS) -> Event | Rejected:
     """Validate one record.  Never raises: bad input becomes :class:`Rejected` with a reason.
 
     The event's key is its ``key_field`` (default ``"key"``), else the Kafka record key.
@@ -96,39 +130,62 @@ def parse_event(env: Envelope, *, require_label: bool, key_field: str = "key") -
     True
     >>> parse_event(Envelope(0, 2, None, None, b'{"x": {"a": "NaN"}}'), require_label=True).reason
     "feature 'a' is not a number: 'NaN'"
+    >>> parse_event(Envelope(0, 3, None, None, b'[' * 5000 + b']' * 5000), require_label=True).reason[:24]
+    'event is not valid JSON:'
     """
+    try:
+        return _parse(env, require_label, key_field, limits)
+    except Exception as e:  # noqa: BLE001 - whatever the bytes, a record is dead-lettered, never fatal
+        return Rejected(f"event could not be parsed: {type(e).__name__}: {str(e)[:200]}", env.value,
+                        env.partition, env.offset)
 
+
+def _parse(env: Envelope, require_label: bool, key_field: str, limits: Limits) -> Event | Rejected:
     def reject(reason: str) -> Rejected:
         return Rejected(reason, env.value, env.partition, env.offset)
 
+    if len(env.value) > limits.max_event_bytes:
+        return reject(f"event is {len(env.value)} bytes, over the limit of {limits.max_event_bytes}")
     try:
-        doc = json.loads(env.value)
-    except UnicodeDecodeError:
-        return reject("event is not UTF-8 text")
-    except ValueError as e:
+        doc = orjson.loads(env.value)
+    except orjson.JSONDecodeError as e:
+        if isinstance(e.__cause__, UnicodeDecodeError) or "utf-8" in str(e).lower():
+            return reject("event is not UTF-8 text")
         return reject(f"event is not valid JSON: {e}")
     if not isinstance(doc, dict):
         return reject(f"event must be a JSON object, got {type(doc).__name__}")
     x = doc.get("x")
     if not isinstance(x, dict):
         return reject("event has no 'x' object of features")
+    if len(x) > limits.max_features:
+        return reject(f"event has {len(x)} features, over the limit of {limits.max_features}")
+    bound = limits.max_abs_value
     for name, v in x.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            return reject(f"feature {name!r} is not a number: {v!r}")
-        if not math.isfinite(v):
-            return reject(f"feature {name!r} is not finite: {v!r}")
-        if abs(v) > MAX_ABS_FEATURE:
-            return reject(f"feature {name!r} is too large: |{v!r}| > {MAX_ABS_FEATURE:g} (its square would overflow)")
+            return reject(f"feature {name[:100]!r} is not a number: {_short(v)}")
+        if not -bound <= v <= bound:  # also false for NaN; ints of any size compare without overflow
+            return reject(f"feature {name[:100]!r} is out of range: |{_short(v)}| > {bound:g}")
     if require_label:
         if "y" not in doc or doc["y"] is None:
             return reject("training event has no label 'y'")
         y = doc["y"]
         if not isinstance(y, (bool, int, float, str)) or (isinstance(y, float) and not math.isfinite(y)):
-            return reject(f"label 'y' must be a bool, number or string, got {y!r}")
+            return reject(f"label 'y' must be a bool, number or string, got {_short(y)}")
+    event_id = doc.get("id")
+    if event_id is not None and not (isinstance(event_id, (str, int)) and len(str(event_id)) <= limits.max_id_chars):
+        return reject(f"event id must be a string or integer of at most {limits.max_id_chars} characters")
     key = doc.get(key_field)
     if key is None and env.key is not None:
         key = env.key.decode("utf-8", errors="replace")
-    return Event(doc.get("id"), x, doc.get("y"), None if key is None else str(key), env.partition, env.offset, env.timestamp)
+    if key is not None and (isinstance(key, (dict, list)) or len(str(key)) > limits.max_id_chars):
+        return reject(f"event key must be a scalar of at most {limits.max_id_chars} characters")
+    return Event(event_id, x, doc.get("y"), None if key is None else str(key), env.partition, env.offset,
+                 env.timestamp)
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def replica_of(event: Event, replicas: int) -> int:

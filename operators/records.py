@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import orjson
 import time
 from typing import Any
 
@@ -26,6 +26,8 @@ def prediction_record(
     ``bad_request``.
     """
     now = time.time()
+    if hasattr(y_pred, "item"):  # a NumPy scalar from a *_many prediction
+        y_pred = y_pred.item()
     rec = {
         "source": source,
         "id": request_id,
@@ -37,4 +39,4 @@ def prediction_record(
         "ts": now,
         **extra,
     }
-    return json.dumps(rec, default=str)
+    return orjson.dumps(rec, default=str, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS).decode()

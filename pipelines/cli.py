@@ -39,7 +39,17 @@ def _bootstrap(args) -> str:
 
 def _topics(args) -> Topics:
     return Topics(events=args.events_topic, dead_letter=args.events_topic + ".dlq", predictions=args.predictions_topic,
-                  models=args.models_topic, requests=args.requests_topic)
+                  models=args.models_topic, requests=args.requests_topic, metrics=args.metrics_topic)
+
+
+def _limits(args):
+    from riverflink.operators.parse import Limits
+
+    try:
+        return Limits(max_event_bytes=args.max_event_bytes, max_features=args.max_features,
+                      max_abs_value=args.max_abs_value)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _flink(args) -> FlinkConfig:
@@ -129,8 +139,10 @@ def cmd_train(args) -> int:
         sync_every_seconds=args.sync_seconds or None, sync_divergence=args.sync_divergence,
         merge_policy=args.merge_policy, merge_wait_ms=args.merge_wait_ms, topics=_topics(args), flink=_flink(args),
         group_id=args.group_id or "riverflink-train", batch_size=args.batch_size, batch_ms=args.batch_ms,
+        mode=args.mode, training_predictions=args.training_predictions, merge_quorum=args.merge_quorum,
+        update_precision=args.update_precision, limits=_limits(args),
     )
-    _preflight(cfg, cfg.topics.to_create("events", "dead_letter", "predictions", "models"))
+    _preflight(cfg, cfg.topics.to_create("events", "dead_letter", "predictions", "models", "metrics"))
     return _run_job(training.build, cfg, f"riverflink-train-{cfg.model_name}", args)
 
 
@@ -250,6 +262,7 @@ def parser() -> argparse.ArgumentParser:
     kafka.add_argument("--requests-topic", default="requests")
     kafka.add_argument("--predictions-topic", default="predictions")
     kafka.add_argument("--models-topic", default="models", help="the serving topic of versioned model documents")
+    kafka.add_argument("--metrics-topic", default="metrics", help="one record per replica micro-batch")
 
     flink = argparse.ArgumentParser(add_help=False)
     flink.add_argument("--jobmanager", metavar="HOST:PORT",
@@ -293,7 +306,19 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--sync-seconds", type=float, default=1.0, help="... or T seconds after its first unsynced event")
     tr.add_argument("--sync-divergence", type=float, help="... or when its weights moved this far (L2)")
     tr.add_argument("--merge-policy", default="delta", choices=POLICIES)
-    tr.add_argument("--merge-wait-ms", type=int, default=500, help="merge without a late replica after this")
+    tr.add_argument("--merge-wait-ms", type=int, default=500, help="merge whatever is pending after this")
+    tr.add_argument("--merge-quorum", type=int, default=1,
+                    help="replicas with a pending update that start a merge (default 1: merge on arrival)")
+    tr.add_argument("--mode", default="exact", choices=["exact", "batch"],
+                    help="exact: predict_one + learn_one per event; batch: predict the micro-batch, then learn_many")
+    tr.add_argument("--training-predictions", action="store_true",
+                    help="also write one progressive-validation prediction per training event to --predictions-topic")
+    tr.add_argument("--update-precision", default="float16", choices=["float16", "float32", "float64"],
+                    help="precision of learned parameters in replica -> merger updates (statistics stay exact)")
+    tr.add_argument("--max-event-bytes", type=int, default=1 << 20, help="larger events are dead-lettered")
+    tr.add_argument("--max-features", type=int, default=1000, help="events with more features are dead-lettered")
+    tr.add_argument("--max-abs-value", type=float, default=1e9,
+                    help="events with a feature (or regression label) beyond +-this are dead-lettered")
     tr.add_argument("--batch-size", type=int, default=500, help="events per micro-batch handed to a replica")
     tr.add_argument("--batch-ms", type=int, default=50, help="longest an event waits for its micro-batch")
     tr.set_defaults(func=cmd_train)

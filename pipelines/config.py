@@ -6,6 +6,10 @@ import re
 from dataclasses import dataclass, field
 
 from riverflink.models.policies import POLICIES, MergePolicy
+from riverflink.models.update_codec import PRECISIONS
+from riverflink.operators.merge_state import MergeTrigger
+from riverflink.operators.parse import DEFAULT_LIMITS, Limits
+from riverflink.operators.replica import MODES
 from riverflink.models.spec import build as build_model
 from riverflink.models.sync import SyncPolicy
 
@@ -18,7 +22,7 @@ _HOSTPORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 
 
 #: partitions of each topic riverflink creates, by role
-PARTITIONS = {"events": 2, "dead_letter": 1, "predictions": 2, "models": 1, "requests": 2}
+PARTITIONS = {"events": 2, "dead_letter": 1, "predictions": 2, "models": 1, "requests": 2, "metrics": 1}
 
 
 @dataclass(frozen=True)
@@ -34,16 +38,20 @@ class Topics:
     predictions: str = "predictions"
     models: str = "models"
     requests: str = "requests"
+    #: one record per replica micro-batch: events learned, dead letters, progressive score, offsets
+    metrics: str = "metrics"
 
     @classmethod
     def for_run(cls, run: str) -> "Topics":
         """Topics of one run only (``events-RUN`` ...), so that a shared broker never mixes runs."""
-        return cls(f"events-{run}", f"events-{run}.dlq", f"predictions-{run}", f"models-{run}", f"requests-{run}")
+        return cls(f"events-{run}", f"events-{run}.dlq", f"predictions-{run}", f"models-{run}", f"requests-{run}",
+                   f"metrics-{run}")
 
     def cli_args(self) -> list[str]:
         """The ``riverflink train`` / ``serve`` flags that select these topics."""
         return ["--events-topic", self.events, "--requests-topic", self.requests,
-                "--predictions-topic", self.predictions, "--models-topic", self.models]
+                "--predictions-topic", self.predictions, "--models-topic", self.models,
+                "--metrics-topic", self.metrics]
 
     def to_create(self, *roles: str) -> dict[str, int]:
         """``{topic: partitions}`` for ``roles`` (default: every role)."""
@@ -87,6 +95,14 @@ class TrainConfig:
     sync_divergence: float | None = None
     merge_policy: str = "delta"
     merge_wait_ms: int = 500
+    #: distinct replicas with a pending update that start a merge (1: merge on arrival)
+    merge_quorum: int = 1
+    #: exact: predict_one + learn_one per event; batch: predict the micro-batch, then one learn_many
+    mode: str = "exact"
+    #: also write one progressive-validation prediction per training event (else one metrics record per batch)
+    training_predictions: bool = False
+    update_precision: str = "float16"
+    limits: Limits = DEFAULT_LIMITS
     #: events per micro-batch handed to a Python replica, and the longest an event waits for its batch
     batch_size: int = 500
     batch_ms: int = 50
@@ -99,6 +115,10 @@ class TrainConfig:
         self.flink.validate()
         if self.replicas < 1:
             raise ConfigError(f"--replicas must be >= 1, got {self.replicas}")
+        if self.mode not in MODES:
+            raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.update_precision not in PRECISIONS:
+            raise ConfigError(f"--update-precision must be one of {', '.join(PRECISIONS)}, got {self.update_precision!r}")
         if self.merge_policy not in POLICIES:
             raise ConfigError(f"--merge-policy must be one of {', '.join(POLICIES)}, got {self.merge_policy!r}")
         check_batching(self.batch_size, self.batch_ms)
@@ -106,6 +126,13 @@ class TrainConfig:
             raise ConfigError(f"--merge-wait-ms must be >= 1, got {self.merge_wait_ms}")
         try:
             model = build_model(self.model_spec)
+            self.trigger()
+            if self.mode == "batch":
+                from riverflink.operators.replica import supports_batch
+
+                if not supports_batch(model):
+                    raise ConfigError(f"--mode batch needs River's learn_many and predict_*_many in every step of "
+                                      f"{self.model_spec!r}; use --mode exact for this model")
             if self.merge_policy == "scaled_average":
                 from riverflink.models import scale_learning_rate
 
@@ -118,7 +145,11 @@ class TrainConfig:
         return SyncPolicy(self.sync_every_events, self.sync_every_seconds, self.sync_divergence)
 
     def policy(self) -> MergePolicy:
-        return MergePolicy(self.merge_policy)
+        # the merger's adaptive staleness discount replaces the old fixed clip (docs/merge-policies.md)
+        return MergePolicy(self.merge_policy, clip=float("inf"))
+
+    def trigger(self) -> MergeTrigger:
+        return MergeTrigger(quorum=self.merge_quorum, wait_ms=self.merge_wait_ms)
 
 
 @dataclass(frozen=True)

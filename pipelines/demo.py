@@ -7,10 +7,10 @@ predictions, waits until every count reconciles, and summarizes:
 
 ``summary: events=N learned=N dead_lettered=N model_versions=N served_accuracy=X baseline_accuracy=Y predictions=N``
 
-* ``learned`` counts the distinct events behind the training job's
-  progressive-validation predictions (one per event learned; a replay after
-  a failure is not counted twice); ``events = learned + dead_lettered``
-  must hold.
+* ``learned`` sums the events of the training job's metrics records (one per
+  replica micro-batch, told apart by their source offsets, so a replay after
+  a failure is not counted twice) and must equal the merged model's event
+  count; ``events = learned + dead_lettered`` must hold.
 * ``baseline_accuracy`` is plain single-node River, predict-then-learn, on the
   same labelled events in the same order; ``served_accuracy`` scores the
   serving job's answers (the merged model it had when each request came).
@@ -149,7 +149,9 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
     preds = kafka_io.TopicReader(servers, t.predictions)
     model_reader = kafka_io.TopicReader(servers, t.models)
     dlq = kafka_io.TopicReader(servers, t.dead_letter)
-    learned_at: set = set()  # (partition, offset, id): replays after a failure are not counted twice
+    metrics = kafka_io.TopicReader(servers, t.metrics)
+    # one metrics record per replica batch, keyed by its source offsets: a replay after a failure counts once
+    batches: dict = {}
     serving, versions, dead = {}, [], []
     labels = {i: y for i, (_, y) in enumerate(labelled)}
     shown, last_shown = 0, 0.0
@@ -159,9 +161,7 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
         for rec in preds.poll_json(100):
             if rec is None:
                 continue
-            if rec.get("source") == "training":
-                learned_at.add((rec.get("partition"), rec.get("offset"), rec.get("id")))
-            elif rec.get("source") == "serving" and rec.get("id") is not None:
+            if rec.get("source") == "serving" and rec.get("id") is not None:
                 serving[rec["id"]] = rec
                 if shown < cfg.show and rec["status"] == "ok" and time.time() - last_shown > 0.5:
                     last_shown = time.time()
@@ -173,6 +173,11 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
             if doc and doc.get("schema"):
                 versions.append(doc["meta"])
         dead.extend(r for r in dlq.poll_json(0) if r)
+        for m in metrics.poll_json(0):
+            if m and m.get("events"):
+                offsets = tuple(sorted((p, tuple(r)) for p, r in (m.get("offsets") or {}).items()))
+                key = (m.get("replica"), offsets or m.get("ts"))  # no offsets without the envelope jar
+                batches[key] = m["events"]
 
     # wait until the serving job answers, so requests meet a running job
     probe = f"probe-{time.time()}"
@@ -223,7 +228,7 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
 
     while True:
         pump()
-        training = len(learned_at)
+        training = sum(batches.values())
         merged = versions[-1].get("events", 0) if versions else 0
         if training + len(dead) >= produced and len(serving) >= len(requests) and merged >= training:
             break
@@ -233,7 +238,7 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
                 f"timed out: learned={training} dead_lettered={len(dead)} of {produced} events, "
                 f"{len(serving)}/{len(requests)} requests answered, {merged} events merged"
             )
-    for r in (preds, model_reader, dlq):
+    for r in (preds, model_reader, dlq, metrics):
         r.close()
 
     base_hits = _baseline(cfg.model_spec, labelled)
@@ -247,7 +252,7 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
         model_versions=[m["version"] for m in versions],
         served_accuracy=sum(served_hits) / max(1, len(requested)),
         baseline_accuracy=sum(base_hits[i] for i in requested) / max(1, len(requested)),
-        predictions=training + len(serving),
+        predictions=len(serving),
         answered=len(answered),
         no_model_yet=sum(1 for r in serving.values() if r["status"] == "no_model_yet"),
         requests=len(requests),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pyflink.common import Types
 
-from riverflink.operators.flink_functions import LATEST_MODEL, Predictor
+from riverflink.operators.flink_state import LATEST_MODEL
+from riverflink.operators.predictor import Predictor
 from riverflink.pipelines import java_ops
 from riverflink.pipelines.config import ServeConfig
 from riverflink.pipelines.flink_kafka import envelope_source, text_sink, text_source

@@ -5,9 +5,10 @@
     events ─► key by replica + micro-batch (Java)
                   │
                   ▼
-    models ─► (broadcast) ─► ReplicaTrainer ──► predictions (progressive validation)
-       ▲                        │     └──bad──► events.dlq
-       │                        │ replica updates, key_by(model name)
+    models ─► (broadcast) ─► ReplicaTrainer ──► metrics (one record per replica batch)
+       ▲                        │     ├──bad──► events.dlq
+       │                        │     └──opt──► predictions (per event, --training-predictions)
+       │                        │ replica updates (binary codec), key_by(model name)
        │                        ▼
        └──────────────── Merger ◄── models (adopt newer versions after a restart)
 """
@@ -16,7 +17,9 @@ from __future__ import annotations
 
 from pyflink.common import Types
 
-from riverflink.operators.flink_functions import DEAD_LETTER, LATEST_MODEL, PREDICTIONS, Merger, ReplicaTrainer
+from riverflink.operators.flink_state import DEAD_LETTER, LATEST_MODEL, METRICS, PREDICTIONS
+from riverflink.operators.merger import Merger
+from riverflink.operators.replica_trainer import ReplicaTrainer, TrainerSettings
 from riverflink.operators.merge_state import read_doc
 from riverflink.pipelines import java_ops
 from riverflink.pipelines.config import TrainConfig
@@ -42,8 +45,11 @@ def build(cfg: TrainConfig):
     model_docs = text_source(env, servers, t.models, f"{cfg.group_id}-models", "models").uid("source-models")
     check_ms = int(1000 * (cfg.sync_every_seconds or 1.0))
     lr_scale = float(cfg.replicas) if cfg.merge_policy == "scaled_average" else 1.0
-    trainer = ReplicaTrainer(cfg.model_spec, cfg.model_name, cfg.sync_policy(), check_ms, cfg.key_field, t.events,
-                             batched, lr_scale)
+    trainer = ReplicaTrainer(TrainerSettings(
+        model_spec=cfg.model_spec, model_name=cfg.model_name, sync=cfg.sync_policy(), sync_check_ms=check_ms,
+        key_field=cfg.key_field, source_topic=t.events, batched=batched, mode=cfg.mode, lr_scale=lr_scale,
+        training_predictions=cfg.training_predictions, update_precision=cfg.update_precision, limits=cfg.limits,
+    ))
     trained = (
         keyed.connect(model_docs.broadcast(LATEST_MODEL))
         .process(trainer, output_type=Types.PICKLED_BYTE_ARRAY())
@@ -51,14 +57,12 @@ def build(cfg: TrainConfig):
         .uid("replica-trainer")
     )
     trained.get_side_output(DEAD_LETTER).sink_to(text_sink(servers, t.dead_letter)).name("sink-dlq").uid("sink-dlq")
-    predictions = trained.get_side_output(PREDICTIONS)
-    if batched:
-        predictions = java_ops.split_lines(predictions, "split-predictions")
-    predictions.sink_to(text_sink(servers, t.predictions)).name("sink-training-predictions").uid(
-        "sink-training-predictions"
-    )
+    trained.get_side_output(METRICS).sink_to(text_sink(servers, t.metrics)).name("sink-metrics").uid("sink-metrics")
+    if cfg.training_predictions:
+        trained.get_side_output(PREDICTIONS).sink_to(text_sink(servers, t.predictions)).name(
+            "sink-training-predictions").uid("sink-training-predictions")
 
-    merger = Merger(cfg.model_spec, cfg.model_name, cfg.policy(), cfg.merge_wait_ms, cfg.replicas)
+    merger = Merger(cfg.model_spec, cfg.model_name, cfg.policy(), cfg.trigger())
     merged = (
         trained.connect(model_docs)
         .key_by(lambda u: u.model_name, _model_name, key_type=Types.STRING())

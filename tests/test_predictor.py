@@ -7,7 +7,7 @@ import json
 from river import linear_model
 
 from riverflink import models
-from riverflink.operators.flink_functions import Predictor
+from riverflink.operators.predictor import Predictor
 
 
 def answer(predictor: Predictor, raw: bytes) -> dict:

@@ -1,0 +1,15 @@
+"""State descriptors and side outputs shared by the Flink functions (explicit, named, stable)."""
+
+from __future__ import annotations
+
+from pyflink.common import Types
+from pyflink.datastream import OutputTag
+from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
+
+DEAD_LETTER = OutputTag("dead-letter", Types.STRING())
+PREDICTIONS = OutputTag("predictions", Types.STRING())
+METRICS = OutputTag("metrics", Types.STRING())
+#: broadcast state: model name -> operators.model_feed.Accepted
+LATEST_MODEL = MapStateDescriptor("latest-model", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+REPLICA = ValueStateDescriptor("replica", Types.PICKLED_BYTE_ARRAY())
+MERGER = ValueStateDescriptor("merger", Types.PICKLED_BYTE_ARRAY())

@@ -1,0 +1,87 @@
+"""``Merger``: keyed by model name.  Input 1: replica updates; input 2: the ``models`` topic.
+
+Merges per its :class:`~riverflink.operators.merge_state.MergeTrigger` (on
+arrival by default; at once for the very first update; a timer merges what
+waits longer than ``wait_ms``) and emits each new version's JSON document.
+Documents read back from ``models`` keep the version counter ahead of
+everything published; they are validated first
+(:func:`riverflink.operators.model_feed.accept`), so a forged or broken
+document can neither crash the merger nor move its counter to an absurd
+version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+from pyflink.datastream.functions import KeyedCoProcessFunction, RuntimeContext
+
+from riverflink import models
+from riverflink.models.policies import MergePolicy
+from riverflink.models.spec import build as build_model
+from riverflink.models.update_codec import decode
+from riverflink.operators.flink_state import MERGER
+from riverflink.operators.merge_state import MergerState, MergeTrigger, read_doc
+from riverflink.operators.model_feed import FeedRules, accept
+
+log = logging.getLogger("riverflink")
+
+
+class Merger(KeyedCoProcessFunction):
+    def __init__(self, model_spec: str, model_name: str, policy: MergePolicy, trigger: MergeTrigger,
+                 max_skew_ms: int = 60_000):
+        self.spec, self.name, self.policy, self.trigger = model_spec, model_name, policy, trigger
+        self.rules = FeedRules(model_name, max_skew_ms)
+
+    def open(self, ctx: RuntimeContext):
+        self.state = ctx.get_state(MERGER)
+
+    def _merger(self) -> MergerState:
+        merger = self.state.value()
+        if merger is None:
+            return MergerState(self.name, build_model(self.spec), trigger=self.trigger)
+        merger.trigger = self.trigger  # the job's settings win over a restored state's (rescaling, upgrades)
+        return merger
+
+    def process_element1(self, update, ctx):
+        merger = self._merger()
+        try:
+            if isinstance(update.delta, bytes):
+                update = dataclasses.replace(update, delta=decode(update.delta))
+        except ValueError as e:
+            log.error("dropping an undecodable replica update: %s", e)
+            merger.refused += 1
+            self.state.update(merger)
+            return
+        first = not merger.pending
+        if merger.add(update):
+            yield from self._emit(merger)
+        elif first:
+            ctx.timer_service().register_processing_time_timer(int(time.time() * 1000) + self.trigger.wait_ms)
+        self.state.update(merger)
+
+    def process_element2(self, value, ctx):
+        merger = self._merger()
+        _, _, problem = accept(value, self.rules, None)
+        if problem:
+            log.warning("ignoring a record on the models topic: %s", problem)
+            return
+        parsed = read_doc(value)
+        if parsed is not None and parsed["meta"].get("name") == self.name and merger.adopt(parsed):
+            self.state.update(merger)
+
+    def on_timer(self, timestamp, ctx):
+        merger = self._merger()
+        if merger.pending:
+            yield from self._emit(merger)
+            self.state.update(merger)
+
+    def _emit(self, merger: MergerState):
+        refused = merger.refused
+        doc = merger.merge(self.policy)
+        if merger.refused > refused:
+            log.error("merger refused %d poisoned replica update(s)", merger.refused - refused)
+        if doc is not None:
+            yield models.dumps(doc).decode()

@@ -1,0 +1,76 @@
+"""The ``models`` topic as the jobs see it: validated before it is stored, newest version wins.
+
+Broadcast state :data:`LATEST_MODEL` maps a model name to a :class:`Accepted`
+entry.  A record is stored only when :func:`accept` finds it a valid, newer,
+plausible version of the job's model:
+
+* a ``riverflink.model/1`` JSON document (schema, allow-listed classes,
+  finite values, shapes: :func:`riverflink.models.from_wire` rebuilds it);
+* of this job's model name;
+* with an integer version in ``[1, now in ms + max_skew_ms]``, so a forged
+  far-future version can neither take over nor pin the serving model;
+* no larger than ``max_bytes``.
+
+Anything else is logged, counted and ignored: it never crashes a job.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from riverflink import models
+from riverflink.operators.merge_state import read_doc
+
+log = logging.getLogger("riverflink")
+
+
+@dataclass(frozen=True)
+class FeedRules:
+    model_name: str
+    #: how far ahead of this machine's clock a version (ms since the epoch) may be
+    max_skew_ms: int = 60_000
+    max_bytes: int = 8 << 20
+
+
+@dataclass(frozen=True)
+class Accepted:
+    version: int
+    created_at: float
+    text: str
+    #: replica -> last update sequence number the version holds
+    acked: dict
+
+
+def accept(value: str | bytes, rules: FeedRules, current: int | None,
+           now: float | None = None) -> tuple[Accepted | None, Any, str | None]:
+    """``(entry, model, None)`` for a valid newer version; ``(None, None, reason)`` otherwise.
+
+    ``reason`` is ``None`` (not an error) for another model's document or an
+    older/duplicate version.
+    """
+    if len(value) > rules.max_bytes:
+        return None, None, f"model document of {len(value)} bytes exceeds {rules.max_bytes}"
+    doc = read_doc(value)
+    if doc is None:
+        return None, None, "not a riverflink.model/1 document"
+    meta = doc["meta"]
+    if meta.get("name") != rules.model_name:
+        return None, None, None
+    version = meta.get("version")
+    now = time.time() if now is None else now
+    if type(version) is not int or not 1 <= version <= int(now * 1000) + rules.max_skew_ms:
+        return None, None, f"version {str(version)[:40]!r} is not an integer in [1, now + {rules.max_skew_ms} ms]"
+    if current is not None and version <= current:
+        return None, None, None
+    try:
+        model = models.from_wire(doc)
+    except Exception as e:  # noqa: BLE001 - any invalid document is refused, whatever it breaks
+        return None, None, f"version {version} refused: {type(e).__name__}: {str(e)[:200]}"
+    created = meta.get("created_at")
+    acked = meta.get("acked") if isinstance(meta.get("acked"), dict) else {}
+    text = value.decode() if isinstance(value, bytes) else value
+    return Accepted(version, float(created) if isinstance(created, (int, float)) else 0.0, text,
+                    {str(k): int(v) for k, v in acked.items() if isinstance(v, int)}), model, None
