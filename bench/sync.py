@@ -59,7 +59,12 @@ def _repeat(base: list, n: int, seed: int = 7) -> list:
 
 
 def stream(name: str, n: int | None = None) -> tuple[str, list]:
-    """``(model spec, [(x, y), ...])`` for a named stream."""
+    """``(model spec, [(x, y), ...])`` for a named stream; feature names are strings, as on the wire."""
+    spec, events = _stream(name, n)
+    return spec, [({str(k): v for k, v in x.items()}, y) for x, y in events]
+
+
+def _stream(name: str, n: int | None = None) -> tuple[str, list]:
     if name == "Phishing":
         return CLASSIFIER, _repeat([(dict(x), y) for x, y in datasets.Phishing()], n or 20_000)
     if name == "Hyperplane":

@@ -103,6 +103,14 @@ class Adapter:
             for k, v in delta.items()
         }
 
+    def add_learned(self, model: Any, a: dict, b: dict, factor: float) -> dict:
+        """``a`` with ``factor * b`` added to its ``LEARNED`` leaves (other leaves of ``a`` untouched)."""
+        out = dict(a)
+        for k, kind in self.kinds.items():
+            if kind == numeric.LEARNED and (k in a or k in b):
+                out[k] = numeric.combine(a.get(k), [b.get(k)], [factor], numeric.LEARNED)
+        return out
+
     def sum_deltas(self, model: Any, deltas: Sequence[dict]) -> dict:
         """One delta equal to applying ``deltas`` one after another (a replica's consecutive syncs)."""
         out = {}

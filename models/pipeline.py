@@ -41,6 +41,10 @@ class PipelineAdapter(Adapter):
         pairs = zip(self.step_adapters(model), steps(model), delta["steps"], strict=True)
         return {"steps": [a.scale_learned(s, d, factor) for a, s, d in pairs]}
 
+    def add_learned(self, model: Any, a: dict, b: dict, factor: float) -> dict:
+        pairs = zip(self.step_adapters(model), steps(model), a["steps"], b["steps"], strict=True)
+        return {"steps": [ad.add_learned(s, x, y, factor) for ad, s, x, y in pairs]}
+
     def sum_deltas(self, model: Any, deltas: Sequence[dict]) -> dict:
         return {
             "steps": [

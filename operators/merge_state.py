@@ -51,6 +51,8 @@ from riverflink.operators.replica import ReplicaUpdate
 
 #: how many recent versions the merger remembers to measure staleness
 _VERSION_MEMORY = 256
+#: versions whose parameters the merger keeps (checkpointed with it) for delay compensation
+_PARAMS_MEMORY = 24
 
 
 @dataclass(frozen=True)
@@ -92,10 +94,16 @@ class MergerState:
     refused: int = 0
     #: (version, replicas merged into it) for the last few versions, oldest first
     history: list = field(default_factory=list)
+    #: version -> parameters, for the last few versions (delay compensation needs an update's base)
+    params_at: dict = field(default_factory=dict)
+    #: replica -> [(version, learned step of its updates applied in that version)], last few
+    applied: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.params is None:
             self.params = models.get_params(self.template)
+        self.params_at.setdefault(self.version, self.params)
+        self._last_applied: dict = {}
 
     # -- triggers -----------------------------------------------------------------------
     def active_replicas(self, now: float | None = None) -> set:
@@ -196,6 +204,13 @@ class MergerState:
         self.params = models.get_params(model)
         self.history.append((self.version, frozenset(u.replica for u in used)))
         del self.history[:-_VERSION_MEMORY]
+        self.params_at[self.version] = self.params
+        if len(self.params_at) > _PARAMS_MEMORY:
+            self.params_at = dict(list(self.params_at.items())[-_PARAMS_MEMORY:])
+        for r, step in self._last_applied.items():
+            if any(u.replica == r for u in used):
+                self.applied[r] = (self.applied.get(r, []) + [(self.version, step)])[-_PARAMS_MEMORY:]
+        self._last_applied = {}
         return doc
 
     def _combine(self, updates: list, policy: MergePolicy) -> tuple[Any, list, list]:
@@ -204,17 +219,38 @@ class MergerState:
             by_replica.setdefault(u.replica, []).append(u)
         adapter = models.adapter_for(self.template)
         deltas, weights = [], []
-        for us in by_replica.values():
+        self._last_applied = {}
+        for r, us in by_replica.items():
             # a replica's consecutive updates add up to one delta; the policy then combines replicas
-            d = adapter.sum_deltas(
-                self.template, [adapter.scale_learned(self.template, u.delta, self.discount(u)) for u in us]
-            )
+            d = adapter.sum_deltas(self.template, [self.correct(u) for u in us])
             deltas.append(d)
             weights.append(sum(u.events for u in us))
+            self._last_applied[r] = d
         try:
             return models.apply_deltas(self.template, self.params, deltas, weights, policy), updates, []
         except (ValueError, OverflowError):
             return None, [], updates
+
+    def correct(self, update: ReplicaUpdate) -> dict:
+        """``update``'s delta, corrected for the versions merged since its base.
+
+        With a delay-compensation estimate (``update.kappa``) and the base's
+        parameters still remembered: ``delta - kappa * D``, where ``D`` is how
+        far other replicas' merges moved the learned parameters since the base
+        (this replica's own merged updates excluded: its model held them).
+        Otherwise the scalar discount of :meth:`discount`.
+        """
+        adapter = models.adapter_for(self.template)
+        base = self.params_at.get(update.base_version)
+        if update.kappa is None or base is None:
+            return adapter.scale_learned(self.template, update.delta, self.discount(update))
+        if update.base_version == self.version:
+            return update.delta
+        moved = adapter.delta(self.template, self.params, base)
+        for version, step in self.applied.get(update.replica, []):
+            if version > update.base_version:
+                moved = adapter.add_learned(self.template, moved, step, -1.0)
+        return adapter.add_learned(self.template, update.delta, moved, -min(1.0, max(0.0, update.kappa)))
 
     def adopt(self, doc: dict) -> bool:
         """See a version read back from ``models``; ``True`` when it changed this state.
@@ -230,6 +266,7 @@ class MergerState:
         self.version = version
         if self.merges == 0:
             self.params = models.get_params(models.from_wire(doc))
+            self.params_at = {version: self.params}
             self.events = int(doc["meta"].get("events", self.events))
             self.acked = {str(k): int(v) for k, v in (doc["meta"].get("acked") or {}).items()}
         return True

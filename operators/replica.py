@@ -121,6 +121,8 @@ class ReplicaUpdate:
     rho: float | None = None
     #: estimated fraction of the update's learned step that is on errors shared with other replicas
     shared: float | None = None
+    #: delay compensation: the fraction of a parameter offset these events' learning would have undone
+    kappa: float | None = None
 
 
 @dataclass
@@ -139,6 +141,8 @@ class Replica:
     base_norm: float = 0.0
     #: ADWIN over the replica's per-chunk loss, when the sync policy syncs on drift
     detector: Any = None
+    #: summed loss curvature at the unsynced events' predictions (delay compensation)
+    curvature: float = 0.0
     #: parameters half-way through the unsynced period (curvature probe)
     mid: dict | None = None
     probe: "ContractionProbe" = field(default_factory=lambda: ContractionProbe())
@@ -165,6 +169,7 @@ class Replica:
             self.model.learn_one(x)
         else:
             self.model.learn_one(x, y)
+        self.curvature += _curvature(self.model, y_pred, proba)
         self._learned(1)
         self.unsynced_score.add(self.task, y_pred, y)
         return y_pred, proba
@@ -193,12 +198,15 @@ class Replica:
         X = pd.DataFrame.from_records(xs).fillna(0.0)
         X.columns = [str(c) for c in X.columns]
         preds = self._predict_many(X, task)
+        curvature = 0.0
+        for (y_pred, proba), y in zip(preds, ys):
+            score.add(task, y_pred, y)
+            curvature += _curvature(self.model, y_pred, proba)
+        self.curvature += curvature
         if task == "clustering":
             self.model.learn_many(X)
         else:
-            self.model.learn_many(X, pd.Series(ys), **_batch_weight(self.model, len(xs)))
-        for (y_pred, proba), y in zip(preds, ys):
-            score.add(task, y_pred, y)
+            self.model.learn_many(X, pd.Series(ys), **_batch_weight(self.model, len(xs), curvature / len(xs)))
         self._learned(len(xs))
         self.unsynced_score.merge(score)
         return score, (preds if keep_predictions else [])
@@ -283,8 +291,10 @@ class Replica:
             loss=self.unsynced_score.loss(self.task),
             rho=rho,
             shared=shared,
+            kappa=delay_compensation(self.model, self.curvature / max(1, self.since_sync), self.since_sync),
         )
         self.mid = None
+        self.curvature = 0.0
         self.in_flight.append((self.seq, delta))
         self.snapshot = params
         self.since_sync = 0
@@ -371,12 +381,70 @@ def contraction(model: Any, first: dict, second: dict) -> float:
     return ratio * ratio
 
 
-def _batch_weight(model: Any, n: int) -> dict:
-    """``learn_many`` sample weight that turns River's mean-gradient step into a sum over the batch.
-
-    Only linear models take a weight; statistics (scaler, Naive Bayes) are
-    exact sums already.
-    """
+def _curvature(model: Any, y_pred: Any, proba: dict | None) -> float:
+    """Second derivative of the final step's loss at this prediction (squared: 2; log: p(1 - p))."""
     from riverflink.models.labels import final_step
 
-    return {"w": float(n)} if hasattr(final_step(model), "_eval_gradient_many") else {}
+    name = type(getattr(final_step(model), "loss", None)).__name__
+    if name == "Squared":
+        return 2.0
+    if name == "Log" and proba:
+        p = float(proba.get(True, 0.0))
+        return p * (1.0 - p)
+    return 0.0
+
+
+def delay_compensation(model: Any, curvature: float, events: int) -> float | None:
+    """``kappa = 1 - (1 - lr * h) ** events``, or ``None`` where it cannot be estimated.
+
+    For a linear model behind a StandardScaler (unit-variance inputs) trained
+    by plain SGD with squared or log loss, ``h`` the mean loss curvature at
+    the replica's predictions: the part of a parameter offset ``D`` that the
+    replica's ``events`` SGD steps would have removed had it started from a
+    model offset by ``D``.  The merger uses it to correct an update computed
+    against an older version (delay compensation,
+    :meth:`riverflink.operators.merge_state.MergerState.compensate`).
+    """
+    from river import compose, optim, preprocessing
+
+    from riverflink.models.labels import final_step
+
+    final = final_step(model)
+    scaled = isinstance(model, compose.Pipeline) and any(
+        isinstance(s, preprocessing.StandardScaler) for s in list(model.steps.values())[:-1])
+    optimizer = getattr(final, "optimizer", None)
+    if not scaled or type(optimizer) is not optim.SGD or curvature <= 0 or events <= 0:
+        return None
+    step = min(1.0, optimizer.learning_rate * curvature)
+    return 1.0 - (1.0 - step) ** events
+
+
+def _batch_weight(model: Any, n: int, curvature: float) -> dict:
+    """``learn_many`` sample weight: one step on the batch as far as ``n`` steps one by one would go.
+
+    River's ``learn_many`` takes one step on the batch's *mean* gradient, so
+    at the same learning rate a batch of ``n`` learns about ``n`` times less
+    than ``n`` events one by one.  Weighting the batch by ``n`` (a sum of
+    gradients) matches them while ``lr * h * n`` is small, ``h`` the loss
+    curvature, but overshoots beyond (``lr * h * n >= 2`` diverges: squared
+    loss at lr 0.01 already at n = 100).  On a quadratic, ``n`` sequential
+    steps remove ``1 - (1 - lr h)^n`` of an error; one step of weight ``w``
+    removes ``lr h w``; so ``w = (1 - (1 - lr h)^n) / (lr h)``, with ``h`` the
+    mean curvature at this batch's predictions.  Plain SGD only; other
+    optimizers scale their own steps and keep River's mean (``w = 1``);
+    statistics (scaler, Naive Bayes) are exact sums whatever ``w``.
+    """
+    from river import optim
+
+    from riverflink.models.labels import final_step
+
+    final = final_step(model)
+    if not hasattr(final, "_eval_gradient_many"):
+        return {}
+    optimizer = getattr(final, "optimizer", None)
+    if type(optimizer) is not optim.SGD:
+        return {}
+    step = min(1.0, optimizer.learning_rate * curvature)
+    if step <= 0:
+        return {"w": float(n)}
+    return {"w": (1.0 - (1.0 - step) ** n) / step}

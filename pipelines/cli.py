@@ -230,7 +230,14 @@ def cmd_demo(args) -> int:
     from riverflink.pipelines.broker import EmbeddedBroker
 
     cfg_kwargs = dict(dataset=args.dataset, events=args.events, rate=args.rate, replicas=args.replicas,
-                      merge_policy=args.merge_policy, parallelism=args.parallelism)
+                      merge_policy=args.merge_policy, parallelism=args.parallelism, file=args.file,
+                      target=args.target, model_spec=args.model, mode=args.mode)
+    from riverflink.models.spec import build as build_model
+
+    try:
+        build_model(args.model)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if args.bootstrap_servers:
         result = demo.run(demo.DemoConfig(bootstrap_servers=args.bootstrap_servers, **cfg_kwargs))
     else:
@@ -352,7 +359,12 @@ def parser() -> argparse.ArgumentParser:
     dm = sub.add_parser("demo", help="embedded broker + both jobs + a labelled stream; prints live predictions")
     dm.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="use this Kafka instead of an embedded broker")
     dm.add_argument("--dataset", default="Phishing", choices=RIVER_DATASETS)
-    dm.add_argument("--events", type=int, default=10_000)
+    dm.add_argument("--file", help="a labelled .jsonl or .csv file instead of --dataset")
+    dm.add_argument("--target", help="label column of a CSV file")
+    dm.add_argument("--model", default="StandardScaler|LogisticRegression",
+                    help="model spec, e.g. 'StandardScaler|LinearRegression' for a regression stream")
+    dm.add_argument("--mode", default="exact", choices=["exact", "batch"])
+    dm.add_argument("--events", type=int, default=10_000, help="events to send (a file: at most this many)")
     dm.add_argument("--rate", type=float, default=2_000.0, help="events per second to produce")
     dm.add_argument("--replicas", type=int, default=4)
     dm.add_argument("--merge-policy", default="delta", choices=POLICIES)

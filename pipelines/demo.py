@@ -49,6 +49,10 @@ class DemoConfig:
     sync_every: int = 100
     merge_policy: str = "delta"
     model_spec: str = "StandardScaler|LogisticRegression"
+    #: a labelled .jsonl or .csv file instead of the River dataset (``target``: the CSV label column)
+    file: str | None = None
+    target: str | None = None
+    mode: str = "exact"
     model_name: str = "demo"
     parallelism: int = 2
     timeout: float = 240.0
@@ -72,6 +76,7 @@ class DemoResult:
     model_versions: list
     served_accuracy: float
     baseline_accuracy: float
+    task: str
     predictions: int
     answered: int
     no_model_yet: int
@@ -90,10 +95,11 @@ class DemoResult:
         return f"p50={v[len(v) // 2]:.0f} p95={v[int(len(v) * 0.95)]:.0f}"
 
     def summary(self) -> str:
+        metric = "mae" if self.task == "regression" else "accuracy"
         return (
             f"summary: events={self.events} learned={self.learned} dead_lettered={self.dead_lettered} "
-            f"model_versions={len(self.model_versions)} served_accuracy={self.served_accuracy:.4f} "
-            f"baseline_accuracy={self.baseline_accuracy:.4f} predictions={self.predictions}"
+            f"model_versions={len(self.model_versions)} served_{metric}={self.served_accuracy:.4f} "
+            f"baseline_{metric}={self.baseline_accuracy:.4f} predictions={self.predictions}"
         )
 
 
@@ -109,25 +115,44 @@ def _start_job(kind: str, cfg: DemoConfig) -> subprocess.Popen:
     ]
     if kind == "train":
         args += ["--model", cfg.model_spec, "--replicas", str(cfg.replicas), "--sync-every", str(cfg.sync_every),
-                 "--merge-policy", cfg.merge_policy]
+                 "--merge-policy", cfg.merge_policy, "--mode", cfg.mode]
     log = open(cfg.log_dir / f"{kind}.log", "wb")
     return subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
-def _baseline(spec: str, labelled: list) -> list:
-    model, hits = build_model(spec), []
+def _score(task: str, y_pred, y) -> float:
+    """1/0 for a right/wrong class (or no answer); the absolute error for a regressor."""
+    if task == "regression":
+        return abs(float(y) - float(y_pred or 0.0))
+    return float(y_pred == y)
+
+
+def _baseline(spec: str, labelled: list) -> tuple[str, list]:
+    from riverflink.models.labels import task_of
+
+    model = build_model(spec)
+    task, scores = task_of(model), []
     for x, y in labelled:
-        hits.append(model.predict_one(x) == y)
+        scores.append(_score(task, model.predict_one(x), y))
         model.learn_one(x, y)
-    return hits
+    return task, scores
 
 
 def run(cfg: DemoConfig, out=print) -> DemoResult:
     """Run the whole slice against ``cfg.bootstrap_servers``; every child process is stopped on exit."""
     t = cfg.topics
     kafka_io.create_topics(cfg.bootstrap_servers, t.to_create())
-    labelled = list(river_events(cfg.dataset, cfg.events))
+    if cfg.file:
+        from itertools import islice
+
+        from riverflink.pipelines.sources import file_events
+
+        labelled = list(islice(file_events(cfg.file, cfg.target), cfg.events))
+        if not labelled:
+            raise ConfigError(f"{cfg.file} holds no labelled events")
+    else:
+        labelled = list(river_events(cfg.dataset, cfg.events))
     jobs = [_start_job("train", cfg), _start_job("serve", cfg)]
     try:
         return _drive(cfg, labelled, jobs, out)
@@ -241,17 +266,18 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
     for r in (preds, model_reader, dlq, metrics):
         r.close()
 
-    base_hits = _baseline(cfg.model_spec, labelled)
+    task, base_scores = _baseline(cfg.model_spec, labelled)
     requested = range(warmup, len(labelled))
     answered = [i for i in requested if serving.get(i, {}).get("status") == "ok"]
-    served_hits = [serving[i]["prediction"] == labels[i] for i in answered]
+    served_scores = [_score(task, serving.get(i, {}).get("prediction"), labels[i]) for i in requested]
     return DemoResult(
         events=produced,
         learned=training,
         dead_lettered=len(dead),
         model_versions=[m["version"] for m in versions],
-        served_accuracy=sum(served_hits) / max(1, len(requested)),
-        baseline_accuracy=sum(base_hits[i] for i in requested) / max(1, len(requested)),
+        served_accuracy=sum(served_scores) / max(1, len(requested)),
+        baseline_accuracy=sum(base_scores[i] for i in requested) / max(1, len(requested)),
+        task=task,
         predictions=len(serving),
         answered=len(answered),
         no_model_yet=sum(1 for r in serving.values() if r["status"] == "no_model_yet"),
