@@ -1,21 +1,26 @@
 """Training throughput: the riverflink training job against plain River, same events, same run.
 
-(a) plain River ``predict_one`` + ``learn_one`` over N events, in one process;
-(b) the training job end to end: N events pre-loaded in Kafka, the job reads,
-    parses, predicts-then-learns in K replicas, syncs and merges; events/s
-    from the first event learned to the last (the trainer's own timestamps
-    on its progressive-validation predictions).
+For each learning mode (``exact``, ``batch``):
 
-Prints both and the ratio (b)/(a).  Nothing is asserted.
+(a) plain River in this process: ``predict_one`` + ``learn_one`` over the events (the reference
+    for ``ratio``), and for ``batch`` also River's ``predict_proba_many`` + ``learn_many`` on the
+    same batches;
+(b) the training job end to end: the events pre-loaded in Kafka; the job reads, parses, learns in
+    K replicas, syncs and merges.  Its rate runs from the first to the last metrics record
+    (one per replica batch); its CPU is the summed user+system time, over that window, of every
+    process of the job (CLI, JVM, Python workers) and of the broker, from /proc.
 
-    python -m bench.throughput [--events 50000] [--parallelism 2] [--bootstrap-servers HOST:PORT]
+Prints events/s, the ratio to River's loop, CPU-µs per event (River's is its own process time),
+and the progressive accuracy against River's; ends with one line per mode:
+``throughput: mode=M ratio=R cpu_ratio=C accuracy_delta=D``.  Nothing is asserted.
+
+    python -m bench.throughput [--events 50000] [--modes exact,batch] [--dataset Phishing | --file F --target COL]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -31,17 +36,65 @@ from riverflink.pipelines.sources import encode_events, river_events
 REPO = Path(__file__).resolve().parents[1]
 
 
-def plain_river(spec: str, events: list) -> float:
-    model = build_model(spec)
-    start = time.perf_counter()
+def plain_river(spec: str, events: list) -> dict:
+    model, hits = build_model(spec), 0
+    start, cpu = time.perf_counter(), time.process_time()
     for x, y in events:
-        model.predict_one(x)
+        hits += model.predict_one(x) == y
         model.learn_one(x, y)
-    return len(events) / (time.perf_counter() - start)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"events_per_s": len(events) / wall, "cpu_us": 1e6 * cpu / len(events), "accuracy": hits / len(events)}
+
+
+def river_many(spec: str, events: list, batch: int) -> dict:
+    import pandas as pd
+
+    model, hits = build_model(spec), 0
+    start, cpu = time.perf_counter(), time.process_time()
+    for i in range(0, len(events), batch):
+        chunk = events[i : i + batch]
+        X = pd.DataFrame.from_records([x for x, _ in chunk])
+        proba = model.predict_proba_many(X)
+        if len(proba.columns):
+            hits += sum(p == y for p, (_, y) in zip(proba.idxmax(axis=1).tolist(), chunk))
+        model.learn_many(X, pd.Series([y for _, y in chunk]))
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"events_per_s": len(events) / wall, "cpu_us": 1e6 * cpu / len(events), "accuracy": hits / len(events)}
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (from /proc)."""
+    children: dict = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                ppid = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children.get(p, [])
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> dict:
+    """pid -> user+system CPU seconds so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for p in pids:
+        try:
+            fields = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+            out[p] = (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
 
 
 def flink_job(servers: str, spec: str, events: list, parallelism: int, replicas: int, env_extra: dict,
-              extra_args: list) -> dict:
+              extra_args: list, broker_pid: int | None) -> dict:
     run = f"bench{int(time.time())}"
     topics = Topics.for_run(run)
     kafka_io.create_topics(servers, topics.to_create("events", "dead_letter", "predictions", "models", "metrics"))
@@ -57,20 +110,30 @@ def flink_job(servers: str, spec: str, events: list, parallelism: int, replicas:
     try:
         reader = kafka_io.TopicReader(servers, topics.metrics)
         models_reader = kafka_io.TopicReader(servers, topics.models)
-        stamps, learned, model_bytes, versions = [], 0, 0, 0
+        stamps, learned, correct, model_bytes, versions = [], 0, 0, 0, 0
         deadline = time.time() + 900
+        cpu_start = None
         while learned < len(events):
             if proc.poll() is not None or time.time() > deadline:
                 raise RuntimeError(f"training job ended early or timed out; see {log.name}")
             for r in reader.poll_json(200):  # one metrics record per replica batch
                 if r and r.get("events"):
+                    if cpu_start is None:  # the window opens at the first learned batch
+                        pids = _tree(proc.pid) + ([broker_pid] if broker_pid else [])
+                        cpu_start, first_events = cpu_seconds(pids), learned
                     stamps.append(r["ts"])
                     learned += r["events"]
+                    correct += r.get("correct", 0)
             for v in models_reader.poll(0):
                 model_bytes += len(v)
                 versions += 1
+        pids = _tree(proc.pid) + ([broker_pid] if broker_pid else [])
+        cpu_end = cpu_seconds(pids)
+        cpu = sum(t - cpu_start.get(p, 0.0) for p, t in cpu_end.items())
+        window_events = learned - first_events
         return {"events_per_s": len(events) / (max(stamps) - min(stamps)), "model_versions": versions,
-                "model_bytes": model_bytes}
+                "model_bytes": model_bytes, "cpu_us": 1e6 * cpu / max(1, window_events),
+                "accuracy": correct / max(1, learned)}
     finally:
         stop_pid(proc.pid)
 
@@ -78,35 +141,63 @@ def flink_job(servers: str, spec: str, events: list, parallelism: int, replicas:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=50_000)
+    ap.add_argument("--dataset", default="Phishing")
+    ap.add_argument("--file", help="a labelled .jsonl or .csv file instead of --dataset")
+    ap.add_argument("--target", help="label column of a CSV file")
     ap.add_argument("--model", default="StandardScaler|LogisticRegression")
+    ap.add_argument("--modes", default="exact,batch")
     ap.add_argument("--parallelism", type=int, default=2)
     ap.add_argument("--replicas", type=int, default=4)
     ap.add_argument("--loopback", action="store_true",
                     help="run Python subtasks in the client process (PyFlink's default) instead of one process each")
-    ap.add_argument("--batch-size", type=int, default=100, help="events per micro-batch handed to a replica")
+    ap.add_argument("--batch-size", type=int, default=500, help="events per micro-batch handed to a replica")
+    ap.add_argument("--sync-every", type=int, default=None,
+                    help="events per replica between syncs (default: 100 exact, 500 batch)")
     ap.add_argument("--bundle-ms", type=int, default=100)
     ap.add_argument("--bundle-size", type=int, default=1000)
     ap.add_argument("--bootstrap-servers")
     args = ap.parse_args()
     exit_on_sigterm()
-    events = list(river_events("Phishing", args.events))
+    if args.file:
+        from itertools import islice
+
+        from riverflink.pipelines.sources import file_events
+
+        events = list(islice(file_events(args.file, args.target), args.events))
+    else:
+        events = list(river_events(args.dataset, args.events))
     (REPO / ".riverflink").mkdir(exist_ok=True)
-    a = plain_river(args.model, events)
     env_extra = {"RIVERFLINK_PYTHON_WORKERS": "loopback"} if args.loopback else {}
-    extra = ["--bundle-ms", str(args.bundle_ms), "--bundle-size", str(args.bundle_size),
-             "--batch-size", str(args.batch_size)]
+    lines = []
     with contextlib.ExitStack() as stack:
-        servers = args.bootstrap_servers or stack.enter_context(EmbeddedBroker()).bootstrap
-        b = flink_job(servers, args.model, events, args.parallelism, args.replicas, env_extra, extra)
-    raw_bytes = sum(len(json.dumps({"x": x, "y": y})) for x, y in events)
-    print(f"events={args.events} model={args.model} parallelism={args.parallelism} replicas={args.replicas} "
-          f"workers={'loopback' if args.loopback else 'process'} bundle={args.bundle_ms}ms/{args.bundle_size} "
-          f"batch={args.batch_size}")
-    print(f"(a) plain River predict+learn   {a:10.0f} events/s")
-    print(f"(b) riverflink training job     {b['events_per_s']:10.0f} events/s")
-    print(f"ratio (b)/(a)                   {b['events_per_s'] / a:10.3f}")
-    print(f"model versions {b['model_versions']}, model bytes sent {b['model_bytes']} "
-          f"({b['model_bytes'] / raw_bytes:.3f} x the event bytes)")
+        broker = None if args.bootstrap_servers else stack.enter_context(EmbeddedBroker())
+        servers = args.bootstrap_servers or broker.bootstrap
+        for mode in args.modes.split(","):
+            sync = args.sync_every or (500 if mode == "batch" else 100)
+            extra = ["--bundle-ms", str(args.bundle_ms), "--bundle-size", str(args.bundle_size),
+                     "--batch-size", str(args.batch_size), "--mode", mode, "--sync-every", str(sync)]
+            river = plain_river(args.model, events)
+            b = flink_job(servers, args.model, events, args.parallelism, args.replicas, env_extra, extra,
+                          broker.process.pid if broker else None)
+            print(f"\n== mode={mode} events={len(events)} model={args.model} parallelism={args.parallelism} "
+                  f"replicas={args.replicas} bundle={args.bundle_ms}ms/{args.bundle_size} batch={args.batch_size} "
+                  f"sync_every={sync}")
+            print(f"(a) River predict_one+learn_one  {river['events_per_s']:9.0f} events/s  "
+                  f"{river['cpu_us']:7.1f} CPU-us/event  accuracy {river['accuracy']:.4f}")
+            if mode == "batch":
+                many = river_many(args.model, events, sync // 2)
+                print(f"    River *_many, batches of {sync // 2:<4} {many['events_per_s']:9.0f} events/s  "
+                      f"{many['cpu_us']:7.1f} CPU-us/event  accuracy {many['accuracy']:.4f}")
+            print(f"(b) riverflink training job      {b['events_per_s']:9.0f} events/s  "
+                  f"{b['cpu_us']:7.1f} CPU-us/event  accuracy {b['accuracy']:.4f}  "
+                  f"(job + broker, {b['model_versions']} model versions)")
+            ratio, cpu_ratio = b["events_per_s"] / river["events_per_s"], b["cpu_us"] / river["cpu_us"]
+            delta = 100 * (b["accuracy"] - river["accuracy"])
+            lines.append(f"throughput: mode={mode} ratio={ratio:.2f} cpu_ratio={cpu_ratio:.2f} "
+                         f"accuracy_delta={delta:+.2f}")
+    print()
+    for line in lines:
+        print(line)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,8 @@ def accept(value: str | bytes, rules: FeedRules, current: int | None,
     if doc is None:
         return None, None, "not a riverflink.model/1 document"
     meta = doc["meta"]
+    if not isinstance(meta.get("name"), str):
+        return None, None, "model document without a model name"
     if meta.get("name") != rules.model_name:
         return None, None, None
     version = meta.get("version")

@@ -1,0 +1,125 @@
+"""``LiveModel``: the newest merged model, in-process, for applications that skip the Kafka round trip.
+
+    from riverflink import LiveModel
+
+    with LiveModel("127.0.0.1:9092", "fraud") as live:
+        live.wait(timeout=30)                  # until a first version arrives
+        proba = live.predict_proba_one({"amount": 12.5})
+        print(live.version, live.age_ms)
+
+A background thread follows the ``models`` topic (from its beginning, without a
+consumer group) and keeps the newest *accepted* version as a live River
+object: documents are validated exactly as the jobs validate them
+(:func:`riverflink.operators.model_feed.accept`: schema, allow-list, finite
+values, a version no later than now + ``max_skew_ms``), and only a version
+newer than the one held replaces it, so stale, duplicate, forged-far-future
+or broken documents are ignored (``ignored`` counts them).
+
+Predictions are River's own ``predict_one`` / ``predict_proba_one`` on that
+object: the swap is one attribute assignment, so a prediction never sees a
+half-updated model, and costs what River's call costs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from riverflink.operators.model_feed import FeedRules, accept
+
+log = logging.getLogger("riverflink")
+
+
+class NoModelYet(LookupError):
+    """Raised by a prediction before any version of the model has arrived."""
+
+
+class LiveModel:
+    def __init__(self, bootstrap_servers: str, model_name: str, *, topic: str = "models",
+                 max_skew_ms: int = 60_000, start: bool = True):
+        self.bootstrap_servers, self.model_name, self.topic = bootstrap_servers, model_name, topic
+        self.rules = FeedRules(model_name, max_skew_ms)
+        #: (version, created_at, River model) of the newest accepted version, swapped as a whole
+        self._current: tuple[int, float, Any] | None = None
+        self.ignored = 0
+        self._stop = threading.Event()
+        self._arrived = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        if start:
+            self.start()
+
+    # -- lifecycle ------------------------------------------------------------------
+    def start(self) -> "LiveModel":
+        from riverflink.pipelines import kafka_io
+
+        self._reader = kafka_io.TopicReader(self.bootstrap_servers, self.topic)
+        self._thread = threading.Thread(target=self._follow, name=f"riverflink-live-{self.model_name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._reader.close()
+
+    def __enter__(self) -> "LiveModel":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until a first version is held (``True``) or ``timeout`` seconds pass (``False``)."""
+        return self._arrived.wait(timeout)
+
+    def _follow(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for value in self._reader.poll(200):
+                    self.offer(value)
+            except Exception as e:  # noqa: BLE001 - keep serving the last good model; report on access
+                self._error = e
+                log.warning("LiveModel %s: reading %s failed: %s", self.model_name, self.topic, e)
+                time.sleep(1.0)
+
+    def offer(self, value: bytes | str) -> bool:
+        """Consider one record of the models topic; ``True`` if it became the held version."""
+        current = self._current
+        entry, model, problem = accept(value, self.rules, None if current is None else current[0])
+        if entry is None:
+            if problem:
+                self.ignored += 1
+                log.warning("LiveModel %s ignored a record: %s", self.model_name, problem)
+            return False
+        self._current = (entry.version, entry.created_at, model)
+        self._arrived.set()
+        return True
+
+    # -- the model ------------------------------------------------------------------
+    @property
+    def version(self) -> int | None:
+        c = self._current
+        return None if c is None else c[0]
+
+    @property
+    def age_ms(self) -> float | None:
+        """Milliseconds since the merger created the held version."""
+        c = self._current
+        return None if c is None else 1000.0 * (time.time() - c[1])
+
+    @property
+    def model(self) -> Any:
+        c = self._current
+        if c is None:
+            raise NoModelYet(f"no version of model {self.model_name!r} has arrived on {self.topic!r} yet")
+        return c[2]
+
+    def predict_one(self, x: dict) -> Any:
+        return self.model.predict_one(x)
+
+    def predict_proba_one(self, x: dict) -> dict:
+        return self.model.predict_proba_one(x)
