@@ -51,6 +51,20 @@ def patch_kafka_class_names() -> None:
     kafka.KafkaOffsetResetStrategy._to_j_offset_reset_strategy = to_j_reset
 
 
+#: the local mini-cluster's network settings: every endpoint Flink lets us bind is bound to 127.0.0.1
+LOOPBACK = {
+    "rest.bind-address": "127.0.0.1",
+    "rest.address": "127.0.0.1",
+    "rest.bind-port": "0",
+    "web.submit.enable": "false",
+    "web.cancel.enable": "false",
+    "jobmanager.bind-host": "127.0.0.1",
+    "jobmanager.rpc.address": "127.0.0.1",
+    "taskmanager.bind-host": "127.0.0.1",
+    "taskmanager.host": "127.0.0.1",
+}
+
+
 def make_env(cfg: FlinkConfig, job_name: str):
     """The environment, ready for sources and sinks; raises ``ConfigError`` early."""
     cfg.validate()
@@ -77,6 +91,10 @@ def make_env(cfg: FlinkConfig, job_name: str):
     # bundles flush live state to Flink at least this often (and at every checkpoint)
     if cfg.savepoint:
         conf.set_string("execution.savepoint.path", cfg.savepoint)
+    if local:
+        # the mini-cluster listens on loopback only, and its web endpoint accepts no jar and no cancel
+        for key, value in LOOPBACK.items():
+            conf.set_string(key, value)
     conf.set_string("python.fn-execution.bundle.time", str(cfg.bundle_ms))
     conf.set_string("python.fn-execution.bundle.size", str(cfg.bundle_size))
     env = StreamExecutionEnvironment.get_execution_environment(conf)

@@ -1,0 +1,65 @@
+"""Listening TCP sockets of a process tree, read from /proc (no extra tools)."""
+
+from __future__ import annotations
+
+import os
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                ppid = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children.get(p, [])
+    return out
+
+
+def _addr(hex_addr: str) -> str:
+    host, port = hex_addr.split(":")
+    if len(host) == 8:
+        ip = ".".join(str(int(host[i : i + 2], 16)) for i in (6, 4, 2, 0))
+    else:
+        words = [host[i : i + 8] for i in range(0, 32, 8)]
+        raw = b"".join(bytes.fromhex(w)[::-1] for w in words)
+        ip = ":".join(raw[i : i + 2].hex() for i in range(0, 16, 2))
+        ip = {"0000:0000:0000:0000:0000:0000:0000:0000": "::",
+              "0000:0000:0000:0000:0000:0000:0000:0001": "::1"}.get(ip, ip)
+        if ip.startswith("0000:0000:0000:0000:0000:ffff:"):
+            tail = raw[12:]
+            ip = ".".join(str(b) for b in tail)
+    return f"{ip}:{int(port, 16)}"
+
+
+def listening(pid: int) -> dict[int, list[str]]:
+    """pid -> ["address:port", ...] for every LISTEN socket of ``pid`` and its descendants."""
+    inodes: dict = {}
+    for p in _descendants(pid):
+        try:
+            for fd in os.listdir(f"/proc/{p}/fd"):
+                try:
+                    target = os.readlink(f"/proc/{p}/fd/{fd}")
+                except OSError:
+                    continue
+                if target.startswith("socket:["):
+                    inodes[target[8:-1]] = p
+        except OSError:
+            continue
+    out: dict = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if f[3] == "0A" and f[9] in inodes:  # 0A = LISTEN
+                out.setdefault(inodes[f[9]], []).append(_addr(f[1]))
+    return out

@@ -1,0 +1,71 @@
+"""The local mini-cluster's REST endpoint listens on loopback only and refuses jar uploads.
+
+Flink's other endpoints that it lets us bind (RPC, task manager) are set to 127.0.0.1 too.  Some
+internal servers of the JVM (measured: about a dozen ephemeral ports, Beam's gRPC servers for the
+Python workers among them) still listen on every interface; Flink offers no setting for them in
+local mode that we found.  The test prints them, so a change shows.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from riverflink.pipelines import kafka_io
+from riverflink.pipelines.broker import stop_pid
+from riverflink.pipelines.config import Topics
+from tests.netlisten import listening
+
+pytestmark = pytest.mark.integration
+
+LOOPBACK = ("127.0.0.1:", "::1:", "[::1]:")
+
+
+def _rest_port(sockets: dict) -> int | None:
+    for addrs in sockets.values():
+        for a in addrs:
+            port = int(a.rsplit(":", 1)[1])
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=2) as r:
+                    if "flink-version" in json.loads(r.read()):
+                        return port
+            except Exception:  # noqa: BLE001 - other sockets (py4j, gRPC) do not speak HTTP
+                continue
+    return None
+
+
+def test_local_job_binds_loopback_and_refuses_jar_upload(kafka_bootstrap, tmp_path):
+    run = f"loop{int(time.time())}"
+    t = Topics.for_run(run)
+    kafka_io.create_topics(kafka_bootstrap, t.to_create())
+    proc = subprocess.Popen([sys.executable, "-m", "riverflink.pipelines.cli", "train", "--bootstrap-servers",
+                             kafka_bootstrap, "--model-name", run, "--group-id", run, *t.cli_args()],
+                            stdout=open(tmp_path / "train.log", "wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline, port, sockets = time.time() + 90, None, {}
+        while port is None and time.time() < deadline:
+            assert proc.poll() is None, (tmp_path / "train.log").read_text()[-2000:]
+            time.sleep(1)
+            sockets = listening(proc.pid)
+            port = _rest_port(sockets)
+        assert port is not None, f"no Flink REST endpoint among {sockets}"
+        time.sleep(5)  # let the Python workers start too
+        sockets = listening(proc.pid)
+        rest = [a for addrs in sockets.values() for a in addrs if a.endswith(f":{port}")]
+        assert rest and all(a.startswith(LOOPBACK) for a in rest), rest
+        exposed = [a for addrs in sockets.values() for a in addrs if not a.startswith(LOOPBACK)]
+        print(f"REST on {rest}; internal sockets beyond loopback: {len(exposed)}")
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/jars/upload", data=b"x", method="POST",
+                                     headers={"Content-Type": "application/x-java-archive"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=5)
+        assert refused.value.code in (400, 403, 404, 405)
+    finally:
+        stop_pid(proc.pid)
