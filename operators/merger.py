@@ -20,6 +20,7 @@ from pyflink.datastream.functions import KeyedCoProcessFunction, RuntimeContext
 
 from riverflink import models
 from riverflink.models.policies import MergePolicy
+from riverflink.models.signing import Signer, sign
 from riverflink.models.spec import build as build_model
 from riverflink.models.update_codec import decode
 from riverflink.operators.flink_state import MERGER
@@ -31,12 +32,17 @@ log = logging.getLogger("riverflink")
 
 class Merger(KeyedCoProcessFunction):
     def __init__(self, model_spec: str, model_name: str, policy: MergePolicy, trigger: MergeTrigger,
-                 max_skew_ms: int = 60_000):
+                 max_skew_ms: int = 60_000, signing_key: str | None = None, max_doc_bytes: int = 900_000):
         self.spec, self.name, self.policy, self.trigger = model_spec, model_name, policy, trigger
-        self.rules = FeedRules(model_name, max_skew_ms)
+        self.max_skew_ms, self.signing_key, self.max_doc_bytes = max_skew_ms, signing_key, max_doc_bytes
 
     def open(self, ctx: RuntimeContext):
         self.state = ctx.get_state(MERGER)
+        # the private key is read on the task manager, never shipped inside the job graph
+        self.signer = Signer.load(self.signing_key) if self.signing_key else None
+        self.rules = FeedRules(self.name, self.max_skew_ms,
+                               verifier=self.signer.verifier() if self.signer else None)
+        self.oversized = 0
 
     def _merger(self) -> MergerState:
         merger = self.state.value()
@@ -83,5 +89,16 @@ class Merger(KeyedCoProcessFunction):
         doc = merger.merge(self.policy)
         if merger.refused > refused:
             log.error("merger refused %d poisoned replica update(s)", merger.refused - refused)
-        if doc is not None:
-            yield models.dumps(doc).decode()
+        if doc is None:
+            return
+        if self.signer is not None:
+            sign(doc, self.signer)
+        text = models.dumps(doc)
+        if len(text) > self.max_doc_bytes:
+            # the version is merged (replicas keep their learning) but cannot be published
+            self.oversized += 1
+            log.error("model version %s is %d bytes, over the %d-byte limit of the models topic: not "
+                      "published (%d so far); bound the features (--max-features) or raise the limit",
+                      doc["meta"]["version"], len(text), self.max_doc_bytes, self.oversized)
+            return
+        yield text.decode()

@@ -9,7 +9,10 @@ plausible version of the job's model:
 * of this job's model name;
 * with an integer version in ``[1, now in ms + max_skew_ms]``, so a forged
   far-future version can neither take over nor pin the serving model;
-* no larger than ``max_bytes``.
+* no larger than ``max_bytes``;
+* when a verify key is configured, signed by its private half
+  (:mod:`riverflink.models.signing`); unsigned or badly signed documents are
+  refused.
 
 Anything else is logged, counted and ignored: it never crashes a job.
 """
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from riverflink import models
+from riverflink.models.signing import Verifier, verify
 from riverflink.operators.merge_state import read_doc
 
 log = logging.getLogger("riverflink")
@@ -33,6 +37,8 @@ class FeedRules:
     #: how far ahead of this machine's clock a version (ms since the epoch) may be
     max_skew_ms: int = 60_000
     max_bytes: int = 8 << 20
+    #: accept only documents signed by this key's private half (None: no signature check)
+    verifier: Verifier | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,10 @@ def accept(value: str | bytes, rules: FeedRules, current: int | None,
         return None, None, f"version {str(version)[:40]!r} is not an integer in [1, now + {rules.max_skew_ms} ms]"
     if current is not None and version <= current:
         return None, None, None
+    if rules.verifier is not None:
+        bad = verify(doc, rules.verifier)
+        if bad:
+            return None, None, f"version {version} refused: {bad}"
     try:
         model = models.from_wire(doc)
     except Exception as e:  # noqa: BLE001 - any invalid document is refused, whatever it breaks

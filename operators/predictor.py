@@ -15,6 +15,7 @@ import logging
 from pyflink.datastream.functions import KeyedBroadcastProcessFunction, RuntimeContext
 
 from riverflink import models
+from riverflink.models.signing import Verifier
 from riverflink.operators.flink_state import LATEST_MODEL
 from riverflink.operators.model_feed import FeedRules, accept
 from riverflink.operators.parse import DEFAULT_LIMITS, Limits, Rejected, batch_lines, open_envelope, parse_event
@@ -25,9 +26,10 @@ log = logging.getLogger("riverflink")
 
 
 class Predictor(KeyedBroadcastProcessFunction):
-    def __init__(self, model_name: str, batched: bool, limits: Limits = DEFAULT_LIMITS, max_skew_ms: int = 60_000):
+    def __init__(self, model_name: str, batched: bool, limits: Limits = DEFAULT_LIMITS, max_skew_ms: int = 60_000,
+                 verifier: Verifier | None = None):
         self.name, self.batched, self.limits = model_name, batched, limits
-        self.rules = FeedRules(model_name, max_skew_ms)
+        self.rules = FeedRules(model_name, max_skew_ms, verifier=verifier)
 
     def open(self, ctx: RuntimeContext):
         self.version, self.created_at, self.model = None, None, None

@@ -32,6 +32,7 @@ from pyflink.datastream.functions import KeyedBroadcastProcessFunction, RuntimeC
 
 from riverflink import models
 from riverflink.models.labels import LabelRule
+from riverflink.models.signing import Verifier
 from riverflink.models.spec import build as build_model
 from riverflink.models.sync import SyncPolicy
 from riverflink.models.update_codec import encode
@@ -59,6 +60,8 @@ class TrainerSettings:
     update_precision: str = "float16"
     limits: Limits = DEFAULT_LIMITS
     max_skew_ms: int = 60_000
+    #: accept only model documents signed by this key (see riverflink.models.signing)
+    verifier: Verifier | None = None
 
 
 class ReplicaTrainer(KeyedBroadcastProcessFunction):
@@ -71,7 +74,7 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         if self.s.lr_scale != 1.0:  # the scaled_average policy: K replicas at K times the learning rate
             self.template = models.scale_learning_rate(self.template, self.s.lr_scale)
         self.labels = LabelRule.for_model(self.template)
-        self.rules = FeedRules(self.s.model_name, self.s.max_skew_ms)
+        self.rules = FeedRules(self.s.model_name, self.s.max_skew_ms, verifier=self.s.verifier)
         self.live: dict = {}
         self.params_cache: dict = {}
 

@@ -140,7 +140,7 @@ def cmd_train(args) -> int:
         merge_policy=args.merge_policy, merge_wait_ms=args.merge_wait_ms, topics=_topics(args), flink=_flink(args),
         group_id=args.group_id or "riverflink-train", batch_size=args.batch_size, batch_ms=args.batch_ms,
         mode=args.mode, training_predictions=args.training_predictions, merge_quorum=args.merge_quorum,
-        update_precision=args.update_precision, limits=_limits(args),
+        update_precision=args.update_precision, limits=_limits(args), signing_key=args.signing_key,
     )
     _preflight(cfg, cfg.topics.to_create("events", "dead_letter", "predictions", "models", "metrics"))
     return _run_job(training.build, cfg, f"riverflink-train-{cfg.model_name}", args)
@@ -151,7 +151,7 @@ def cmd_serve(args) -> int:
 
     cfg = ServeConfig(bootstrap_servers=_bootstrap(args), model_name=args.model_name, topics=_topics(args),
                       flink=_flink(args), group_id=args.group_id or "riverflink-serve",
-                      batch_size=args.batch_size, batch_ms=args.batch_ms)
+                      batch_size=args.batch_size, batch_ms=args.batch_ms, verify_key=args.verify_key)
     _preflight(cfg, cfg.topics.to_create("requests", "predictions", "models"))
     return _run_job(serving.build, cfg, f"riverflink-serve-{cfg.model_name}", args)
 
@@ -188,9 +188,16 @@ def cmd_tail(args) -> int:
     for value in kafka_io.consume(servers, topic, from_beginning=args.from_beginning, idle_timeout=args.idle):
         text = value.decode("utf-8", errors="replace")
         if args.what == "models":
-            meta = json.loads(text).get("meta", {})
-            text = (f"model {meta.get('name')} v{meta.get('version')} events={meta.get('events')} "
-                    f"counts={meta.get('counts')} bytes={len(value)}")
+            from riverflink.operators.merge_state import read_doc
+
+            doc = read_doc(value)
+            if doc is None:
+                text = f"(not a model document: {len(value)} bytes)"
+            else:
+                meta = doc["meta"]
+                text = (f"model {str(meta.get('name'))[:40]} v{str(meta.get('version'))[:20]} "
+                        f"events={str(meta.get('events'))[:20]} counts={str(meta.get('counts'))[:200]} "
+                        f"bytes={len(value)} {'signed' if 'signature' in doc else 'unsigned'}")
         print(text, flush=True)
         n += 1
         if args.limit and n >= args.limit:
@@ -199,29 +206,49 @@ def cmd_tail(args) -> int:
 
 
 def cmd_models(args) -> int:
+    from riverflink.models.signing import verify
+    from riverflink.operators.merge_state import read_doc
     from riverflink.pipelines import kafka_io
+    from riverflink.pipelines.config import load_verifier
 
     servers = _bootstrap(args)
-    rows = []
+    verifier = load_verifier(args.verify_key)
+    rows, foreign = [], 0
     for value in kafka_io.consume(servers, args.models_topic, idle_timeout=args.idle):
-        try:
-            doc = json.loads(value)
-            meta = doc["meta"]
-        except (ValueError, KeyError, TypeError):
+        doc = read_doc(value)
+        if doc is None:
+            foreign += 1
             continue
+        meta = doc["meta"]
         if args.model_name and meta.get("name") != args.model_name:
             continue
+        check = "unsigned" if "signature" not in doc else "signed"
+        if verifier is not None:
+            check = verify(doc, verifier) or "verified"
+        created = meta.get("created_at") if isinstance(meta.get("created_at"), (int, float)) else 0
         rows.append((meta.get("name"), meta.get("version"), meta.get("sequence"), meta.get("events"),
-                     meta.get("counts"), meta.get("created_at"), len(value)))
+                     meta.get("counts"), created, len(value), check))
     if args.latest:
         latest = {}
         for r in rows:
             latest[r[0]] = r
         rows = list(latest.values())
-    print(f"{'name':12} {'version':>14} {'seq':>5} {'events':>8} {'bytes':>7}  {'created_at':20} counts")
-    for name, version, seq, events, counts, created, size in rows:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created or 0))
-        print(f"{name!s:12} {version!s:>14} {seq!s:>5} {events!s:>8} {size:>7}  {stamp:20} {counts}")
+    print(f"{'name':12} {'version':>14} {'seq':>5} {'events':>8} {'bytes':>7}  {'created_at':20} {'signature':10} counts")
+    for name, version, seq, events, counts, created, size, check in rows:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))
+        print(f"{str(name)[:12]:12} {str(version)[:14]:>14} {str(seq)[:5]:>5} {str(events)[:8]:>8} {size:>7}  "
+              f"{stamp:20} {check[:40]:10} {str(counts)[:200]}")
+    if foreign:
+        print(f"({foreign} record(s) on {args.models_topic} were not model documents and were skipped)")
+    return 0
+
+
+def cmd_keys(args) -> int:
+    from riverflink.models.signing import Signer
+
+    private, public = Signer.generate().write(args.directory)
+    print(f"signing key (keep it secret; for 'train --signing-key'): {private}")
+    print(f"verify key (for 'serve --verify-key', LiveModel(verify_key=...), 'models --verify-key'): {public}")
     return 0
 
 
@@ -322,6 +349,9 @@ def parser() -> argparse.ArgumentParser:
                     help="also write one progressive-validation prediction per training event to --predictions-topic")
     tr.add_argument("--update-precision", default="float16", choices=["float16", "float32", "float64"],
                     help="precision of learned parameters in replica -> merger updates (statistics stay exact)")
+    tr.add_argument("--signing-key", default=os.environ.get("RIVERFLINK_SIGNING_KEY"), metavar="PEM",
+                    help="Ed25519 private key: the merger signs every model document and replicas accept only "
+                         "signed ones (default: $RIVERFLINK_SIGNING_KEY; make one with 'riverflink keys')")
     tr.add_argument("--max-event-bytes", type=int, default=1 << 20, help="larger events are dead-lettered")
     tr.add_argument("--max-features", type=int, default=1000, help="events with more features are dead-lettered")
     tr.add_argument("--max-abs-value", type=float, default=1e9,
@@ -333,6 +363,8 @@ def parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", parents=[kafka, flink], help="run the serving job (requests -> predictions)")
     sv.add_argument("--batch-size", type=int, default=100, help="requests per micro-batch")
     sv.add_argument("--batch-ms", type=int, default=10, help="longest a request waits for its micro-batch")
+    sv.add_argument("--verify-key", default=os.environ.get("RIVERFLINK_VERIFY_KEY"), metavar="PEM",
+                    help="answer only with model documents signed by this Ed25519 key (default: $RIVERFLINK_VERIFY_KEY)")
     sv.set_defaults(func=cmd_serve)
 
     st = sub.add_parser("stop", help="stop a job on a running cluster with a savepoint (to upgrade or rescale)")
@@ -354,7 +386,13 @@ def parser() -> argparse.ArgumentParser:
     md.add_argument("--model-name", help="only this model")
     md.add_argument("--latest", action="store_true", help="only the newest version of each model")
     md.add_argument("--idle", type=float, default=3.0, help="seconds without a record that end the listing")
+    md.add_argument("--verify-key", default=os.environ.get("RIVERFLINK_VERIFY_KEY"), metavar="PEM",
+                    help="check every document's signature against this Ed25519 key")
     md.set_defaults(func=cmd_models)
+
+    ky = sub.add_parser("keys", help="make an Ed25519 key pair for signed model documents")
+    ky.add_argument("directory", help="where to write signing.pem (private) and verify.pem (public)")
+    ky.set_defaults(func=cmd_keys)
 
     dm = sub.add_parser("demo", help="embedded broker + both jobs + a labelled stream; prints live predictions")
     dm.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="use this Kafka instead of an embedded broker")

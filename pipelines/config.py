@@ -103,6 +103,8 @@ class TrainConfig:
     training_predictions: bool = False
     update_precision: str = "float16"
     limits: Limits = DEFAULT_LIMITS
+    #: Ed25519 private key (PEM) the merger signs model documents with; replicas then verify them
+    signing_key: str | None = None
     #: events per micro-batch handed to a Python replica, and the longest an event waits for its batch
     batch_size: int = 500
     batch_ms: int = 50
@@ -122,6 +124,7 @@ class TrainConfig:
         if self.merge_policy not in POLICIES:
             raise ConfigError(f"--merge-policy must be one of {', '.join(POLICIES)}, got {self.merge_policy!r}")
         check_batching(self.batch_size, self.batch_ms)
+        load_signer(self.signing_key)
         if self.merge_wait_ms < 1:
             raise ConfigError(f"--merge-wait-ms must be >= 1, got {self.merge_wait_ms}")
         try:
@@ -162,11 +165,38 @@ class ServeConfig:
     batch_ms: int = 10
     topics: Topics = field(default_factory=Topics)
     flink: FlinkConfig = field(default_factory=FlinkConfig)
+    #: Ed25519 public key (PEM): answer only with model documents signed by its private half
+    verify_key: str | None = None
 
     def validate(self) -> None:
         check_bootstrap(self.bootstrap_servers)
         self.flink.validate()
         check_batching(self.batch_size, self.batch_ms)
+        load_verifier(self.verify_key)
+
+
+def load_signer(path: str | None):
+    """The merger's signing key, or ``None``; a bad file is a ``ConfigError``."""
+    if not path:
+        return None
+    from riverflink.models.signing import Signer
+
+    try:
+        return Signer.load(path)
+    except (OSError, ValueError, TypeError) as e:
+        raise ConfigError(f"--signing-key {path}: {e}") from None
+
+
+def load_verifier(path: str | None):
+    """The verify key (a public key, or a private key's public half), or ``None``."""
+    if not path:
+        return None
+    from riverflink.models.signing import Verifier
+
+    try:
+        return Verifier.load(path)
+    except (OSError, ValueError, TypeError) as e:
+        raise ConfigError(f"--verify-key {path}: {e}") from None
 
 
 def check_batching(size: int, ms: int) -> None:

@@ -13,7 +13,9 @@ object: documents are validated exactly as the jobs validate them
 (:func:`riverflink.operators.model_feed.accept`: schema, allow-list, finite
 values, a version no later than now + ``max_skew_ms``), and only a version
 newer than the one held replaces it, so stale, duplicate, forged-far-future
-or broken documents are ignored (``ignored`` counts them).
+or broken documents are ignored (``ignored`` counts them).  With
+``verify_key`` (a PEM file, see :mod:`riverflink.models.signing`) only
+documents signed by its private half are accepted; ``verified`` tells.
 
 Predictions are River's own ``predict_one`` / ``predict_proba_one`` on that
 object: the swap is one attribute assignment, so a prediction never sees a
@@ -38,9 +40,11 @@ class NoModelYet(LookupError):
 
 class LiveModel:
     def __init__(self, bootstrap_servers: str, model_name: str, *, topic: str = "models",
-                 max_skew_ms: int = 60_000, start: bool = True):
+                 max_skew_ms: int = 60_000, verify_key: str | None = None, start: bool = True):
+        from riverflink.models.signing import Verifier
+
         self.bootstrap_servers, self.model_name, self.topic = bootstrap_servers, model_name, topic
-        self.rules = FeedRules(model_name, max_skew_ms)
+        self.rules = FeedRules(model_name, max_skew_ms, verifier=Verifier.load(verify_key) if verify_key else None)
         #: (version, created_at, River model) of the newest accepted version, swapped as a whole
         self._current: tuple[int, float, Any] | None = None
         self.ignored = 0
@@ -100,6 +104,11 @@ class LiveModel:
         return True
 
     # -- the model ------------------------------------------------------------------
+    @property
+    def verified(self) -> bool:
+        """True when every held version was checked against a verify key."""
+        return self.rules.verifier is not None
+
     @property
     def version(self) -> int | None:
         c = self._current

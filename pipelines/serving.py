@@ -7,7 +7,7 @@ from pyflink.common import Types
 from riverflink.operators.flink_state import LATEST_MODEL
 from riverflink.operators.predictor import Predictor
 from riverflink.pipelines import java_ops
-from riverflink.pipelines.config import ServeConfig
+from riverflink.pipelines.config import ServeConfig, load_verifier
 from riverflink.pipelines.flink_kafka import envelope_source, text_sink, text_source
 from riverflink.pipelines.flink_runtime import make_env
 
@@ -22,7 +22,8 @@ def build(cfg: ServeConfig):
     keyed, batched = java_ops.keyed_batches(requests, 4 * cfg.flink.parallelism, "key", cfg.batch_size, cfg.batch_ms)
     answers = (
         keyed.connect(model_docs.broadcast(LATEST_MODEL))
-        .process(Predictor(cfg.model_name, batched), output_type=Types.STRING())
+        .process(Predictor(cfg.model_name, batched, verifier=load_verifier(cfg.verify_key)),
+                 output_type=Types.STRING())
         .name("predictor")
         .uid("predictor")
     )

@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pyflink.common import Types
 
 from riverflink.operators.flink_state import DEAD_LETTER, LATEST_MODEL, METRICS, PREDICTIONS
@@ -22,7 +24,7 @@ from riverflink.operators.merger import Merger
 from riverflink.operators.replica_trainer import ReplicaTrainer, TrainerSettings
 from riverflink.operators.merge_state import read_doc
 from riverflink.pipelines import java_ops
-from riverflink.pipelines.config import TrainConfig
+from riverflink.pipelines.config import TrainConfig, load_signer
 from riverflink.pipelines.flink_kafka import envelope_source, text_sink, text_source
 from riverflink.pipelines.flink_runtime import make_env
 
@@ -44,11 +46,13 @@ def build(cfg: TrainConfig):
 
     model_docs = text_source(env, servers, t.models, f"{cfg.group_id}-models", "models").uid("source-models")
     check_ms = int(1000 * (cfg.sync_every_seconds or 1.0))
+    signer = load_signer(cfg.signing_key)
     lr_scale = float(cfg.replicas) if cfg.merge_policy == "scaled_average" else 1.0
     trainer = ReplicaTrainer(TrainerSettings(
         model_spec=cfg.model_spec, model_name=cfg.model_name, sync=cfg.sync_policy(), sync_check_ms=check_ms,
         key_field=cfg.key_field, source_topic=t.events, batched=batched, mode=cfg.mode, lr_scale=lr_scale,
         training_predictions=cfg.training_predictions, update_precision=cfg.update_precision, limits=cfg.limits,
+        verifier=signer.verifier() if signer else None,
     ))
     trained = (
         keyed.connect(model_docs.broadcast(LATEST_MODEL))
@@ -62,7 +66,8 @@ def build(cfg: TrainConfig):
         trained.get_side_output(PREDICTIONS).sink_to(text_sink(servers, t.predictions)).name(
             "sink-training-predictions").uid("sink-training-predictions")
 
-    merger = Merger(cfg.model_spec, cfg.model_name, cfg.policy(), cfg.trigger())
+    merger = Merger(cfg.model_spec, cfg.model_name, cfg.policy(), cfg.trigger(),
+                    signing_key=str(Path(cfg.signing_key).resolve()) if cfg.signing_key else None)
     merged = (
         trained.connect(model_docs)
         .key_by(lambda u: u.model_name, _model_name, key_type=Types.STRING())

@@ -1,0 +1,47 @@
+"""Signed model documents: only documents signed by the merger's key are accepted where a verify key is set."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import jsonschema
+import orjson
+from river import linear_model
+
+from riverflink import models
+from riverflink.models.signing import Signer, Verifier, sign
+from riverflink.operators.model_feed import FeedRules, accept
+from tests.test_models_wire import SCHEMA_FILE
+
+
+def _doc(version: int, weight: float = 1.0) -> dict:
+    m = linear_model.LogisticRegression()
+    m.learn_one({"a": weight}, True)
+    return models.to_wire(m, name="m", version=version, created_at=time.time())
+
+
+def test_signed_documents_verify_and_forgeries_do_not(tmp_path):
+    signer = Signer.generate()
+    private, public = signer.write(tmp_path)
+    assert oct(private.stat().st_mode & 0o777) == "0o600"
+    rules = FeedRules("m", verifier=Verifier.load(public))
+    version = int(time.time() * 1000)
+
+    signed = models.dumps(sign(_doc(version), Signer.load(private)))
+    jsonschema.validate(json.loads(signed), json.loads(SCHEMA_FILE.read_text()))
+    entry, model, problem = accept(signed, rules, None)
+    assert problem is None and entry.version == version and model is not None
+
+    unsigned = models.dumps(_doc(version + 1))
+    assert "not signed" in accept(unsigned, rules, version)[2]
+
+    tampered = orjson.loads(signed)
+    tampered["meta"]["version"] = version + 2
+    assert "does not match" in accept(orjson.dumps(tampered), rules, version)[2]
+
+    other = models.dumps(sign(_doc(version + 3), Signer.generate()))
+    assert "another key" in accept(other, rules, version)[2]
+
+    # without a verify key, behaviour is as before: any valid document is accepted
+    assert accept(unsigned, FeedRules("m"), version)[2] is None
