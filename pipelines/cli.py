@@ -126,8 +126,25 @@ def _run_job(build, cfg, name: str, args) -> int:
         env.execute(name)  # the cluster client runs it (detached)
         return 0
     print(f"running {name} on the local mini-cluster (Ctrl-C stops it)", flush=True)
-    env.execute(name)
+    try:
+        env.execute(name)
+    except Exception as e:  # noqa: BLE001 - a failed job ends with its root cause on one line
+        if type(e).__name__ == "KeyboardInterrupt":
+            raise
+        raise ConfigError(f"job {name} failed: {root_cause(e)}") from e
     return 0
+
+
+def root_cause(e: BaseException) -> str:
+    """The innermost cause of a (Java or Python) exception, on one line."""
+    text = str(e)
+    causes = [line.strip() for line in text.splitlines() if line.strip().startswith("Caused by:")]
+    if causes:
+        return causes[-1][len("Caused by:"):].strip()[:400]
+    while e.__cause__ is not None:
+        e = e.__cause__
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return f"{type(e).__name__}: {first}"[:400]
 
 
 def cmd_train(args) -> int:
@@ -419,10 +436,29 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConfigError as e:
+        _log_trace(e)
         print(f"riverflink: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # noqa: BLE001 - anything else: one line here, the trace in the log file
+        log = _log_trace(e)
+        print(f"riverflink: error: {root_cause(e)} (trace: {log})", file=sys.stderr)
+        return 1
+
+
+def _log_trace(e: BaseException) -> Path:
+    import traceback
+
+    path = STATE_DIR / "cli.log"
+    try:
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} riverflink {' '.join(sys.argv[1:])}\n")
+            f.write("".join(traceback.format_exception(e)))
+    except OSError:
+        pass
+    return path
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from riverflink.models.policies import POLICIES, MergePolicy
@@ -79,6 +80,10 @@ class FlinkConfig:
             raise ConfigError(f"--parallelism must be >= 1, got {self.parallelism}")
         if self.checkpoint_ms < 100:
             raise ConfigError(f"--checkpoint-ms must be >= 100, got {self.checkpoint_ms}")
+        if self.savepoint and not self.jobmanager:
+            local = self.savepoint[len("file://"):] if self.savepoint.startswith("file://") else self.savepoint
+            if "://" not in local and not Path(local).exists():
+                raise ConfigError(f"--from-savepoint {self.savepoint}: no such savepoint")
         if self.bundle_ms < 1 or self.bundle_size < 1:
             raise ConfigError(f"--bundle-ms and --bundle-size must be >= 1, got {self.bundle_ms}, {self.bundle_size}")
 

@@ -4,21 +4,37 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 import time
 from typing import Iterable, Iterator
 
 from riverflink.pipelines.config import ConfigError, check_bootstrap
 
 
+#: ApiVersions v0 request, correlation id 0x52464c4b ("RFLK"), client id "riverflink"
+_API_VERSIONS = struct.pack(">hhih", 18, 0, 0x52464C4B, 10) + b"riverflink"
+
+
 def check_reachable(servers: str, timeout: float = 5.0) -> None:
-    """Fail with one line when no bootstrap server accepts a TCP connection."""
+    """Fail with one line, within ``timeout`` seconds per server, unless a bootstrap server answers
+    a Kafka ApiVersions request (a port that accepts TCP but does not speak Kafka is refused too)."""
     check_bootstrap(servers)
     errors = []
     for hp in servers.split(","):
         host, port = hp.strip().rsplit(":", 1)
         try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-                return
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as sock:
+                sock.settimeout(timeout)
+                sock.sendall(struct.pack(">i", len(_API_VERSIONS)) + _API_VERSIONS)
+                head = b""
+                while len(head) < 8:
+                    chunk = sock.recv(8 - len(head))
+                    if not chunk:
+                        break
+                    head += chunk
+                if len(head) == 8 and struct.unpack(">ii", head)[1] == 0x52464C4B:
+                    return
+                errors.append(f"{hp}: accepts TCP but does not answer as a Kafka broker")
         except OSError as e:
             errors.append(f"{hp}: {e.strerror or e}")
     raise ConfigError(f"Kafka unreachable at {servers} ({'; '.join(errors)})")

@@ -57,20 +57,37 @@ def file_events(path: str, target: str | None) -> Iterator[tuple[dict, object]]:
     if not p.exists():
         raise ConfigError(f"no such file: {path}")
     if p.suffix in (".jsonl", ".json", ".ndjson"):
-        with p.open() as f:
-            for line in f:
+        with p.open(encoding="utf-8", errors="strict") as f:
+            for n, line in enumerate(_lines(f, path), 1):
                 if line.strip():
-                    doc = json.loads(line)
-                    yield doc.get("x", {}), doc.get("y")
+                    try:
+                        doc = json.loads(line)
+                    except ValueError as e:
+                        raise ConfigError(f"{path}:{n}: not a JSON object: {e}") from None
+                    if not isinstance(doc, dict) or not isinstance(doc.get("x"), dict):
+                        raise ConfigError(f"{path}:{n}: expected {{\"x\": {{...}}, \"y\": ...}}")
+                    yield doc["x"], doc.get("y")
         return
     if not target:
         raise ConfigError("a CSV source needs --target COLUMN (the label column)")
-    with p.open(newline="") as f:
-        for row in csv.DictReader(f):
+    with p.open(newline="", encoding="utf-8", errors="strict") as f:
+        reader = csv.DictReader(_lines(f, path))
+        for row in reader:
             if target not in row:
-                raise ConfigError(f"CSV has no column {target!r}")
+                raise ConfigError(f"{path}: CSV has no column {target!r} (columns: {', '.join(reader.fieldnames or [])})")
             y = row.pop(target)
-            yield {k: float(v) for k, v in row.items() if v not in ("", None)}, _label(y)
+            try:
+                x = {k: float(v) for k, v in row.items() if k is not None and v not in ("", None)}
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"{path}:{reader.line_num}: {e}") from None
+            yield x, _label(y)
+
+
+def _lines(f, path: str):
+    try:
+        yield from f
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def _label(text: str):

@@ -52,3 +52,68 @@ def test_help_is_available_for_every_command():
     for cmd in ("broker", "produce", "train", "serve", "tail", "models", "demo"):
         res = riverflink(cmd, "--help")
         assert res.returncode == 0 and "usage: riverflink" in res.stdout
+
+
+def test_a_port_that_is_not_kafka_fails_fast(tmp_path):
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    stop = threading.Event()
+
+    def talk_nonsense():
+        server.settimeout(0.5)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            conn.close()
+
+    threading.Thread(target=talk_nonsense, daemon=True).start()
+    try:
+        started = time.time()
+        res = riverflink("train", "--bootstrap-servers", f"127.0.0.1:{server.getsockname()[1]}")
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 2 and len(lines) == 1, res.stderr
+        assert "does not answer as a Kafka broker" in lines[0]
+        assert time.time() - started < 30
+    finally:
+        stop.set()
+        server.close()
+
+
+def test_missing_savepoint_and_bad_files_are_one_line(tmp_path):
+    res = riverflink("train", "--bootstrap-servers", "127.0.0.1:9", "--from-savepoint", str(tmp_path / "nope"))
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        f"riverflink: error: --from-savepoint {tmp_path / 'nope'}: no such savepoint"]
+    jsonl = tmp_path / "bad.jsonl"
+    jsonl.write_text('{"x": {"a": 1}, "y": true}\n{"x": {"a": 2}, "y": tru\n')
+    csv_file = tmp_path / "bad.csv"
+    csv_file.write_text("a,b,label\n1,2,true\n3,oops,false\n")
+    from riverflink.pipelines.config import ConfigError
+    from riverflink.pipelines.sources import file_events
+
+    with pytest.raises(ConfigError, match=r"bad.jsonl:2: not a JSON object"):
+        list(file_events(str(jsonl), None))
+    with pytest.raises(ConfigError, match=r"bad.csv:3: could not convert string to float: 'oops'"):
+        list(file_events(str(csv_file), "label"))
+
+
+def test_models_listing_skips_foreign_records(kafka_bootstrap):
+    from riverflink.pipelines import kafka_io
+
+    topic = f"models-foreign-{int(time.time() * 1000)}"
+    kafka_io.create_topics(kafka_bootstrap, {topic: 1})
+    kafka_io.produce(kafka_bootstrap, topic, [b"garbage", b"[1, 2]", b'{"schema":"riverflink.model/1","meta":{}}',
+                                              b'{"schema":"riverflink.model/1","meta":5}', b"\xff\xfe"])
+    res = riverflink("models", "--bootstrap-servers", kafka_bootstrap, "--models-topic", topic, "--idle", "2")
+    assert res.returncode == 0, res.stderr
+    assert "record(s) on" in res.stdout and "not model documents" in res.stdout
+    res = riverflink("tail", "models", "--bootstrap-servers", kafka_bootstrap, "--models-topic", topic,
+                     "--from-beginning", "--idle", "2")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("not a model document") == 4
