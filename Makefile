@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-$(JARS): $(STAMP) pipelines/jars.py pipelines/java/riverflink/EnvelopeDeserializationSchema.java
+$(JARS): $(STAMP) pipelines/jars.py $(wildcard pipelines/java/riverflink/*.java)
 	$(PY) -m riverflink.pipelines.jars fetch
 
 clean:

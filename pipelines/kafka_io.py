@@ -65,11 +65,13 @@ def create_topics(servers: str, topics: dict[str, int]) -> None:
         client.close()
 
 
-def producer(servers: str):
+def producer(servers: str, **overrides):
+    """A kafka-python producer for ``servers`` (``overrides``: any KafkaProducer setting)."""
     from kafka import KafkaProducer
 
     check_reachable(servers)
-    return KafkaProducer(bootstrap_servers=servers, linger_ms=5, acks=1, max_block_ms=15000, request_timeout_ms=15000)
+    settings = dict(linger_ms=5, acks=1, max_block_ms=15000, request_timeout_ms=15000)
+    return KafkaProducer(bootstrap_servers=servers, **{**settings, **overrides})
 
 
 def produce(servers: str, topic: str, values: Iterable[bytes], keys: Iterable[bytes | None] | None = None) -> int:

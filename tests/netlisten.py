@@ -63,3 +63,20 @@ def listening(pid: int) -> dict[int, list[str]]:
             if f[3] == "0A" and f[9] in inodes:  # 0A = LISTEN
                 out.setdefault(inodes[f[9]], []).append(_addr(f[1]))
     return out
+
+
+def flink_rest_port(pid: int) -> int | None:
+    """The port of the Flink REST endpoint among the listening sockets of ``pid``'s tree, if up."""
+    import json
+    import urllib.request
+
+    for addrs in listening(pid).values():
+        for a in addrs:
+            port = int(a.rsplit(":", 1)[1])
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=2) as r:
+                    if "flink-version" in json.loads(r.read()):
+                        return port
+            except Exception:  # noqa: BLE001 - other sockets (py4j, gRPC) do not speak HTTP
+                continue
+    return None

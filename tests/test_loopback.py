@@ -8,7 +8,6 @@ local mode that we found.  The test prints them, so a change shows.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -20,24 +19,11 @@ import pytest
 from riverflink.pipelines import kafka_io
 from riverflink.pipelines.broker import stop_pid
 from riverflink.pipelines.config import Topics
-from tests.netlisten import listening
+from tests.netlisten import flink_rest_port, listening
 
 pytestmark = pytest.mark.integration
 
 LOOPBACK = ("127.0.0.1:", "::1:", "[::1]:")
-
-
-def _rest_port(sockets: dict) -> int | None:
-    for addrs in sockets.values():
-        for a in addrs:
-            port = int(a.rsplit(":", 1)[1])
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=2) as r:
-                    if "flink-version" in json.loads(r.read()):
-                        return port
-            except Exception:  # noqa: BLE001 - other sockets (py4j, gRPC) do not speak HTTP
-                continue
-    return None
 
 
 def test_local_job_binds_loopback_and_refuses_jar_upload(kafka_bootstrap, tmp_path):
@@ -54,7 +40,7 @@ def test_local_job_binds_loopback_and_refuses_jar_upload(kafka_bootstrap, tmp_pa
             assert proc.poll() is None, (tmp_path / "train.log").read_text()[-2000:]
             time.sleep(1)
             sockets = listening(proc.pid)
-            port = _rest_port(sockets)
+            port = flink_rest_port(proc.pid)
         assert port is not None, f"no Flink REST endpoint among {sockets}"
         time.sleep(5)  # let the Python workers start too
         sockets = listening(proc.pid)

@@ -33,7 +33,7 @@ public class ReplicaKeySelector implements KeySelector<String, Integer> {
         if (p.length == 5) {
             try {
                 doc = JSON.readTree(Base64.getDecoder().decode(p[4]));
-            } catch (Exception e) {
+            } catch (Exception | StackOverflowError e) {
                 doc = null;
             }
             if (doc != null && doc.isObject() && keyField != null && doc.hasNonNull(keyField)) {

@@ -1,0 +1,234 @@
+"""No record can stop or hijack a job: hostile events, requests and model documents, with signing on.
+
+One run on the real broker and the local mini-cluster (training and serving jobs) is shared by the
+assertions: zero job restarts (Flink's REST API), exact reconciliation, no forged document ever
+served, and a final model that is finite and within a point of River trained on the valid events.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import time
+import urllib.request
+
+import orjson
+import pytest
+from river import metrics
+
+from riverflink import models
+from riverflink.models.signing import Signer, Verifier, sign, verify
+from riverflink.models.spec import build as build_model
+from riverflink.pipelines import kafka_io
+from riverflink.pipelines.broker import stop_pid
+from riverflink.pipelines.config import Topics
+from riverflink.pipelines.sources import encode_events, river_events
+from tests.netlisten import flink_rest_port
+
+pytestmark = pytest.mark.integration
+
+VALID = 3000
+SPEC = "StandardScaler|LogisticRegression"
+
+
+def hostile_events(rng: random.Random) -> list[bytes]:
+    """Every kind of bad event the hostile run found, and the ordinary malformed ones, 10,000+ in all."""
+    big = [
+        b"[" * 100_000 + b"]" * 100_000,                                   # RecursionError before
+        b'{"x":{"a":1' + b"0" * 400 + b"}}",                                # OverflowError before
+        b'{"x":{"a":1' + b"0" * 400 + b'},"y":true}',
+        b'{"x":{"a":1.0},"y":true,"pad":"' + b"p" * (5 << 20) + b'"}',      # a 5 MB event
+        orjson.dumps({"x": {f"f{i}": 1.0 for i in range(10_000)}, "y": True}),  # 10k features
+        orjson.dumps({"x": {f"g{i}": 1.0 for i in range(10_000)}, "y": False}),
+    ]
+    poison = [orjson.dumps({"x": {f: 9e99 for f in ("empty_server_form_handler", "popup_window", "https")},
+                            "y": "zzz"}) for _ in range(20)]
+    poison += [orjson.dumps({"x": {"https": 9e99}, "y": True}) for _ in range(20)]
+    common = [
+        b"not json", b"", b"\xff\xfe\x00 binary", b"[1,2,3]", b"null", b"42", b'"text"',
+        b'{"x": [1, 2]}', b'{"x": {"a": "1.0"}, "y": true}', b'{"x": {"a": null}, "y": true}',
+        b'{"x": {"a": true}, "y": true}', b'{"x": {"a": 1.0}}', b'{"x": {"a": 1.0}, "y": null}',
+        b'{"x": {"a": 1.0}, "y": [1]}', b'{"x": {"a": 1.0}, "y": {"k": 1}}', b'{"x": {"a": 1.0}, "y": 5}',
+        b'{"x": {"a": 1.0}, "y": "label"}', b'{"x": {"a": NaN}, "y": true}', b'{"x": {"a": 1e999}, "y": true}',
+        b'{"x": {"a": -1e400}, "y": true}', b'{"x": {"a": 1.0}, "y": true, "id": {"nested": 1}}',
+        b'{"x": {"a": 1.0}, "y": true, "key": [1, 2]}', b'{"x": {"a": 1.0}, "y": 1.5}',
+        b'{"x": {"a": 1.0, "a": 2.0, "b": "x"}, "y": true}', b'{"x": {"a": 1.0}, "y": true',
+    ]
+    out = big + poison + [rng.choice(common) for _ in range(10_000)]
+    rng.shuffle(out)
+    return out
+
+
+def forged_documents(genuine: dict, other: Signer) -> list[bytes]:
+    now_ms = int(time.time() * 1000)
+    negated = json.loads(json.dumps(genuine))
+    step = negated["steps"][1]["params"]
+    step["weights"] = [[k, -v] for k, v in step["weights"]]
+    docs = []
+    for version in (9 * 10**18, now_ms + 10**8, now_ms + 5):  # far future, beyond the skew, plausible
+        d = json.loads(json.dumps(negated))
+        d["meta"]["version"] = version
+        d.pop("signature", None)
+        docs.append(orjson.dumps(d))  # unsigned
+        docs.append(orjson.dumps(sign(json.loads(json.dumps(d)), other)))  # signed by a stranger
+    huge = json.loads(json.dumps(negated))
+    huge.pop("signature", None)
+    docs.append(json.dumps(huge).replace(f'"version": {genuine["meta"]["version"]}',
+                                         '"version": ' + "9" * 4300).encode())
+    docs += [b'{"schema":"riverflink.model/1","meta":{}}', b"garbage", b"\xff",
+             orjson.dumps({**negated, "class": "builtins.eval"})]
+    nan = json.loads(json.dumps(negated))
+    nan["steps"][1]["params"]["weights"] = 5
+    docs.append(orjson.dumps(nan))
+    missing = json.loads(json.dumps(negated))
+    missing["steps"] = missing["steps"][:1]
+    docs.append(orjson.dumps(missing))
+    return docs
+
+
+def _failures(port: int) -> list[str]:
+    """Every exception Flink recorded for the jobs on ``port`` (each one a restart), first lines only."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/jobs/overview", timeout=5) as r:
+        jobs = json.loads(r.read())["jobs"]
+    out = []
+    for job in jobs:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/jobs/{job['jid']}/exceptions", timeout=5) as r:
+            entries = (json.loads(r.read()).get("exceptionHistory") or {}).get("entries") or []
+        out += [str(e.get("stacktrace", "")).splitlines()[0][:300] for e in entries]
+        if job["state"] != "RUNNING":
+            out.append(f"job {job['name']} is {job['state']}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(kafka_bootstrap, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("hostile")
+    rng = random.Random(5)
+    signer, stranger = Signer.generate(), Signer.generate()
+    private, public = signer.write(tmp / "keys")
+    name = f"hostile{int(time.time())}"
+    t = Topics.for_run(name)
+    kafka_io.create_topics(kafka_bootstrap, t.to_create())
+    common = ["--bootstrap-servers", kafka_bootstrap, "--model-name", name, *t.cli_args()]
+    jobs = {
+        "train": subprocess.Popen([sys.executable, "-m", "riverflink.pipelines.cli", "train", *common,
+                                   "--group-id", f"{name}-t", "--signing-key", str(private)],
+                                  stdout=open(tmp / "train.log", "wb"), stderr=subprocess.STDOUT,
+                                  start_new_session=True),
+        "serve": subprocess.Popen([sys.executable, "-m", "riverflink.pipelines.cli", "serve", *common,
+                                   "--group-id", f"{name}-s", "--verify-key", str(public)],
+                                  stdout=open(tmp / "serve.log", "wb"), stderr=subprocess.STDOUT,
+                                  start_new_session=True),
+    }
+    try:
+        ports = {}
+        deadline = time.time() + 120
+        while len(ports) < 2 and time.time() < deadline:
+            for kind, p in jobs.items():
+                assert p.poll() is None, (tmp / f"{kind}.log").read_text()[-3000:]
+                ports[kind] = ports.get(kind) or flink_rest_port(p.pid)
+            ports = {k: v for k, v in ports.items() if v}
+            time.sleep(1)
+        assert len(ports) == 2, "the jobs' REST endpoints did not come up"
+
+        valid = list(river_events("Phishing", VALID, seed=3))
+        hostile = hostile_events(rng)
+        producer = kafka_io.producer(kafka_bootstrap, max_request_size=8 << 20)
+        first = list(encode_events(valid[:500]))
+        for v in first:
+            producer.send(t.events, v)
+        producer.flush()
+        models_reader = kafka_io.TopicReader(kafka_bootstrap, t.models)
+        genuine: list = []
+        while not genuine and time.time() < deadline + 120:
+            genuine += [d for d in models_reader.poll_json(500) if d]
+        # hostile traffic on every topic, interleaved with the rest of the valid events
+        rest = list(encode_events(valid[500:], start_id=500))
+        step = max(1, len(hostile) // len(rest))
+        forged = forged_documents(genuine[-1], stranger)
+        for i, v in enumerate(rest):
+            producer.send(t.events, v)
+            for h in hostile[i * step : (i + 1) * step]:
+                producer.send(t.events, h)
+            if i % 50 == 0:
+                producer.send(t.requests, orjson.dumps({"id": f"r{i}", "x": valid[500 + i][0]}))
+                producer.send(t.requests, hostile[(i * 7) % len(hostile)])
+            if i % 100 == 0 and forged:
+                producer.send(t.models, forged.pop())
+        for h in hostile[len(rest) * step :]:
+            producer.send(t.events, h)
+        for d in forged:
+            producer.send(t.models, d)
+        producer.flush()
+        produced = VALID + len(hostile)
+        requests = sum(2 for i in range(len(rest)) if i % 50 == 0)
+
+        metrics_reader = kafka_io.TopicReader(kafka_bootstrap, t.metrics)
+        dlq = kafka_io.TopicReader(kafka_bootstrap, t.dead_letter)
+        answers_reader = kafka_io.TopicReader(kafka_bootstrap, t.predictions)
+        batches, dead, answers = {}, 0, []
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            for m in metrics_reader.poll_json(200):
+                if m and m.get("events"):
+                    key = (m["replica"], tuple(sorted((p, tuple(r)) for p, r in m["offsets"].items())))
+                    batches[key] = m["events"]
+            dead += len(dlq.poll(0))
+            answers += [a for a in answers_reader.poll_json(0) if a]
+            genuine += [d for d in models_reader.poll_json(0) if d]
+            merged = max((d["meta"].get("events", 0) for d in genuine if isinstance(d.get("meta"), dict)
+                          and isinstance(d["meta"].get("events"), int)), default=0)
+            learned = sum(batches.values())
+            if learned + dead >= produced and len(answers) >= requests and merged >= learned:
+                break
+            for kind, p in jobs.items():
+                assert p.poll() is None, (tmp / f"{kind}.log").read_text()[-3000:]
+        restarts = {kind: _failures(port) for kind, port in ports.items()}
+        return dict(produced=produced, learned=sum(batches.values()), dead=dead, answers=answers,
+                    requests=requests, docs=genuine, restarts=restarts, valid=valid,
+                    verifier=Verifier.load(public))
+    finally:
+        for p in jobs.values():
+            stop_pid(p.pid)
+
+
+def test_no_job_restarted(run):
+    assert run["restarts"] == {"train": [], "serve": []}
+
+
+def test_counts_reconcile_exactly(run):
+    assert run["learned"] == VALID
+    assert run["learned"] + run["dead"] == run["produced"]
+
+
+def test_every_request_answered_and_no_forged_model_served(run):
+    assert len(run["answers"]) == run["requests"]
+    statuses = {a["status"] for a in run["answers"]}
+    assert statuses <= {"ok", "bad_request", "no_model_yet"}
+    signed_by_us = {d["meta"]["version"] for d in run["docs"]
+                    if isinstance(d, dict) and d.get("schema") and verify(d, run["verifier"]) is None}
+    served = {a["model_version"] for a in run["answers"] if a["status"] == "ok"}
+    assert served and served <= signed_by_us
+
+
+def test_final_model_is_finite_and_within_a_point_of_river_on_the_valid_events(run):
+    ours = [d for d in run["docs"] if isinstance(d, dict) and d.get("schema")
+            and verify(d, run["verifier"]) is None]
+    final = max(ours, key=lambda d: d["meta"]["version"])
+    assert final["meta"]["events"] == VALID
+    model = models.from_wire(final)
+    river = build_model(SPEC)
+    for x, y in run["valid"]:
+        river.learn_one(x, y)
+    test = list(river_events("Phishing"))
+    acc_ours, acc_river = metrics.Accuracy(), metrics.Accuracy()
+    for x, y in test:
+        p = model.predict_proba_one(x)
+        assert all(math.isfinite(v) for v in p.values())
+        acc_ours.update(y, model.predict_one(x))
+        acc_river.update(y, river.predict_one(x))
+    assert acc_ours.get() >= acc_river.get() - 0.01, (acc_ours.get(), acc_river.get())
