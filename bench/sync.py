@@ -209,14 +209,16 @@ DEFAULT = Setting()
 
 
 def grid(ks: list[int], quick: bool) -> list[Setting]:
+    """Every K x periodic sync x policy; at K=4 also relative-divergence and drift-triggered syncs."""
     syncs = [SyncPolicy(every_events=10, every_seconds=None), SyncPolicy(every_events=100, every_seconds=None),
              SyncPolicy(every_events=400, every_seconds=None)]
-    if not quick:
-        syncs += [SyncPolicy(every_events=400, every_seconds=None, divergence=0.02),
-                  SyncPolicy(every_events=400, every_seconds=None, divergence=0.02, on_drift=True)]
-    out = []
-    for k, sync, pol in itertools.product(ks, syncs, ("delta", "average", "scaled_average")):
-        out.append(Setting(replicas=k, sync=sync, policy=pol))
+    out = [Setting(replicas=k, sync=sync, policy=pol)
+           for k, sync, pol in itertools.product(ks, syncs, ("delta", "average", "scaled_average"))]
+    if not quick and 4 in ks:
+        for sync in (SyncPolicy(every_events=1000, every_seconds=None, divergence=0.01),
+                     SyncPolicy(every_events=1000, every_seconds=None, divergence=0.03),
+                     SyncPolicy(every_events=1000, every_seconds=None, divergence=0.03, on_drift=True)):
+            out.append(Setting(replicas=4, sync=sync, policy="delta"))
     return out
 
 

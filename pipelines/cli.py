@@ -38,8 +38,12 @@ def _bootstrap(args) -> str:
 
 
 def _topics(args) -> Topics:
-    return Topics(events=args.events_topic, dead_letter=args.events_topic + ".dlq", predictions=args.predictions_topic,
-                  models=args.models_topic, requests=args.requests_topic, metrics=args.metrics_topic)
+    d = Topics()
+    events = getattr(args, "events_topic", d.events)
+    predictions = getattr(args, "predictions_topic", d.predictions)
+    return Topics(events=events, dead_letter=events + ".dlq", predictions=predictions,
+                  models=getattr(args, "models_topic", d.models), requests=getattr(args, "requests_topic", d.requests),
+                  metrics=getattr(args, "metrics_topic", d.metrics), training_predictions=predictions + ".training")
 
 
 def _limits(args):
@@ -159,7 +163,8 @@ def cmd_train(args) -> int:
         mode=args.mode, training_predictions=args.training_predictions, merge_quorum=args.merge_quorum,
         update_precision=args.update_precision, limits=_limits(args), signing_key=args.signing_key,
     )
-    _preflight(cfg, cfg.topics.to_create("events", "dead_letter", "predictions", "models", "metrics"))
+    roles = ("events", "dead_letter", "models", "metrics") + (("training_predictions",) if cfg.training_predictions else ())
+    _preflight(cfg, cfg.topics.to_create(*roles))
     return _run_job(training.build, cfg, f"riverflink-train-{cfg.model_name}", args)
 
 
@@ -189,7 +194,10 @@ def cmd_stop(args) -> int:
 
     FlinkConfig(jobmanager=args.jobmanager).validate()
     job_id = args.job_id or flink_rest.find_running(args.jobmanager, args.name)
-    path = flink_rest.stop_with_savepoint(args.jobmanager, job_id, str(Path(args.savepoint_dir).resolve().as_uri()))
+    target = args.savepoint_dir
+    if target and "://" not in target:  # a plain path means this machine's file system; URIs pass unchanged
+        target = Path(target).resolve().as_uri()
+    path = flink_rest.stop_with_savepoint(args.jobmanager, job_id, target)
     print(f"stopped {job_id}; savepoint: {path}")
     print(f"resume with: riverflink train ... --jobmanager {args.jobmanager} --from-savepoint {path}")
     return 0
@@ -199,7 +207,8 @@ def cmd_tail(args) -> int:
     from riverflink.pipelines import kafka_io
 
     servers = _bootstrap(args)
-    topic = {"predictions": args.predictions_topic, "models": args.models_topic,
+    topic = {"predictions": args.predictions_topic, "models": args.models_topic, "metrics": args.metrics_topic,
+             "training": args.predictions_topic + ".training",
              "dlq": args.events_topic + ".dlq"}.get(args.what, args.what)
     n = 0
     for value in kafka_io.consume(servers, topic, from_beginning=args.from_beginning, idle_timeout=args.idle):
@@ -303,19 +312,38 @@ def parser() -> argparse.ArgumentParser:
     from riverflink.models.policies import POLICIES
     from riverflink.pipelines.sources import RIVER_DATASETS
 
-    p = argparse.ArgumentParser(prog="riverflink", description=__doc__.split("\n\n")[0])
+    from riverflink import __version__
+
+    p = argparse.ArgumentParser(prog="riverflink", description=__doc__.split("\n\n")[0].replace("``", "'"),
+                                allow_abbrev=False)
+    p.add_argument("--version", action="version", version=f"riverflink {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    kafka = argparse.ArgumentParser(add_help=False)
-    kafka.add_argument("--bootstrap-servers", metavar="HOST:PORT",
-                       help="any Kafka cluster (default: $RIVERFLINK_BOOTSTRAP, else the embedded broker)")
-    kafka.add_argument("--events-topic", default="events", help="labelled events (dead letters go to EVENTS.dlq)")
-    kafka.add_argument("--requests-topic", default="requests")
-    kafka.add_argument("--predictions-topic", default="predictions")
-    kafka.add_argument("--models-topic", default="models", help="the serving topic of versioned model documents")
-    kafka.add_argument("--metrics-topic", default="metrics", help="one record per replica micro-batch")
+    def command(name: str, help: str, *parents) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=list(parents), allow_abbrev=False)
 
-    flink = argparse.ArgumentParser(add_help=False)
+    def bootstrap_parent() -> argparse.ArgumentParser:
+        b = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+        b.add_argument("--bootstrap-servers", metavar="HOST:PORT",
+                       help="any Kafka cluster (default: $RIVERFLINK_BOOTSTRAP, else the embedded broker)")
+        return b
+
+    def topics_parent(*roles: str) -> argparse.ArgumentParser:
+        t = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+        helps = {"events": ("--events-topic", "events", "labelled events (dead letters go to EVENTS.dlq)"),
+                 "requests": ("--requests-topic", "requests", "prediction requests"),
+                 "predictions": ("--predictions-topic", "predictions",
+                                 "serving answers (training's per-event records: PREDICTIONS.training)"),
+                 "models": ("--models-topic", "models", "the serving topic of versioned model documents"),
+                 "metrics": ("--metrics-topic", "metrics", "one record per replica micro-batch")}
+        for role in roles:
+            flag, default, text = helps[role]
+            t.add_argument(flag, default=default, help=text)
+        return t
+
+    kafka = bootstrap_parent()
+
+    flink = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     flink.add_argument("--jobmanager", metavar="HOST:PORT",
                        help="submit to a running Flink cluster's REST endpoint (default: local mini-cluster)")
     flink.add_argument("--python-executable", help="Python of the cluster's workers (default: this one)")
@@ -328,13 +356,12 @@ def parser() -> argparse.ArgumentParser:
     flink.add_argument("--from-savepoint", metavar="PATH",
                        help="restore replicas, merger and Kafka offsets from a savepoint (any --parallelism)")
     flink.add_argument("--group-id", help="Kafka consumer group (default: riverflink-train / riverflink-serve)")
-
-    b = sub.add_parser("broker", help="start, stop or check the embedded Tansu broker (127.0.0.1, in memory)")
+    b = command("broker", "start, stop or check the embedded Tansu broker (127.0.0.1, in memory)")
     b.add_argument("action", choices=["start", "stop", "status"])
     b.add_argument("--port", type=int, default=0, help="listen port (default: a free one)")
     b.set_defaults(func=cmd_broker)
 
-    pr = sub.add_parser("produce", parents=[kafka], help="send a River dataset, a JSONL or a CSV file to a topic")
+    pr = command("produce", "send a River dataset, a JSONL or a CSV file to a topic", kafka)
     pr.add_argument("--topic", default="events")
     src = pr.add_mutually_exclusive_group()
     src.add_argument("--dataset", default="Phishing", choices=RIVER_DATASETS, help="bundled River dataset")
@@ -348,7 +375,8 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=cmd_produce)
 
-    tr = sub.add_parser("train", parents=[kafka, flink], help="run the training job (replicas, merger)")
+    tr = command("train", "run the training job (replicas, merger)", kafka,
+                 topics_parent("events", "predictions", "models", "metrics"), flink)
     tr.add_argument("--model", default="StandardScaler|LogisticRegression",
                     help="model spec, e.g. 'StandardScaler|LogisticRegression(lr=0.05)' or 'GaussianNB'")
     tr.add_argument("--replicas", type=int, default=4, help="K: replica keys are crc32(event key) mod K")
@@ -377,29 +405,34 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch-ms", type=int, default=50, help="longest an event waits for its micro-batch")
     tr.set_defaults(func=cmd_train)
 
-    sv = sub.add_parser("serve", parents=[kafka, flink], help="run the serving job (requests -> predictions)")
+    sv = command("serve", "run the serving job (requests -> predictions)", kafka,
+                 topics_parent("requests", "predictions", "models"), flink)
     sv.add_argument("--batch-size", type=int, default=100, help="requests per micro-batch")
     sv.add_argument("--batch-ms", type=int, default=10, help="longest a request waits for its micro-batch")
     sv.add_argument("--verify-key", default=os.environ.get("RIVERFLINK_VERIFY_KEY"), metavar="PEM",
                     help="answer only with model documents signed by this Ed25519 key (default: $RIVERFLINK_VERIFY_KEY)")
     sv.set_defaults(func=cmd_serve)
 
-    st = sub.add_parser("stop", help="stop a job on a running cluster with a savepoint (to upgrade or rescale)")
+    st = command("stop", "stop a job on a running cluster with a savepoint (to upgrade or rescale)")
     st.add_argument("--jobmanager", metavar="HOST:PORT", required=True)
     which = st.add_mutually_exclusive_group(required=True)
     which.add_argument("--job-id")
     which.add_argument("--name", help="job name, e.g. riverflink-train-default")
-    st.add_argument("--savepoint-dir", default=str(STATE_DIR / "savepoints"))
+    st.add_argument("--savepoint-dir", metavar="DIR_OR_URI",
+                    help="where the savepoint goes; a URI (s3://..., hdfs://...) is passed unchanged "
+                         "(default: the cluster's state.savepoints.dir)")
     st.set_defaults(func=cmd_stop)
 
-    tl = sub.add_parser("tail", parents=[kafka], help="print predictions, models or dead letters as they arrive")
-    tl.add_argument("what", nargs="?", default="predictions", help="predictions, models, dlq, or a topic name")
+    tl = command("tail", "print predictions, models, metrics or dead letters as they arrive", kafka,
+                 topics_parent("events", "predictions", "models", "metrics"))
+    tl.add_argument("what", nargs="?", default="predictions",
+                    help="predictions, training (per-event training predictions), metrics, models, dlq, or a topic")
     tl.add_argument("--from-beginning", action="store_true")
     tl.add_argument("--limit", type=int, help="stop after N records")
     tl.add_argument("--idle", type=float, help="stop after this many seconds without a record")
     tl.set_defaults(func=cmd_tail)
 
-    md = sub.add_parser("models", parents=[kafka], help="list the model versions on the serving topic")
+    md = command("models", "list the model versions on the serving topic", kafka, topics_parent("models"))
     md.add_argument("--model-name", help="only this model")
     md.add_argument("--latest", action="store_true", help="only the newest version of each model")
     md.add_argument("--idle", type=float, default=3.0, help="seconds without a record that end the listing")
@@ -407,11 +440,11 @@ def parser() -> argparse.ArgumentParser:
                     help="check every document's signature against this Ed25519 key")
     md.set_defaults(func=cmd_models)
 
-    ky = sub.add_parser("keys", help="make an Ed25519 key pair for signed model documents")
+    ky = command("keys", "make an Ed25519 key pair for signed model documents")
     ky.add_argument("directory", help="where to write signing.pem (private) and verify.pem (public)")
     ky.set_defaults(func=cmd_keys)
 
-    dm = sub.add_parser("demo", help="embedded broker + both jobs + a labelled stream; prints live predictions")
+    dm = sub.add_parser("demo", allow_abbrev=False, help="embedded broker + both jobs + a labelled stream; prints live predictions")
     dm.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="use this Kafka instead of an embedded broker")
     dm.add_argument("--dataset", default="Phishing", choices=RIVER_DATASETS)
     dm.add_argument("--file", help="a labelled .jsonl or .csv file instead of --dataset")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -23,7 +24,8 @@ _HOSTPORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 
 
 #: partitions of each topic riverflink creates, by role
-PARTITIONS = {"events": 2, "dead_letter": 1, "predictions": 2, "models": 1, "requests": 2, "metrics": 1}
+PARTITIONS = {"events": 2, "dead_letter": 1, "predictions": 2, "models": 1, "requests": 2, "metrics": 1,
+              "training_predictions": 2}
 
 
 @dataclass(frozen=True)
@@ -41,18 +43,22 @@ class Topics:
     requests: str = "requests"
     #: one record per replica micro-batch: events learned, dead letters, progressive score, offsets
     metrics: str = "metrics"
+    #: per-event training predictions (``--training-predictions``), apart from serving's answers
+    training_predictions: str = "predictions.training"
 
     @classmethod
     def for_run(cls, run: str) -> "Topics":
         """Topics of one run only (``events-RUN`` ...), so that a shared broker never mixes runs."""
         return cls(f"events-{run}", f"events-{run}.dlq", f"predictions-{run}", f"models-{run}", f"requests-{run}",
-                   f"metrics-{run}")
+                   f"metrics-{run}", f"predictions-{run}.training")
 
-    def cli_args(self) -> list[str]:
-        """The ``riverflink train`` / ``serve`` flags that select these topics."""
-        return ["--events-topic", self.events, "--requests-topic", self.requests,
-                "--predictions-topic", self.predictions, "--models-topic", self.models,
-                "--metrics-topic", self.metrics]
+    def cli_args(self, command: str = "train") -> list[str]:
+        """The ``riverflink train`` (or ``serve``) flags that select these topics."""
+        flags = {"events": "--events-topic", "requests": "--requests-topic", "predictions": "--predictions-topic",
+                 "models": "--models-topic", "metrics": "--metrics-topic"}
+        roles = ("requests", "predictions", "models") if command == "serve" else (
+            "events", "predictions", "models", "metrics")
+        return [a for r in roles for a in (flags[r], getattr(self, r))]
 
     def to_create(self, *roles: str) -> dict[str, int]:
         """``{topic: partitions}`` for ``roles`` (default: every role)."""
@@ -80,8 +86,10 @@ class FlinkConfig:
             raise ConfigError(f"--parallelism must be >= 1, got {self.parallelism}")
         if self.checkpoint_ms < 100:
             raise ConfigError(f"--checkpoint-ms must be >= 100, got {self.checkpoint_ms}")
-        if self.savepoint and not self.jobmanager:
-            local = self.savepoint[len("file://"):] if self.savepoint.startswith("file://") else self.savepoint
+        inside_flink_run = os.environ.get("RIVERFLINK_IN_FLINK_RUN") == "1" or "PYFLINK_GATEWAY_PORT" in os.environ
+        if self.savepoint and not self.jobmanager and not inside_flink_run:
+            # a local run restores from this machine's file system; check it before starting Flink
+            local = re.sub(r"^file:(//)?", "", self.savepoint)
             if "://" not in local and not Path(local).exists():
                 raise ConfigError(f"--from-savepoint {self.savepoint}: no such savepoint")
         if self.bundle_ms < 1 or self.bundle_size < 1:

@@ -110,7 +110,7 @@ def _start_job(kind: str, cfg: DemoConfig) -> subprocess.Popen:
         "--bootstrap-servers", cfg.bootstrap_servers,
         "--model-name", cfg.model_name,
         "--parallelism", str(cfg.parallelism),
-        *cfg.topics.cli_args(),
+        *cfg.topics.cli_args(kind),
         "--group-id", f"riverflink-{kind}{'-' + cfg.run_id if cfg.run_id else ''}",
     ]
     if kind == "train":

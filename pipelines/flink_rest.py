@@ -51,9 +51,11 @@ def find_running(address: str, name: str) -> str:
     return running[0]
 
 
-def stop_with_savepoint(address: str, job_id: str, directory: str, timeout: float = 120) -> str:
-    """Stop ``job_id`` with a savepoint in ``directory``; returns the savepoint's path."""
-    trigger = _call(address, f"/jobs/{job_id}/stop", {"targetDirectory": directory, "drain": False})["request-id"]
+def stop_with_savepoint(address: str, job_id: str, directory: str | None, timeout: float = 120) -> str:
+    """Stop ``job_id`` with a savepoint in ``directory`` (None: the cluster's ``state.savepoints.dir``);
+    returns the savepoint's path."""
+    body = {"drain": False, **({"targetDirectory": directory} if directory else {})}
+    trigger = _call(address, f"/jobs/{job_id}/stop", body)["request-id"]
     deadline = time.time() + timeout
     while time.time() < deadline:
         status = _call(address, f"/jobs/{job_id}/savepoints/{trigger}")

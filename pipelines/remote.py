@@ -47,8 +47,10 @@ def submit(argv: list[str], jobmanager: str, python_executable: str | None = Non
         res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     out = res.stdout + res.stderr
     if res.returncode != 0:
-        last = [line for line in out.strip().splitlines() if line.strip()][-1:] or ["no output"]
-        raise ConfigError(f"flink run on {jobmanager} failed: {last[0][:300]}")
+        lines = [line.strip() for line in out.strip().splitlines() if line.strip()]
+        causes = [line for line in lines if line.startswith("Caused by:")]
+        reason = causes[-1][len("Caused by:"):].strip() if causes else (lines[-1] if lines else "no output")
+        raise ConfigError(f"flink run on {jobmanager} failed: {reason[:400]}")
     for line in out.splitlines():
         if "JobID" in line or "Job has been submitted" in line:
             print(line.strip())

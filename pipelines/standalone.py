@@ -83,11 +83,11 @@ class StandaloneCluster:
         return {**os.environ, "FLINK_CONF_DIR": str(self.work_dir / "conf"), "FLINK_LOG_DIR": str(self.work_dir / "log"),
                 "FLINK_HOME": str(flink_home())}
 
-    def _spawn(self, script: str, log_name: str) -> subprocess.Popen:
+    def _spawn(self, script: str, log_name: str, *dynamic: str) -> subprocess.Popen:
         (self.work_dir / "log").mkdir(parents=True, exist_ok=True)
         log = open(self.work_dir / "log" / log_name, "ab")
-        return subprocess.Popen(["bash", str(flink_home() / "bin" / script), "start-foreground"], env=self._env(),
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(["bash", str(flink_home() / "bin" / script), "start-foreground", *dynamic],
+                                env=self._env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def start(self, timeout: float = 90) -> "StandaloneCluster":
         self.rest_port = self.rest_port or free_port()
@@ -108,7 +108,10 @@ class StandaloneCluster:
         raise ConfigError(f"the standalone cluster did not come up within {timeout:.0f}s")
 
     def add_taskmanager(self) -> subprocess.Popen:
-        tm = self._spawn("taskmanager.sh", f"taskmanager-{len(self.taskmanagers)}.out")
+        """A new TaskManager on fresh RPC and data ports: the JobManager quarantines the address of a
+        TaskManager that died, so a replacement on the same port could never register."""
+        tm = self._spawn("taskmanager.sh", f"taskmanager-{len(self.taskmanagers)}.out",
+                         f"-Dtaskmanager.rpc.port={free_port()}", f"-Dtaskmanager.data.port={free_port()}")
         self.taskmanagers.append(tm)
         return tm
 

@@ -7,7 +7,7 @@
                   ▼
     models ─► (broadcast) ─► ReplicaTrainer ──► metrics (one record per replica batch)
        ▲                        │     ├──bad──► events.dlq
-       │                        │     └──opt──► predictions (per event, --training-predictions)
+       │                        │     └──opt──► predictions.training (per event, --training-predictions)
        │                        │ replica updates (binary codec), key_by(model name)
        │                        ▼
        └──────────────── Merger ◄── models (adopt newer versions after a restart)
@@ -63,7 +63,7 @@ def build(cfg: TrainConfig):
     trained.get_side_output(DEAD_LETTER).sink_to(text_sink(servers, t.dead_letter)).name("sink-dlq").uid("sink-dlq")
     trained.get_side_output(METRICS).sink_to(text_sink(servers, t.metrics)).name("sink-metrics").uid("sink-metrics")
     if cfg.training_predictions:
-        trained.get_side_output(PREDICTIONS).sink_to(text_sink(servers, t.predictions)).name(
+        trained.get_side_output(PREDICTIONS).sink_to(text_sink(servers, t.training_predictions)).name(
             "sink-training-predictions").uid("sink-training-predictions")
 
     merger = Merger(cfg.model_spec, cfg.model_name, cfg.policy(), cfg.trigger(),

@@ -113,13 +113,13 @@ def run(kafka_bootstrap, tmp_path_factory):
     name = f"hostile{int(time.time())}"
     t = Topics.for_run(name)
     kafka_io.create_topics(kafka_bootstrap, t.to_create())
-    common = ["--bootstrap-servers", kafka_bootstrap, "--model-name", name, *t.cli_args()]
+    common = ["--bootstrap-servers", kafka_bootstrap, "--model-name", name]
     jobs = {
-        "train": subprocess.Popen([sys.executable, "-m", "riverflink.pipelines.cli", "train", *common,
+        "train": subprocess.Popen([sys.executable, "-m", "riverflink.pipelines.cli", "train", *common, *t.cli_args("train"),
                                    "--group-id", f"{name}-t", "--signing-key", str(private)],
                                   stdout=open(tmp / "train.log", "wb"), stderr=subprocess.STDOUT,
                                   start_new_session=True),
-        "serve": subprocess.Popen([sys.executable, "-m", "riverflink.pipelines.cli", "serve", *common,
+        "serve": subprocess.Popen([sys.executable, "-m", "riverflink.pipelines.cli", "serve", *common, *t.cli_args("serve"),
                                    "--group-id", f"{name}-s", "--verify-key", str(public)],
                                   stdout=open(tmp / "serve.log", "wb"), stderr=subprocess.STDOUT,
                                   start_new_session=True),
