@@ -43,6 +43,13 @@ class Merger(KeyedCoProcessFunction):
         self.rules = FeedRules(self.name, self.max_skew_ms,
                                verifier=self.signer.verifier() if self.signer else None)
         self.oversized = 0
+        group = ctx.get_metrics_group().add_group("riverflink")
+        self.m_merges = group.counter("merges")
+        self.m_refused = group.counter("updates_refused")
+        self.m_oversized = group.counter("documents_oversized")
+        self.last = {"version_seconds": 0, "events": 0, "pending": 0, "staleness": 0}
+        for name in self.last:
+            group.gauge(name, lambda name=name: int(self.last[name]))
 
     def _merger(self) -> MergerState:
         merger = self.state.value()
@@ -88,15 +95,21 @@ class Merger(KeyedCoProcessFunction):
         refused = merger.refused
         doc = merger.merge(self.policy)
         if merger.refused > refused:
+            self.m_refused.inc(merger.refused - refused)
             log.error("merger refused %d poisoned replica update(s)", merger.refused - refused)
+        self.last["pending"] = len(merger.pending)
         if doc is None:
             return
+        self.m_merges.inc()
+        self.last.update(version_seconds=doc["meta"]["version"] // 1000, events=doc["meta"]["events"],
+                         staleness=doc["meta"].get("staleness") or 0)
         if self.signer is not None:
             sign(doc, self.signer)
         text = models.dumps(doc)
         if len(text) > self.max_doc_bytes:
             # the version is merged (replicas keep their learning) but cannot be published
             self.oversized += 1
+            self.m_oversized.inc()
             log.error("model version %s is %d bytes, over the %d-byte limit of the models topic: not "
                       "published (%d so far); bound the features (--max-features) or raise the limit",
                       doc["meta"]["version"], len(text), self.max_doc_bytes, self.oversized)

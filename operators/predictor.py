@@ -11,6 +11,7 @@ state.  Model documents are validated before they are stored
 from __future__ import annotations
 
 import logging
+import time
 
 from pyflink.datastream.functions import KeyedBroadcastProcessFunction, RuntimeContext
 
@@ -33,31 +34,40 @@ class Predictor(KeyedBroadcastProcessFunction):
 
     def open(self, ctx: RuntimeContext):
         self.version, self.created_at, self.model = None, None, None
+        group = ctx.get_metrics_group().add_group("riverflink")
+        self.m_answers = {s: group.counter(f"answers_{s}") for s in ("ok", "bad_request", "no_model_yet")}
+        group.gauge("model_version_seconds", lambda: int((self.version or 0) // 1000))
+        group.gauge("model_age_ms", lambda: int(1000 * (time.time() - self.created_at)) if self.created_at else 0)
 
     def process_element(self, value, ctx):
         entry = ctx.get_broadcast_state(LATEST_MODEL).get(self.name)
         if entry is not None and entry.version != self.version:
             self.version, self.created_at = entry.version, entry.created_at
             self.model = models.from_wire(entry.text)
-        yield "\n".join(self._answer(line) for line in batch_lines(value, self.batched)[1])
+        answers = [self._answer(line) for line in batch_lines(value, self.batched)[1]]
+        yield "\n".join(a for a, _ in answers)
+        if self.m_answers is not None:
+            for _, status in answers:
+                self.m_answers[status].inc()
 
-    def _answer(self, line: str) -> str:
+    def _answer(self, line: str) -> tuple[str, str]:
+        """``(prediction record, status)`` for one request."""
         event = parse_event(open_envelope(line), require_label=False, limits=self.limits)
         if isinstance(event, Rejected):
             return prediction_record(source="serving", request_id=None, y_pred=None, proba=None,
                                      model_version=self.version, model_created_at=self.created_at,
-                                     status="bad_request", reason=event.reason, offset=event.offset)
+                                     status="bad_request", reason=event.reason, offset=event.offset), "bad_request"
         if self.model is None:
             return prediction_record(source="serving", request_id=event.id, y_pred=None, proba=None,
-                                     model_version=None, model_created_at=None, status="no_model_yet")
+                                     model_version=None, model_created_at=None, status="no_model_yet"), "no_model_yet"
         try:
             y_pred, proba = predict(self.model, event.x)
         except Exception as e:  # noqa: BLE001 - one bad request must not kill the job
             return prediction_record(source="serving", request_id=event.id, y_pred=None, proba=None,
                                      model_version=self.version, model_created_at=self.created_at,
-                                     status="bad_request", reason=f"{type(e).__name__}: {str(e)[:200]}")
+                                     status="bad_request", reason=f"{type(e).__name__}: {str(e)[:200]}"), "bad_request"
         return prediction_record(source="serving", request_id=event.id, y_pred=y_pred, proba=proba,
-                                 model_version=self.version, model_created_at=self.created_at)
+                                 model_version=self.version, model_created_at=self.created_at), "ok"
 
     def process_broadcast_element(self, value, ctx):
         state = ctx.get_broadcast_state(LATEST_MODEL)

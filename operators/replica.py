@@ -224,16 +224,18 @@ class Replica:
             self.first_unsynced_at = time.time()
 
     def train(self, xs: Sequence[dict], ys: Sequence[Any], *, mode: str, policy: SyncPolicy, model_name: str,
-              replica: int, keep_predictions: bool = False) -> tuple[Score, list, list]:
+              replica: int, keep_predictions: bool = False, coalesce: bool = True) -> tuple[Score, list, list]:
         """One micro-batch, as the training job runs it: learn, check the sync policy, take updates.
 
-        Returns ``(score, updates, predictions)``.  The policy is checked at the
-        end of the batch; a policy that syncs every S events with S smaller
-        than the batch splits the batch into S-event chunks (each a
-        ``learn_many`` call in ``batch`` mode).
+        Returns ``(score, updates, predictions)``.  The policy is checked once,
+        at the end of the batch (``coalesce``): a merged model reaches the
+        replicas one batch later at the earliest, so updates more frequent
+        than the batch only multiply messages and overlap (the first slice
+        synced mid-batch; ``coalesce=False`` still does, for comparisons).
+        The batch is learned in two halves of the sync period (each a
+        ``learn_many`` call in ``batch`` mode), for the curvature probe.
         """
-        # chunks end where the policy may sync, and half-way there (the curvature probe, see take_update)
-        period = policy.every_events or len(xs) or 1
+        period = max(policy.every_events or 0, len(xs) if coalesce else 0) or len(xs) or 1
         total, updates, predictions = Score(), [], []
         i = 0
         while i < len(xs):
@@ -247,7 +249,7 @@ class Replica:
             if self.mid is None and self.since_sync >= half:
                 self.mid = models.get_params(self.model)
             drift = self._drift(score, policy)
-            if self.sync_due(policy, drift=drift):
+            if (not coalesce or i >= len(xs)) and self.sync_due(policy, drift=drift):
                 updates.append(self.take_update(model_name, replica))
         return total, updates, predictions
 

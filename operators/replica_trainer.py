@@ -77,7 +77,15 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         self.rules = FeedRules(self.s.model_name, self.s.max_skew_ms, verifier=self.s.verifier)
         self.live: dict = {}
         self.params_cache: dict = {}
-
+        # Flink metrics (web UI, any reporter; riverflink's Prometheus endpoint with --metrics-port)
+        group = ctx.get_metrics_group().add_group("riverflink")
+        self.m_learned = group.counter("events_learned")
+        self.m_dead = group.counter("events_dead_lettered")
+        self.m_syncs = group.counter("syncs")
+        self.m_refused_models = group.counter("model_documents_refused")
+        self.last = {"base_version": 0, "accuracy_permille": 0, "mae_milli": 0, "staleness": 0}
+        for name in self.last:
+            group.gauge(name, lambda name=name: int(self.last[name]))
     def _merged_params(self, version: int, text: str) -> dict:
         if version not in self.params_cache:
             self.params_cache = {version: models.get_params(models.from_wire(orjson.loads(text)))}
@@ -108,6 +116,7 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
                     event = Rejected(problem, envelope.value, event.partition, event.offset)
             if isinstance(event, Rejected):
                 dead += 1
+                self.m_dead.inc()
                 yield DEAD_LETTER, event.to_json(self.s.source_topic, self.s.limits.dead_letter_prefix)
                 continue
             xs.append(event.x)
@@ -128,6 +137,15 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
                 dead, events, score, updates, preds = dead + len(events), [], None, [], []
             for u in updates:
                 yield dataclasses.replace(u, delta=encode(self.template, u.delta, self.s.update_precision))
+            self.m_syncs.inc(len(updates))
+            if score is not None and score.events:
+                self.m_learned.inc(score.events)
+                self.last["base_version"] = version
+                if score.loss(replica.task) is not None:
+                    if replica.task == "regression":
+                        self.last["mae_milli"] = 1000 * score.abs_error / score.events
+                    else:
+                        self.last["accuracy_permille"] = 1000 * score.correct / score.events
             if replica.since_sync and was_idle:
                 ctx.timer_service().register_processing_time_timer(int(time.time() * 1000) + self.s.sync_check_ms)
             for ev, (y_pred, proba) in zip(events, preds):
@@ -157,6 +175,7 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         current = state.get(self.s.model_name)
         entry, _, problem = accept(value, self.rules, None if current is None else current.version)
         if problem:
+            self.m_refused_models.inc()
             log.warning("ignoring a record on the models topic: %s", problem)
         elif entry is not None:
             state.put(self.s.model_name, entry)

@@ -58,7 +58,8 @@ def _limits(args):
 
 def _flink(args) -> FlinkConfig:
     return FlinkConfig(jobmanager=args.jobmanager, parallelism=args.parallelism, checkpoint_ms=args.checkpoint_ms,
-                       bundle_ms=args.bundle_ms, bundle_size=args.bundle_size, savepoint=args.from_savepoint)
+                       bundle_ms=args.bundle_ms, bundle_size=args.bundle_size, savepoint=args.from_savepoint,
+                       metrics_port=args.metrics_port)
 
 
 # -- commands ---------------------------------------------------------------------
@@ -356,6 +357,9 @@ def parser() -> argparse.ArgumentParser:
     flink.add_argument("--from-savepoint", metavar="PATH",
                        help="restore replicas, merger and Kafka offsets from a savepoint (any --parallelism)")
     flink.add_argument("--group-id", help="Kafka consumer group (default: riverflink-train / riverflink-serve)")
+    flink.add_argument("--metrics-port", type=int, metavar="PORT",
+                       help="serve Flink's metrics, riverflink's group included, for Prometheus on this port "
+                            "(local runs; on a cluster, configure its reporters)")
     b = command("broker", "start, stop or check the embedded Tansu broker (127.0.0.1, in memory)")
     b.add_argument("action", choices=["start", "stop", "status"])
     b.add_argument("--port", type=int, default=0, help="listen port (default: a free one)")

@@ -78,6 +78,8 @@ class FlinkConfig:
     bundle_size: int = 1000
     #: restore operator state (replicas, merger, Kafka offsets) from this savepoint
     savepoint: str | None = None
+    #: serve Flink's metrics (riverflink's group included) for Prometheus on this port (local runs)
+    metrics_port: int | None = None
 
     def validate(self) -> None:
         if self.jobmanager is not None and not _HOSTPORT.match(self.jobmanager):
@@ -92,6 +94,8 @@ class FlinkConfig:
             local = re.sub(r"^file:(//)?", "", self.savepoint)
             if "://" not in local and not Path(local).exists():
                 raise ConfigError(f"--from-savepoint {self.savepoint}: no such savepoint")
+        if self.metrics_port is not None and not 0 < self.metrics_port < 65536:
+            raise ConfigError(f"--metrics-port must be a TCP port, got {self.metrics_port}")
         if self.bundle_ms < 1 or self.bundle_size < 1:
             raise ConfigError(f"--bundle-ms and --bundle-size must be >= 1, got {self.bundle_ms}, {self.bundle_size}")
 

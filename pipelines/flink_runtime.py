@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import shutil
 import subprocess
 import sys
@@ -78,6 +79,14 @@ def make_env(cfg: FlinkConfig, job_name: str):
     local = not cfg.jobmanager and not inside_flink_run()
     if local and os.environ.get("RIVERFLINK_PYTHON_WORKERS", "process") == "process":
         os.environ.setdefault("_python_worker_execution_mode", "process")
+    if local and cfg.metrics_port:
+        # Flink's Prometheus reporter ships as a plugin inside the PyFlink wheel, but the local
+        # mini-cluster loads no plugins: put its jar on the JVM's classpath through HADOOP_CLASSPATH,
+        # the variable PyFlink's gateway appends to it.
+        import pyflink
+
+        jar = next((Path(pyflink.__file__).parent / "plugins" / "metrics-prometheus").glob("*.jar"))
+        os.environ["HADOOP_CLASSPATH"] = os.pathsep.join(filter(None, [str(jar), os.environ.get("HADOOP_CLASSPATH")]))
     from pyflink.common import Configuration
     from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
 
@@ -95,6 +104,10 @@ def make_env(cfg: FlinkConfig, job_name: str):
         # the mini-cluster listens on loopback only, and its web endpoint accepts no jar and no cancel
         for key, value in LOOPBACK.items():
             conf.set_string(key, value)
+        if cfg.metrics_port:
+            conf.set_string("metrics.reporter.prom.factory.class",
+                            "org.apache.flink.metrics.prometheus.PrometheusReporterFactory")
+            conf.set_string("metrics.reporter.prom.port", str(cfg.metrics_port))
     conf.set_string("python.fn-execution.bundle.time", str(cfg.bundle_ms))
     conf.set_string("python.fn-execution.bundle.size", str(cfg.bundle_size))
     env = StreamExecutionEnvironment.get_execution_environment(conf)

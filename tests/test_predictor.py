@@ -11,12 +11,15 @@ from riverflink.operators.predictor import Predictor
 
 
 def answer(predictor: Predictor, raw: bytes) -> dict:
-    return json.loads(predictor._answer(raw.decode("utf-8", errors="replace")))
+    record, status = predictor._answer(raw.decode("utf-8", errors="replace"))
+    out = json.loads(record)
+    assert out["status"] == status
+    return out
 
 
 def test_answers_carry_id_prediction_version_and_age_or_a_clear_status():
     p = Predictor("m", batched=False)
-    p.open(None)
+    p.version = p.created_at = p.model = None  # what open() sets, without a Flink runtime
     assert answer(p, b'{"id": 1, "x": {"a": 1.0}}')["status"] == "no_model_yet"
 
     model = linear_model.LogisticRegression()
