@@ -1,83 +1,191 @@
-"""Serving throughput: the serving job against plain River predicting with the same model.
+"""Serving against plain River and against a bare Kafka hop, same model, same run.
 
-A model trained on Phishing is published to ``models`` and the serving job
-started; once it answers with that model, N requests are sent in one go.  Prints (a) plain
-River ``predict_proba_one`` over the N requests, (b) the serving job's answers
-per second (its own timestamps, first to last), the ratio (b)/(a), and how many
-answers differ from plain River's (must be 0).
+A model trained on Phishing is published to ``models``.  Then, on one embedded broker:
 
-    python -m bench.serving [--requests 20000]
+(a) plain River ``predict_proba_one`` over N requests in this process: requests/s, CPU-µs per
+    request, and the p99 of one call;
+(b) ``LiveModel`` (the in-process follower of ``models``): p99 of one ``predict_proba_one``;
+(c) a bare Kafka hop: a kafka-python producer sends timestamped records at the offered rate and
+    a consumer in this process receives them: latency p50/p99 from send to receipt;
+(d) the serving job: requests at the same offered rate for the same time, latency p50/p99 from
+    send to receipt of the answer; then a burst of N requests for its rate (first to last answer)
+    and CPU-µs per request (every process of the job and the broker, from /proc, over the burst).
+
+Ends with ``serving: ratio=R cpu_ratio=C p99_ms=P kafka_hop_p99_ms=K live_p99_us=L river_p99_us=Q``.
+Nothing is asserted.
+
+    python -m bench.serving [--rate 1000] [--seconds 20] [--requests 20000]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
-from riverflink import models
+from bench.throughput import cpu_seconds
+from riverflink import LiveModel, models
 from riverflink.models.spec import build as build_model
 from riverflink.pipelines import kafka_io
-from riverflink.pipelines.broker import EmbeddedBroker, exit_on_sigterm, stop_pid
-from riverflink.pipelines.sources import encode_events, river_events
+from riverflink.pipelines.broker import EmbeddedBroker, descendants, exit_on_sigterm, stop_pid
+from riverflink.pipelines.sources import river_events
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pct(values: list, q: float) -> float:
+    v = sorted(values)
+    return v[min(len(v) - 1, int(q * len(v)))] if v else float("nan")
+
+
+def paced(rate: float, seconds: float, send) -> None:
+    """Call ``send(i)`` at ``rate`` per second for ``seconds``."""
+    start, i = time.perf_counter(), 0
+    while i < rate * seconds:
+        ahead = i / rate - (time.perf_counter() - start)
+        if ahead > 0:
+            time.sleep(ahead)
+        send(i)
+        i += 1
+
+
+def kafka_hop(servers: str, rate: float, seconds: float) -> list[float]:
+    topic = f"hop-{int(time.time() * 1000)}"
+    kafka_io.create_topics(servers, {topic: 1})
+    reader = kafka_io.TopicReader(servers, topic)
+    lat, stop = [], threading.Event()
+
+    def receive():
+        while not stop.is_set():
+            for v in reader.poll(50):
+                lat.append(1000 * (time.time() - json.loads(v)["t"]))
+
+    t = threading.Thread(target=receive, daemon=True)
+    t.start()
+    producer = kafka_io.producer(servers)
+    paced(rate, seconds, lambda i: producer.send(topic, json.dumps({"i": i, "t": time.time()}).encode()))
+    producer.flush()
+    time.sleep(2)
+    stop.set()
+    t.join()
+    reader.close()
+    return lat
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--requests", type=int, default=20_000)
-    ap.add_argument("--bundle-ms", type=int, default=100)
+    ap.add_argument("--requests", type=int, default=20_000, help="burst size for the rate and CPU figures")
+    ap.add_argument("--rate", type=float, default=1000.0, help="offered requests/s for the latency figures")
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--bundle-ms", type=int, help="default: riverflink serve's")
     ap.add_argument("--batch-size", type=int, default=100)
+    ap.add_argument("--buffer-timeout-ms", type=int, help="default: riverflink serve's")
     args = ap.parse_args()
     exit_on_sigterm()
     model = build_model("StandardScaler|LogisticRegression")
     for x, y in river_events("Phishing", 2000, seed=3):
         model.learn_one(x, y)
-    requests = list(river_events("Phishing", args.requests, seed=4))
+    requests = [x for x, _ in river_events("Phishing", args.requests, seed=4)]
+
+    calls, cpu = [], time.process_time()
     start = time.perf_counter()
-    local = [max(p, key=p.get) for p in (model.predict_proba_one(x) for x, _ in requests)]
-    a = len(requests) / (time.perf_counter() - start)
+    for x in requests:
+        t0 = time.perf_counter_ns()
+        model.predict_proba_one(x)
+        calls.append((time.perf_counter_ns() - t0) / 1000)
+    river_rate = len(requests) / (time.perf_counter() - start)
+    river_cpu_us = 1e6 * (time.process_time() - cpu) / len(requests)
+    local = [max(p, key=p.get) for p in (model.predict_proba_one(x) for x in requests)]
 
     with EmbeddedBroker() as broker:
         servers = broker.bootstrap
         kafka_io.create_topics(servers, {"requests": 2, "models": 1, "predictions": 2})
-        kafka_io.produce(servers, "models", [models.dumps(models.to_wire(model, name="bench", version=1))])
-        (REPO / ".riverflink").mkdir(exist_ok=True)
+        doc = models.to_wire(model, name="bench", version=int(time.time() * 1000), created_at=time.time())
+        kafka_io.produce(servers, "models", [models.dumps(doc)])
+
+        with LiveModel(servers, "bench") as live:
+            live.wait(30)
+            live_calls = []
+            for x in requests:
+                t0 = time.perf_counter_ns()
+                live.predict_proba_one(x)
+                live_calls.append((time.perf_counter_ns() - t0) / 1000)
+
+        hop = kafka_hop(servers, args.rate, args.seconds)
+
         log = open(REPO / ".riverflink" / "bench-serving.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "riverflink.pipelines.cli", "serve", "--bootstrap-servers", servers,
-                                 "--model-name", "bench", "--bundle-ms", str(args.bundle_ms),
-                                 "--batch-size", str(args.batch_size)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        knobs = [*(["--bundle-ms", str(args.bundle_ms)] if args.bundle_ms else []),
+                 *(["--buffer-timeout-ms", str(args.buffer_timeout_ms)] if args.buffer_timeout_ms else [])]
+        proc = subprocess.Popen([sys.executable, "-m", "riverflink.pipelines.cli", "serve", "--bootstrap-servers",
+                                 servers, "--model-name", "bench", "--batch-size", str(args.batch_size), *knobs],
+                                stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
         try:
             reader = kafka_io.TopicReader(servers, "predictions")
-            # wait until the job answers with the model, then send the requests in one go
-            probe = {"id": "probe", "x": requests[0][0]}
             deadline = time.time() + 300
-            while time.time() < deadline and proc.poll() is None:
-                kafka_io.produce(servers, "requests", [json.dumps(probe).encode()])
+            while time.time() < deadline and proc.poll() is None:  # until it answers with the model
+                kafka_io.produce(servers, "requests", [json.dumps({"id": "probe", "x": requests[0]}).encode()])
                 if any(r and r.get("id") == "probe" and r.get("status") == "ok" for r in reader.poll_json(2000)):
                     break
-            kafka_io.produce(servers, "requests", encode_events(requests, with_label=False))
+            # latency at the offered rate
+            sent: dict = {}
+            producer = kafka_io.producer(servers)
+
+            def send(i):
+                sent[f"l{i}"] = time.time()
+                producer.send("requests", json.dumps({"id": f"l{i}", "x": requests[i % len(requests)]}).encode())
+
+            latency: list = []
+            stop = threading.Event()
+
+            def receive():
+                while not stop.is_set():
+                    for r in reader.poll_json(50):
+                        if r and str(r.get("id", "")).startswith("l") and r["id"] in sent:
+                            latency.append(1000 * (time.time() - sent[r["id"]]))
+
+            t = threading.Thread(target=receive, daemon=True)
+            t.start()
+            paced(args.rate, args.seconds, send)
+            producer.flush()
+            while len(latency) < len(sent) and time.time() < deadline:
+                time.sleep(0.2)
+            stop.set()
+            t.join()
+            # burst: rate and CPU
+            pids = descendants(proc.pid) + [broker.process.pid]
+            before = cpu_seconds(pids)
+            kafka_io.produce(servers, "requests",
+                             [json.dumps({"id": i, "x": x}).encode() for i, x in enumerate(requests)])
             answers: dict = {}
             while len(answers) < len(requests) and time.time() < deadline and proc.poll() is None:
                 for r in reader.poll_json(200):
-                    if r and r.get("status") == "ok" and r.get("id") != "probe":
+                    if r and r.get("status") == "ok" and isinstance(r.get("id"), int):
                         answers[r["id"]] = r
+            after = cpu_seconds(descendants(proc.pid) + [broker.process.pid])
         finally:
             stop_pid(proc.pid)
     stamps = [r["ts"] for r in answers.values()]
-    b = len(answers) / (max(stamps) - min(stamps))
+    job_rate = len(answers) / (max(stamps) - min(stamps))
+    job_cpu_us = 1e6 * sum(v - before.get(p, 0.0) for p, v in after.items()) / max(1, len(answers))
     differ = sum(1 for i, r in answers.items() if r["prediction"] != local[i])
-    print(f"requests={len(requests)} answered={len(answers)} bundle={args.bundle_ms}ms batch={args.batch_size}")
-    print(f"(a) plain River predict_proba_one {a:10.0f} requests/s")
-    print(f"(b) riverflink serving job        {b:10.0f} requests/s")
-    print(f"ratio (b)/(a)                     {b / a:10.3f}")
-    print(f"answers differing from plain River: {differ}")
+    print(f"requests={len(requests)} answered={len(answers)} offered={args.rate:.0f}/s for {args.seconds:.0f}s "
+          f"batch={args.batch_size} knobs={' '.join(knobs) or 'serve defaults'}")
+    print(f"(a) River predict_proba_one   {river_rate:9.0f} req/s  {river_cpu_us:7.1f} CPU-us/req  "
+          f"call p50 {pct(calls, .5):.1f} us p99 {pct(calls, .99):.1f} us")
+    print(f"(b) LiveModel.predict_proba_one                              "
+          f"call p50 {pct(live_calls, .5):.1f} us p99 {pct(live_calls, .99):.1f} us")
+    print(f"(c) bare Kafka hop            p50 {pct(hop, .5):7.1f} ms  p99 {pct(hop, .99):7.1f} ms  ({len(hop)} records)")
+    print(f"(d) serving job               p50 {pct(latency, .5):7.1f} ms  p99 {pct(latency, .99):7.1f} ms  "
+          f"({len(latency)} of {len(sent)} answered); burst {job_rate:.0f} req/s, {job_cpu_us:.1f} CPU-us/req "
+          f"(job + broker); answers differing from River: {differ}")
+    print(f"serving: ratio={job_rate / river_rate:.3f} cpu_ratio={job_cpu_us / river_cpu_us:.1f} "
+          f"p99_ms={pct(latency, .99):.0f} kafka_hop_p99_ms={pct(hop, .99):.0f} "
+          f"live_p99_us={pct(live_calls, .99):.1f} river_p99_us={pct(calls, .99):.1f}")
 
 
 if __name__ == "__main__":

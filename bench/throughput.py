@@ -29,7 +29,7 @@ from pathlib import Path
 
 from riverflink.models.spec import build as build_model
 from riverflink.pipelines import kafka_io
-from riverflink.pipelines.broker import EmbeddedBroker, exit_on_sigterm, stop_pid
+from riverflink.pipelines.broker import EmbeddedBroker, descendants, exit_on_sigterm, stop_pid
 from riverflink.pipelines.config import Topics
 from riverflink.pipelines.sources import encode_events, river_events
 
@@ -60,24 +60,6 @@ def river_many(spec: str, events: list, batch: int) -> dict:
         model.learn_many(X, pd.Series([y for _, y in chunk]))
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     return {"events_per_s": len(events) / wall, "cpu_us": 1e6 * cpu / len(events), "accuracy": hits / len(events)}
-
-
-def _tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants (from /proc)."""
-    children: dict = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                ppid = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(d))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo += children.get(p, [])
-    return out
 
 
 def cpu_seconds(pids: list[int]) -> dict:
@@ -119,7 +101,7 @@ def flink_job(servers: str, spec: str, events: list, parallelism: int, replicas:
             for r in reader.poll_json(200):  # one metrics record per replica batch
                 if r and r.get("events"):
                     if cpu_start is None:  # the window opens at the first learned batch
-                        pids = _tree(proc.pid) + ([broker_pid] if broker_pid else [])
+                        pids = descendants(proc.pid) + ([broker_pid] if broker_pid else [])
                         cpu_start, first_events = cpu_seconds(pids), learned
                     stamps.append(r["ts"])
                     learned += r["events"]
@@ -127,7 +109,7 @@ def flink_job(servers: str, spec: str, events: list, parallelism: int, replicas:
             for v in models_reader.poll(0):
                 model_bytes += len(v)
                 versions += 1
-        pids = _tree(proc.pid) + ([broker_pid] if broker_pid else [])
+        pids = descendants(proc.pid) + ([broker_pid] if broker_pid else [])
         cpu_end = cpu_seconds(pids)
         cpu = sum(t - cpu_start.get(p, 0.0) for p, t in cpu_end.items())
         window_events = learned - first_events

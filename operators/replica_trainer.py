@@ -83,9 +83,10 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         self.m_dead = group.counter("events_dead_lettered")
         self.m_syncs = group.counter("syncs")
         self.m_refused_models = group.counter("model_documents_refused")
-        self.last = {"base_version": 0, "accuracy_permille": 0, "mae_milli": 0, "staleness": 0}
+        self.last = {"base_version": 0, "accuracy_permille": 0, "mae_milli": 0}
         for name in self.last:
             group.gauge(name, lambda name=name: int(self.last[name]))
+
     def _merged_params(self, version: int, text: str) -> dict:
         if version not in self.params_cache:
             self.params_cache = {version: models.get_params(models.from_wire(orjson.loads(text)))}
@@ -105,7 +106,7 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         if latest is not None and latest.version > replica.base_version:
             replica.rebase(self._merged_params(latest.version, latest.text), latest.version,
                            latest.acked.get(str(key), 0))
-        xs, ys, events, dead = [], [], [], 0
+        xs, ys, events, raws, dead = [], [], [], [], 0
         for line in batch_lines(value, self.s.batched)[1]:
             envelope = open_envelope(line)
             event = parse_event(envelope, require_label=self.labels.needs_label, key_field=self.s.key_field,
@@ -122,6 +123,7 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
             xs.append(event.x)
             ys.append(event.y)
             events.append(event)
+            raws.append(envelope.value)
         if xs:
             was_idle = replica.since_sync == 0
             version = replica.base_version
@@ -132,8 +134,9 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
             except Exception as e:  # noqa: BLE001 - validated events should learn; never die on one
                 log.exception("replica %s could not learn a batch", key)
                 reason = f"the model could not learn this batch: {type(e).__name__}: {str(e)[:200]}"
-                for ev in events:
-                    yield DEAD_LETTER, Rejected(reason, b"", ev.partition, ev.offset).to_json(self.s.source_topic)
+                for ev, raw in zip(events, raws):
+                    yield DEAD_LETTER, Rejected(reason, raw, ev.partition, ev.offset).to_json(
+                        self.s.source_topic, self.s.limits.dead_letter_prefix)
                 dead, events, score, updates, preds = dead + len(events), [], None, [], []
             for u in updates:
                 yield dataclasses.replace(u, delta=encode(self.template, u.delta, self.s.update_precision))

@@ -104,6 +104,25 @@ def stop_pid(pid: int, grace: float = 5.0) -> None:
             time.sleep(0.05)
 
 
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (read from /proc; Linux)."""
+    children: dict = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children.get(p, [])
+    return out
+
+
 def exit_on_sigterm() -> None:
     """Turn SIGTERM into ``SystemExit`` so that ``finally`` blocks stop the processes we started."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

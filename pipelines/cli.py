@@ -59,7 +59,7 @@ def _limits(args):
 def _flink(args) -> FlinkConfig:
     return FlinkConfig(jobmanager=args.jobmanager, parallelism=args.parallelism, checkpoint_ms=args.checkpoint_ms,
                        bundle_ms=args.bundle_ms, bundle_size=args.bundle_size, savepoint=args.from_savepoint,
-                       metrics_port=args.metrics_port)
+                       metrics_port=args.metrics_port, buffer_timeout_ms=args.buffer_timeout_ms)
 
 
 # -- commands ---------------------------------------------------------------------
@@ -353,6 +353,8 @@ def parser() -> argparse.ArgumentParser:
     flink.add_argument("--bundle-ms", type=int, default=100,
                        help="Python operators flush output at least this often (lower: fresher, slower)")
     flink.add_argument("--bundle-size", type=int, default=1000, help="... or after this many records")
+    flink.add_argument("--buffer-timeout-ms", type=int, default=100,
+                       help="Flink sends a network buffer at least this often (lower: less latency, more CPU)")
     flink.add_argument("--model-name", default="default", help="name of the model on the models topic")
     flink.add_argument("--from-savepoint", metavar="PATH",
                        help="restore replicas, merger and Kafka offsets from a savepoint (any --parallelism)")
@@ -415,7 +417,8 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument("--batch-ms", type=int, default=10, help="longest a request waits for its micro-batch")
     sv.add_argument("--verify-key", default=os.environ.get("RIVERFLINK_VERIFY_KEY"), metavar="PEM",
                     help="answer only with model documents signed by this Ed25519 key (default: $RIVERFLINK_VERIFY_KEY)")
-    sv.set_defaults(func=cmd_serve)
+    # latency over throughput for serving: measured with bench/serving.py (docs in README)
+    sv.set_defaults(func=cmd_serve, bundle_ms=10, buffer_timeout_ms=10)
 
     st = command("stop", "stop a job on a running cluster with a savepoint (to upgrade or rescale)")
     st.add_argument("--jobmanager", metavar="HOST:PORT", required=True)

@@ -80,6 +80,8 @@ class FlinkConfig:
     savepoint: str | None = None
     #: serve Flink's metrics (riverflink's group included) for Prometheus on this port (local runs)
     metrics_port: int | None = None
+    #: Flink's execution.buffer-timeout: how long a network buffer may wait before it is sent
+    buffer_timeout_ms: int = 100
 
     def validate(self) -> None:
         if self.jobmanager is not None and not _HOSTPORT.match(self.jobmanager):
@@ -194,26 +196,25 @@ class ServeConfig:
 
 def load_signer(path: str | None):
     """The merger's signing key, or ``None``; a bad file is a ``ConfigError``."""
-    if not path:
-        return None
     from riverflink.models.signing import Signer
 
-    try:
-        return Signer.load(path)
-    except (OSError, ValueError, TypeError) as e:
-        raise ConfigError(f"--signing-key {path}: {e}") from None
+    return _load_key("--signing-key", path, Signer.load)
 
 
 def load_verifier(path: str | None):
     """The verify key (a public key, or a private key's public half), or ``None``."""
-    if not path:
-        return None
     from riverflink.models.signing import Verifier
 
+    return _load_key("--verify-key", path, Verifier.load)
+
+
+def _load_key(flag: str, path: str | None, load):
+    if not path:
+        return None
     try:
-        return Verifier.load(path)
+        return load(path)
     except (OSError, ValueError, TypeError) as e:
-        raise ConfigError(f"--verify-key {path}: {e}") from None
+        raise ConfigError(f"{flag} {path}: {e}") from None
 
 
 def check_batching(size: int, ms: int) -> None:

@@ -109,6 +109,7 @@ def make_env(cfg: FlinkConfig, job_name: str):
                             "org.apache.flink.metrics.prometheus.PrometheusReporterFactory")
             conf.set_string("metrics.reporter.prom.port", str(cfg.metrics_port))
     conf.set_string("python.fn-execution.bundle.time", str(cfg.bundle_ms))
+    conf.set_string("execution.buffer-timeout", f"{cfg.buffer_timeout_ms} ms")
     conf.set_string("python.fn-execution.bundle.size", str(cfg.bundle_size))
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.add_jars(*(p.resolve().as_uri() for p in jar_paths))

@@ -4,22 +4,7 @@ from __future__ import annotations
 
 import os
 
-
-def _descendants(pid: int) -> list[int]:
-    children: dict = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                ppid = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(d))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo += children.get(p, [])
-    return out
+from riverflink.pipelines.broker import descendants
 
 
 def _addr(hex_addr: str) -> str:
@@ -41,7 +26,7 @@ def _addr(hex_addr: str) -> str:
 def listening(pid: int) -> dict[int, list[str]]:
     """pid -> ["address:port", ...] for every LISTEN socket of ``pid`` and its descendants."""
     inodes: dict = {}
-    for p in _descendants(pid):
+    for p in descendants(pid):
         try:
             for fd in os.listdir(f"/proc/{p}/fd"):
                 try:
