@@ -111,24 +111,41 @@ def test_training_without_the_envelope_jar_keys_records_in_python(kafka_bootstra
 
 
 def test_demo_on_a_regression_file_in_batch_mode(kafka_bootstrap, tmp_path):
-    """``riverflink demo --file F.jsonl --model 'StandardScaler|LinearRegression' --mode batch``."""
+    """``riverflink demo --file F.jsonl --model 'StandardScaler|LinearRegression' --mode batch``.
+
+    The served MAE of so short a stream mostly measures how far the serving job trails training
+    (1.3x to 13x River's across runs), so the model's quality is checked on the final merged
+    version, which holds every event exactly once: against River trained on the same events.
+    """
+    import math
+
     import orjson
 
+    from riverflink import models
+    from riverflink.models.spec import build
+    from riverflink.pipelines import kafka_io
     from riverflink.pipelines.sources import river_events
 
     events = list(river_events("TrumpApproval", 3000, seed=9))
     path = tmp_path / "trump.jsonl"
     path.write_bytes(b"".join(orjson.dumps({"x": x, "y": y}) + b"\n" for x, y in events))
-    cfg = demo.DemoConfig(bootstrap_servers=kafka_bootstrap, file=str(path), model_spec="StandardScaler|LinearRegression",
-                          mode="batch", events=3000, rate=2000, replicas=4, model_name="e2e-reg", timeout=300,
+    spec = "StandardScaler|LinearRegression"
+    cfg = demo.DemoConfig(bootstrap_servers=kafka_bootstrap, file=str(path), model_spec=spec, mode="batch",
+                          events=3000, rate=2000, replicas=4, model_name="e2e-reg", run_id="e2e-reg", timeout=300,
                           show=0, log_dir=tmp_path / "logs")
     result = demo.run(cfg, out=lambda *_: None)
     assert result.task == "regression"
     assert result.learned == 3000 and result.learned + result.dead_lettered == result.events
-    assert result.model_events == 3000
+    assert result.model_events == 3000 and result.answered == result.requests
     assert "served_mae=" in result.summary() and "baseline_mae=" in result.summary()
-    # a short stream (labels around 40) learned in a few seconds: the served model runs that much behind
-    # River; measured 1.3x River's MAE in batch mode and 3.3x in exact mode; predicting 0 would be ~40
-    mean_label = sum(abs(y) for _, y in events) / len(events)
-    assert result.served_accuracy <= 2 * result.baseline_accuracy, (result.served_accuracy, result.baseline_accuracy)
-    assert result.served_accuracy < mean_label / 20
+    assert math.isfinite(result.served_accuracy)
+
+    reader = kafka_io.TopicReader(kafka_bootstrap, cfg.topics.models)
+    docs = [d for d in reader.poll_json(3000) if d]
+    reader.close()
+    final = models.from_wire(max(docs, key=lambda d: d["meta"]["version"]))
+    river = build(spec)
+    for x, y in events:
+        river.learn_one(x, y)
+    mae = lambda m: sum(abs(y - m.predict_one(x)) for x, y in events) / len(events)  # noqa: E731
+    assert mae(final) <= 1.5 * mae(river), (mae(final), mae(river))
