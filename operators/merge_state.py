@@ -14,7 +14,11 @@ Contract
   ``meta.refused``.  Nothing is dropped before a merge has succeeded.  Each
   document's ``meta.acked`` maps every replica to the last update sequence
   number it holds, so a rebasing replica replays exactly what is missing.
-* **Stale updates are discounted, adaptively.**  An update's *staleness* ``s``
+* **Stale updates are corrected.**  With a delay-compensation estimate
+  (``update.kappa``) the merger adds ``delta - kappa * D`` (:meth:`correct`),
+  D being how far other replicas' merges moved the learned parameters since
+  the update's base.  Without one it falls back to a scalar discount: an
+  update's *staleness* ``s``
   is the number of merges of other replicas' updates since the version it was
   computed against.  Those replicas were correcting the same errors at the
   same time, so adding every update in full overshoots (K replicas each

@@ -117,7 +117,7 @@ class ReplicaUpdate:
     seq: int = 0
     #: progressive loss of the replica over these events (error rate or MAE); None if unknown
     loss: float | None = None
-    #: estimated fraction of a shared error that survives this many events of learning (see contraction)
+    #: estimated fraction of a shared error that survives this many events of learning (see ContractionProbe)
     rho: float | None = None
     #: estimated fraction of the update's learned step that is on errors shared with other replicas
     shared: float | None = None
@@ -359,28 +359,6 @@ class ContractionProbe:
         t = min(1.0, max(0.0, (-k + math.sqrt(k * k + 4)) / 2))
         shared = self.c / t if t > 0 else self.a
         return t * t, min(1.0, max(0.0, shared / self.a))
-
-
-def contraction(model: Any, first: dict, second: dict) -> float:
-    """How much of an error the replica shares with the others survives one sync period: ``rho`` in [0, 1].
-
-    ``first`` and ``second`` are what the replica learned in the two halves of
-    the period.  On a shared residual error ``r`` shrinking by ``sqrt(rho)``
-    per half, ``first = r (1 - sqrt(rho))`` and ``second = sqrt(rho) first``, so
-    the projection of ``second`` on ``first`` estimates ``sqrt(rho)``.  Small
-    steps (``rho`` near 1): the replicas' updates add up, as in one model
-    learning every event.  Saturated steps (``rho`` near 0): each replica
-    already removed most of the shared error, and adding K such updates
-    overshoots; see :meth:`riverflink.operators.merge_state.MergerState` for
-    how the merger uses it.  Noise alone gives a projection near 0.
-    """
-    from riverflink.models.sync import learned_dot
-
-    norm = learned_dot(model, first, first)
-    if norm <= 0:
-        return 1.0
-    ratio = min(1.0, max(0.0, learned_dot(model, second, first) / norm))
-    return ratio * ratio
 
 
 def _curvature(model: Any, y_pred: Any, proba: dict | None) -> float:
