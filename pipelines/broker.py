@@ -42,6 +42,8 @@ class EmbeddedBroker:
     port: int = 0
     log_path: Path | None = None
     process: subprocess.Popen | None = None
+    #: stop with the process that started it (False only for ``riverflink broker start``)
+    tied_to_parent: bool = True
 
     @property
     def bootstrap(self) -> str:
@@ -56,6 +58,7 @@ class EmbeddedBroker:
             [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            preexec_fn=die_with_parent if self.tied_to_parent else None,
         )
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -79,6 +82,22 @@ class EmbeddedBroker:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def die_with_parent() -> None:
+    """``preexec_fn``: the child gets SIGTERM when the process that started it dies, even by SIGKILL.
+
+    Children run in their own session (so that ``stop_pid`` stops their whole group); without this
+    they would outlive a test run or demo that is killed before its cleanup runs.  The signal
+    survives ``exec`` (Tansu, and Flink's start scripts, which ``exec`` into the JVM).  Linux only;
+    elsewhere a no-op.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def stop_pid(pid: int, grace: float = 5.0) -> None:

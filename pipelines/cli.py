@@ -81,7 +81,8 @@ def cmd_broker(args) -> int:
     if alive:
         print(f"already running: {state['bootstrap']} (pid {state['pid']})")
         return 0
-    broker = EmbeddedBroker(port=args.port, log_path=STATE_DIR / "broker.log").start()
+    # outlives this command on purpose: 'riverflink broker stop' ends it
+    broker = EmbeddedBroker(port=args.port, log_path=STATE_DIR / "broker.log", tied_to_parent=False).start()
     BROKER_FILE.write_text(json.dumps({"bootstrap": broker.bootstrap, "pid": broker.process.pid}))
     print(f"embedded Tansu broker on {broker.bootstrap} (pid {broker.process.pid}); stop it with 'riverflink broker stop'")
     return 0

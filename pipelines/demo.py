@@ -32,7 +32,7 @@ from pathlib import Path
 
 from riverflink.models.spec import build as build_model
 from riverflink.pipelines import kafka_io
-from riverflink.pipelines.broker import stop_pid
+from riverflink.pipelines.broker import die_with_parent, stop_pid
 from riverflink.pipelines.config import ConfigError, Topics
 from riverflink.pipelines.sources import MALFORMED, encode_events, river_events
 
@@ -118,6 +118,7 @@ def _start_job(kind: str, cfg: DemoConfig) -> subprocess.Popen:
                  "--merge-policy", cfg.merge_policy, "--mode", cfg.mode]
     log = open(cfg.log_dir / f"{kind}.log", "wb")
     return subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=die_with_parent,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from riverflink.pipelines import flink_rest
-from riverflink.pipelines.broker import free_port, stop_pid
+from riverflink.pipelines.broker import die_with_parent, free_port, stop_pid
 from riverflink.pipelines.config import ConfigError
 
 #: what Flink's own distribution config passes to every JVM on Java 17 (pyflink ships no config)
@@ -87,7 +87,8 @@ class StandaloneCluster:
         (self.work_dir / "log").mkdir(parents=True, exist_ok=True)
         log = open(self.work_dir / "log" / log_name, "ab")
         return subprocess.Popen(["bash", str(flink_home() / "bin" / script), "start-foreground", *dynamic],
-                                env=self._env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                env=self._env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=die_with_parent)
 
     def start(self, timeout: float = 90) -> "StandaloneCluster":
         self.rest_port = self.rest_port or free_port()

@@ -9,6 +9,17 @@ import subprocess
 import pytest
 
 
+def pytest_configure(config):
+    """A SIGTERM (a CI timeout, a pkill) interrupts the run like Ctrl-C, so fixture teardown still
+    stops every broker, cluster and job a test started; SIGTERM alone would skip it."""
+    import signal
+
+    def interrupt(*_):
+        raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def _docker_answers() -> bool:
     if not shutil.which("docker"):
         return False
