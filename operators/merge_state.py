@@ -107,7 +107,6 @@ class MergerState:
         if self.params is None:
             self.params = models.get_params(self.template)
         self.params_at.setdefault(self.version, self.params)
-        self._last_applied: dict = {}
 
     # -- triggers -----------------------------------------------------------------------
     def active_replicas(self, now: float | None = None) -> set:
@@ -164,13 +163,13 @@ class MergerState:
         if not self.pending:
             return None
         updates = list(self.pending)
-        model, used, refused = self._combine(updates, policy)
+        used, refused = updates, []
+        model, applied = self._combine(updates, policy)
         if model is None:  # some update poisons the merge: keep, in order, each one the merge survives
-            used, refused = [], []
+            used = []
             for u in updates:
-                ok = self._combine(used + [u], policy)[0] is not None
-                (used if ok else refused).append(u)
-            model = self._combine(used, policy)[0] if used else None
+                (used if self._combine(used + [u], policy)[0] is not None else refused).append(u)
+            model, applied = self._combine(used, policy) if used else (None, {})
         now = time.time() if now is None else now
         acked = dict(self.acked)
         for u in updates:
@@ -211,29 +210,23 @@ class MergerState:
         self.params_at[self.version] = self.params
         if len(self.params_at) > _PARAMS_MEMORY:
             self.params_at = dict(list(self.params_at.items())[-_PARAMS_MEMORY:])
-        for r, step in self._last_applied.items():
-            if any(u.replica == r for u in used):
-                self.applied[r] = (self.applied.get(r, []) + [(self.version, step)])[-_PARAMS_MEMORY:]
-        self._last_applied = {}
+        for r, step in applied.items():
+            self.applied[r] = (self.applied.get(r, []) + [(self.version, step)])[-_PARAMS_MEMORY:]
         return doc
 
-    def _combine(self, updates: list, policy: MergePolicy) -> tuple[Any, list, list]:
+    def _combine(self, updates: list, policy: MergePolicy) -> tuple[Any, dict]:
+        """``(merged model, replica -> the corrected delta it contributed)``; ``(None, {})`` if not finite."""
         by_replica: dict = {}
         for u in updates:
             by_replica.setdefault(u.replica, []).append(u)
         adapter = models.adapter_for(self.template)
-        deltas, weights = [], []
-        self._last_applied = {}
-        for r, us in by_replica.items():
-            # a replica's consecutive updates add up to one delta; the policy then combines replicas
-            d = adapter.sum_deltas(self.template, [self.correct(u) for u in us])
-            deltas.append(d)
-            weights.append(sum(u.events for u in us))
-            self._last_applied[r] = d
+        # a replica's consecutive updates add up to one delta; the policy then combines replicas
+        applied = {r: adapter.sum_deltas(self.template, [self.correct(u) for u in us]) for r, us in by_replica.items()}
+        weights = [sum(u.events for u in us) for us in by_replica.values()]
         try:
-            return models.apply_deltas(self.template, self.params, deltas, weights, policy), updates, []
+            return models.apply_deltas(self.template, self.params, list(applied.values()), weights, policy), applied
         except (ValueError, OverflowError):
-            return None, [], updates
+            return None, {}
 
     def correct(self, update: ReplicaUpdate) -> dict:
         """``update``'s delta, corrected for the versions merged since its base.

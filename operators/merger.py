@@ -77,12 +77,11 @@ class Merger(KeyedCoProcessFunction):
 
     def process_element2(self, value, ctx):
         merger = self._merger()
-        _, _, problem = accept(value, self.rules, None)
+        # its own documents come back too: only a newer version is validated (and adopted)
+        entry, _, problem = accept(value, self.rules, merger.version)
         if problem:
             log.warning("ignoring a record on the models topic: %s", problem)
-            return
-        parsed = read_doc(value)
-        if parsed is not None and parsed["meta"].get("name") == self.name and merger.adopt(parsed):
+        elif entry is not None and merger.adopt(read_doc(entry.text)):
             self.state.update(merger)
 
     def on_timer(self, timestamp, ctx):

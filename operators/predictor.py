@@ -34,6 +34,7 @@ class Predictor(KeyedBroadcastProcessFunction):
 
     def open(self, ctx: RuntimeContext):
         self.version, self.created_at, self.model = None, None, None
+        self.accepted: dict = {}
         group = ctx.get_metrics_group().add_group("riverflink")
         self.m_answers = {s: group.counter(f"answers_{s}") for s in ("ok", "bad_request", "no_model_yet")}
         group.gauge("model_version_seconds", lambda: int((self.version or 0) // 1000))
@@ -43,7 +44,8 @@ class Predictor(KeyedBroadcastProcessFunction):
         entry = ctx.get_broadcast_state(LATEST_MODEL).get(self.name)
         if entry is not None and entry.version != self.version:
             self.version, self.created_at = entry.version, entry.created_at
-            self.model = models.from_wire(entry.text)
+            built = self.accepted.pop(entry.version, None)  # the model accept() built, if this subtask saw it
+            self.model = built if built is not None else models.from_wire(entry.text)
         answers = [self._answer(line) for line in batch_lines(value, self.batched)[1]]
         yield "\n".join(a for a, _ in answers)
         if self.m_answers is not None:
@@ -72,8 +74,9 @@ class Predictor(KeyedBroadcastProcessFunction):
     def process_broadcast_element(self, value, ctx):
         state = ctx.get_broadcast_state(LATEST_MODEL)
         current = state.get(self.name)
-        entry, _, problem = accept(value, self.rules, None if current is None else current.version)
+        entry, model, problem = accept(value, self.rules, None if current is None else current.version)
         if problem:
             log.warning("ignoring a record on the models topic: %s", problem)
         elif entry is not None:
             state.put(self.name, entry)
+            self.accepted = {entry.version: model}

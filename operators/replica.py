@@ -30,6 +30,7 @@ Contract
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -47,14 +48,12 @@ MODES = ("exact", "batch")
 _REPLAY = MergePolicy("delta", clip=math.inf)
 
 
-def is_clusterer(model: Any) -> bool:
-    """Clusterers (KMeans) learn from ``x`` alone; everything else needs a label."""
-    return river_inspect.isclusterer(model)
+def predict(model: Any, x: dict, classifier: bool | None = None) -> tuple[Any, dict | None]:
+    """``(prediction, probabilities or None)``; probabilities for classifiers only.
 
-
-def predict(model: Any, x: dict) -> tuple[Any, dict | None]:
-    """``(prediction, probabilities or None)``; probabilities for classifiers only."""
-    if river_inspect.isclassifier(model):
+    ``classifier`` may be passed by callers that know it, to skip River's type inspection.
+    """
+    if river_inspect.isclassifier(model) if classifier is None else classifier:
         proba = model.predict_proba_one(x)
         return (max(proba, key=proba.get) if proba else None), proba
     return model.predict_one(x), None
@@ -153,9 +152,28 @@ class Replica:
         model = template.clone()
         return cls(model=model, snapshot=models.get_params(model))
 
-    @property
+    @functools.cached_property
     def task(self) -> str:
+        """The model's task (fixed for a replica's life; computed once)."""
         return task_of(self.model)
+
+    @functools.cached_property
+    def _loss(self) -> str:
+        from riverflink.models.labels import final_step
+
+        return type(getattr(final_step(self.model), "loss", None)).__name__
+
+    def _step(self, x: dict, y: Any) -> tuple[Any, dict | None]:
+        """Predict ``x``, then learn ``(x, y)``; counts the event and its loss curvature (no scoring)."""
+        task = self.task
+        y_pred, proba = predict(self.model, x, task in ("binary", "multiclass"))
+        if task == "clustering":
+            self.model.learn_one(x)
+        else:
+            self.model.learn_one(x, y)
+        self.curvature += _curvature(self._loss, proba)
+        self._learned(1)
+        return y_pred, proba
 
     # -- learning -----------------------------------------------------------------
     def predict_then_learn(self, x: dict, y: Any) -> tuple[Any, dict | None]:
@@ -164,13 +182,7 @@ class Replica:
         Classifiers also return their probabilities.  A clusterer predicts the
         cluster of ``x`` and learns ``x``; ``y`` is ignored.
         """
-        y_pred, proba = predict(self.model, x)
-        if is_clusterer(self.model):
-            self.model.learn_one(x)
-        else:
-            self.model.learn_one(x, y)
-        self.curvature += _curvature(self.model, y_pred, proba)
-        self._learned(1)
+        y_pred, proba = self._step(x, y)
         self.unsynced_score.add(self.task, y_pred, y)
         return y_pred, proba
 
@@ -188,10 +200,11 @@ class Replica:
         score, task, out = Score(), self.task, []
         if mode == "exact" or len(xs) < 2:
             for x, y in zip(xs, ys):
-                y_pred, proba = self.predict_then_learn(x, y)
+                y_pred, proba = self._step(x, y)
                 score.add(task, y_pred, y)
                 if keep_predictions:
                     out.append((y_pred, proba))
+            self.unsynced_score.merge(score)
             return score, out
         import pandas as pd
 
@@ -201,7 +214,7 @@ class Replica:
         curvature = 0.0
         for (y_pred, proba), y in zip(preds, ys):
             score.add(task, y_pred, y)
-            curvature += _curvature(self.model, y_pred, proba)
+            curvature += _curvature(self._loss, proba)
         self.curvature += curvature
         if task == "clustering":
             self.model.learn_many(X)
@@ -361,11 +374,9 @@ class ContractionProbe:
         return t * t, min(1.0, max(0.0, shared / self.a))
 
 
-def _curvature(model: Any, y_pred: Any, proba: dict | None) -> float:
-    """Second derivative of the final step's loss at this prediction (squared: 2; log: p(1 - p))."""
-    from riverflink.models.labels import final_step
-
-    name = type(getattr(final_step(model), "loss", None)).__name__
+def _curvature(loss: str, proba: dict | None) -> float:
+    """Second derivative of the final step's loss (its class name) at a prediction (squared: 2; log: p(1 - p))."""
+    name = loss
     if name == "Squared":
         return 2.0
     if name == "Log" and proba:

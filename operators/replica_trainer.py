@@ -88,6 +88,7 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
             group.gauge(name, lambda name=name: int(self.last[name]))
 
     def _merged_params(self, version: int, text: str) -> dict:
+        """Parameters of ``version``; parsed again only after a restore emptied the cache."""
         if version not in self.params_cache:
             self.params_cache = {version: models.get_params(models.from_wire(orjson.loads(text)))}
         return self.params_cache[version]
@@ -176,12 +177,14 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
     def process_broadcast_element(self, value, ctx):
         state = ctx.get_broadcast_state(LATEST_MODEL)
         current = state.get(self.s.model_name)
-        entry, _, problem = accept(value, self.rules, None if current is None else current.version)
+        entry, model, problem = accept(value, self.rules, None if current is None else current.version)
         if problem:
             self.m_refused_models.inc()
             log.warning("ignoring a record on the models topic: %s", problem)
         elif entry is not None:
             state.put(self.s.model_name, entry)
+            # the rebase needs its parameters: keep them from the model just built and checked
+            self.params_cache = {entry.version: models.get_params(model)}
 
 
 def _metrics_record(replica, version, task, score, dead: int, events: list) -> str:

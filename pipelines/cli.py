@@ -407,7 +407,7 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--max-event-bytes", type=int, default=1 << 20, help="larger events are dead-lettered")
     tr.add_argument("--max-features", type=int, default=1000, help="events with more features are dead-lettered")
     tr.add_argument("--max-abs-value", type=float, default=1e9,
-                    help="events with a feature (or regression label) beyond +-this are dead-lettered")
+                    help="events with a feature beyond +-this are dead-lettered")
     tr.add_argument("--batch-size", type=int, default=500, help="events per micro-batch handed to a replica")
     tr.add_argument("--batch-ms", type=int, default=50, help="longest an event waits for its micro-batch")
     tr.set_defaults(func=cmd_train)

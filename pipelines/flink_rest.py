@@ -29,9 +29,20 @@ def overview(address: str, timeout: float = 10) -> dict:
     return _call(address, "/overview", timeout=timeout)
 
 
+def config(address: str, timeout: float = 10) -> dict:
+    """The endpoint's ``/config`` (``flink-version`` among others); a way to tell it is Flink's."""
+    return _call(address, "/config", timeout=timeout)
+
+
+def failures(address: str, job_id: str) -> list[str]:
+    """The first line of each failure the job recovered from (its exception history)."""
+    entries = (_call(address, f"/jobs/{job_id}/exceptions").get("exceptionHistory") or {}).get("entries") or []
+    return [(str(e.get("stacktrace", "")).splitlines() or [""])[0][:300] for e in entries]
+
+
 def restarts(address: str, job_id: str) -> int:
     """Failures the job recovered from (entries in its exception history)."""
-    return len(_call(address, f"/jobs/{job_id}/exceptions").get("exceptionHistory", {}).get("entries", []))
+    return len(failures(address, job_id))
 
 
 def jobs(address: str) -> list[dict]:

@@ -52,16 +52,14 @@ def listening(pid: int) -> dict[int, list[str]]:
 
 def flink_rest_port(pid: int) -> int | None:
     """The port of the Flink REST endpoint among the listening sockets of ``pid``'s tree, if up."""
-    import json
-    import urllib.request
+    from riverflink.pipelines import flink_rest
 
     for addrs in listening(pid).values():
         for a in addrs:
             port = int(a.rsplit(":", 1)[1])
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=2) as r:
-                    if "flink-version" in json.loads(r.read()):
-                        return port
+                if "flink-version" in flink_rest.config(f"127.0.0.1:{port}", timeout=2):
+                    return port
             except Exception:  # noqa: BLE001 - other sockets (py4j, gRPC) do not speak HTTP
                 continue
     return None

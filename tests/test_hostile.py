@@ -14,7 +14,6 @@ import random
 import subprocess
 import sys
 import time
-import urllib.request
 
 import orjson
 import pytest
@@ -23,7 +22,7 @@ from river import metrics
 from riverflink import models
 from riverflink.models.signing import Signer, Verifier, sign, verify
 from riverflink.models.spec import build as build_model
-from riverflink.pipelines import kafka_io
+from riverflink.pipelines import flink_rest, kafka_io
 from riverflink.pipelines.broker import stop_pid
 from riverflink.pipelines.config import Topics
 from riverflink.pipelines.sources import encode_events, river_events
@@ -91,14 +90,11 @@ def forged_documents(genuine: dict, other: Signer) -> list[bytes]:
 
 
 def _failures(port: int) -> list[str]:
-    """Every exception Flink recorded for the jobs on ``port`` (each one a restart), first lines only."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/jobs/overview", timeout=5) as r:
-        jobs = json.loads(r.read())["jobs"]
+    """Every failure Flink recorded for the jobs on ``port`` (each one a restart), and any job not running."""
+    address = f"127.0.0.1:{port}"
     out = []
-    for job in jobs:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/jobs/{job['jid']}/exceptions", timeout=5) as r:
-            entries = (json.loads(r.read()).get("exceptionHistory") or {}).get("entries") or []
-        out += [str(e.get("stacktrace", "")).splitlines()[0][:300] for e in entries]
+    for job in flink_rest.jobs(address):
+        out += flink_rest.failures(address, job["jid"])
         if job["state"] != "RUNNING":
             out.append(f"job {job['name']} is {job['state']}")
     return out
