@@ -2,8 +2,10 @@
 
 An *envelope* is what the Kafka source hands to Python for every record,
 whatever its bytes: ``partition:offset:timestamp:base64(key):base64(value)``
-(see ``pipelines/java/.../EnvelopeDeserializationSchema.java``).  A value
-source without metadata (plain strings) is accepted too, with unknown offsets.
+(see ``pipelines/java/.../EnvelopeDeserializationSchema.java``); a value over
+the size limit arrives cut to its first bytes, with a sixth field
+``length.sha256hex`` of the whole.  A value source without metadata (plain
+strings) is accepted too, with unknown offsets.
 
 An *event* is a JSON object::
 
@@ -64,6 +66,8 @@ class Envelope:
     timestamp: int | None
     key: bytes | None
     value: bytes
+    #: set when the source cut an oversized value: the whole value's length and SHA-256 (hex)
+    cut_from: tuple[int, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,8 @@ class Rejected:
     raw: bytes
     partition: int | None
     offset: int | None
+    #: the whole record's length and SHA-256 when ``raw`` is only its head (cut by the source)
+    cut_from: tuple[int, str] | None = None
 
     def to_json(self, topic: str, prefix: int = DEFAULT_LIMITS.dead_letter_prefix) -> str:
         """The dead-letter record: reason, source position, and the raw bytes' length, SHA-256 and first
@@ -94,9 +100,9 @@ class Rejected:
                 "topic": topic,
                 "partition": self.partition,
                 "offset": self.offset,
-                "raw_bytes": len(self.raw),
-                "raw_sha256": hashlib.sha256(self.raw).hexdigest(),
-                "raw_truncated": len(self.raw) > prefix,
+                "raw_bytes": self.cut_from[0] if self.cut_from else len(self.raw),
+                "raw_sha256": self.cut_from[1] if self.cut_from else hashlib.sha256(self.raw).hexdigest(),
+                "raw_truncated": bool(self.cut_from) or len(self.raw) > prefix,
                 "raw_base64": base64.b64encode(head).decode(),
                 "raw_text": head.decode("utf-8", errors="replace"),
             }
@@ -107,14 +113,21 @@ def open_envelope(text: str) -> Envelope:
     """Split an envelope line; a line that is not one is taken as a bare value.
 
     >>> open_envelope("0:41:1700000000000::eyJ4Ijp7fX0=")
-    Envelope(partition=0, offset=41, timestamp=1700000000000, key=None, value=b'{"x":{}}')
+    Envelope(partition=0, offset=41, timestamp=1700000000000, key=None, value=b'{"x":{}}', cut_from=None)
+    >>> open_envelope("0:42:1700000000000::eyJ4Ijp7:5000000.ab12").cut_from
+    (5000000, 'ab12')
     """
-    parts = text.split(":", 4)
-    if len(parts) == 5 and parts[0].isdigit() and parts[1].isdigit():
+    parts = text.split(":", 5)
+    if len(parts) in (5, 6) and parts[0].isdigit() and parts[1].isdigit():
         try:
             key = base64.b64decode(parts[3], validate=True) if parts[3] else None
             value = base64.b64decode(parts[4], validate=True)
-            return Envelope(int(parts[0]), int(parts[1]), int(parts[2]) if parts[2].lstrip("-").isdigit() else None, key, value)
+            cut_from = None
+            if len(parts) == 6:
+                size, digest = parts[5].split(".", 1)
+                cut_from = (int(size), digest[:64])
+            return Envelope(int(parts[0]), int(parts[1]), int(parts[2]) if parts[2].lstrip("-").isdigit() else None,
+                            key, value, cut_from)
         except (binascii.Error, ValueError):
             pass
     return Envelope(None, None, None, None, text.encode())
@@ -144,8 +157,10 @@ def _parse(env: Envelope, require_label: bool, key_field: str, limits: Limits) -
     def reject(reason: str) -> Rejected:
         return Rejected(reason, env.value, env.partition, env.offset)
 
-    if len(env.value) > limits.max_event_bytes:
-        return reject(f"event is {len(env.value)} bytes, over the limit of {limits.max_event_bytes}")
+    size = env.cut_from[0] if env.cut_from else len(env.value)
+    if env.cut_from or size > limits.max_event_bytes:
+        return Rejected(f"event is {size} bytes, over the limit of {limits.max_event_bytes}", env.value,
+                        env.partition, env.offset, env.cut_from)
     try:
         doc = orjson.loads(env.value)
     except orjson.JSONDecodeError as e:

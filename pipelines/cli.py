@@ -59,7 +59,8 @@ def _limits(args):
 def _flink(args) -> FlinkConfig:
     return FlinkConfig(jobmanager=args.jobmanager, parallelism=args.parallelism, checkpoint_ms=args.checkpoint_ms,
                        bundle_ms=args.bundle_ms, bundle_size=args.bundle_size, savepoint=args.from_savepoint,
-                       metrics_port=args.metrics_port, buffer_timeout_ms=args.buffer_timeout_ms)
+                       metrics_port=args.metrics_port, buffer_timeout_ms=args.buffer_timeout_ms,
+                       checkpoint_dir=args.checkpoint_dir)
 
 
 # -- commands ---------------------------------------------------------------------
@@ -351,6 +352,9 @@ def parser() -> argparse.ArgumentParser:
     flink.add_argument("--python-executable", help="Python of the cluster's workers (default: this one)")
     flink.add_argument("--parallelism", type=int, default=2)
     flink.add_argument("--checkpoint-ms", type=int, default=5000)
+    flink.add_argument("--checkpoint-dir", metavar="URI",
+                       help="where checkpoints go (file://, s3://...; default: a temporary directory on local "
+                            "runs, the cluster's execution.checkpointing.dir on a cluster)")
     flink.add_argument("--bundle-ms", type=int, default=100,
                        help="Python operators flush output at least this often (lower: fresher, slower)")
     flink.add_argument("--bundle-size", type=int, default=1000, help="... or after this many records")

@@ -82,6 +82,10 @@ class FlinkConfig:
     metrics_port: int | None = None
     #: Flink's execution.buffer-timeout: how long a network buffer may wait before it is sent
     buffer_timeout_ms: int = 100
+    #: checkpoint storage URI (None: a temporary directory on local runs, the cluster's own setting on a cluster)
+    checkpoint_dir: str | None = None
+    #: consecutive failed checkpoints a job rides out before it restarts (Flink's default, 0, restarts on the first)
+    tolerable_failed_checkpoints: int = 5
 
     def validate(self) -> None:
         if self.jobmanager is not None and not _HOSTPORT.match(self.jobmanager):

@@ -14,6 +14,7 @@ from pyflink.datastream.connectors.kafka import (
 )
 from pyflink.java_gateway import get_gateway
 
+from riverflink.operators.parse import DEFAULT_LIMITS, Limits
 from riverflink.pipelines import jars
 
 # fail fast (one readable error) instead of retrying an unreachable broker forever
@@ -26,11 +27,12 @@ _CLIENT_PROPS = {
 }
 
 
-def envelope_source(env, servers: str, topic: str, group_id: str, name: str):
+def envelope_source(env, servers: str, topic: str, group_id: str, name: str, limits: Limits = DEFAULT_LIMITS):
     """Every record of ``topic`` as an envelope line (partition, offset, key, value).
 
-    Starts from the group's committed offsets, else the earliest.  Without the
-    envelope jar, falls back to the plain value text (no offsets).
+    Starts from the group's committed offsets, else the earliest.  A value over
+    ``limits.max_event_bytes`` is cut to its dead-letter prefix at the source.
+    Without the envelope jar, falls back to the plain value text (no offsets).
     """
     builder = (
         KafkaSource.builder()
@@ -42,7 +44,8 @@ def envelope_source(env, servers: str, topic: str, group_id: str, name: str):
         .set_property("commit.offsets.on.checkpoint", "true")
     )
     if jars.envelope_jar() is not None:
-        builder._j_builder.setDeserializer(get_gateway().jvm.riverflink.EnvelopeDeserializationSchema())
+        builder._j_builder.setDeserializer(get_gateway().jvm.riverflink.EnvelopeDeserializationSchema(
+            limits.max_event_bytes, limits.dead_letter_prefix))
     else:
         builder.set_value_only_deserializer(SimpleStringSchema())
     return env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), name)

@@ -40,6 +40,19 @@ def failures(address: str, job_id: str) -> list[str]:
     return [(str(e.get("stacktrace", "")).splitlines() or [""])[0][:300] for e in entries]
 
 
+def failed_checkpoints(address: str, job_id: str) -> list[str]:
+    """``"<id>: <why>"`` for each recent checkpoint that began and failed (the latest always among them).
+
+    A trigger refused while tasks are still starting never begins, and is not listed.
+    """
+    stats = _call(address, f"/jobs/{job_id}/checkpoints")
+    entries = [h for h in stats.get("history") or [] if h.get("status") == "FAILED"]
+    latest = (stats.get("latest") or {}).get("failed")
+    if latest and all(h.get("id") != latest.get("id") for h in entries):
+        entries.append(latest)
+    return [f"{h.get('id')}: {str(h.get('failure_message'))[:300]}" for h in entries]
+
+
 def restarts(address: str, job_id: str) -> int:
     """Failures the job recovered from (entries in its exception history)."""
     return len(failures(address, job_id))

@@ -4,6 +4,9 @@
   ``python`` is on PATH: otherwise workers fail to import and, with
   checkpointing on, the job restarts forever.
 * A bounded restart strategy, so a broken job fails instead of hanging.
+* Checkpoints on a file system (a temporary directory on local runs), and a
+  few failed checkpoints ridden out before a restart: a restart replays
+  records, so it must not come from one slow checkpoint.
 * The Kafka connector jars (:mod:`riverflink.pipelines.jars`).
 * A running cluster is reached through ``flink run`` (:mod:`pipelines.remote`);
   inside it, this environment is the cluster client's.
@@ -66,6 +69,16 @@ LOOPBACK = {
 }
 
 
+def temporary_checkpoint_dir() -> str:
+    """A ``file://`` directory for a local run's checkpoints, removed when this process exits."""
+    import atexit
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="riverflink-checkpoints-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return Path(path).as_uri()
+
+
 def make_env(cfg: FlinkConfig, job_name: str):
     """The environment, ready for sources and sinks; raises ``ConfigError`` early."""
     cfg.validate()
@@ -108,6 +121,11 @@ def make_env(cfg: FlinkConfig, job_name: str):
             conf.set_string("metrics.reporter.prom.factory.class",
                             "org.apache.flink.metrics.prometheus.PrometheusReporterFactory")
             conf.set_string("metrics.reporter.prom.port", str(cfg.metrics_port))
+    checkpoint_dir = cfg.checkpoint_dir or (temporary_checkpoint_dir() if local else None)
+    if checkpoint_dir:
+        # file storage: the JobManager's in-memory default fails any checkpoint over 5 MB
+        conf.set_string("execution.checkpointing.storage", "filesystem")
+        conf.set_string("execution.checkpointing.dir", checkpoint_dir)
     conf.set_string("python.fn-execution.bundle.time", str(cfg.bundle_ms))
     conf.set_string("execution.buffer-timeout", f"{cfg.buffer_timeout_ms} ms")
     conf.set_string("python.fn-execution.bundle.size", str(cfg.bundle_size))
@@ -117,5 +135,6 @@ def make_env(cfg: FlinkConfig, job_name: str):
     # fixed once a job has state: keyed state (replicas) can later be rescaled up to this many subtasks
     env.set_max_parallelism(128)
     env.enable_checkpointing(cfg.checkpoint_ms, CheckpointingMode.AT_LEAST_ONCE)
+    env.get_checkpoint_config().set_tolerable_checkpoint_failure_number(cfg.tolerable_failed_checkpoints)
     patch_kafka_class_names()
     return env

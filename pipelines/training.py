@@ -40,7 +40,7 @@ def build(cfg: TrainConfig):
     env = make_env(cfg.flink, f"riverflink-train-{cfg.model_name}")
     t, servers = cfg.topics, cfg.bootstrap_servers
 
-    raw = envelope_source(env, servers, t.events, cfg.group_id, "events").uid("source-events")
+    raw = envelope_source(env, servers, t.events, cfg.group_id, "events", cfg.limits).uid("source-events")
     # keyed (and micro-batched in the JVM): Python pays its per-record cost once per batch
     keyed, batched = java_ops.keyed_batches(raw, cfg.replicas, cfg.key_field, cfg.batch_size, cfg.batch_ms)
 

@@ -7,6 +7,7 @@ served, and a final model that is finite and within a point of River trained on 
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -90,11 +91,13 @@ def forged_documents(genuine: dict, other: Signer) -> list[bytes]:
 
 
 def _failures(port: int) -> list[str]:
-    """Every failure Flink recorded for the jobs on ``port`` (each one a restart), and any job not running."""
+    """Every failure Flink recorded for the jobs on ``port`` (each one a restart), every checkpoint that
+    failed (a restart's cause), and any job not running."""
     address = f"127.0.0.1:{port}"
     out = []
     for job in flink_rest.jobs(address):
         out += flink_rest.failures(address, job["jid"])
+        out += [f"checkpoint {c}" for c in flink_rest.failed_checkpoints(address, job["jid"])]
         if job["state"] != "RUNNING":
             out.append(f"job {job['name']} is {job['state']}")
     return out
@@ -166,14 +169,16 @@ def run(kafka_bootstrap, tmp_path_factory):
         metrics_reader = kafka_io.TopicReader(kafka_bootstrap, t.metrics)
         dlq = kafka_io.TopicReader(kafka_bootstrap, t.dead_letter)
         answers_reader = kafka_io.TopicReader(kafka_bootstrap, t.predictions)
-        batches, dead, answers = {}, 0, []
+        batches, dead, answers, oversized = {}, 0, [], []
         deadline = time.time() + 300
         while time.time() < deadline:
             for m in metrics_reader.poll_json(200):
                 if m and m.get("events"):
                     key = (m["replica"], tuple(sorted((p, tuple(r)) for p, r in m["offsets"].items())))
                     batches[key] = m["events"]
-            dead += len(dlq.poll(0))
+            letters = dlq.poll_json(0)
+            dead += len(letters)
+            oversized += [d for d in letters if d and d.get("raw_bytes", 0) > 1 << 20]
             answers += [a for a in answers_reader.poll_json(0) if a]
             genuine += [d for d in models_reader.poll_json(0) if d]
             merged = max((d["meta"].get("events", 0) for d in genuine if isinstance(d.get("meta"), dict)
@@ -184,7 +189,7 @@ def run(kafka_bootstrap, tmp_path_factory):
             for kind, p in jobs.items():
                 assert p.poll() is None, (tmp / f"{kind}.log").read_text()[-3000:]
         restarts = {kind: _failures(port) for kind, port in ports.items()}
-        return dict(produced=produced, learned=sum(batches.values()), dead=dead, answers=answers,
+        return dict(produced=produced, learned=sum(batches.values()), dead=dead, answers=answers, oversized=oversized,
                     requests=requests, docs=genuine, restarts=restarts, valid=valid,
                     verifier=Verifier.load(public))
     finally:
@@ -199,6 +204,15 @@ def test_no_job_restarted(run):
 def test_counts_reconcile_exactly(run):
     assert run["learned"] == VALID
     assert run["learned"] + run["dead"] == run["produced"]
+
+
+def test_oversized_events_are_dead_lettered_whole_size_and_digest_with_a_bounded_prefix(run):
+    import hashlib
+
+    big = [h for h in hostile_events(random.Random(5)) if len(h) > 1 << 20]
+    assert sorted(d["raw_bytes"] for d in run["oversized"]) == sorted(len(h) for h in big)
+    assert {d["raw_sha256"] for d in run["oversized"]} == {hashlib.sha256(h).hexdigest() for h in big}
+    assert all(d["raw_truncated"] and len(base64.b64decode(d["raw_base64"])) == 4096 for d in run["oversized"])
 
 
 def test_every_request_answered_and_no_forged_model_served(run):
