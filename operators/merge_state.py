@@ -16,8 +16,8 @@ Contract
   number it holds, so a rebasing replica replays exactly what is missing.
 * **Stale updates are corrected.**  With a delay-compensation estimate
   (``update.kappa``) the merger adds ``delta - kappa * D`` (:meth:`correct`),
-  D being how far other replicas' merges moved the learned parameters since
-  the update's base.  Without one it falls back to a scalar discount: an
+  D being how far the merged parameters moved from the point the replica
+  learned from (its base plus its own raw updates merged since).  Without one it falls back to a scalar discount: an
   update's *staleness* ``s``
   is the number of merges of other replicas' updates since the version it was
   computed against.  Those replicas were correcting the same errors at the
@@ -100,7 +100,7 @@ class MergerState:
     history: list = field(default_factory=list)
     #: version -> parameters, for the last few versions (delay compensation needs an update's base)
     params_at: dict = field(default_factory=dict)
-    #: replica -> [(version, learned step of its updates applied in that version)], last few
+    #: replica -> [(version, sum of the raw deltas of its updates merged into that version)], last few
     applied: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -215,39 +215,55 @@ class MergerState:
         return doc
 
     def _combine(self, updates: list, policy: MergePolicy) -> tuple[Any, dict]:
-        """``(merged model, replica -> the corrected delta it contributed)``; ``(None, {})`` if not finite."""
+        """``(merged model, replica -> the sum of its updates' raw deltas)``; ``(None, {})`` if not finite."""
         by_replica: dict = {}
         for u in updates:
             by_replica.setdefault(u.replica, []).append(u)
         adapter = models.adapter_for(self.template)
         # a replica's consecutive updates add up to one delta; the policy then combines replicas
-        applied = {r: adapter.sum_deltas(self.template, [self.correct(u) for u in us]) for r, us in by_replica.items()}
+        corrected, raw = {}, {}
+        for r, us in by_replica.items():
+            earlier: list = []
+            for u in us:
+                earlier.append((u.delta, self.correct(u, earlier)))
+            corrected[r] = adapter.sum_deltas(self.template, [c for _, c in earlier])
+            raw[r] = adapter.sum_deltas(self.template, [d for d, _ in earlier])
         weights = [sum(u.events for u in us) for us in by_replica.values()]
         try:
-            return models.apply_deltas(self.template, self.params, list(applied.values()), weights, policy), applied
+            return models.apply_deltas(self.template, self.params, list(corrected.values()), weights, policy), raw
         except (ValueError, OverflowError):
             return None, {}
 
-    def correct(self, update: ReplicaUpdate) -> dict:
-        """``update``'s delta, corrected for the versions merged since its base.
+    def correct(self, update: ReplicaUpdate, earlier: list = ()) -> dict:
+        """``update``'s delta, corrected for what was merged since its base.
 
-        With a delay-compensation estimate (``update.kappa``) and the base's
-        parameters still remembered: ``delta - kappa * D``, where ``D`` is how
-        far other replicas' merges moved the learned parameters since the base
-        (this replica's own merged updates excluded: its model held them).
-        Otherwise the scalar discount of :meth:`discount`.
+        ``earlier``: ``(raw delta, corrected delta)`` of the same replica's
+        updates ahead of it in this merge.  With a delay-compensation estimate
+        (``update.kappa``) and the base's parameters still remembered:
+        ``delta - kappa * O``, where ``O`` is how far the merged parameters
+        have moved from the point the replica learned this update from (its
+        base plus the raw deltas of its own updates merged since: what its
+        model held).  Had the replica started from the merged point, its steps
+        would have removed about ``kappa * O`` of that offset.  ``O`` shrinks
+        as the replica's own corrections are merged, so several updates on one
+        base remove other replicas' progress once in all (``1 - prod(1 -
+        kappa)``), not once each.  Otherwise the scalar discount of
+        :meth:`discount`.
         """
         adapter = models.adapter_for(self.template)
         base = self.params_at.get(update.base_version)
         if update.kappa is None or base is None:
             return adapter.scale_learned(self.template, update.delta, self.discount(update))
-        if update.base_version == self.version:
+        if update.base_version == self.version and not earlier:
             return update.delta
-        moved = adapter.delta(self.template, self.params, base)
-        for version, step in self.applied.get(update.replica, []):
+        offset = adapter.delta(self.template, self.params, base)
+        for version, raw in self.applied.get(update.replica, []):
             if version > update.base_version:
-                moved = adapter.add_learned(self.template, moved, step, -1.0)
-        return adapter.add_learned(self.template, update.delta, moved, -min(1.0, max(0.0, update.kappa)))
+                offset = adapter.add_learned(self.template, offset, raw, -1.0)
+        for raw, corrected in earlier:
+            offset = adapter.add_learned(self.template, adapter.add_learned(self.template, offset, raw, -1.0),
+                                         corrected, 1.0)
+        return adapter.add_learned(self.template, update.delta, offset, -min(1.0, max(0.0, update.kappa)))
 
     def adopt(self, doc: dict) -> bool:
         """See a version read back from ``models``; ``True`` when it changed this state.

@@ -4,6 +4,8 @@ document visible to replicas and serving only one batch round later, as through 
 
 from __future__ import annotations
 
+import pytest
+
 from bench.sync import Setting, river_baseline, simulate, stream
 
 
@@ -25,3 +27,20 @@ def test_regression_with_publish_delay_does_not_diverge_at_k8():
     out = simulate(spec, events, Setting(replicas=8), 1000, base)
     assert out.gap(late=True) <= 2.0, out.gap(late=True)
     assert out.replicas.abs_error / out.replicas.events < 2 * base[0].abs_error / base[0].events
+
+
+@pytest.mark.parametrize("mode,batch", [("exact", 100), ("batch", 100), ("batch", 250)])
+def test_regression_stays_stable_when_merges_lag_several_syncs(mode, batch):
+    """Merged versions seen three batch rounds late (a slow machine): each replica sends several
+    updates on one base.  Correcting every one of them for all of the other replicas' progress removed
+    that progress several times over (served MAE 1.5e13x River's on Friedman, exact and batch 100);
+    one weighted batch step sized by the loss curvature alone overshot along correlated features
+    (batch 250: 1.4e5x)."""
+    from riverflink.models.sync import SyncPolicy
+
+    spec, events = stream("Friedman", 20_000)
+    base = river_baseline(spec, events, warmup=1000)
+    setting = Setting(replicas=4, batch=batch, delay=3, mode=mode,
+                      sync=SyncPolicy(every_events=100, every_seconds=None))
+    out = simulate(spec, events, setting, 1000, base)
+    assert out.gap(late=True) <= 2.0, out.gap(late=True)
