@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-$(JARS): $(STAMP) pipelines/jars.py $(wildcard pipelines/java/riverflink/*.java)
+$(JARS): $(STAMP) pipelines/jars.py $(shell find pipelines/java -name "*.java")
 	$(PY) -m riverflink.pipelines.jars fetch
 
 clean:

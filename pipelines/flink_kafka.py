@@ -48,7 +48,22 @@ def envelope_source(env, servers: str, topic: str, group_id: str, name: str, lim
             limits.max_event_bytes, limits.dead_letter_prefix))
     else:
         builder.set_value_only_deserializer(SimpleStringSchema())
-    return env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), name)
+    return env.from_source(_rewinding(builder.build()), WatermarkStrategy.no_watermarks(), name)
+
+
+#: how often a source compares its positions with the log ends
+REWIND_CHECK_MS = 5000
+
+
+def _rewinding(source: KafkaSource) -> KafkaSource:
+    """``source`` as a ``RewindingKafkaSource`` (pipelines/java): a partition whose position lies beyond its
+    log end, because the broker lost or truncated the log, restarts from the earliest offset instead of
+    waiting for the new log to reach the old position.  Unchanged without the riverflink jar."""
+    if jars.envelope_jar() is None:
+        return source
+    jvm = get_gateway().jvm
+    return KafkaSource(jvm.org.apache.flink.connector.kafka.source.RewindingKafkaSource.of(
+        source.get_java_function(), REWIND_CHECK_MS))
 
 
 def text_source(env, servers: str, topic: str, group_id: str, name: str):
@@ -63,11 +78,15 @@ def text_source(env, servers: str, topic: str, group_id: str, name: str):
         .set_properties(_CLIENT_PROPS)
         .build()
     )
-    return env.from_source(source, WatermarkStrategy.no_watermarks(), name)
+    return env.from_source(_rewinding(source), WatermarkStrategy.no_watermarks(), name)
 
 
-def text_sink(servers: str, topic: str) -> KafkaSink:
-    """At-least-once string sink: consumers dedupe by id / model version."""
+def text_sink(servers: str, topic: str, compression: str = "none") -> KafkaSink:
+    """At-least-once string sink: consumers dedupe by id / model version.
+
+    ``compression``: the producer's ``compression.type`` (model documents go
+    out gzip-compressed, which every Kafka client reads without extras).
+    """
     return (
         KafkaSink.builder()
         .set_bootstrap_servers(servers)
@@ -81,5 +100,6 @@ def text_sink(servers: str, topic: str) -> KafkaSink:
         .set_property("linger.ms", "5")
         .set_property("request.timeout.ms", "15000")
         .set_property("delivery.timeout.ms", "30000")
+        .set_property("compression.type", compression)
         .build()
     )

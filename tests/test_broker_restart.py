@@ -1,0 +1,80 @@
+"""No silent loss when the broker loses its logs: the embedded (in-memory) broker is restarted mid-stream
+under a running training job, and every event produced after the restart is learned.
+
+Before, the job's sources resumed at their old positions, beyond the new logs' ends, and Tansu answers such
+a fetch with nothing (not OFFSET_OUT_OF_RANGE): every event below the old position was skipped silently.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import orjson
+import pytest
+
+from riverflink.pipelines import kafka_io
+from riverflink.pipelines.broker import EmbeddedBroker, stop_pid
+from riverflink.pipelines.config import Topics
+from riverflink.pipelines.sources import river_events
+
+pytestmark = pytest.mark.integration
+
+BEFORE, AFTER = 800, 300  # fewer after than before: without the rewind, all of them would be skipped
+
+
+def _produce(bootstrap: str, topic: str, events: list, prefix: str) -> None:
+    producer = kafka_io.producer(bootstrap)
+    for i, (x, y) in enumerate(events):
+        producer.send(topic, orjson.dumps({"id": f"{prefix}-{i}", "x": x, "y": y}))
+    producer.flush()
+    producer.close()
+
+
+def _learned_ids(reader: kafka_io.TopicReader, prefix: str, want: int, timeout: float, job) -> set:
+    seen: set = set()
+    deadline = time.time() + timeout
+    while len(seen) < want and time.time() < deadline:
+        assert job.poll() is None, "the training job exited"
+        for p in reader.poll_json(500):
+            if p and str(p.get("id") or p.get("request_id")).startswith(prefix):
+                seen.add(p.get("id") or p.get("request_id"))
+    return seen
+
+
+def test_every_event_produced_after_a_broker_restart_is_learned(tmp_path):
+    broker = EmbeddedBroker(log_path=tmp_path / "tansu.log").start()
+    name = f"restart{int(time.time())}"
+    t = Topics.for_run(name)
+    job = None
+    try:
+        kafka_io.create_topics(broker.bootstrap, t.to_create())
+        kafka_io.create_topics(broker.bootstrap, {t.training_predictions: 1})
+        job = subprocess.Popen(
+            [sys.executable, "-m", "riverflink.pipelines.cli", "train", "--bootstrap-servers", broker.bootstrap,
+             "--model-name", name, *t.cli_args("train"), "--group-id", f"{name}-t", "--training-predictions",
+             "--checkpoint-ms", "1000"],
+            stdout=open(tmp_path / "train.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        events = list(river_events("Phishing", BEFORE + AFTER, seed=4))
+        _produce(broker.bootstrap, t.events, events[:BEFORE], "before")
+        reader = kafka_io.TopicReader(broker.bootstrap, t.training_predictions)
+        assert len(_learned_ids(reader, "before", BEFORE, 180, job)) == BEFORE, (tmp_path / "train.log").read_text()[-2000:]
+        reader.close()
+        time.sleep(3)  # a checkpoint holds the positions past the first events
+
+        broker.stop()  # the in-memory logs are gone
+        time.sleep(3)
+        broker.start()
+        kafka_io.create_topics(broker.bootstrap, t.to_create())
+        kafka_io.create_topics(broker.bootstrap, {t.training_predictions: 1})
+        _produce(broker.bootstrap, t.events, events[BEFORE:], "after")
+        reader = kafka_io.TopicReader(broker.bootstrap, t.training_predictions)
+        after = _learned_ids(reader, "after", AFTER, 180, job)
+        reader.close()
+        assert after == {f"after-{i}" for i in range(AFTER)}, (
+            f"{AFTER - len(after)} of {AFTER} events produced after the restart were not learned")
+    finally:
+        if job is not None:
+            stop_pid(job.pid)
+        broker.stop()
