@@ -37,12 +37,16 @@ Contract
   a version is ``max(previous + 1, now in ms)``.  After a failover the merger
   resumes from its checkpointed state, but versions it had already published
   (the sink is at-least-once) are older than any it publishes next.
+* **Quality gate** (optional, :mod:`~riverflink.operators.quality_gate`): a
+  version is published with ``meta.held`` set (why) when it is not to be
+  served yet; replicas rebase onto every version, serving skips held ones.
 * A merger that has never merged (a new job without a savepoint) adopts the
   newest model on the topic as its starting point (:meth:`MergerState.adopt`).
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +55,7 @@ import orjson
 
 from riverflink import models
 from riverflink.models.policies import MergePolicy
+from riverflink.operators.quality_gate import QualityGate
 from riverflink.operators.replica import ReplicaUpdate
 
 #: how many recent versions the merger remembers to measure staleness
@@ -102,6 +107,8 @@ class MergerState:
     params_at: dict = field(default_factory=dict)
     #: replica -> [(version, sum of the raw deltas of its updates merged into that version)], last few
     applied: dict = field(default_factory=dict)
+    #: holds back versions that learn worse than the served one (None: every version is served)
+    gate: QualityGate | None = None
 
     def __post_init__(self) -> None:
         if self.params is None:
@@ -175,8 +182,14 @@ class MergerState:
         for u in updates:
             acked[str(u.replica)] = max(acked.get(str(u.replica), 0), u.seq)
         doc = None
+        gate = copy.deepcopy(self.gate)
         if model is not None:
             version = next_version(self.version, now)
+            held = None
+            if gate is not None:
+                for u in used:
+                    gate.observe(u.loss, u.events, u.base_version)
+                held = gate.decide(version)
             counts: dict = {}
             for u in used:
                 counts[str(u.replica)] = counts.get(str(u.replica), 0) + u.events
@@ -194,6 +207,8 @@ class MergerState:
                 acked=acked,
                 staleness=max(self.staleness(u.base_version, u.replica) for u in used),
                 refused=self.refused + len(refused),
+                **({"held": held, "served": gate.served_version, "held_back": gate.held_back}
+                   if gate is not None else {}),
             )
         # the document exists (or every update was refused): only now does the state change
         self.pending = []
@@ -202,6 +217,7 @@ class MergerState:
         if doc is None:
             return None
         self.version = doc["meta"]["version"]
+        self.gate = gate
         self.merges += 1
         self.events = doc["meta"]["events"]
         self.params = models.get_params(model)

@@ -24,7 +24,9 @@ from riverflink.models.signing import Signer, sign
 from riverflink.models.spec import build as build_model
 from riverflink.models.update_codec import decode
 from riverflink.operators.flink_state import MERGER
+from riverflink.models.labels import task_of
 from riverflink.operators.merge_state import MergerState, MergeTrigger, read_doc
+from riverflink.operators.quality_gate import QualityGate
 from riverflink.operators.model_feed import FeedRules, accept
 
 log = logging.getLogger("riverflink")
@@ -32,9 +34,11 @@ log = logging.getLogger("riverflink")
 
 class Merger(KeyedCoProcessFunction):
     def __init__(self, model_spec: str, model_name: str, policy: MergePolicy, trigger: MergeTrigger,
-                 max_skew_ms: int = 60_000, signing_key: str | None = None, max_doc_bytes: int = 900_000):
+                 max_skew_ms: int = 60_000, signing_key: str | None = None, max_doc_bytes: int = 900_000,
+                 quality_gate: float | None = None):
         self.spec, self.name, self.policy, self.trigger = model_spec, model_name, policy, trigger
         self.max_skew_ms, self.signing_key, self.max_doc_bytes = max_skew_ms, signing_key, max_doc_bytes
+        self.quality_gate = quality_gate
 
     def open(self, ctx: RuntimeContext):
         self.state = ctx.get_state(MERGER)
@@ -47,6 +51,7 @@ class Merger(KeyedCoProcessFunction):
         self.m_merges = group.counter("merges")
         self.m_refused = group.counter("updates_refused")
         self.m_oversized = group.counter("documents_oversized")
+        self.m_held_back = group.counter("versions_held_back")
         self.last = {"version_seconds": 0, "events": 0, "pending": 0, "staleness": 0}
         for name in self.last:
             group.gauge(name, lambda name=name: int(self.last[name]))
@@ -54,8 +59,12 @@ class Merger(KeyedCoProcessFunction):
     def _merger(self) -> MergerState:
         merger = self.state.value()
         if merger is None:
-            return MergerState(self.name, build_model(self.spec), trigger=self.trigger)
+            merger = MergerState(self.name, build_model(self.spec), trigger=self.trigger)
         merger.trigger = self.trigger  # the job's settings win over a restored state's (rescaling, upgrades)
+        if self.quality_gate is None:
+            merger.gate = None
+        elif getattr(merger, "gate", None) is None or merger.gate.margin != self.quality_gate:
+            merger.gate = QualityGate(self.quality_gate, regression=task_of(merger.template) == "regression")
         return merger
 
     def process_element1(self, update, ctx):
@@ -100,6 +109,10 @@ class Merger(KeyedCoProcessFunction):
         if doc is None:
             return
         self.m_merges.inc()
+        if (doc["meta"].get("held") or "").startswith("worse"):
+            self.m_held_back.inc()
+            log.warning("model version %s held back by the quality gate (version %s keeps serving): %s",
+                        doc["meta"]["version"], doc["meta"]["served"], doc["meta"]["held"])
         self.last.update(version_seconds=doc["meta"]["version"] // 1000, events=doc["meta"]["events"],
                          staleness=doc["meta"].get("staleness") or 0)
         if self.signer is not None:
@@ -110,7 +123,7 @@ class Merger(KeyedCoProcessFunction):
             self.oversized += 1
             self.m_oversized.inc()
             log.error("model version %s is %d bytes, over the %d-byte limit of the models topic: not "
-                      "published (%d so far); bound the features (--max-features) or raise the limit",
+                      "published (%d so far); bound the model's features (--max-model-features) or raise the limit",
                       doc["meta"]["version"], len(text), self.max_doc_bytes, self.oversized)
             return
         yield text.decode()

@@ -39,6 +39,8 @@ class FeedRules:
     max_bytes: int = 8 << 20
     #: accept only documents signed by this key's private half (None: no signature check)
     verifier: Verifier | None = None
+    #: a server (serving job, LiveModel) passes over versions the quality gate holds back; replicas take them
+    serving: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class Accepted:
     text: str
     #: replica -> last update sequence number the version holds
     acked: dict
+    #: why the merger's quality gate holds this version back from serving (None: served)
+    held: str | None = None
 
 
 def accept(value: str | bytes, rules: FeedRules, current: int | None,
@@ -81,8 +85,12 @@ def accept(value: str | bytes, rules: FeedRules, current: int | None,
         model = models.from_wire(doc)
     except Exception as e:  # noqa: BLE001 - any invalid document is refused, whatever it breaks
         return None, None, f"version {version} refused: {type(e).__name__}: {str(e)[:200]}"
+    held = meta.get("held")
+    if rules.serving and held:
+        return None, None, None  # replicas learn on from it; serving keeps the previous version
     created = meta.get("created_at")
     acked = meta.get("acked") if isinstance(meta.get("acked"), dict) else {}
     text = value.decode() if isinstance(value, bytes) else value
     return Accepted(version, float(created) if isinstance(created, (int, float)) else 0.0, text,
-                    {str(k): int(v) for k, v in acked.items() if isinstance(v, int)}), model, None
+                    {str(k): int(v) for k, v in acked.items() if isinstance(v, int)},
+                    str(held)[:300] if held else None), model, None

@@ -30,7 +30,7 @@ class Predictor(KeyedBroadcastProcessFunction):
     def __init__(self, model_name: str, batched: bool, limits: Limits = DEFAULT_LIMITS, max_skew_ms: int = 60_000,
                  verifier: Verifier | None = None):
         self.name, self.batched, self.limits = model_name, batched, limits
-        self.rules = FeedRules(model_name, max_skew_ms, verifier=verifier)
+        self.rules = FeedRules(model_name, max_skew_ms, verifier=verifier, serving=True)
 
     def open(self, ctx: RuntimeContext):
         self.version, self.created_at, self.model = None, None, None

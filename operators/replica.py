@@ -145,6 +145,8 @@ class Replica:
     #: parameters half-way through the unsynced period (curvature probe)
     mid: dict | None = None
     probe: "ContractionProbe" = field(default_factory=lambda: ContractionProbe())
+    #: the features this replica may teach the model (set by the training job; None: unbounded)
+    features: Any = None
 
     @classmethod
     def fresh(cls, template: Any) -> "Replica":

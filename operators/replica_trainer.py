@@ -36,6 +36,7 @@ from riverflink.models.signing import Verifier
 from riverflink.models.spec import build as build_model
 from riverflink.models.sync import SyncPolicy
 from riverflink.models.update_codec import encode
+from riverflink.operators.feature_budget import FeatureBudget
 from riverflink.operators.flink_state import DEAD_LETTER, LATEST_MODEL, METRICS, PREDICTIONS, REPLICA
 from riverflink.operators.model_feed import FeedRules, accept
 from riverflink.operators.parse import DEFAULT_LIMITS, Limits, Rejected, batch_lines, open_envelope, parse_event
@@ -62,6 +63,8 @@ class TrainerSettings:
     max_skew_ms: int = 60_000
     #: accept only model documents signed by this key (see riverflink.models.signing)
     verifier: Verifier | None = None
+    #: distinct features each replica admits (operators.feature_budget); None: no bound
+    replica_features: int | None = None
 
 
 class ReplicaTrainer(KeyedBroadcastProcessFunction):
@@ -83,6 +86,7 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         self.m_dead = group.counter("events_dead_lettered")
         self.m_syncs = group.counter("syncs")
         self.m_refused_models = group.counter("model_documents_refused")
+        self.m_features_dropped = group.counter("features_dropped")
         self.last = {"base_version": 0, "accuracy_permille": 0, "mae_milli": 0}
         for name in self.last:
             group.gauge(name, lambda name=name: int(self.last[name]))
@@ -125,6 +129,12 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
             ys.append(event.y)
             events.append(event)
             raws.append(envelope.value)
+        features_dropped = 0
+        if xs and self.s.replica_features:
+            if replica.features is None:
+                replica.features = FeatureBudget(self.s.replica_features)
+            xs, features_dropped = replica.features.admit(xs)
+            self.m_features_dropped.inc(features_dropped)
         if xs:
             was_idle = replica.since_sync == 0
             version = replica.base_version
@@ -157,7 +167,7 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
                     source="training", request_id=ev.id, y_pred=y_pred, proba=proba, model_version=version,
                     model_created_at=None, replica=key, y=ev.y, partition=ev.partition, offset=ev.offset)
             if score is not None:
-                yield METRICS, _metrics_record(key, version, replica.task, score, dead, events)
+                yield METRICS, _metrics_record(key, version, replica.task, score, dead, events, features_dropped)
         elif dead:
             yield METRICS, _metrics_record(key, replica.base_version, replica.task, None, dead, [])
         self.state.update(replica)
@@ -187,7 +197,7 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
             self.params_cache = {entry.version: models.get_params(model)}
 
 
-def _metrics_record(replica, version, task, score, dead: int, events: list) -> str:
+def _metrics_record(replica, version, task, score, dead: int, events: list, features_dropped: int = 0) -> str:
     offsets: dict = {}
     for ev in events:
         if ev.offset is not None:
@@ -203,6 +213,7 @@ def _metrics_record(replica, version, task, score, dead: int, events: list) -> s
         "correct": score.correct if score else 0,
         "abs_error": score.abs_error if score else 0.0,
         "sq_error": score.sq_error if score else 0.0,
+        "features_dropped": features_dropped,
         "offsets": {str(p): list(r) for p, r in offsets.items()},
         "ts": time.time(),
     }).decode()

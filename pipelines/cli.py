@@ -165,6 +165,7 @@ def cmd_train(args) -> int:
         group_id=args.group_id or "riverflink-train", batch_size=args.batch_size, batch_ms=args.batch_ms,
         mode=args.mode, training_predictions=args.training_predictions, merge_quorum=args.merge_quorum,
         update_precision=args.update_precision, limits=_limits(args), signing_key=args.signing_key,
+        max_model_features=args.max_model_features, quality_gate=args.quality_gate,
     )
     roles = ("events", "dead_letter", "models", "metrics") + (("training_predictions",) if cfg.training_predictions else ())
     _preflight(cfg, cfg.topics.to_create(*roles))
@@ -255,18 +256,21 @@ def cmd_models(args) -> int:
         if verifier is not None:
             check = verify(doc, verifier) or "verified"
         created = meta.get("created_at") if isinstance(meta.get("created_at"), (int, float)) else 0
+        held = meta.get("held")
+        serving = f"held: {held}" if held else ("served" if "held" in meta else "-")
         rows.append((meta.get("name"), meta.get("version"), meta.get("sequence"), meta.get("events"),
-                     meta.get("counts"), created, len(value), check))
+                     meta.get("counts"), created, len(value), check, serving))
     if args.latest:
         latest = {}
         for r in rows:
             latest[r[0]] = r
         rows = list(latest.values())
-    print(f"{'name':12} {'version':>14} {'seq':>5} {'events':>8} {'bytes':>7}  {'created_at':20} {'signature':10} counts")
-    for name, version, seq, events, counts, created, size, check in rows:
+    print(f"{'name':12} {'version':>14} {'seq':>5} {'events':>8} {'bytes':>7}  {'created_at':20} {'signature':10} "
+          f"counts / quality gate")
+    for name, version, seq, events, counts, created, size, check, serving in rows:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))
         print(f"{str(name)[:12]:12} {str(version)[:14]:>14} {str(seq)[:5]:>5} {str(events)[:8]:>8} {size:>7}  "
-              f"{stamp:20} {check[:40]:10} {str(counts)[:200]}")
+              f"{stamp:20} {check[:40]:10} {str(counts)[:200]}  {serving[:200]}")
     if foreign:
         print(f"({foreign} record(s) on {args.models_topic} were not model documents and were skipped)")
     return 0
@@ -410,6 +414,13 @@ def parser() -> argparse.ArgumentParser:
                          "signed ones (default: $RIVERFLINK_SIGNING_KEY; make one with 'riverflink keys')")
     tr.add_argument("--max-event-bytes", type=int, default=1 << 20, help="larger events are dead-lettered")
     tr.add_argument("--max-features", type=int, default=1000, help="events with more features are dead-lettered")
+    tr.add_argument("--quality-gate", type=float, metavar="MARGIN",
+                    help="hold back merged versions whose replicas' recent progressive error rate (classifiers, "
+                         "absolute: 0.02 = 2 points) or MAE (regressors, relative: 0.2 = 20%%) is worse than the "
+                         "served version's by more than MARGIN; serving keeps the previous version (default: off)")
+    tr.add_argument("--max-model-features", type=int, default=10_000,
+                    help="distinct features the model may hold; each replica admits its share (this / --replicas) "
+                         "first come, first served, and drops (and counts) later new ones")
     tr.add_argument("--max-abs-value", type=float, default=1e9,
                     help="events with a feature beyond +-this are dead-lettered")
     tr.add_argument("--batch-size", type=int, default=500, help="events per micro-batch handed to a replica")

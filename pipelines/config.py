@@ -126,6 +126,11 @@ class TrainConfig:
     training_predictions: bool = False
     update_precision: str = "float16"
     limits: Limits = DEFAULT_LIMITS
+    #: hold back merged versions whose replicas learn worse than the served version's by more than this
+    #: (classifiers: absolute error rate; regressors: relative MAE); None: every version is served
+    quality_gate: float | None = None
+    #: distinct features the merged model may hold (each replica admits max_model_features // replicas)
+    max_model_features: int = 10_000
     #: Ed25519 private key (PEM) the merger signs model documents with; replicas then verify them
     signing_key: str | None = None
     #: events per micro-batch handed to a Python replica, and the longest an event waits for its batch
@@ -140,6 +145,11 @@ class TrainConfig:
         self.flink.validate()
         if self.replicas < 1:
             raise ConfigError(f"--replicas must be >= 1, got {self.replicas}")
+        if self.quality_gate is not None and not self.quality_gate >= 0:
+            raise ConfigError(f"--quality-gate must be >= 0, got {self.quality_gate}")
+        if self.max_model_features < self.replicas:
+            raise ConfigError(f"--max-model-features must be >= --replicas ({self.replicas}), "
+                              f"got {self.max_model_features}")
         if self.mode not in MODES:
             raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.update_precision not in PRECISIONS:

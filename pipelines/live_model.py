@@ -44,7 +44,8 @@ class LiveModel:
         from riverflink.models.signing import Verifier
 
         self.bootstrap_servers, self.model_name, self.topic = bootstrap_servers, model_name, topic
-        self.rules = FeedRules(model_name, max_skew_ms, verifier=Verifier.load(verify_key) if verify_key else None)
+        self.rules = FeedRules(model_name, max_skew_ms, verifier=Verifier.load(verify_key) if verify_key else None,
+                               serving=True)
         #: (version, created_at, River model) of the newest accepted version, swapped as a whole
         self._current: tuple[int, float, Any] | None = None
         self.ignored = 0

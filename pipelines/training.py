@@ -52,7 +52,7 @@ def build(cfg: TrainConfig):
         model_spec=cfg.model_spec, model_name=cfg.model_name, sync=cfg.sync_policy(), sync_check_ms=check_ms,
         key_field=cfg.key_field, source_topic=t.events, batched=batched, mode=cfg.mode, lr_scale=lr_scale,
         training_predictions=cfg.training_predictions, update_precision=cfg.update_precision, limits=cfg.limits,
-        verifier=signer.verifier() if signer else None,
+        verifier=signer.verifier() if signer else None, replica_features=cfg.max_model_features // cfg.replicas,
     ))
     trained = (
         keyed.connect(model_docs.broadcast(LATEST_MODEL))
@@ -67,7 +67,8 @@ def build(cfg: TrainConfig):
             "sink-training-predictions").uid("sink-training-predictions")
 
     merger = Merger(cfg.model_spec, cfg.model_name, cfg.policy(), cfg.trigger(),
-                    signing_key=str(Path(cfg.signing_key).resolve()) if cfg.signing_key else None)
+                    signing_key=str(Path(cfg.signing_key).resolve()) if cfg.signing_key else None,
+                    quality_gate=cfg.quality_gate)
     merged = (
         trained.connect(model_docs)
         .key_by(lambda u: u.model_name, _model_name, key_type=Types.STRING())
@@ -76,5 +77,5 @@ def build(cfg: TrainConfig):
         .uid("merger")
         .set_parallelism(1)
     )
-    merged.sink_to(text_sink(servers, t.models)).name("sink-models").uid("sink-models").set_parallelism(1)
+    merged.sink_to(text_sink(servers, t.models, compression="gzip")).name("sink-models").uid("sink-models").set_parallelism(1)
     return env

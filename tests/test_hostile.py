@@ -33,6 +33,12 @@ pytestmark = pytest.mark.integration
 
 VALID = 3000
 SPEC = "StandardScaler|LogisticRegression"
+#: valid events of 900 distinct features each (18,000 in all), against a model bound of 2,000
+WIDE, WIDTH, MAX_MODEL_FEATURES = 20, 900, 2000
+
+
+def wide_events() -> list[bytes]:
+    return [orjson.dumps({"x": {f"w{i}_{j}": 1.0 for j in range(WIDTH)}, "y": i % 2 == 0}) for i in range(WIDE)]
 
 
 def hostile_events(rng: random.Random) -> list[bytes]:
@@ -115,7 +121,8 @@ def run(kafka_bootstrap, tmp_path_factory):
     common = ["--bootstrap-servers", kafka_bootstrap, "--model-name", name]
     jobs = {
         "train": subprocess.Popen([sys.executable, "-m", "riverflink.pipelines.cli", "train", *common, *t.cli_args("train"),
-                                   "--group-id", f"{name}-t", "--signing-key", str(private)],
+                                   "--group-id", f"{name}-t", "--signing-key", str(private),
+                                   "--max-model-features", str(MAX_MODEL_FEATURES)],
                                   stdout=open(tmp / "train.log", "wb"), stderr=subprocess.STDOUT,
                                   start_new_session=True),
         "serve": subprocess.Popen([sys.executable, "-m", "riverflink.pipelines.cli", "serve", *common, *t.cli_args("serve"),
@@ -149,6 +156,8 @@ def run(kafka_bootstrap, tmp_path_factory):
         rest = list(encode_events(valid[500:], start_id=500))
         step = max(1, len(hostile) // len(rest))
         forged = forged_documents(genuine[-1], stranger)
+        for v in wide_events():
+            producer.send(t.events, v)
         for i, v in enumerate(rest):
             producer.send(t.events, v)
             for h in hostile[i * step : (i + 1) * step]:
@@ -163,19 +172,20 @@ def run(kafka_bootstrap, tmp_path_factory):
         for d in forged:
             producer.send(t.models, d)
         producer.flush()
-        produced = VALID + len(hostile)
+        produced = VALID + WIDE + len(hostile)
         requests = sum(2 for i in range(len(rest)) if i % 50 == 0)
 
         metrics_reader = kafka_io.TopicReader(kafka_bootstrap, t.metrics)
         dlq = kafka_io.TopicReader(kafka_bootstrap, t.dead_letter)
         answers_reader = kafka_io.TopicReader(kafka_bootstrap, t.predictions)
-        batches, dead, answers, oversized = {}, 0, [], []
+        batches, dead, answers, oversized, features_dropped = {}, 0, [], [], {}
         deadline = time.time() + 300
         while time.time() < deadline:
             for m in metrics_reader.poll_json(200):
                 if m and m.get("events"):
                     key = (m["replica"], tuple(sorted((p, tuple(r)) for p, r in m["offsets"].items())))
                     batches[key] = m["events"]
+                    features_dropped[key] = m.get("features_dropped", 0)
             letters = dlq.poll_json(0)
             dead += len(letters)
             oversized += [d for d in letters if d and d.get("raw_bytes", 0) > 1 << 20]
@@ -190,6 +200,7 @@ def run(kafka_bootstrap, tmp_path_factory):
                 assert p.poll() is None, (tmp / f"{kind}.log").read_text()[-3000:]
         restarts = {kind: _failures(port) for kind, port in ports.items()}
         return dict(produced=produced, learned=sum(batches.values()), dead=dead, answers=answers, oversized=oversized,
+                    features_dropped=sum(features_dropped.values()),
                     requests=requests, docs=genuine, restarts=restarts, valid=valid,
                     verifier=Verifier.load(public))
     finally:
@@ -202,7 +213,7 @@ def test_no_job_restarted(run):
 
 
 def test_counts_reconcile_exactly(run):
-    assert run["learned"] == VALID
+    assert run["learned"] == VALID + WIDE
     assert run["learned"] + run["dead"] == run["produced"]
 
 
@@ -213,6 +224,17 @@ def test_oversized_events_are_dead_lettered_whole_size_and_digest_with_a_bounded
     assert sorted(d["raw_bytes"] for d in run["oversized"]) == sorted(len(h) for h in big)
     assert {d["raw_sha256"] for d in run["oversized"]} == {hashlib.sha256(h).hexdigest() for h in big}
     assert all(d["raw_truncated"] and len(base64.b64decode(d["raw_base64"])) == 4096 for d in run["oversized"])
+
+
+def test_the_model_holds_at_most_its_feature_bound_and_counts_what_it_dropped(run):
+    ours = [d for d in run["docs"] if isinstance(d, dict) and d.get("schema")
+            and verify(d, run["verifier"]) is None]
+    final = max(ours, key=lambda d: d["meta"]["version"])
+    names = {k for k, _ in final["steps"][0]["params"]["moments"]}
+    wide = {n for n in names if n.startswith("w")}
+    assert WIDTH < len(names) <= MAX_MODEL_FEATURES
+    # each wide name occurs in one event: it is in the model, or it was dropped and counted
+    assert len(wide) + run["features_dropped"] == WIDE * WIDTH
 
 
 def test_every_request_answered_and_no_forged_model_served(run):
@@ -229,7 +251,7 @@ def test_final_model_is_finite_and_within_a_point_of_river_on_the_valid_events(r
     ours = [d for d in run["docs"] if isinstance(d, dict) and d.get("schema")
             and verify(d, run["verifier"]) is None]
     final = max(ours, key=lambda d: d["meta"]["version"])
-    assert final["meta"]["events"] == VALID
+    assert final["meta"]["events"] == VALID + WIDE
     model = models.from_wire(final)
     river = build_model(SPEC)
     for x, y in run["valid"]:
