@@ -37,6 +37,14 @@ def _bootstrap(args) -> str:
     return servers
 
 
+def _kafka(args):
+    """The job's Kafka settings: the process's client properties (set in main) and topic creation."""
+    from riverflink.pipelines.kafka_config import KafkaSettings, current
+
+    return KafkaSettings(current(), replication_factor=args.replication_factor,
+                         create_topics=not args.no_create_topics)
+
+
 def _topics(args) -> Topics:
     d = Topics()
     events = getattr(args, "events_topic", d.events)
@@ -165,7 +173,7 @@ def cmd_train(args) -> int:
         group_id=args.group_id or "riverflink-train", batch_size=args.batch_size, batch_ms=args.batch_ms,
         mode=args.mode, training_predictions=args.training_predictions, merge_quorum=args.merge_quorum,
         update_precision=args.update_precision, limits=_limits(args), signing_key=args.signing_key,
-        max_model_features=args.max_model_features, quality_gate=args.quality_gate,
+        max_model_features=args.max_model_features, quality_gate=args.quality_gate, kafka=_kafka(args),
     )
     roles = ("events", "dead_letter", "models", "metrics") + (("training_predictions",) if cfg.training_predictions else ())
     _preflight(cfg, cfg.topics.to_create(*roles))
@@ -177,7 +185,8 @@ def cmd_serve(args) -> int:
 
     cfg = ServeConfig(bootstrap_servers=_bootstrap(args), model_name=args.model_name, topics=_topics(args),
                       flink=_flink(args), group_id=args.group_id or "riverflink-serve",
-                      batch_size=args.batch_size, batch_ms=args.batch_ms, verify_key=args.verify_key)
+                      batch_size=args.batch_size, batch_ms=args.batch_ms, verify_key=args.verify_key,
+                      kafka=_kafka(args))
     _preflight(cfg, cfg.topics.to_create("requests", "predictions", "models"))
     return _run_job(serving.build, cfg, f"riverflink-serve-{cfg.model_name}", args)
 
@@ -190,7 +199,13 @@ def _preflight(cfg: TrainConfig | ServeConfig, topics: dict[str, int]) -> None:
     kafka_io.check_reachable(cfg.bootstrap_servers)
     if cfg.flink.jobmanager:
         flink_rest.jobs(cfg.flink.jobmanager)
-    kafka_io.create_topics(cfg.bootstrap_servers, topics)
+    if cfg.kafka.create_topics:
+        kafka_io.create_topics(cfg.bootstrap_servers, topics, cfg.kafka.replication_factor,
+                               {cfg.topics.models: {"cleanup.policy": "compact"}})
+    else:
+        missing = sorted(set(topics) - kafka_io.topic_names(cfg.bootstrap_servers))
+        if missing:
+            raise ConfigError(f"--no-create-topics, and these topics do not exist: {', '.join(missing)}")
 
 
 def cmd_stop(args) -> int:
@@ -244,7 +259,17 @@ def cmd_models(args) -> int:
     servers = _bootstrap(args)
     verifier = load_verifier(args.verify_key)
     rows, foreign = [], 0
-    for value in kafka_io.consume(servers, args.models_topic, idle_timeout=args.idle):
+    values = kafka_io.consume(servers, args.models_topic, idle_timeout=args.idle)
+    if args.latest:  # the topic's tail only, widened until it holds a document of the model asked for
+        last = 16
+        while True:
+            values = kafka_io.read_tail(servers, args.models_topic, last)
+            docs = [read_doc(v) for v in values]
+            if len(values) < last or any(d and (not args.model_name or d["meta"].get("name") == args.model_name)
+                                         for d in docs):
+                break
+            last *= 8
+    for value in values:
         doc = read_doc(value)
         if doc is None:
             foreign += 1
@@ -263,7 +288,8 @@ def cmd_models(args) -> int:
     if args.latest:
         latest = {}
         for r in rows:
-            latest[r[0]] = r
+            if r[0] not in latest or (isinstance(r[1], int) and r[1] > (latest[r[0]][1] or 0)):
+                latest[r[0]] = r
         rows = list(latest.values())
     print(f"{'name':12} {'version':>14} {'seq':>5} {'events':>8} {'bytes':>7}  {'created_at':20} {'signature':10} "
           f"counts / quality gate")
@@ -333,6 +359,11 @@ def parser() -> argparse.ArgumentParser:
         b = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
         b.add_argument("--bootstrap-servers", metavar="HOST:PORT",
                        help="any Kafka cluster (default: $RIVERFLINK_BOOTSTRAP, else the embedded broker)")
+        b.add_argument("--kafka-config", metavar="FILE",
+                       help="Kafka client properties (Java properties: security.protocol, sasl.*, ssl.*...) for "
+                            "every client, the jobs' included (default: $RIVERFLINK_KAFKA_CONFIG)")
+        b.add_argument("--kafka-property", action="append", default=[], metavar="KEY=VALUE",
+                       help="one Kafka client property, over the file's (repeatable)")
         return b
 
     def topics_parent(*roles: str) -> argparse.ArgumentParser:
@@ -354,8 +385,11 @@ def parser() -> argparse.ArgumentParser:
     flink.add_argument("--jobmanager", metavar="HOST:PORT",
                        help="submit to a running Flink cluster's REST endpoint (default: local mini-cluster)")
     flink.add_argument("--python-executable", help="Python of the cluster's workers (default: this one)")
-    flink.add_argument("--parallelism", type=int, default=2)
-    flink.add_argument("--checkpoint-ms", type=int, default=5000)
+    flink.add_argument("--parallelism", type=int,
+                       help="subtasks per operator (default: 2 locally, the cluster's parallelism.default on a cluster)")
+    flink.add_argument("--checkpoint-ms", type=int,
+                       help="checkpoint interval (default: 5000 locally; on a cluster, its own checkpointing if it "
+                            "configures one, else 5000)")
     flink.add_argument("--checkpoint-dir", metavar="URI",
                        help="where checkpoints go (file://, s3://...; default: a temporary directory on local "
                             "runs, the cluster's execution.checkpointing.dir on a cluster)")
@@ -365,6 +399,10 @@ def parser() -> argparse.ArgumentParser:
     flink.add_argument("--buffer-timeout-ms", type=int, default=100,
                        help="Flink sends a network buffer at least this often (lower: less latency, more CPU)")
     flink.add_argument("--model-name", default="default", help="name of the model on the models topic")
+    flink.add_argument("--replication-factor", type=int, default=-1,
+                       help="of the topics riverflink creates (default: the broker's default.replication.factor)")
+    flink.add_argument("--no-create-topics", action="store_true",
+                       help="create no topic (for clusters where clients may not): they must exist")
     flink.add_argument("--from-savepoint", metavar="PATH",
                        help="restore replicas, merger and Kafka offsets from a savepoint (any --parallelism)")
     flink.add_argument("--group-id", help="Kafka consumer group (default: riverflink-train / riverflink-serve)")
@@ -457,7 +495,7 @@ def parser() -> argparse.ArgumentParser:
 
     md = command("models", "list the model versions on the serving topic", kafka, topics_parent("models"))
     md.add_argument("--model-name", help="only this model")
-    md.add_argument("--latest", action="store_true", help="only the newest version of each model")
+    md.add_argument("--latest", action="store_true", help="only the newest version of each model (reads the topic's tail, not its history)")
     md.add_argument("--idle", type=float, default=3.0, help="seconds without a record that end the listing")
     md.add_argument("--verify-key", default=os.environ.get("RIVERFLINK_VERIFY_KEY"), metavar="PEM",
                     help="check every document's signature against this Ed25519 key")
@@ -490,6 +528,10 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     exit_on_sigterm()
     try:
+        if hasattr(args, "kafka_config"):
+            from riverflink.pipelines import kafka_config
+
+            kafka_config.configure(kafka_config.KafkaProperties.load(args.kafka_config, args.kafka_property))
         return args.func(args)
     except ConfigError as e:
         _log_trace(e)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from riverflink.models.policies import POLICIES, MergePolicy
 from riverflink.models.update_codec import PRECISIONS
@@ -14,6 +15,9 @@ from riverflink.operators.parse import DEFAULT_LIMITS, Limits
 from riverflink.operators.replica import MODES
 from riverflink.models.spec import build as build_model
 from riverflink.models.sync import SyncPolicy
+
+if TYPE_CHECKING:
+    from riverflink.pipelines.kafka_config import KafkaSettings
 
 
 class ConfigError(ValueError):
@@ -27,6 +31,12 @@ _HOSTPORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 PARTITIONS = {"events": 2, "dead_letter": 1, "predictions": 2, "models": 1, "requests": 2, "metrics": 1,
               "training_predictions": 2}
 
+
+
+def _kafka_settings():
+    from riverflink.pipelines.kafka_config import KafkaSettings
+
+    return KafkaSettings()
 
 @dataclass(frozen=True)
 class Topics:
@@ -70,8 +80,10 @@ class FlinkConfig:
     """Where and how jobs run: ``jobmanager=None`` is the local mini-cluster."""
 
     jobmanager: str | None = None
-    parallelism: int = 2
-    checkpoint_ms: int = 5000
+    #: None: 2 on a local run, the cluster's parallelism.default on a cluster
+    parallelism: int | None = None
+    #: None: 5000 on a local run; on a cluster, the cluster's checkpointing if it configures one, else 5000
+    checkpoint_ms: int | None = None
     restart_attempts: int = 3
     #: Python operators hand their output (and state) to Flink at least this often: latency vs per-record cost
     bundle_ms: int = 100
@@ -90,9 +102,9 @@ class FlinkConfig:
     def validate(self) -> None:
         if self.jobmanager is not None and not _HOSTPORT.match(self.jobmanager):
             raise ConfigError(f"--jobmanager must be HOST:PORT, got {self.jobmanager!r}")
-        if self.parallelism < 1:
+        if self.parallelism is not None and self.parallelism < 1:
             raise ConfigError(f"--parallelism must be >= 1, got {self.parallelism}")
-        if self.checkpoint_ms < 100:
+        if self.checkpoint_ms is not None and self.checkpoint_ms < 100:
             raise ConfigError(f"--checkpoint-ms must be >= 100, got {self.checkpoint_ms}")
         inside_flink_run = os.environ.get("RIVERFLINK_IN_FLINK_RUN") == "1" or "PYFLINK_GATEWAY_PORT" in os.environ
         if self.savepoint and not self.jobmanager and not inside_flink_run:
@@ -139,9 +151,11 @@ class TrainConfig:
     group_id: str = "riverflink-train"
     topics: Topics = field(default_factory=Topics)
     flink: FlinkConfig = field(default_factory=FlinkConfig)
+    kafka: KafkaSettings = field(default_factory=lambda: _kafka_settings())
 
     def validate(self) -> None:
         check_bootstrap(self.bootstrap_servers)
+        self.kafka.validate()
         self.flink.validate()
         if self.replicas < 1:
             raise ConfigError(f"--replicas must be >= 1, got {self.replicas}")
@@ -200,9 +214,11 @@ class ServeConfig:
     flink: FlinkConfig = field(default_factory=FlinkConfig)
     #: Ed25519 public key (PEM): answer only with model documents signed by its private half
     verify_key: str | None = None
+    kafka: KafkaSettings = field(default_factory=lambda: _kafka_settings())
 
     def validate(self) -> None:
         check_bootstrap(self.bootstrap_servers)
+        self.kafka.validate()
         self.flink.validate()
         check_batching(self.batch_size, self.batch_ms)
         load_verifier(self.verify_key)

@@ -16,6 +16,7 @@ from pyflink.java_gateway import get_gateway
 
 from riverflink.operators.parse import DEFAULT_LIMITS, Limits
 from riverflink.pipelines import jars
+from riverflink.pipelines.kafka_config import KafkaProperties
 
 # fail fast (one readable error) instead of retrying an unreachable broker forever
 _CLIENT_PROPS = {
@@ -27,8 +28,18 @@ _CLIENT_PROPS = {
 }
 
 
-def envelope_source(env, servers: str, topic: str, group_id: str, name: str, limits: Limits = DEFAULT_LIMITS):
+def envelope_source(env, servers: str, topic: str, group_id: str, name: str, limits: Limits = DEFAULT_LIMITS,
+                    properties: KafkaProperties = KafkaProperties()):
+    """The stream of :func:`envelope_kafka_source`, named ``name``."""
+    source = envelope_kafka_source(servers, topic, group_id, limits, properties)
+    return env.from_source(source, WatermarkStrategy.no_watermarks(), name)
+
+
+def envelope_kafka_source(servers: str, topic: str, group_id: str, limits: Limits = DEFAULT_LIMITS,
+                          properties: KafkaProperties = KafkaProperties()) -> KafkaSource:
     """Every record of ``topic`` as an envelope line (partition, offset, key, value).
+
+    ``properties``: Kafka client properties (SASL, TLS...), over riverflink's own defaults.
 
     Starts from the group's committed offsets, else the earliest.  A value over
     ``limits.max_event_bytes`` is cut to its dead-letter prefix at the source.
@@ -40,7 +51,7 @@ def envelope_source(env, servers: str, topic: str, group_id: str, name: str, lim
         .set_topics(topic)
         .set_group_id(group_id)
         .set_starting_offsets(KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST))
-        .set_properties(_CLIENT_PROPS)
+        .set_properties({**_CLIENT_PROPS, **properties.as_dict()})
         .set_property("commit.offsets.on.checkpoint", "true")
     )
     if jars.envelope_jar() is not None:
@@ -48,7 +59,7 @@ def envelope_source(env, servers: str, topic: str, group_id: str, name: str, lim
             limits.max_event_bytes, limits.dead_letter_prefix))
     else:
         builder.set_value_only_deserializer(SimpleStringSchema())
-    return env.from_source(_rewinding(builder.build()), WatermarkStrategy.no_watermarks(), name)
+    return _rewinding(builder.build())
 
 
 #: how often a source compares its positions with the log ends
@@ -66,7 +77,15 @@ def _rewinding(source: KafkaSource) -> KafkaSource:
         source.get_java_function(), REWIND_CHECK_MS))
 
 
-def text_source(env, servers: str, topic: str, group_id: str, name: str):
+def text_source(env, servers: str, topic: str, group_id: str, name: str,
+                properties: KafkaProperties = KafkaProperties()):
+    """The stream of :func:`text_kafka_source`, named ``name``."""
+    return env.from_source(text_kafka_source(servers, topic, group_id, properties), WatermarkStrategy.no_watermarks(),
+                           name)
+
+
+def text_kafka_source(servers: str, topic: str, group_id: str,
+                      properties: KafkaProperties = KafkaProperties()) -> KafkaSource:
     """Every value of ``topic`` as text, from the earliest offset (used for ``models``)."""
     source = (
         KafkaSource.builder()
@@ -75,31 +94,43 @@ def text_source(env, servers: str, topic: str, group_id: str, name: str):
         .set_group_id(group_id)
         .set_starting_offsets(KafkaOffsetsInitializer.earliest())
         .set_value_only_deserializer(SimpleStringSchema())
-        .set_properties(_CLIENT_PROPS)
+        .set_properties({**_CLIENT_PROPS, **properties.as_dict()})
         .build()
     )
-    return env.from_source(_rewinding(source), WatermarkStrategy.no_watermarks(), name)
+    return _rewinding(source)
 
 
-def text_sink(servers: str, topic: str, compression: str = "none") -> KafkaSink:
+def text_sink(servers: str, topic: str, compression: str = "none", properties: KafkaProperties = KafkaProperties(),
+              key: str | None = None) -> KafkaSink:
     """At-least-once string sink: consumers dedupe by id / model version.
 
     ``compression``: the producer's ``compression.type`` (model documents go
     out gzip-compressed, which every Kafka client reads without extras).
+    ``properties``: Kafka client properties, over riverflink's defaults.
+    ``key``: the same record key on every record (the model name on ``models``, so that a
+    compacted topic keeps each model's newest document).
     """
-    return (
+    serializer = (KafkaRecordSerializationSchema.builder().set_topic(topic)
+                  .set_value_serialization_schema(SimpleStringSchema()))
+    if key is not None:
+        serializer = serializer.set_key_serialization_schema(_constant_key(key))
+    builder = (
         KafkaSink.builder()
         .set_bootstrap_servers(servers)
-        .set_record_serializer(
-            KafkaRecordSerializationSchema.builder()
-            .set_topic(topic)
-            .set_value_serialization_schema(SimpleStringSchema())
-            .build()
-        )
+        .set_record_serializer(serializer.build())
         .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
-        .set_property("linger.ms", "5")
-        .set_property("request.timeout.ms", "15000")
-        .set_property("delivery.timeout.ms", "30000")
-        .set_property("compression.type", compression)
-        .build()
     )
+    defaults = {"linger.ms": "5", "request.timeout.ms": "15000", "delivery.timeout.ms": "30000",
+                "compression.type": compression}
+    for k, v in {**defaults, **properties.as_dict()}.items():
+        builder = builder.set_property(k, v)
+    return builder.build()
+
+
+def _constant_key(key: str):
+    """A key serializer that gives every record the key ``key`` (riverflink.ConstantKeySchema)."""
+    from pyflink.common.serialization import SerializationSchema
+
+    if jars.envelope_jar() is None:
+        raise RuntimeError("the riverflink jar is missing: run 'make' (python -m riverflink.pipelines.jars fetch)")
+    return SerializationSchema(get_gateway().jvm.riverflink.ConstantKeySchema(key))

@@ -53,6 +53,11 @@ def failed_checkpoints(address: str, job_id: str) -> list[str]:
     return [f"{h.get('id')}: {str(h.get('failure_message'))[:300]}" for h in entries]
 
 
+def checkpoint_interval_ms(address: str, job_id: str) -> int:
+    """The job's checkpoint interval in ms (0: checkpointing off)."""
+    return int(_call(address, f"/jobs/{job_id}/checkpoints/config").get("interval", 0))
+
+
 def restarts(address: str, job_id: str) -> int:
     """Failures the job recovered from (entries in its exception history)."""
     return len(failures(address, job_id))

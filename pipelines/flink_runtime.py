@@ -9,7 +9,10 @@
   records, so it must not come from one slow checkpoint.
 * The Kafka connector jars (:mod:`riverflink.pipelines.jars`).
 * A running cluster is reached through ``flink run`` (:mod:`pipelines.remote`);
-  inside it, this environment is the cluster client's.
+  inside it, this environment is the cluster client's, and the cluster's
+  configuration wins: its restart strategy, checkpointing (unless
+  ``--checkpoint-ms`` is given), checkpoint storage, parallelism (unless
+  ``--parallelism`` is given) and Python executable (``-pyexec``) are kept.
 * PyFlink hard-codes the shaded class names of the fat SQL connector jar; with
   the thin jars we patch the two helpers that use them
   (:func:`patch_kafka_class_names`).
@@ -104,12 +107,13 @@ def make_env(cfg: FlinkConfig, job_name: str):
     from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
 
     conf = Configuration()
-    conf.set_string("python.executable", sys.executable)
-    conf.set_string("python.client.executable", sys.executable)
     conf.set_string("pipeline.name", job_name)
-    conf.set_string("restart-strategy.type", "fixed-delay")
-    conf.set_string("restart-strategy.fixed-delay.attempts", str(cfg.restart_attempts))
-    conf.set_string("restart-strategy.fixed-delay.delay", "2 s")
+    if local:
+        conf.set_string("python.executable", sys.executable)
+        conf.set_string("python.client.executable", sys.executable)
+        conf.set_string("restart-strategy.type", "fixed-delay")
+        conf.set_string("restart-strategy.fixed-delay.attempts", str(cfg.restart_attempts))
+        conf.set_string("restart-strategy.fixed-delay.delay", "2 s")
     # bundles flush live state to Flink at least this often (and at every checkpoint)
     if cfg.savepoint:
         conf.set_string("execution.savepoint.path", cfg.savepoint)
@@ -131,10 +135,14 @@ def make_env(cfg: FlinkConfig, job_name: str):
     conf.set_string("python.fn-execution.bundle.size", str(cfg.bundle_size))
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.add_jars(*(p.resolve().as_uri() for p in jar_paths))
-    env.set_parallelism(cfg.parallelism)
+    if local or cfg.parallelism is not None:
+        env.set_parallelism(cfg.parallelism or 2)
     # fixed once a job has state: keyed state (replicas) can later be rescaled up to this many subtasks
     env.set_max_parallelism(128)
-    env.enable_checkpointing(cfg.checkpoint_ms, CheckpointingMode.AT_LEAST_ONCE)
-    env.get_checkpoint_config().set_tolerable_checkpoint_failure_number(cfg.tolerable_failed_checkpoints)
+    cluster_checkpoints = not local and env.get_checkpoint_config().is_checkpointing_enabled()
+    if not cluster_checkpoints or cfg.checkpoint_ms is not None:
+        env.enable_checkpointing(cfg.checkpoint_ms or 5000, CheckpointingMode.AT_LEAST_ONCE)
+    if local:
+        env.get_checkpoint_config().set_tolerable_checkpoint_failure_number(cfg.tolerable_failed_checkpoints)
     patch_kafka_class_names()
     return env

@@ -1,4 +1,8 @@
-"""Plain Kafka clients (kafka-python) for the CLI, the demo and the tests."""
+"""Plain Kafka clients (kafka-python) for the CLI, the demo and the tests.
+
+Every client here takes the process's Kafka properties (:func:`riverflink.pipelines.kafka_config.current`:
+``--kafka-config``, ``$RIVERFLINK_KAFKA_CONFIG``, ``--kafka-property``).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,12 @@ import struct
 import time
 from typing import Iterable, Iterator
 
+from riverflink.pipelines import kafka_config
 from riverflink.pipelines.config import ConfigError, check_bootstrap
+
+
+def _client_settings() -> dict:
+    return kafka_config.current().for_python()
 
 
 #: ApiVersions v0 request, correlation id 0x52464c4b ("RFLK"), client id "riverflink"
@@ -17,13 +26,17 @@ _API_VERSIONS = struct.pack(">hhih", 18, 0, 0x52464C4B, 10) + b"riverflink"
 
 def check_reachable(servers: str, timeout: float = 5.0) -> None:
     """Fail with one line, within ``timeout`` seconds per server, unless a bootstrap server answers
-    a Kafka ApiVersions request (a port that accepts TCP but does not speak Kafka is refused too)."""
+    a Kafka ApiVersions request (a port that accepts TCP but does not speak Kafka is refused too).
+    Over TLS only the TCP connection is checked (the client's own handshake reports the rest)."""
     check_bootstrap(servers)
+    tls = kafka_config.current().tls
     errors = []
     for hp in servers.split(","):
         host, port = hp.strip().rsplit(":", 1)
         try:
             with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as sock:
+                if tls:
+                    return
                 sock.settimeout(timeout)
                 sock.sendall(struct.pack(">i", len(_API_VERSIONS)) + _API_VERSIONS)
                 head = b""
@@ -44,18 +57,33 @@ def admin(servers: str):
     from kafka import KafkaAdminClient
 
     check_reachable(servers)
-    return KafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=10000)
+    return KafkaAdminClient(bootstrap_servers=servers, **{"request_timeout_ms": 10000, **_client_settings()})
 
 
-def create_topics(servers: str, topics: dict[str, int]) -> None:
-    """Create ``{name: partitions}`` topics; existing ones are left as they are."""
+def topic_names(servers: str) -> set[str]:
+    """The topics the cluster has."""
+    client = admin(servers)
+    try:
+        return set(client.list_topics())
+    finally:
+        client.close()
+
+
+def create_topics(servers: str, topics: dict[str, int], replication_factor: int = -1,
+                  configs: dict[str, dict[str, str]] | None = None) -> None:
+    """Create ``{name: partitions}`` topics; existing ones are left as they are.
+
+    ``replication_factor`` -1 is the broker's default (``default.replication.factor``);
+    ``configs`` maps a topic to its topic configs (``cleanup.policy`` ...).
+    """
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
     client = admin(servers)
     try:
         existing = set(client.list_topics())
-        new = [NewTopic(n, p, 1) for n, p in topics.items() if n not in existing]
+        new = [NewTopic(n, p, replication_factor, topic_configs=(configs or {}).get(n, {}))
+               for n, p in topics.items() if n not in existing]
         if new:
             try:
                 client.create_topics(new)
@@ -71,7 +99,7 @@ def producer(servers: str, **overrides):
 
     check_reachable(servers)
     settings = dict(linger_ms=5, acks=1, max_block_ms=15000, request_timeout_ms=15000)
-    return KafkaProducer(bootstrap_servers=servers, **{**settings, **overrides})
+    return KafkaProducer(bootstrap_servers=servers, **{**settings, **_client_settings(), **overrides})
 
 
 def produce(servers: str, topic: str, values: Iterable[bytes], keys: Iterable[bytes | None] | None = None) -> int:
@@ -106,10 +134,33 @@ def consume(servers: str, topic: str, *, from_beginning: bool = True,
         consumer_timeout_ms=int(1000 * idle_timeout) if idle_timeout else float("inf"),
         session_timeout_ms=10000,
         heartbeat_interval_ms=1000,
+        **_client_settings(),
     )
     try:
         for msg in c:
             yield msg.value
+    finally:
+        c.close()
+
+
+def read_tail(servers: str, topic: str, last: int, idle_timeout: float = 1.0) -> list[bytes]:
+    """The values of about the ``last`` newest records of each partition of ``topic`` (oldest first per
+    partition), without reading the rest: each partition is read from ``end - last`` to its end."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    check_reachable(servers)
+    c = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, group_id=None,
+                      consumer_timeout_ms=int(1000 * idle_timeout), **_client_settings())
+    try:
+        parts = c.partitions_for_topic(topic)
+        if not parts:
+            raise ConfigError(f"topic {topic!r} not found on {servers}")
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        c.assign(tps)
+        begin, end = c.beginning_offsets(tps), c.end_offsets(tps)
+        for tp in tps:
+            c.seek(tp, max(begin[tp], end[tp] - last))
+        return [m.value for m in c]
     finally:
         c.close()
 
@@ -121,7 +172,8 @@ class TopicReader:
         from kafka import KafkaConsumer, TopicPartition
 
         check_reachable(servers)
-        self.consumer = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, group_id=None)
+        self.consumer = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, group_id=None,
+                                      **_client_settings())
         deadline = time.time() + 20
         parts = None
         while not parts and time.time() < deadline:

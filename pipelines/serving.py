@@ -16,10 +16,14 @@ def build(cfg: ServeConfig):
     cfg.validate()
     env = make_env(cfg.flink, f"riverflink-serve-{cfg.model_name}")
     t, servers = cfg.topics, cfg.bootstrap_servers
-    requests = envelope_source(env, servers, t.requests, cfg.group_id, "requests").uid("source-requests")
-    model_docs = text_source(env, servers, t.models, f"{cfg.group_id}-models", "models").uid("source-models")
+    props = cfg.kafka.properties
+    requests = envelope_source(env, servers, t.requests, cfg.group_id, "requests",
+                               properties=props).uid("source-requests")
+    model_docs = text_source(env, servers, t.models, f"{cfg.group_id}-models", "models", props).uid("source-models")
     # keys only spread requests over the predictor's subtasks (and group them into micro-batches)
-    keyed, batched = java_ops.keyed_batches(requests, 4 * cfg.flink.parallelism, "key", cfg.batch_size, cfg.batch_ms)
+    parallelism = env.get_parallelism()  # the cluster's, on a cluster (-1 if it leaves it to the job)
+    keys = 4 * parallelism if parallelism > 0 else 8
+    keyed, batched = java_ops.keyed_batches(requests, keys, "key", cfg.batch_size, cfg.batch_ms)
     answers = (
         keyed.connect(model_docs.broadcast(LATEST_MODEL))
         .process(Predictor(cfg.model_name, batched, verifier=load_verifier(cfg.verify_key)),
@@ -29,5 +33,5 @@ def build(cfg: ServeConfig):
     )
     if batched:
         answers = java_ops.split_lines(answers, "split-answers")
-    answers.sink_to(text_sink(servers, t.predictions)).name("sink-predictions").uid("sink-predictions")
+    answers.sink_to(text_sink(servers, t.predictions, properties=props)).name("sink-predictions").uid("sink-predictions")
     return env

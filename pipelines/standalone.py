@@ -54,6 +54,11 @@ def write_conf(conf_dir: Path, rest_port: int, slots: int = 4) -> None:
         "jobmanager.memory.process.size": "1024m",
         "taskmanager.memory.process.size": "2048m",
         "parallelism.default": 2,
+        # the cluster's own checkpointing and restart strategy, which jobs submitted to it keep
+        "execution.checkpointing.interval": "3 s",
+        "restart-strategy.type": "fixed-delay",
+        "restart-strategy.fixed-delay.attempts": 1000,
+        "restart-strategy.fixed-delay.delay": "1 s",
         "python.executable": sys.executable,
         "python.client.executable": sys.executable,
         "heartbeat.timeout": 10000,

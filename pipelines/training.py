@@ -40,11 +40,12 @@ def build(cfg: TrainConfig):
     env = make_env(cfg.flink, f"riverflink-train-{cfg.model_name}")
     t, servers = cfg.topics, cfg.bootstrap_servers
 
-    raw = envelope_source(env, servers, t.events, cfg.group_id, "events", cfg.limits).uid("source-events")
+    props = cfg.kafka.properties
+    raw = envelope_source(env, servers, t.events, cfg.group_id, "events", cfg.limits, props).uid("source-events")
     # keyed (and micro-batched in the JVM): Python pays its per-record cost once per batch
     keyed, batched = java_ops.keyed_batches(raw, cfg.replicas, cfg.key_field, cfg.batch_size, cfg.batch_ms)
 
-    model_docs = text_source(env, servers, t.models, f"{cfg.group_id}-models", "models").uid("source-models")
+    model_docs = text_source(env, servers, t.models, f"{cfg.group_id}-models", "models", props).uid("source-models")
     check_ms = int(1000 * (cfg.sync_every_seconds or 1.0))
     signer = load_signer(cfg.signing_key)
     lr_scale = float(cfg.replicas) if cfg.merge_policy == "scaled_average" else 1.0
@@ -60,10 +61,12 @@ def build(cfg: TrainConfig):
         .name("replica-trainer")
         .uid("replica-trainer")
     )
-    trained.get_side_output(DEAD_LETTER).sink_to(text_sink(servers, t.dead_letter)).name("sink-dlq").uid("sink-dlq")
-    trained.get_side_output(METRICS).sink_to(text_sink(servers, t.metrics)).name("sink-metrics").uid("sink-metrics")
+    trained.get_side_output(DEAD_LETTER).sink_to(text_sink(servers, t.dead_letter, properties=props)).name(
+        "sink-dlq").uid("sink-dlq")
+    trained.get_side_output(METRICS).sink_to(text_sink(servers, t.metrics, properties=props)).name(
+        "sink-metrics").uid("sink-metrics")
     if cfg.training_predictions:
-        trained.get_side_output(PREDICTIONS).sink_to(text_sink(servers, t.training_predictions)).name(
+        trained.get_side_output(PREDICTIONS).sink_to(text_sink(servers, t.training_predictions, properties=props)).name(
             "sink-training-predictions").uid("sink-training-predictions")
 
     merger = Merger(cfg.model_spec, cfg.model_name, cfg.policy(), cfg.trigger(),
@@ -77,5 +80,6 @@ def build(cfg: TrainConfig):
         .uid("merger")
         .set_parallelism(1)
     )
-    merged.sink_to(text_sink(servers, t.models, compression="gzip")).name("sink-models").uid("sink-models").set_parallelism(1)
+    models_sink = text_sink(servers, t.models, compression="gzip", properties=props, key=cfg.model_name)
+    merged.sink_to(models_sink).name("sink-models").uid("sink-models").set_parallelism(1)
     return env

@@ -76,5 +76,7 @@ def test_savepoint_and_rescale_keep_state_exact(kafka_bootstrap, tmp_path):
         assert len(resumed) == 1
         chains = flink_rest.vertex_parallelism(cluster.address, resumed[0]["jid"])
         assert any("replica-trainer" in name and p == 3 for name, p in chains.items()), chains
+        # no --checkpoint-ms: the job keeps the cluster's own checkpoint interval (3 s), not riverflink's 5 s
+        assert flink_rest.checkpoint_interval_ms(cluster.address, resumed[0]["jid"]) == 3000
     finally:
         cluster.stop()
