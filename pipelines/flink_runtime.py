@@ -62,7 +62,7 @@ def patch_kafka_class_names() -> None:
 LOOPBACK = {
     "rest.bind-address": "127.0.0.1",
     "rest.address": "127.0.0.1",
-    "rest.bind-port": "0",
+    "rest.bind-port": "0",  # replaced by a free port, printed as the web UI's address
     "web.submit.enable": "false",
     "web.cancel.enable": "false",
     "jobmanager.bind-host": "127.0.0.1",
@@ -121,6 +121,12 @@ def make_env(cfg: FlinkConfig, job_name: str):
         # the mini-cluster listens on loopback only, and its web endpoint accepts no jar and no cancel
         for key, value in LOOPBACK.items():
             conf.set_string(key, value)
+        from riverflink.pipelines.broker import free_port
+
+        ui_port = free_port()
+        conf.set_string("rest.bind-port", str(ui_port))
+        conf.set_string("rest.port", str(ui_port))
+        print(f"Flink web UI (this machine only): http://127.0.0.1:{ui_port}", file=sys.stderr, flush=True)
         if cfg.metrics_port:
             conf.set_string("metrics.reporter.prom.factory.class",
                             "org.apache.flink.metrics.prometheus.PrometheusReporterFactory")

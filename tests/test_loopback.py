@@ -46,6 +46,8 @@ def test_local_job_binds_loopback_and_refuses_jar_upload(kafka_bootstrap, tmp_pa
         sockets = listening(proc.pid)
         rest = [a for addrs in sockets.values() for a in addrs if a.endswith(f":{port}")]
         assert rest and all(a.startswith(LOOPBACK) for a in rest), rest
+        # the run printed where its web UI is
+        assert f"web UI (this machine only): http://127.0.0.1:{port}" in (tmp_path / "train.log").read_text()
         exposed = [a for addrs in sockets.values() for a in addrs if not a.startswith(LOOPBACK)]
         print(f"REST on {rest}; internal sockets beyond loopback: {len(exposed)}")
         req = urllib.request.Request(f"http://127.0.0.1:{port}/jars/upload", data=b"x", method="POST",
