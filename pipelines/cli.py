@@ -133,7 +133,7 @@ def _run_job(build, cfg, name: str, args) -> int:
     """Local: build and run here until stopped.  ``--jobmanager``: hand over to ``flink run`` (detached)."""
     from riverflink.pipelines import remote
 
-    if cfg.flink.jobmanager:
+    if cfg.flink.jobmanager and not remote.inside_flink_run():  # (a --config file may name it inside too)
         return remote.submit(remote.strip_jobmanager(args.argv), cfg.flink.jobmanager, args.python_executable,
                              cfg.flink.savepoint)
     env = build(cfg)
@@ -350,6 +350,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="riverflink", description=__doc__.split("\n\n")[0].replace("``", "'"),
                                 allow_abbrev=False)
     p.add_argument("--version", action="version", version=f"riverflink {__version__}")
+    p.add_argument("--config", metavar="FILE.toml",
+                   help="settings from a TOML file (flags win; see docs in riverflink.pipelines.config_file)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str, *parents) -> argparse.ArgumentParser:
@@ -524,9 +526,15 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = parser().parse_args(argv)
-    args.argv = argv
     exit_on_sigterm()
+    try:
+        from riverflink.pipelines import config_file
+
+        args = config_file.parse(parser(), argv)
+        args.argv = argv
+    except ConfigError as e:
+        print(f"riverflink: error: {e}", file=sys.stderr)
+        return 2
     try:
         if hasattr(args, "kafka_config"):
             from riverflink.pipelines import kafka_config

@@ -117,3 +117,24 @@ def test_models_listing_skips_foreign_records(kafka_bootstrap):
                      "--from-beginning", "--idle", "2")
     assert res.returncode == 0, res.stderr
     assert res.stdout.count("not a model document") == 4
+
+
+def test_config_file_sets_defaults_and_flags_win(tmp_path):
+    from riverflink.pipelines import config_file
+    from riverflink.pipelines.cli import parser
+
+    toml = tmp_path / "riverflink.toml"
+    toml.write_text('bootstrap-servers = "127.0.0.1:9"\nmodel-name = "top"\nverify-key = "k.pem"\n'
+                    '[train]\nreplicas = 7\nmodel_name = "trainer"\nkafka-property = ["client.id=x"]\n')
+    args = config_file.parse(parser(), ["--config", str(toml), "train", "--replicas", "3"])
+    assert (args.bootstrap_servers, args.model_name, args.replicas, args.kafka_property) == (
+        "127.0.0.1:9", "trainer", 3, ["client.id=x"])
+    args = config_file.parse(parser(), ["--config", str(toml), "serve"])  # verify-key: serve's, not train's
+    assert (args.model_name, args.verify_key) == ("top", "k.pem")
+    toml.write_text("[train]\nverify-key = 'k.pem'\n")
+    res = riverflink("--config", str(toml), "train")
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        f"riverflink: error: --config {toml}: 'riverflink train' takes no 'verify-key'"]
+    toml.write_text("replicaz = 4\n")
+    res = riverflink("--config", str(toml), "train")
+    assert res.stderr.strip().splitlines() == [f"riverflink: error: --config {toml}: no command takes 'replicaz'"]
