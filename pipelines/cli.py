@@ -302,6 +302,32 @@ def cmd_models(args) -> int:
     return 0
 
 
+def _run_topics(args) -> Topics:
+    return Topics.for_run(args.run) if args.run else _topics(args)
+
+
+def cmd_report(args) -> int:
+    from riverflink.pipelines import report
+
+    servers = _bootstrap(args)
+    topics = _run_topics(args)
+    r = report.read_run(servers, topics, idle=args.idle)
+    out = Path(args.out or f"report-{args.run or 'default'}")
+    page = report.write(r, out, f"riverflink run {args.run or topics.events}")
+    print(r.summary())
+    print(f"report: {page}")
+    return 0
+
+
+def cmd_top(args) -> int:
+    from riverflink.pipelines import top
+
+    topics = _run_topics(args)
+    top.run(_bootstrap(args), topics.metrics, topics.models, f"riverflink {args.run or topics.metrics}",
+            duration=args.duration)
+    return 0
+
+
 def cmd_keys(args) -> int:
     from riverflink.models.signing import Signer
 
@@ -494,6 +520,19 @@ def parser() -> argparse.ArgumentParser:
     tl.add_argument("--limit", type=int, help="stop after N records")
     tl.add_argument("--idle", type=float, help="stop after this many seconds without a record")
     tl.set_defaults(func=cmd_tail)
+
+    rp = command("report", "plots and an HTML page of a run: served vs single-node River, versions, events/s",
+                 kafka, topics_parent("events", "models", "metrics"))
+    rp.add_argument("--run", help="the run's id (topics events-RUN, models-RUN, metrics-RUN, as 'demo' makes)")
+    rp.add_argument("--out", default=None, help="directory for the PNGs and index.html (default: report-RUN)")
+    rp.add_argument("--idle", type=float, default=3.0, help="seconds without a record that end reading a topic")
+    rp.set_defaults(func=cmd_report)
+
+    tp = command("top", "a live terminal view of a training run (replicas, versions, events/s)", kafka,
+                 topics_parent("models", "metrics"))
+    tp.add_argument("--run", help="the run's id (topics models-RUN and metrics-RUN)")
+    tp.add_argument("--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
+    tp.set_defaults(func=cmd_top)
 
     md = command("models", "list the model versions on the serving topic", kafka, topics_parent("models"))
     md.add_argument("--model-name", help="only this model")

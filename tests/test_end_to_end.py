@@ -5,6 +5,11 @@ One run (about a minute on 2 cores) is shared by the assertions below.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+
 import pytest
 
 from riverflink.pipelines import demo
@@ -13,6 +18,7 @@ from riverflink.pipelines.sources import MALFORMED
 pytestmark = pytest.mark.integration
 
 EVENTS = 5000
+RUN_ID = f"e2e-{int(time.time())}"
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +29,7 @@ def run(kafka_bootstrap, tmp_path_factory):
         rate=2000,
         replicas=4,
         model_name="e2e",
+        run_id=RUN_ID,
         timeout=300,
         show=0,
         log_dir=tmp_path_factory.mktemp("logs"),
@@ -62,6 +69,29 @@ def test_every_request_is_answered_with_a_version(run):
 def test_served_accuracy_within_two_points_of_single_node_river(run):
     assert run.baseline_accuracy > 0.8
     assert run.served_accuracy >= run.baseline_accuracy - 0.02, (run.served_accuracy, run.baseline_accuracy)
+
+
+def test_report_and_top_read_the_run(run, kafka_bootstrap, tmp_path):
+    """``riverflink report`` replays the run's events against its model versions and against River;
+    ``riverflink top`` shows the replicas' counts."""
+    from riverflink.pipelines import report
+    from riverflink.pipelines.config import Topics
+
+    cli = [sys.executable, "-m", "riverflink.pipelines.cli"]
+    res = subprocess.run([*cli, "report", "--bootstrap-servers", kafka_bootstrap, "--run", RUN_ID,
+                          "--out", str(tmp_path / "report")], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    for name in ("quality.png", "versions.png", "throughput.png"):
+        assert (tmp_path / "report" / name).stat().st_size > 5000
+    assert "quality.png" in (tmp_path / "report" / "index.html").read_text()
+    r = report.read_run(kafka_bootstrap, Topics.for_run(RUN_ID))
+    assert r.events == EVENTS and r.versions >= len(run.model_versions) // 2
+    assert r.cold_start < EVENTS // 2
+    assert r.river - 0.03 <= r.served <= r.river + 0.02, (r.served, r.river)
+    res = subprocess.run([*cli, "top", "--bootstrap-servers", kafka_bootstrap, "--run", RUN_ID, "--duration", "4"],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "160"})
+    assert res.returncode == 0, res.stderr
+    assert f"{EVENTS} learned" in res.stdout, res.stdout[-1500:]
 
 
 def test_training_without_the_envelope_jar_keys_records_in_python(kafka_bootstrap, tmp_path):

@@ -1,0 +1,114 @@
+"""``riverflink top``: a live terminal view of a training run (rich), from its ``metrics`` and ``models`` topics.
+
+Per replica: events learned, progressive accuracy (or MAE) over its last batches, base version, dead
+letters.  Overall: events learned and dead-lettered, events/s over the last 5 s, and the newest model
+version with its event count, age and quality-gate state.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from riverflink.operators.merge_state import read_doc
+
+
+@dataclass
+class ReplicaView:
+    events: int = 0
+    dead: int = 0
+    base_version: int = 0
+    #: (events, correct, abs_error) of the last batches
+    recent: deque = field(default_factory=lambda: deque(maxlen=20))
+
+
+@dataclass
+class RunView:
+    """What ``top`` shows, updated record by record (pure; no Kafka, no terminal)."""
+
+    task: str = "binary"
+    replicas: dict = field(default_factory=dict)
+    #: (wall time, events) of recent batches
+    arrivals: deque = field(default_factory=lambda: deque(maxlen=10_000))
+    model: dict | None = None
+
+    def add_metrics(self, m: dict) -> None:
+        if not isinstance(m, dict) or "replica" not in m:
+            return
+        r = self.replicas.setdefault(m["replica"], ReplicaView())
+        events = int(m.get("events") or 0)
+        r.events += events
+        r.dead += int(m.get("dead_lettered") or 0)
+        r.base_version = max(r.base_version, int(m.get("model_version") or 0))
+        self.task = m.get("task") or self.task
+        if events:
+            r.recent.append((events, m.get("correct", 0), m.get("abs_error", 0.0)))
+            self.arrivals.append((time.time(), events))
+
+    def add_model(self, value: bytes) -> None:
+        doc = read_doc(value)
+        if doc and (self.model is None or doc["meta"].get("version", 0) > self.model.get("version", 0)):
+            self.model = doc["meta"]
+
+    def quality(self, r: ReplicaView) -> str:
+        n = sum(e for e, _, _ in r.recent)
+        if not n:
+            return "-"
+        if self.task == "regression":
+            return f"MAE {sum(a for _, _, a in r.recent) / n:.3f}"
+        return f"acc {sum(c for _, c, _ in r.recent) / n:.3f}"
+
+    def rate(self, now: float, span: float = 5.0) -> float:
+        return sum(e for t, e in self.arrivals if now - t <= span) / span
+
+    def table(self, title: str):
+        from rich.table import Table
+
+        now = time.time()
+        t = Table(title=title, caption=self.caption(now))
+        for col in ("replica", "events", "recent", "base version", "dead-lettered"):
+            t.add_column(col, justify="right")
+        for k in sorted(self.replicas, key=str):
+            r = self.replicas[k]
+            t.add_row(str(k), str(r.events), self.quality(r), str(r.base_version), str(r.dead))
+        return t
+
+    def caption(self, now: float) -> str:
+        learned = sum(r.events for r in self.replicas.values())
+        dead = sum(r.dead for r in self.replicas.values())
+        text = f"{learned} learned, {dead} dead-lettered, {self.rate(now):.0f} events/s"
+        if self.model:
+            age = now - float(self.model.get("created_at") or now)
+            held = self.model.get("held")
+            text += (f"; model version {self.model.get('version')} ({self.model.get('events')} events, "
+                     f"{age:.1f} s old{', held: ' + str(held)[:60] if held else ''})")
+        return text
+
+
+def run(servers: str, metrics_topic: str, models_topic: str, title: str, duration: float | None = None,
+        out=None) -> RunView:
+    """Follow both topics and redraw about once a second; until Ctrl-C, or ``duration`` seconds."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from riverflink.pipelines import kafka_io
+
+    view = RunView()
+    metrics, models = kafka_io.TopicReader(servers, metrics_topic), kafka_io.TopicReader(servers, models_topic)
+    console = out or Console()
+    end = None if duration is None else time.time() + duration
+    try:
+        with Live(view.table(title), console=console, refresh_per_second=2) as live:
+            while end is None or time.time() < end:
+                for m in metrics.poll_json(300):
+                    view.add_metrics(m)
+                for v in models.poll(0):
+                    view.add_model(v)
+                live.update(view.table(title))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        metrics.close()
+        models.close()
+    return view
