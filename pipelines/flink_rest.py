@@ -53,6 +53,11 @@ def failed_checkpoints(address: str, job_id: str) -> list[str]:
     return [f"{h.get('id')}: {str(h.get('failure_message'))[:300]}" for h in entries]
 
 
+def jobmanager_config(address: str) -> dict[str, str]:
+    """The JobManager's configuration, ``{key: value}``."""
+    return {e["key"]: e["value"] for e in _call(address, "/jobmanager/config")}
+
+
 def checkpoint_interval_ms(address: str, job_id: str) -> int:
     """The job's checkpoint interval in ms (0: checkpointing off)."""
     return int(_call(address, f"/jobs/{job_id}/checkpoints/config").get("interval", 0))

@@ -10,6 +10,7 @@ this machine; point it at the cluster's own Python otherwise).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -32,17 +33,25 @@ def submit(argv: list[str], jobmanager: str, python_executable: str | None = Non
     """Run ``riverflink <argv>`` (without ``--jobmanager``) as a detached job on ``jobmanager``."""
     import pyflink
 
+    from riverflink.pipelines import flink_rest
+
     flink = Path(pyflink.__file__).parent / "bin" / "flink"
-    py = python_executable or sys.executable
+    cluster = cluster_job_settings(flink_rest.jobmanager_config(jobmanager))
+    # the workers' Python: --python-executable, else the cluster's python.executable, else this one
+    py = python_executable or (None if "python.executable" in cluster else sys.executable)
     with tempfile.TemporaryDirectory() as conf:
         package = stage_package(Path(conf) / "python")
         from riverflink.pipelines.standalone import JAVA_OPTS
 
+        # the client's configuration: where the cluster is, and the cluster's own job settings, so that the
+        # job built inside flink run sees (and keeps) them
         (Path(conf) / "config.yaml").write_text(
             f"rest.address: {jobmanager.rsplit(':', 1)[0]}\nenv.java.opts.all: \"{JAVA_OPTS}\"\n"
+            + "".join(f"{k}: {json.dumps(v)}\n" for k, v in cluster.items())
         )
         cmd = [str(flink), "run", "-d", "-m", jobmanager, *(["-s", savepoint] if savepoint else []),
-               "-pyexec", py, "-pyclientexec", sys.executable, "-pyfs", str(package), "-pym", "riverflink.pipelines.cli", *argv]
+               *(["-pyexec", py] if py else []), "-pyclientexec", sys.executable, "-pyfs", str(package),
+               "-pym", "riverflink.pipelines.cli", *argv]
         env = {**os.environ, IN_FLINK_RUN: "1", "FLINK_CONF_DIR": conf, "PYTHONPATH": str(package.parent)}
         res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     out = res.stdout + res.stderr
@@ -55,6 +64,20 @@ def submit(argv: list[str], jobmanager: str, python_executable: str | None = Non
         if "JobID" in line or "Job has been submitted" in line:
             print(line.strip())
     return 0
+
+
+#: configuration a cluster may set for the jobs it runs, which a submitted riverflink job keeps
+_JOB_SETTINGS = ("execution.checkpointing.", "restart-strategy", "state.", "parallelism.default", "python.executable")
+
+
+def cluster_job_settings(config: dict[str, str]) -> dict[str, str]:
+    """The job settings among a JobManager's configuration (``/jobmanager/config``).
+
+    >>> cluster_job_settings({"execution.checkpointing.interval": "3 s", "rest.port": "8081",
+    ...                       "restart-strategy.type": "fixed-delay"})
+    {'execution.checkpointing.interval': '3 s', 'restart-strategy.type': 'fixed-delay'}
+    """
+    return {k: v for k, v in config.items() if k.startswith(_JOB_SETTINGS)}
 
 
 def stage_package(into: Path) -> Path:

@@ -47,15 +47,17 @@ def test_savepoint_and_rescale_keep_state_exact(kafka_bootstrap, tmp_path):
         run = f"rescale{int(time.time())}"
         t = Topics.for_run(run)
         topics = [*t.cli_args(), "--model-name", run, "--bootstrap-servers", kafka_bootstrap,
-                  "--jobmanager", cluster.address, "--checkpoint-ms", "1000"]
+                  "--jobmanager", cluster.address]
         kafka_io.create_topics(kafka_bootstrap, t.to_create("events", "dead_letter", "predictions", "models"))
         events = list(encode_events(river_events("Phishing", 2 * HALF)))
         models = kafka_io.TopicReader(kafka_bootstrap, t.models)
         docs: list = []
 
-        riverflink("train", *topics, "--parallelism", "2", "--group-id", f"{run}-a")
+        riverflink("train", *topics, "--parallelism", "2", "--group-id", f"{run}-a", "--checkpoint-ms", "1000")
         kafka_io.produce(kafka_bootstrap, t.events, events[:HALF])
         wait_for_events(models, docs, HALF)
+        first = flink_rest.find_running(cluster.address, f"riverflink-train-{run}")
+        assert flink_rest.checkpoint_interval_ms(cluster.address, first) == 1000  # --checkpoint-ms given: it wins
         out = riverflink("stop", "--jobmanager", cluster.address, "--name", f"riverflink-train-{run}",
                          "--savepoint-dir", str(tmp_path / "savepoints")).stdout
         savepoint = out.split("savepoint: ")[1].split()[0]
