@@ -198,6 +198,30 @@ def _parse(env: Envelope, require_label: bool, key_field: str, limits: Limits) -
                  env.timestamp)
 
 
+#: the reason classes dead letters are counted by (a fixed set: metric names stay few)
+REASON_CLASSES = ("malformed", "schema", "limit", "label", "learning")
+
+
+def reason_class(reason: str) -> str:
+    """Which of :data:`REASON_CLASSES` a dead letter's reason belongs to.
+
+    >>> reason_class("event is not valid JSON: unexpected character"), reason_class("feature 'a' is out of range")
+    ('malformed', 'limit')
+    >>> reason_class("binary classifier needs a bool label, got 'x'"), reason_class("event has no 'x' object")
+    ('label', 'schema')
+    """
+    r = reason.lower()
+    if "not valid json" in r or "not utf-8" in r or "could not be parsed" in r:
+        return "malformed"
+    if "over the limit" in r or "out of range" in r:
+        return "limit"
+    if "could not learn" in r:
+        return "learning"
+    if "label" in r:
+        return "label"
+    return "schema"
+
+
 def _short(v: Any) -> str:
     text = repr(v)
     return text if len(text) <= 60 else text[:57] + "..."

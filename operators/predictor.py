@@ -27,6 +27,10 @@ log = logging.getLogger("riverflink")
 
 
 class Predictor(KeyedBroadcastProcessFunction):
+    #: Flink metrics, set by open() (None without a Flink runtime)
+    m_answers: dict | None = None
+    m_latency = None
+
     def __init__(self, model_name: str, batched: bool, limits: Limits = DEFAULT_LIMITS, max_skew_ms: int = 60_000,
                  verifier: Verifier | None = None):
         self.name, self.batched, self.limits = model_name, batched, limits
@@ -39,6 +43,8 @@ class Predictor(KeyedBroadcastProcessFunction):
         self.m_answers = {s: group.counter(f"answers_{s}") for s in ("ok", "bad_request", "no_model_yet")}
         group.gauge("model_version_seconds", lambda: int((self.version or 0) // 1000))
         group.gauge("model_age_ms", lambda: int(1000 * (time.time() - self.created_at)) if self.created_at else 0)
+        # request latency: from the request's Kafka timestamp to its answer leaving this operator
+        self.m_latency = group.distribution("latency_ms")
 
     def process_element(self, value, ctx):
         entry = ctx.get_broadcast_state(LATEST_MODEL).get(self.name)
@@ -68,6 +74,8 @@ class Predictor(KeyedBroadcastProcessFunction):
             return prediction_record(source="serving", request_id=event.id, y_pred=None, proba=None,
                                      model_version=self.version, model_created_at=self.created_at,
                                      status="bad_request", reason=f"{type(e).__name__}: {str(e)[:200]}"), "bad_request"
+        if event.timestamp and self.m_latency is not None:
+            self.m_latency.update(max(0, int(time.time() * 1000) - event.timestamp))
         return prediction_record(source="serving", request_id=event.id, y_pred=y_pred, proba=proba,
                                  model_version=self.version, model_created_at=self.created_at), "ok"
 

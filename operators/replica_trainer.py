@@ -22,6 +22,7 @@ bundle and at checkpoints, not per event.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import time
@@ -39,7 +40,8 @@ from riverflink.models.update_codec import encode
 from riverflink.operators.feature_budget import FeatureBudget
 from riverflink.operators.flink_state import DEAD_LETTER, LATEST_MODEL, METRICS, PREDICTIONS, REPLICA
 from riverflink.operators.model_feed import FeedRules, accept
-from riverflink.operators.parse import DEFAULT_LIMITS, Limits, Rejected, batch_lines, open_envelope, parse_event
+from riverflink.operators.parse import (DEFAULT_LIMITS, REASON_CLASSES, Limits, Rejected, batch_lines, open_envelope,
+                                        parse_event, reason_class)
 from riverflink.operators.records import prediction_record
 from riverflink.operators.replica import Replica
 
@@ -84,12 +86,18 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         group = ctx.get_metrics_group().add_group("riverflink")
         self.m_learned = group.counter("events_learned")
         self.m_dead = group.counter("events_dead_lettered")
+        self.m_dead_by = {c: group.counter(f"events_dead_lettered_{c}") for c in REASON_CLASSES}
         self.m_syncs = group.counter("syncs")
         self.m_refused_models = group.counter("model_documents_refused")
         self.m_features_dropped = group.counter("features_dropped")
         self.last = {"base_version": 0, "accuracy_permille": 0, "mae_milli": 0}
         for name in self.last:
             group.gauge(name, lambda name=name: int(self.last[name]))
+        # progressive accuracy / MAE over the last batches (rolling), and the age of the version learned on
+        self.recent: collections.deque = collections.deque(maxlen=20)
+        self.base_created_at = 0.0
+        group.gauge("staleness_ms", lambda: int(1000 * (time.time() - self.base_created_at))
+                    if self.base_created_at else 0)
 
     def _merged_params(self, version: int, text: str) -> dict:
         """Parameters of ``version``; parsed again only after a restore emptied the cache."""
@@ -108,6 +116,8 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         key = ctx.get_current_key()
         replica = self._replica(key)
         latest = ctx.get_broadcast_state(LATEST_MODEL).get(self.s.model_name)
+        if latest is not None:
+            self.base_created_at = latest.created_at
         if latest is not None and latest.version > replica.base_version:
             replica.rebase(self._merged_params(latest.version, latest.text), latest.version,
                            latest.acked.get(str(key), 0))
@@ -123,6 +133,7 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
             if isinstance(event, Rejected):
                 dead += 1
                 self.m_dead.inc()
+                self.m_dead_by[reason_class(event.reason)].inc()
                 yield DEAD_LETTER, event.to_json(self.s.source_topic, self.s.limits.dead_letter_prefix)
                 continue
             xs.append(event.x)
@@ -148,6 +159,8 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
                 for ev, raw in zip(events, raws):
                     yield DEAD_LETTER, Rejected(reason, raw, ev.partition, ev.offset).to_json(
                         self.s.source_topic, self.s.limits.dead_letter_prefix)
+                self.m_dead.inc(len(events))
+                self.m_dead_by["learning"].inc(len(events))
                 dead, events, score, updates, preds = dead + len(events), [], None, [], []
             for u in updates:
                 yield dataclasses.replace(u, delta=encode(self.template, u.delta, self.s.update_precision))
@@ -156,10 +169,12 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
                 self.m_learned.inc(score.events)
                 self.last["base_version"] = version
                 if score.loss(replica.task) is not None:
+                    self.recent.append((score.events, score.correct, score.abs_error))
+                    n = sum(e for e, _, _ in self.recent)
                     if replica.task == "regression":
-                        self.last["mae_milli"] = 1000 * score.abs_error / score.events
+                        self.last["mae_milli"] = 1000 * sum(a for _, _, a in self.recent) / n
                     else:
-                        self.last["accuracy_permille"] = 1000 * score.correct / score.events
+                        self.last["accuracy_permille"] = 1000 * sum(c for _, c, _ in self.recent) / n
             if replica.since_sync and was_idle:
                 ctx.timer_service().register_processing_time_timer(int(time.time() * 1000) + self.s.sync_check_ms)
             for ev, (y_pred, proba) in zip(events, preds):

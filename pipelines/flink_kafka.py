@@ -62,6 +62,9 @@ def envelope_kafka_source(servers: str, topic: str, group_id: str, limits: Limit
     return _rewinding(builder.build())
 
 
+#: a new job reads the models topic from this many newest records per partition, not its whole history
+MODELS_TAIL = 64
+
 #: how often a source compares its positions with the log ends
 REWIND_CHECK_MS = 5000
 
@@ -78,21 +81,32 @@ def _rewinding(source: KafkaSource) -> KafkaSource:
 
 
 def text_source(env, servers: str, topic: str, group_id: str, name: str,
-                properties: KafkaProperties = KafkaProperties()):
+                properties: KafkaProperties = KafkaProperties(), tail: int | None = None):
     """The stream of :func:`text_kafka_source`, named ``name``."""
-    return env.from_source(text_kafka_source(servers, topic, group_id, properties), WatermarkStrategy.no_watermarks(),
-                           name)
+    return env.from_source(text_kafka_source(servers, topic, group_id, properties, tail),
+                           WatermarkStrategy.no_watermarks(), name)
 
 
-def text_kafka_source(servers: str, topic: str, group_id: str,
-                      properties: KafkaProperties = KafkaProperties()) -> KafkaSource:
-    """Every value of ``topic`` as text, from the earliest offset (used for ``models``)."""
+def text_kafka_source(servers: str, topic: str, group_id: str, properties: KafkaProperties = KafkaProperties(),
+                      tail: int | None = None) -> KafkaSource:
+    """Every value of ``topic`` as text (used for ``models``): from the earliest offset, or with ``tail``
+    from each partition's ``tail`` newest records (where they begin when the job is built; a job restored
+    from a checkpoint or savepoint resumes where it was instead)."""
+    if tail is None:
+        start = KafkaOffsetsInitializer.earliest()
+    else:
+        from pyflink.datastream.connectors.kafka import KafkaTopicPartition
+
+        from riverflink.pipelines import kafka_io
+
+        start = KafkaOffsetsInitializer.offsets(
+            {KafkaTopicPartition(topic, p): o for p, o in kafka_io.tail_offsets(servers, topic, tail).items()})
     source = (
         KafkaSource.builder()
         .set_bootstrap_servers(servers)
         .set_topics(topic)
         .set_group_id(group_id)
-        .set_starting_offsets(KafkaOffsetsInitializer.earliest())
+        .set_starting_offsets(start)
         .set_value_only_deserializer(SimpleStringSchema())
         .set_properties({**_CLIENT_PROPS, **properties.as_dict()})
         .build()

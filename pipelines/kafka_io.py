@@ -143,23 +143,36 @@ def consume(servers: str, topic: str, *, from_beginning: bool = True,
         c.close()
 
 
-def read_tail(servers: str, topic: str, last: int, idle_timeout: float = 1.0) -> list[bytes]:
-    """The values of about the ``last`` newest records of each partition of ``topic`` (oldest first per
-    partition), without reading the rest: each partition is read from ``end - last`` to its end."""
+def tail_offsets(servers: str, topic: str, last: int) -> dict[int, int]:
+    """``{partition: max(earliest, end - last)}``: where the ``last`` newest records of each partition begin."""
     from kafka import KafkaConsumer, TopicPartition
 
     check_reachable(servers)
-    c = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, group_id=None,
-                      consumer_timeout_ms=int(1000 * idle_timeout), **_client_settings())
+    c = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, group_id=None, **_client_settings())
     try:
         parts = c.partitions_for_topic(topic)
         if not parts:
             raise ConfigError(f"topic {topic!r} not found on {servers}")
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        c.assign(tps)
         begin, end = c.beginning_offsets(tps), c.end_offsets(tps)
+        return {tp.partition: max(begin[tp], end[tp] - last) for tp in tps}
+    finally:
+        c.close()
+
+
+def read_tail(servers: str, topic: str, last: int, idle_timeout: float = 1.0) -> list[bytes]:
+    """The values of about the ``last`` newest records of each partition of ``topic`` (oldest first per
+    partition), without reading the rest: each partition is read from ``end - last`` to its end."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    starts = tail_offsets(servers, topic, last)
+    c = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, group_id=None,
+                      consumer_timeout_ms=int(1000 * idle_timeout), **_client_settings())
+    try:
+        tps = [TopicPartition(topic, p) for p in starts]
+        c.assign(tps)
         for tp in tps:
-            c.seek(tp, max(begin[tp], end[tp] - last))
+            c.seek(tp, starts[tp.partition])
         return [m.value for m in c]
     finally:
         c.close()

@@ -8,7 +8,7 @@ from riverflink.operators.flink_state import LATEST_MODEL
 from riverflink.operators.predictor import Predictor
 from riverflink.pipelines import java_ops
 from riverflink.pipelines.config import ServeConfig, load_verifier
-from riverflink.pipelines.flink_kafka import envelope_source, text_sink, text_source
+from riverflink.pipelines.flink_kafka import MODELS_TAIL, envelope_source, text_sink, text_source
 from riverflink.pipelines.flink_runtime import make_env
 
 
@@ -19,7 +19,8 @@ def build(cfg: ServeConfig):
     props = cfg.kafka.properties
     requests = envelope_source(env, servers, t.requests, cfg.group_id, "requests",
                                properties=props).uid("source-requests")
-    model_docs = text_source(env, servers, t.models, f"{cfg.group_id}-models", "models", props).uid("source-models")
+    model_docs = text_source(env, servers, t.models, f"{cfg.group_id}-models", "models", props,
+                             tail=MODELS_TAIL).uid("source-models")
     # keys only spread requests over the predictor's subtasks (and group them into micro-batches)
     parallelism = env.get_parallelism()  # the cluster's, on a cluster (-1 if it leaves it to the job)
     keys = 4 * parallelism if parallelism > 0 else 8

@@ -25,7 +25,7 @@ from riverflink.operators.replica_trainer import ReplicaTrainer, TrainerSettings
 from riverflink.operators.merge_state import read_doc
 from riverflink.pipelines import java_ops
 from riverflink.pipelines.config import TrainConfig, load_signer
-from riverflink.pipelines.flink_kafka import envelope_source, text_sink, text_source
+from riverflink.pipelines.flink_kafka import MODELS_TAIL, envelope_source, text_sink, text_source
 from riverflink.pipelines.flink_runtime import make_env
 
 
@@ -45,7 +45,8 @@ def build(cfg: TrainConfig):
     # keyed (and micro-batched in the JVM): Python pays its per-record cost once per batch
     keyed, batched = java_ops.keyed_batches(raw, cfg.replicas, cfg.key_field, cfg.batch_size, cfg.batch_ms)
 
-    model_docs = text_source(env, servers, t.models, f"{cfg.group_id}-models", "models", props).uid("source-models")
+    model_docs = text_source(env, servers, t.models, f"{cfg.group_id}-models", "models", props,
+                             tail=MODELS_TAIL).uid("source-models")
     check_ms = int(1000 * (cfg.sync_every_seconds or 1.0))
     signer = load_signer(cfg.signing_key)
     lr_scale = float(cfg.replicas) if cfg.merge_policy == "scaled_average" else 1.0

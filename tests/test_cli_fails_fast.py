@@ -138,3 +138,27 @@ def test_config_file_sets_defaults_and_flags_win(tmp_path):
     toml.write_text("replicaz = 4\n")
     res = riverflink("--config", str(toml), "train")
     assert res.stderr.strip().splitlines() == [f"riverflink: error: --config {toml}: no command takes 'replicaz'"]
+
+
+def test_models_latest_reads_the_tail_and_finds_each_models_newest_version(kafka_bootstrap):
+    """500 versions of model a, then one of b, then foreign records: --latest shows a's and b's newest only,
+    read from the topic's tail (the tail is widened until it holds a document of the model asked for)."""
+    from river import linear_model
+
+    from riverflink import models
+    from riverflink.pipelines import kafka_io
+
+    topic = f"models-latest-{int(time.time() * 1000)}"
+    kafka_io.create_topics(kafka_bootstrap, {topic: 1})
+    m = linear_model.LogisticRegression()
+    docs = [models.dumps(models.to_wire(m, name="a", version=v)) for v in range(1, 501)]
+    docs += [models.dumps(models.to_wire(m, name="b", version=7))] + [b"garbage"] * 20
+    kafka_io.produce(kafka_bootstrap, topic, docs)
+    res = riverflink("models", "--bootstrap-servers", kafka_bootstrap, "--models-topic", topic, "--latest",
+                     "--idle", "2")
+    assert res.returncode == 0, res.stderr
+    rows = [line.split() for line in res.stdout.splitlines()[1:] if line.startswith(("a ", "b "))]
+    assert sorted((r[0], r[1]) for r in rows) == [("a", "500"), ("b", "7")], res.stdout
+    res = riverflink("models", "--bootstrap-servers", kafka_bootstrap, "--models-topic", topic, "--latest",
+                     "--model-name", "a", "--idle", "2")
+    assert [line.split()[1] for line in res.stdout.splitlines() if line.startswith("a ")] == ["500"]

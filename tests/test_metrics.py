@@ -59,5 +59,10 @@ def test_prometheus_endpoint_shows_riverflink_metrics(kafka_bootstrap, tmp_path)
         assert names.get("events_dead_lettered") == len(MALFORMED), names
         assert names.get("merges", 0) >= 1 and names.get("syncs", 0) >= 1
         assert names.get("accuracy_permille", 0) > 500
+        by_reason = {k: v for k, v in names.items() if k.startswith("events_dead_lettered_")}
+        assert sum(by_reason.values()) == len(MALFORMED), by_reason
+        assert by_reason.get("events_dead_lettered_malformed", 0) >= 2 and by_reason.get(
+            "events_dead_lettered_label", 0) >= 1, by_reason
+        assert names.get("staleness_ms", 0) > 0
     finally:
         stop_pid(proc.pid)
