@@ -70,7 +70,7 @@ def test_every_event_produced_after_a_broker_restart_is_learned(tmp_path):
         kafka_io.create_topics(broker.bootstrap, {t.training_predictions: 1})
         _produce(broker.bootstrap, t.events, events[BEFORE:], "after")
         reader = kafka_io.TopicReader(broker.bootstrap, t.training_predictions)
-        after = _learned_ids(reader, "after", AFTER, 180, job)
+        after = _learned_ids(reader, "after", AFTER, 240, job)
         reader.close()
         assert after == {f"after-{i}" for i in range(AFTER)}, (
             f"{AFTER - len(after)} of {AFTER} events produced after the restart were not learned")

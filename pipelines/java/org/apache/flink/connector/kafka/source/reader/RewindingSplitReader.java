@@ -29,6 +29,10 @@ import org.slf4j.LoggerFactory;
  * beyond its reported end is therefore probed with a side consumer (no group): if the record just
  * before its position can be read, the log is intact.  It is rewound only when two checks in a row,
  * at the same position, find that record gone.
+ *
+ * <p>A position that moved back between two checks without this reader seeking is the consumer's own
+ * reaction to a truncated log (Kafka's leader-epoch validation resets to the divergence point, which on
+ * a broker that reports a wrong log end skips records): that partition is rewound at once.
  */
 public class RewindingSplitReader extends KafkaPartitionSplitReader {
     private static final Logger LOG = LoggerFactory.getLogger(RewindingSplitReader.class);
@@ -37,6 +41,8 @@ public class RewindingSplitReader extends KafkaPartitionSplitReader {
     private long lastCheck = System.currentTimeMillis();
     /** partition -> its position at the last check, where that position lay beyond the log end */
     private final Map<TopicPartition, Long> beyond = new HashMap<>();
+    /** partition -> its position at the last check */
+    private final Map<TopicPartition, Long> positions = new HashMap<>();
 
     private final Properties probeProps = new Properties();
     private KafkaConsumer<byte[], byte[]> probe;
@@ -68,6 +74,15 @@ public class RewindingSplitReader extends KafkaPartitionSplitReader {
             }
         }
         return false;
+    }
+
+    private void rewind(KafkaConsumer<byte[], byte[]> consumer, TopicPartition tp, String why) {
+        LOG.warn("riverflink: {} {}: the broker lost or truncated the log; restarting the partition from its "
+                + "earliest offset", tp, why);
+        consumer.seekToBeginning(Collections.singleton(tp));
+        positions.remove(tp);
+        beyond.remove(tp);
+        rewinds.inc();
     }
 
     @Override
@@ -102,19 +117,24 @@ public class RewindingSplitReader extends KafkaPartitionSplitReader {
             Map<TopicPartition, Long> ends = consumer.endOffsets(assigned, Duration.ofSeconds(5));
             Map<TopicPartition, Long> previous = new HashMap<>(beyond);
             beyond.clear();
+            Map<TopicPartition, Long> before = new HashMap<>(positions);
+            positions.clear();
             for (TopicPartition tp : assigned) {
                 Long end = ends.get(tp);
                 long position = consumer.position(tp, Duration.ofSeconds(5));
+                positions.put(tp, position);
+                Long last = before.get(tp);
+                if (last != null && position < last) {
+                    rewind(consumer, tp, "moved back from offset " + last + " to " + position + " by itself");
+                    continue;
+                }
                 if (end == null || position <= end || position == 0 || readable(tp, position - 1)) {
                     continue;
                 }
                 if (!Long.valueOf(position).equals(previous.get(tp))) {
                     beyond.put(tp, position);  // gone for the first time: look again at the next check
                 } else {
-                    LOG.warn("riverflink: {} is at offset {}, beyond the log end {}: the broker lost or truncated "
-                            + "the log; restarting the partition from its earliest offset", tp, position, end);
-                    consumer.seekToBeginning(Collections.singleton(tp));
-                    rewinds.inc();
+                    rewind(consumer, tp, "is at offset " + position + ", beyond the log end " + end);
                 }
             }
         } catch (RuntimeException e) {
