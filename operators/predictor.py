@@ -10,6 +10,7 @@ state.  Model documents are validated before they are stored
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 
@@ -52,13 +53,14 @@ class Predictor(KeyedBroadcastProcessFunction):
             self.version, self.created_at = entry.version, entry.created_at
             built = self.accepted.pop(entry.version, None)  # the model accept() built, if this subtask saw it
             self.model = built if built is not None else models.from_wire(entry.text)
-        answers = [self._answer(line) for line in batch_lines(value, self.batched)[1]]
+        now_ms = int(time.time() * 1000)
+        answers = [self._answer(line, now_ms) for line in batch_lines(value, self.batched)[1]]
         yield "\n".join(a for a, _ in answers)
-        if self.m_answers is not None:
-            for _, status in answers:
-                self.m_answers[status].inc()
+        if self.m_answers is not None:  # one counter update per status and batch, not per request
+            for status, n in collections.Counter(s for _, s in answers).items():
+                self.m_answers[status].inc(n)
 
-    def _answer(self, line: str) -> tuple[str, str]:
+    def _answer(self, line: str, now_ms: int = 0) -> tuple[str, str]:
         """``(prediction record, status)`` for one request."""
         event = parse_event(open_envelope(line), require_label=False, limits=self.limits)
         if isinstance(event, Rejected):
@@ -75,7 +77,7 @@ class Predictor(KeyedBroadcastProcessFunction):
                                      model_version=self.version, model_created_at=self.created_at,
                                      status="bad_request", reason=f"{type(e).__name__}: {str(e)[:200]}"), "bad_request"
         if event.timestamp and self.m_latency is not None:
-            self.m_latency.update(max(0, int(time.time() * 1000) - event.timestamp))
+            self.m_latency.update(max(0, now_ms - event.timestamp))
         return prediction_record(source="serving", request_id=event.id, y_pred=y_pred, proba=proba,
                                  model_version=self.version, model_created_at=self.created_at), "ok"
 

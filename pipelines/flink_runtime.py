@@ -62,7 +62,6 @@ def patch_kafka_class_names() -> None:
 LOOPBACK = {
     "rest.bind-address": "127.0.0.1",
     "rest.address": "127.0.0.1",
-    "rest.bind-port": "0",  # replaced by a free port, printed as the web UI's address
     "web.submit.enable": "false",
     "web.cancel.enable": "false",
     "jobmanager.bind-host": "127.0.0.1",
@@ -123,7 +122,7 @@ def make_env(cfg: FlinkConfig, job_name: str):
             conf.set_string(key, value)
         from riverflink.pipelines.broker import free_port
 
-        ui_port = free_port()
+        ui_port = free_port()  # chosen here so that the web UI's address can be printed
         conf.set_string("rest.bind-port", str(ui_port))
         conf.set_string("rest.port", str(ui_port))
         print(f"Flink web UI (this machine only): http://127.0.0.1:{ui_port}", file=sys.stderr, flush=True)

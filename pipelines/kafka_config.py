@@ -33,8 +33,6 @@ _PYTHON_NAMES = {
     "ssl.keystore.location": "ssl_certfile",
     "ssl.key.location": "ssl_keyfile",
     "ssl.key.password": "ssl_password",
-    "ssl.endpoint.identification.algorithm": None,  # handled below
-    "sasl.jaas.config": None,  # handled below
 }
 #: kafka-python settings a property may set (the rest of Kafka's names only mean something to Java)
 _PYTHON_SETTINGS = {
@@ -116,18 +114,20 @@ class KafkaProperties:
         """The kafka-python settings these properties amount to (Java-only ones left out)."""
         out: dict = {}
         for key, value in self.items:
-            name = _PYTHON_NAMES.get(key, key.replace(".", "_"))
             if key == "sasl.jaas.config":
                 for field_, setting in (("username", "sasl_plain_username"), ("password", "sasl_plain_password")):
                     m = re.search(rf'{field_}\s*=\s*"([^"]*)"', value)
                     if m:
                         out[setting] = m.group(1)
-            elif key == "ssl.endpoint.identification.algorithm":
+                continue
+            if key == "ssl.endpoint.identification.algorithm":
                 out["ssl_check_hostname"] = value.strip().lower() == "https"
-            elif name in _PYTHON_SETTINGS:
+                continue
+            name = _PYTHON_NAMES.get(key, key.replace(".", "_"))
+            if name == "sasl_mechanism":
+                value = value.upper()  # kafka-python knows PLAIN, SCRAM-SHA-256/512 in capitals only
+            if name in _PYTHON_SETTINGS:
                 out[name] = int(value) if name in _INT_SETTINGS else value
-        if out.get("sasl_mechanism", "").upper().startswith("SCRAM"):
-            out["sasl_mechanism"] = out["sasl_mechanism"].upper()
         return out
 
 

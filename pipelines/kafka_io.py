@@ -122,6 +122,13 @@ def produce(servers: str, topic: str, values: Iterable[bytes], keys: Iterable[by
 def consume(servers: str, topic: str, *, from_beginning: bool = True,
             idle_timeout: float | None = None) -> Iterator[bytes]:
     """Yield values of ``topic`` as they arrive; stops after ``idle_timeout`` seconds without one."""
+    for record in consume_records(servers, topic, from_beginning=from_beginning, idle_timeout=idle_timeout):
+        yield record.value
+
+
+def consume_records(servers: str, topic: str, *, from_beginning: bool = True,
+                    idle_timeout: float | None = None) -> Iterator:
+    """Like :func:`consume`, but whole kafka-python records (``.value``, ``.timestamp``, ``.offset``...)."""
     from kafka import KafkaConsumer
 
     check_reachable(servers)
@@ -137,25 +144,31 @@ def consume(servers: str, topic: str, *, from_beginning: bool = True,
         **_client_settings(),
     )
     try:
-        for msg in c:
-            yield msg.value
+        yield from c
     finally:
         c.close()
 
 
+def _tail_starts(consumer, servers: str, topic: str, last: int) -> dict:
+    """``{TopicPartition: max(earliest, end - last)}`` for every partition of ``topic``."""
+    from kafka import TopicPartition
+
+    parts = consumer.partitions_for_topic(topic)
+    if not parts:
+        raise ConfigError(f"topic {topic!r} not found on {servers}")
+    tps = [TopicPartition(topic, p) for p in sorted(parts)]
+    begin, end = consumer.beginning_offsets(tps), consumer.end_offsets(tps)
+    return {tp: max(begin[tp], end[tp] - last) for tp in tps}
+
+
 def tail_offsets(servers: str, topic: str, last: int) -> dict[int, int]:
     """``{partition: max(earliest, end - last)}``: where the ``last`` newest records of each partition begin."""
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import KafkaConsumer
 
     check_reachable(servers)
     c = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, group_id=None, **_client_settings())
     try:
-        parts = c.partitions_for_topic(topic)
-        if not parts:
-            raise ConfigError(f"topic {topic!r} not found on {servers}")
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        begin, end = c.beginning_offsets(tps), c.end_offsets(tps)
-        return {tp.partition: max(begin[tp], end[tp] - last) for tp in tps}
+        return {tp.partition: o for tp, o in _tail_starts(c, servers, topic, last).items()}
     finally:
         c.close()
 
@@ -163,16 +176,16 @@ def tail_offsets(servers: str, topic: str, last: int) -> dict[int, int]:
 def read_tail(servers: str, topic: str, last: int, idle_timeout: float = 1.0) -> list[bytes]:
     """The values of about the ``last`` newest records of each partition of ``topic`` (oldest first per
     partition), without reading the rest: each partition is read from ``end - last`` to its end."""
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import KafkaConsumer
 
-    starts = tail_offsets(servers, topic, last)
+    check_reachable(servers)
     c = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, group_id=None,
                       consumer_timeout_ms=int(1000 * idle_timeout), **_client_settings())
     try:
-        tps = [TopicPartition(topic, p) for p in starts]
-        c.assign(tps)
-        for tp in tps:
-            c.seek(tp, starts[tp.partition])
+        starts = _tail_starts(c, servers, topic, last)
+        c.assign(list(starts))
+        for tp, offset in starts.items():
+            c.seek(tp, offset)
         return [m.value for m in c]
     finally:
         c.close()

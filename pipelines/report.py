@@ -24,10 +24,10 @@ from pathlib import Path
 import orjson
 
 from riverflink import models
-from riverflink.models.labels import task_of
+from riverflink.models.labels import LabelRule, task_of
 from riverflink.operators.merge_state import read_doc
-from riverflink.models.labels import LabelRule
 from riverflink.operators.parse import Envelope, Rejected, parse_event
+from riverflink.pipelines import kafka_io
 from riverflink.pipelines.config import ConfigError, Topics
 
 
@@ -48,8 +48,6 @@ class Report:
     series: list = field(default_factory=list, repr=False)
     #: (wall time, events learned) per metrics record
     learned: list = field(default_factory=list, repr=False)
-    #: (created_at, version) per version
-    created: list = field(default_factory=list, repr=False)
 
     def summary(self) -> str:
         name = "accuracy" if self.task != "regression" else "MAE"
@@ -61,21 +59,10 @@ class Report:
 
 def _records(servers: str, topic: str, idle: float) -> list:
     """``(timestamp ms, value)`` of every record of ``topic``."""
-    from kafka import KafkaConsumer
-
-    from riverflink.pipelines import kafka_io
-
-    kafka_io.check_reachable(servers)
-    c = KafkaConsumer(topic, bootstrap_servers=servers, group_id=None, auto_offset_reset="earliest",
-                      enable_auto_commit=False, consumer_timeout_ms=int(1000 * idle),
-                      **kafka_io._client_settings())
-    try:
-        return [(m.timestamp, m.value) for m in c]
-    finally:
-        c.close()
+    return [(r.timestamp, r.value) for r in kafka_io.consume_records(servers, topic, idle_timeout=idle)]
 
 
-def compute(events: list, docs: list, metrics: list, window: int = 500) -> Report:
+def compute(events: list, docs: list, metrics: list) -> Report:
     """The report's figures from ``events`` (``(ts_ms, x, y)``), ``docs`` (model documents) and ``metrics``
     (per-batch metrics records), all in topic order.  Pure; no Kafka.
 
@@ -125,8 +112,8 @@ def compute(events: list, docs: list, metrics: list, window: int = 500) -> Repor
     learned = sorted((m["ts"], m.get("events", 0)) for m in metrics if isinstance(m.get("ts"), (int, float)))
     span = learned[-1][0] - learned[0][0] if len(learned) > 1 else 0.0
     rate = sum(e for _, e in learned) / span if span > 0 else 0.0
-    return Report(task, len(series), served, base, len(series) - n, len(docs), ages[len(ages) // 2] if ages else float("nan"), rate, series,
-                  learned, [(c / 1000, d["meta"]["version"]) for c, d in zip(created, docs)])
+    return Report(task, len(series), served, base, len(series) - n, len(docs),
+                  ages[len(ages) // 2] if ages else float("nan"), rate, series, learned)
 
 
 def read_run(servers: str, topics: Topics, idle: float = 3.0) -> Report:

@@ -22,7 +22,7 @@ def test_file_environment_and_overrides_in_that_order(tmp_path):
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         KafkaProperties.load(None, ["oops"], {})
     with pytest.raises(ConfigError, match="--bootstrap-servers"):
-        KafkaProperties.load(None, ["bootstrap.servers=10.0.0.1:9092"], {})
+        KafkaProperties.load(None, ["bootstrap.servers=127.0.0.1:9092"], {})
     (tmp_path / "bad.properties").write_text("just words\n")
     with pytest.raises(ConfigError, match="not a key=value line"):
         KafkaProperties.load(str(tmp_path / "bad.properties"), [], {})
