@@ -116,7 +116,7 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         key = ctx.get_current_key()
         replica = self._replica(key)
         latest = ctx.get_broadcast_state(LATEST_MODEL).get(self.s.model_name)
-        if latest is not None:
+        if latest is not None and not self.base_created_at:  # after a restore, before any new version
             self.base_created_at = latest.created_at
         if latest is not None and latest.version > replica.base_version:
             replica.rebase(self._merged_params(latest.version, latest.text), latest.version,
@@ -208,6 +208,7 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
             log.warning("ignoring a record on the models topic: %s", problem)
         elif entry is not None:
             state.put(self.s.model_name, entry)
+            self.base_created_at = entry.created_at
             # the rebase needs its parameters: keep them from the model just built and checked
             self.params_cache = {entry.version: models.get_params(model)}
 

@@ -52,7 +52,8 @@ def test_prometheus_endpoint_shows_riverflink_metrics(kafka_bootstrap, tmp_path)
                 continue
             learned = next((v for k, v in seen.items() if k.endswith("riverflink_events_learned")), 0)
             merges = next((v for k, v in seen.items() if k.endswith("riverflink_merges")), 0)
-            if learned >= 1000 and merges >= 1:
+            staleness = next((v for k, v in seen.items() if k.endswith("riverflink_staleness_ms")), 0)
+            if learned >= 1000 and merges >= 1 and staleness > 0:
                 break
         names = {k.split("riverflink_")[-1]: v for k, v in seen.items()}
         assert names.get("events_learned") == 1000, names
