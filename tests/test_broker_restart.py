@@ -25,11 +25,9 @@ BEFORE, AFTER = 800, 300  # fewer after than before: without the rewind, all of 
 
 
 def _produce(bootstrap: str, topic: str, events: list, prefix: str) -> None:
-    producer = kafka_io.producer(bootstrap)
-    for i, (x, y) in enumerate(events):
-        producer.send(topic, orjson.dumps({"id": f"{prefix}-{i}", "x": x, "y": y}))
-    producer.flush()
-    producer.close()
+    """Send every event and wait for the broker's acknowledgement of each (a send that fails fails here)."""
+    kafka_io.produce(bootstrap, topic, [orjson.dumps({"id": f"{prefix}-{i}", "x": x, "y": y})
+                                        for i, (x, y) in enumerate(events)])
 
 
 def _learned_ids(reader: kafka_io.TopicReader, prefix: str, want: int, timeout: float, job) -> set:
