@@ -53,11 +53,11 @@ def test_killed_taskmanager_loses_and_duplicates_nothing_in_the_model(kafka_boot
     docs: list = []
     producer = kafka_io.producer(kafka_bootstrap)
     values = list(encode_events(river_events("Phishing", EVENTS)))
-    killed_at = None
+    killed_at, sends = None, []
     for i, v in enumerate(values):
-        producer.send(t.events, value=v)
+        sends.append(producer.send(t.events, value=v))
         if i % 500 == 0:
-            producer.send(t.events, value=MALFORMED[0])
+            sends.append(producer.send(t.events, value=MALFORMED[0]))
             producer.flush()
             time.sleep(0.4)
             docs += models.poll_json(0)
@@ -70,6 +70,8 @@ def test_killed_taskmanager_loses_and_duplicates_nothing_in_the_model(kafka_boot
             killed_at = len(docs)
             cluster.add_taskmanager()
     producer.flush()
+    for f in sends:  # every event reached the broker (a failed send fails here, not as a count)
+        f.get(timeout=120)
     producer.close()
 
     deadline = time.time() + 240
