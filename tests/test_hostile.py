@@ -224,11 +224,11 @@ def run(kafka_bootstrap, tmp_path_factory):
         restarts = {kind: _failures(port) for kind, port in ports.items()}
         missing = {at: h[:80] for at, h in hostile_at.items() if at not in lettered}
         if missing:  # tell a record the broker does not hold from one the job lost
-            on_topic, events_reader = set(), kafka_io.TopicReader(kafka_bootstrap, t.events)
-            until = time.time() + 60
-            while time.time() < until and not set(missing) <= on_topic:
-                for records in events_reader.consumer.poll(timeout_ms=500, max_records=5000).values():
-                    on_topic |= {(r.partition, r.offset) for r in records}
+            on_topic, wanted = set(), set(missing)
+            for r in kafka_io.consume_records(kafka_bootstrap, t.events, idle_timeout=10):
+                on_topic.add((r.partition, r.offset))
+                if wanted <= on_topic:
+                    break
             missing = {at: (h, "on the topic" if at in on_topic else "not on the topic") for at, h in missing.items()}
         return dict(produced=produced, learned=sum(batches.values()), dead=dead, missing=missing, answers=answers,
                     oversized=oversized,
