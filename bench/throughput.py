@@ -75,6 +75,21 @@ def cpu_seconds(pids: list[int]) -> dict:
     return out
 
 
+def process_kind(pid: int, broker_pid: int | None) -> str:
+    """A short name for where a process's CPU goes: broker, jvm, python-worker or client."""
+    if pid == broker_pid:
+        return "broker"
+    try:
+        cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "gone"
+    if "java" in cmd.split(" ", 1)[0]:
+        return "jvm"
+    if "beam_boot" in cmd or "pyflink.fn_execution" in cmd or "beam" in cmd:
+        return "python-worker"
+    return "client"
+
+
 def flink_job(servers: str, spec: str, events: list, parallelism: int, replicas: int, env_extra: dict,
               extra_args: list, broker_pid: int | None) -> dict:
     run = f"bench{int(time.time())}"
@@ -113,7 +128,12 @@ def flink_job(servers: str, spec: str, events: list, parallelism: int, replicas:
         cpu_end = cpu_seconds(pids)
         cpu = sum(t - cpu_start.get(p, 0.0) for p, t in cpu_end.items())
         window_events = learned - first_events
-        return {"events_per_s": len(events) / (max(stamps) - min(stamps)), "model_versions": versions,
+        parts: dict[str, float] = {}
+        for p, t in cpu_end.items():
+            kind = process_kind(p, broker_pid)
+            kind = f"{kind}[{p}]" if kind == "python-worker" else kind
+            parts[kind] = parts.get(kind, 0.0) + 1e6 * (t - cpu_start.get(p, 0.0)) / max(1, window_events)
+        return {"cpu_parts": parts, "events_per_s": len(events) / (max(stamps) - min(stamps)), "model_versions": versions,
                 "model_bytes": model_bytes, "cpu_us": 1e6 * cpu / max(1, window_events),
                 "accuracy": correct / max(1, learned)}
     finally:
@@ -173,6 +193,7 @@ def main() -> None:
             print(f"(b) riverflink training job      {b['events_per_s']:9.0f} events/s  "
                   f"{b['cpu_us']:7.1f} CPU-us/event  accuracy {b['accuracy']:.4f}  "
                   f"(job + broker, {b['model_versions']} model versions)")
+            print("    CPU-us/event by process: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(b["cpu_parts"].items())))
             ratio, cpu_ratio = b["events_per_s"] / river["events_per_s"], b["cpu_us"] / river["cpu_us"]
             delta = 100 * (b["accuracy"] - river["accuracy"])
             lines.append(f"throughput: mode={mode} ratio={ratio:.2f} cpu_ratio={cpu_ratio:.2f} "

@@ -28,6 +28,7 @@ from riverflink.models.labels import task_of
 from riverflink.operators.merge_state import MergerState, MergeTrigger, read_doc
 from riverflink.operators.quality_gate import QualityGate
 from riverflink.operators.model_feed import FeedRules, accept
+from riverflink.pipelines import sampling_profiler
 
 log = logging.getLogger("riverflink")
 
@@ -41,6 +42,7 @@ class Merger(KeyedCoProcessFunction):
         self.quality_gate = quality_gate
 
     def open(self, ctx: RuntimeContext):
+        sampling_profiler.start_if_asked()
         self.state = ctx.get_state(MERGER)
         # the private key is read on the task manager, never shipped inside the job graph
         self.signer = Signer.load(self.signing_key) if self.signing_key else None
