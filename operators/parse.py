@@ -1,11 +1,12 @@
 """Parsing and validating events; pure functions, no Flink.
 
-An *envelope* is what the Kafka source hands to Python for every record,
-whatever its bytes: ``partition:offset:timestamp:base64(key):base64(value)``
-(see ``pipelines/java/.../EnvelopeDeserializationSchema.java``); a value over
-the size limit arrives cut to its first bytes, with a sixth field
-``length.sha256hex`` of the whole.  A value source without metadata (plain
-strings) is accepted too, with unknown offsets.
+An *envelope* is one Kafka record as Python sees it, whatever its bytes:
+partition, offset, timestamp, key and value.  The JVM hands Python batches of
+binary *record frames* (``pipelines/java/riverflink/RecordFrameDeserializationSchema.java``,
+read by :func:`open_frames`); a value over the size limit arrives cut to its
+first bytes, with the whole value's length and SHA-256.  Without riverflink's
+jar the source hands over plain value strings (:func:`open_envelope`), with
+unknown offsets.
 
 An *event* is a JSON object::
 
@@ -19,9 +20,9 @@ int, float or string; required for training events, absent for requests);
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import math
+import struct
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -59,7 +60,7 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Envelope:
     partition: int | None
     offset: int | None
@@ -70,7 +71,7 @@ class Envelope:
     cut_from: tuple[int, str] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Event:
     id: Any
     x: dict
@@ -110,27 +111,68 @@ class Rejected:
 
 
 def open_envelope(text: str) -> Envelope:
-    """Split an envelope line; a line that is not one is taken as a bare value.
+    """A plain value string (a source without riverflink's jar) as an envelope with unknown position.
 
-    >>> open_envelope("0:41:1700000000000::eyJ4Ijp7fX0=")
-    Envelope(partition=0, offset=41, timestamp=1700000000000, key=None, value=b'{"x":{}}', cut_from=None)
-    >>> open_envelope("0:42:1700000000000::eyJ4Ijp7:5000000.ab12").cut_from
-    (5000000, 'ab12')
+    >>> open_envelope('{"x":{}}')
+    Envelope(partition=None, offset=None, timestamp=None, key=None, value=b'{"x":{}}', cut_from=None)
     """
-    parts = text.split(":", 5)
-    if len(parts) in (5, 6) and parts[0].isdigit() and parts[1].isdigit():
-        try:
-            key = base64.b64decode(parts[3], validate=True) if parts[3] else None
-            value = base64.b64decode(parts[4], validate=True)
-            cut_from = None
-            if len(parts) == 6:
-                size, digest = parts[5].split(".", 1)
-                cut_from = (int(size), digest[:64])
-            return Envelope(int(parts[0]), int(parts[1]), int(parts[2]) if parts[2].lstrip("-").isdigit() else None,
-                            key, value, cut_from)
-        except (binascii.Error, ValueError):
-            pass
     return Envelope(None, None, None, None, text.encode())
+
+
+#: a record frame's fixed head: partition, offset, timestamp, key length, value length, whole length
+_FRAME_HEAD = struct.Struct(">iqqiiq")
+_DIGEST = 32
+
+
+def frame(partition: int, offset: int, timestamp: int, key: bytes | None, value: bytes | None,
+          cut_from: tuple[int, bytes] | None = None) -> bytes:
+    """One record frame, as ``RecordFrameDeserializationSchema`` writes it (for tests and tools).
+
+    ``cut_from`` is ``(whole length, 32-byte SHA-256)`` of a value the source cut.
+    """
+    head = _FRAME_HEAD.pack(partition, offset, timestamp, -1 if key is None else len(key),
+                            -1 if value is None else len(value), -1 if cut_from is None else cut_from[0])
+    return head + (cut_from[1] if cut_from else b"") + (key or b"") + (value or b"")
+
+
+def open_frames(batch: bytes) -> list[Envelope]:
+    """The envelopes of a batch of concatenated record frames (see the module docstring).
+
+    A batch the JVM built is well formed by construction; a truncated tail
+    (never expected) becomes one last envelope holding the leftover bytes,
+    with no position, so it is dead-lettered rather than lost or fatal.
+
+    >>> [(e.offset, e.key, e.value) for e in open_frames(frame(0, 41, 1, None, b'{"x":{}}') + frame(1, 7, 2, b"k", b""))]
+    [(41, None, b'{"x":{}}'), (7, b'k', b'')]
+    >>> open_frames(frame(0, 9, 1, None, b"head", (5_000_000, bytes(32))))[0].cut_from[0]
+    5000000
+    """
+    out, pos, end, head = [], 0, len(batch), _FRAME_HEAD.size
+    unpack = _FRAME_HEAD.unpack_from
+    while pos < end:
+        if end - pos < head:
+            out.append(Envelope(None, None, None, None, bytes(batch[pos:])))
+            break
+        partition, offset, timestamp, key_len, value_len, whole = unpack(batch, pos)
+        pos += head
+        cut_from = None
+        if whole >= 0:
+            cut_from = (whole, batch[pos : pos + _DIGEST].hex())
+            pos += _DIGEST
+        key = None
+        if key_len >= 0:
+            key = batch[pos : pos + key_len]
+            pos += key_len
+        value = batch[pos : pos + max(0, value_len)]
+        pos += max(0, value_len)
+        out.append(Envelope(partition, offset, timestamp, key, value, cut_from))
+    return out
+
+
+def envelopes(value: bytes | str, batched: bool) -> list[Envelope]:
+    """The envelopes of one input record of a training or serving operator: a batch of frames from the
+    JVM (``batched``), else one plain value string."""
+    return open_frames(value) if batched else [open_envelope(value)]
 
 
 def parse_event(env: Envelope, *, require_label: bool, key_field: str = "key",
@@ -175,11 +217,10 @@ def _parse(env: Envelope, require_label: bool, key_field: str, limits: Limits) -
     if len(x) > limits.max_features:
         return reject(f"event has {len(x)} features, over the limit of {limits.max_features}")
     bound = limits.max_abs_value
-    for name, v in x.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            return reject(f"feature {name[:100]!r} is not a number: {_short(v)}")
-        if not -bound <= v <= bound:  # also false for NaN; ints of any size compare without overflow
-            return reject(f"feature {name[:100]!r} is out of range: |{_short(v)}| > {bound:g}")
+    for v in x.values():  # the common case, without a call per feature (bool's type is not int)
+        t = type(v)
+        if not ((t is float or t is int) and -bound <= v <= bound):  # also false for NaN
+            return reject(_feature_problem(x, bound))
     if require_label:
         if "y" not in doc or doc["y"] is None:
             return reject("training event has no label 'y'")
@@ -196,6 +237,16 @@ def _parse(env: Envelope, require_label: bool, key_field: str, limits: Limits) -
         return reject(f"event key must be a scalar of at most {limits.max_id_chars} characters")
     return Event(event_id, x, doc.get("y"), None if key is None else str(key), env.partition, env.offset,
                  env.timestamp)
+
+
+def _feature_problem(x: dict, bound: float) -> str:
+    """Why the first bad feature of ``x`` is bad: not a number, or out of range."""
+    for name, v in x.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return f"feature {name[:100]!r} is not a number: {_short(v)}"
+        if not -bound <= v <= bound:  # ints of any size compare without overflow
+            return f"feature {name[:100]!r} is out of range: |{_short(v)}| > {bound:g}"
+    return "a feature is not a finite number"
 
 
 #: the reason classes dead letters are counted by (a fixed set: metric names stay few)
@@ -248,18 +299,3 @@ def replica_of_text(text: str, replicas: int, key_field: str = "key") -> int:
     if isinstance(event, Rejected):
         return zlib.crc32(text.encode()) % replicas
     return replica_of(event, replicas)
-
-
-def batch_lines(value: str, batched: bool) -> tuple[int | None, list[str]]:
-    r"""Split a micro-batch ``key TAB line NEWLINE ...`` into its key and lines; a single record otherwise.
-
-    >>> batch_lines("3\ta\nb\n", batched=True)
-    (3, ['a', 'b'])
-    >>> batch_lines("a\nb", batched=False)
-    (None, ['a\nb'])
-    """
-    if not batched:
-        return None, [value]
-    tab = value.index("\t")
-    return int(value[:tab]), [line for line in value[tab + 1 :].split("\n") if line]
-

@@ -1,6 +1,6 @@
 """``Predictor``: the serving job's operator; answers every request with the newest accepted model.
 
-Input: a micro-batch of request envelopes (``batched``) or one raw request;
+Input: a micro-batch of request frames (``batched``) or one raw request;
 output: one string of JSON prediction lines, one per request, each ``ok``
 (with the model version and age), ``no_model_yet`` or ``bad_request`` (with
 the reason).  Keys only spread the requests over subtasks; there is no keyed
@@ -20,9 +20,10 @@ from riverflink import models
 from riverflink.models.signing import Verifier
 from riverflink.operators.flink_state import LATEST_MODEL
 from riverflink.operators.model_feed import FeedRules, accept
-from riverflink.operators.parse import DEFAULT_LIMITS, Limits, Rejected, batch_lines, open_envelope, parse_event
+from riverflink.operators.parse import DEFAULT_LIMITS, Envelope, Limits, Rejected, envelopes, parse_event
 from riverflink.operators.records import prediction_record
 from riverflink.operators.replica import predict
+from riverflink.pipelines import sampling_profiler
 
 log = logging.getLogger("riverflink")
 
@@ -38,6 +39,7 @@ class Predictor(KeyedBroadcastProcessFunction):
         self.rules = FeedRules(model_name, max_skew_ms, verifier=verifier, serving=True)
 
     def open(self, ctx: RuntimeContext):
+        sampling_profiler.start_if_asked()
         self.version, self.created_at, self.model = None, None, None
         self.accepted: dict = {}
         group = ctx.get_metrics_group().add_group("riverflink")
@@ -54,15 +56,15 @@ class Predictor(KeyedBroadcastProcessFunction):
             built = self.accepted.pop(entry.version, None)  # the model accept() built, if this subtask saw it
             self.model = built if built is not None else models.from_wire(entry.text)
         now_ms = int(time.time() * 1000)
-        answers = [self._answer(line, now_ms) for line in batch_lines(value, self.batched)[1]]
+        answers = [self._answer(envelope, now_ms) for envelope in envelopes(value, self.batched)]
         yield "\n".join(a for a, _ in answers)
         if self.m_answers is not None:  # one counter update per status and batch, not per request
             for status, n in collections.Counter(s for _, s in answers).items():
                 self.m_answers[status].inc(n)
 
-    def _answer(self, line: str, now_ms: int = 0) -> tuple[str, str]:
+    def _answer(self, envelope: Envelope, now_ms: int = 0) -> tuple[str, str]:
         """``(prediction record, status)`` for one request."""
-        event = parse_event(open_envelope(line), require_label=False, limits=self.limits)
+        event = parse_event(envelope, require_label=False, limits=self.limits)
         if isinstance(event, Rejected):
             return prediction_record(source="serving", request_id=None, y_pred=None, proba=None,
                                      model_version=self.version, model_created_at=self.created_at,

@@ -1,7 +1,7 @@
 """``ReplicaTrainer``: the training job's keyed operator, one live River replica per key.
 
-Input: a micro-batch of envelope lines for one replica key (``batched``, built
-by the Java ``EnvelopeBatcher``), or one raw record.  Per batch it
+Input: a micro-batch of record frames for one replica key (``batched``, built
+by the Java ``ReplicaBatcher``), or one raw record.  Per batch it
 
 1. rebases the replica onto the newest accepted model version, if newer
    (:mod:`riverflink.operators.model_feed`), replaying what that version
@@ -40,10 +40,10 @@ from riverflink.models.update_codec import encode
 from riverflink.operators.feature_budget import FeatureBudget
 from riverflink.operators.flink_state import DEAD_LETTER, LATEST_MODEL, METRICS, PREDICTIONS, REPLICA
 from riverflink.operators.model_feed import FeedRules, accept
-from riverflink.operators.parse import (DEFAULT_LIMITS, REASON_CLASSES, Limits, Rejected, batch_lines, open_envelope,
-                                        parse_event, reason_class)
+from riverflink.operators.parse import DEFAULT_LIMITS, REASON_CLASSES, Limits, Rejected, envelopes, parse_event, reason_class
 from riverflink.operators.records import prediction_record
 from riverflink.operators.replica import Replica
+from riverflink.pipelines import sampling_profiler
 
 log = logging.getLogger("riverflink")
 
@@ -74,6 +74,7 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         self.s = settings
 
     def open(self, ctx: RuntimeContext):
+        sampling_profiler.start_if_asked()
         self.state = ctx.get_state(REPLICA)
         self.template = build_model(self.s.model_spec)
         if self.s.lr_scale != 1.0:  # the scaled_average policy: K replicas at K times the learning rate
@@ -122,8 +123,7 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
             replica.rebase(self._merged_params(latest.version, latest.text), latest.version,
                            latest.acked.get(str(key), 0))
         xs, ys, events, raws, dead = [], [], [], [], 0
-        for line in batch_lines(value, self.s.batched)[1]:
-            envelope = open_envelope(line)
+        for envelope in envelopes(value, self.s.batched):
             event = parse_event(envelope, require_label=self.labels.needs_label, key_field=self.s.key_field,
                                 limits=self.s.limits)
             if not isinstance(event, Rejected):

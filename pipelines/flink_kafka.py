@@ -37,13 +37,14 @@ def envelope_source(env, servers: str, topic: str, group_id: str, name: str, lim
 
 def envelope_kafka_source(servers: str, topic: str, group_id: str, limits: Limits = DEFAULT_LIMITS,
                           properties: KafkaProperties = KafkaProperties()) -> KafkaSource:
-    """Every record of ``topic`` as an envelope line (partition, offset, key, value).
+    """Every record of ``topic`` as a binary record frame (partition, offset, timestamp, key, value; see
+    ``RecordFrameDeserializationSchema.java`` and :func:`riverflink.operators.parse.open_frames`).
 
     ``properties``: Kafka client properties (SASL, TLS...), over riverflink's own defaults.
 
     Starts from the group's committed offsets, else the earliest.  A value over
     ``limits.max_event_bytes`` is cut to its dead-letter prefix at the source.
-    Without the envelope jar, falls back to the plain value text (no offsets).
+    Without riverflink's jar, falls back to the plain value text (no offsets).
     """
     builder = (
         KafkaSource.builder()
@@ -55,7 +56,7 @@ def envelope_kafka_source(servers: str, topic: str, group_id: str, limits: Limit
         .set_property("commit.offsets.on.checkpoint", "true")
     )
     if jars.envelope_jar() is not None:
-        builder._j_builder.setDeserializer(get_gateway().jvm.riverflink.EnvelopeDeserializationSchema(
+        builder._j_builder.setDeserializer(get_gateway().jvm.riverflink.RecordFrameDeserializationSchema(
             limits.max_event_bytes, limits.dead_letter_prefix))
     else:
         builder.set_value_only_deserializer(SimpleStringSchema())

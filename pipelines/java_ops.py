@@ -1,8 +1,8 @@
 """riverflink's own Java operators (``riverflink-envelope.jar``), wired into PyFlink streams via py4j.
 
 They exist so that per-event work that needs no Python stays in the JVM: keying
-envelopes by replica, micro-batching them, and splitting batched JSON lines
-back into one Kafka record each.
+record frames by replica and micro-batching them before the shuffle, and
+splitting batched JSON lines back into one Kafka record each.
 """
 
 from __future__ import annotations
@@ -14,20 +14,33 @@ from pyflink.java_gateway import get_gateway
 from riverflink.operators.parse import replica_of_text
 from riverflink.pipelines import jars
 
+#: a batch is emitted once its frames reach this many bytes, whatever its count
+BATCH_MAX_BYTES = 4 << 20
+
 
 def _jvm():
     return get_gateway().jvm.riverflink
 
 
-def key_and_batch(stream: DataStream, replicas: int, key_field: str, max_records: int, max_ms: int) -> DataStream:
-    """Envelope lines -> ``key TAB line NEWLINE ...`` batches, one replica key per batch."""
-    j = (
-        stream._j_data_stream.keyBy(_jvm().ReplicaKeySelector(replicas, key_field))
-        .process(_jvm().EnvelopeBatcher(max_records, max_ms))
-        .name("key-and-micro-batch")
+def key_and_batch(frames: DataStream, keys: int, key_field: str, max_records: int, max_ms: int) -> KeyedStream:
+    """Record frames -> one batch of frames per replica key, keyed by it.
+
+    ``ReplicaBatcher`` runs chained to the source (no shuffle before it) and
+    emits ``Row(key, frames)``; the batches are keyed on field 0 in the JVM
+    (PyFlink's own ``key_by`` would run a Python key selector, a second round
+    trip through Python for every batch).  The keyed stream's records are the
+    frames (``bytes`` in Python).
+    """
+    gateway = get_gateway()
+    rows = Types.ROW([Types.INT(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
+    j_rows = (
+        frames._j_data_stream.transform(
+            "key-and-micro-batch", rows.get_java_type_info(),
+            _jvm().ReplicaBatcher(keys, key_field, max_records, BATCH_MAX_BYTES, max_ms))
         .uid("key-and-micro-batch")
     )
-    return DataStream(j)
+    j_keyed = j_rows.keyBy(gateway.jvm.KeyByKeySelector(), Types.ROW([Types.INT()]).get_java_type_info())
+    return KeyedStream(j_keyed, Types.PRIMITIVE_ARRAY(Types.BYTE()), DataStream(j_rows))
 
 
 def split_lines(stream: DataStream, name: str) -> DataStream:
@@ -36,10 +49,8 @@ def split_lines(stream: DataStream, name: str) -> DataStream:
 
 
 def keyed_batches(raw: DataStream, keys: int, key_field: str, batch_size: int, batch_ms: int) -> tuple[KeyedStream, bool]:
-    """Records keyed by ``crc32(event key) mod keys``: micro-batched in the JVM when riverflink's jar
-    is there (``True``), else one record at a time keyed in Python (``False``)."""
+    """Records keyed by ``crc32(event key) mod keys``: frames micro-batched in the JVM when riverflink's
+    jar is there (``True``), else one record at a time keyed in Python (``False``)."""
     if jars.envelope_jar() is not None:
-        batches = key_and_batch(raw, keys, key_field, batch_size, batch_ms)
-        return batches.key_by(lambda b: int(b[: b.index("\t")]), key_type=Types.INT()), True
+        return key_and_batch(raw, keys, key_field, batch_size, batch_ms), True
     return raw.key_by(lambda s: replica_of_text(s, keys, key_field), key_type=Types.INT()), False
-
