@@ -107,7 +107,7 @@ def flink_job(servers: str, spec: str, events: list, parallelism: int, replicas:
     try:
         reader = kafka_io.TopicReader(servers, topics.metrics)
         models_reader = kafka_io.TopicReader(servers, topics.models)
-        stamps, learned, correct, model_bytes, versions = [], 0, 0, 0, 0
+        stamps, learned, correct, model_bytes, versions, batches = [], 0, 0, 0, 0, []
         deadline = time.time() + 900
         cpu_start = None
         while learned < len(events):
@@ -121,6 +121,7 @@ def flink_job(servers: str, spec: str, events: list, parallelism: int, replicas:
                     stamps.append(r["ts"])
                     learned += r["events"]
                     correct += r.get("correct", 0)
+                    batches.append((r["events"], r.get("correct", 0)))
             for v in models_reader.poll(0):
                 model_bytes += len(v)
                 versions += 1
@@ -133,7 +134,10 @@ def flink_job(servers: str, spec: str, events: list, parallelism: int, replicas:
             kind = process_kind(p, broker_pid)
             kind = f"{kind}[{p}]" if kind == "python-worker" else kind
             parts[kind] = parts.get(kind, 0.0) + 1e6 * (t - cpu_start.get(p, 0.0)) / max(1, window_events)
-        return {"cpu_parts": parts, "events_per_s": len(events) / (max(stamps) - min(stamps)), "model_versions": versions,
+        tenth = max(1, len(batches) // 10)
+        deciles = [sum(c for _, c in batches[i:i + tenth]) / max(1, sum(e for e, _ in batches[i:i + tenth]))
+                   for i in range(0, len(batches), tenth)]
+        return {"batch_mean": learned / max(1, len(batches)), "deciles": deciles, "cpu_parts": parts, "events_per_s": len(events) / (max(stamps) - min(stamps)), "model_versions": versions,
                 "model_bytes": model_bytes, "cpu_us": 1e6 * cpu / max(1, window_events),
                 "accuracy": correct / max(1, learned)}
     finally:
@@ -193,6 +197,8 @@ def main() -> None:
             print(f"(b) riverflink training job      {b['events_per_s']:9.0f} events/s  "
                   f"{b['cpu_us']:7.1f} CPU-us/event  accuracy {b['accuracy']:.4f}  "
                   f"(job + broker, {b['model_versions']} model versions)")
+            print(f"    events per replica batch {b['batch_mean']:.0f}; accuracy by tenth of the batches: "
+                  + " ".join(f"{a:.3f}" for a in b["deciles"]))
             print("    CPU-us/event by process: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(b["cpu_parts"].items())))
             ratio, cpu_ratio = b["events_per_s"] / river["events_per_s"], b["cpu_us"] / river["cpu_us"]
             delta = 100 * (b["accuracy"] - river["accuracy"])
