@@ -29,7 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.throughput import cpu_seconds
+from bench.throughput import cpu_seconds, process_kind
 from riverflink import LiveModel, models
 from riverflink.models.spec import build as build_model
 from riverflink.pipelines import kafka_io
@@ -171,11 +171,15 @@ def main() -> None:
                     if r and r.get("status") == "ok" and isinstance(r.get("id"), int):
                         answers[r["id"]] = r
             after = cpu_seconds(descendants(proc.pid) + [broker.process.pid])
+            kinds = {p: process_kind(p, broker.process.pid) for p in after}
         finally:
             stop_pid(proc.pid)
     stamps = [r["ts"] for r in answers.values()]
     job_rate = len(answers) / (max(stamps) - min(stamps))
     job_cpu_us = 1e6 * sum(v - before.get(p, 0.0) for p, v in after.items()) / max(1, len(answers))
+    parts: dict = {}
+    for p, v in after.items():
+        parts[kinds[p]] = parts.get(kinds[p], 0.0) + 1e6 * (v - before.get(p, 0.0)) / max(1, len(answers))
     differ = sum(1 for i, r in answers.items() if r["prediction"] != local[i])
     print(f"requests={len(requests)} answered={len(answers)} offered={args.rate:.0f}/s for {args.seconds:.0f}s "
           f"batch={args.batch_size} knobs={' '.join(knobs) or 'serve defaults'}")
@@ -188,6 +192,7 @@ def main() -> None:
     print(f"(d) serving job               p50 {pct(latency, .5):7.1f} ms  p99 {pct(latency, .99):7.1f} ms  "
           f"({len(latency)} of {len(sent)} answered); burst {job_rate:.0f} req/s, {job_cpu_us:.1f} CPU-us/req "
           f"(job + broker); answers differing from River: {differ}")
+    print("    CPU-us/request by process: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(parts.items())))
     print(f"serving: ratio={job_rate / river_rate:.3f} cpu_ratio={job_cpu_us / river_cpu_us:.1f} "
           f"p99_ms={pct(latency, .99):.0f} kafka_hop_p99_ms={pct(hop, .99):.0f} "
           f"live_p99_us={pct(live_calls, .99):.1f} river_p99_us={pct(paired_calls, .99):.1f}")

@@ -15,6 +15,7 @@ import logging
 import time
 
 from pyflink.datastream.functions import KeyedBroadcastProcessFunction, RuntimeContext
+from river.utils import inspect as river_inspect
 
 from riverflink import models
 from riverflink.models.signing import Verifier
@@ -32,6 +33,8 @@ class Predictor(KeyedBroadcastProcessFunction):
     #: Flink metrics, set by open() (None without a Flink runtime)
     m_answers: dict | None = None
     m_latency = None
+    #: whether the current model is a classifier (River's inspection is too slow to repeat per request)
+    classifier: bool | None = None
 
     def __init__(self, model_name: str, batched: bool, limits: Limits = DEFAULT_LIMITS, max_skew_ms: int = 60_000,
                  verifier: Verifier | None = None):
@@ -55,6 +58,7 @@ class Predictor(KeyedBroadcastProcessFunction):
             self.version, self.created_at = entry.version, entry.created_at
             built = self.accepted.pop(entry.version, None)  # the model accept() built, if this subtask saw it
             self.model = built if built is not None else models.from_wire(entry.text)
+            self.classifier = river_inspect.isclassifier(self.model)  # once per version, not per request
         now_ms = int(time.time() * 1000)
         answers = [self._answer(envelope, now_ms) for envelope in envelopes(value, self.batched)]
         yield "\n".join(a for a, _ in answers)
@@ -73,7 +77,7 @@ class Predictor(KeyedBroadcastProcessFunction):
             return prediction_record(source="serving", request_id=event.id, y_pred=None, proba=None,
                                      model_version=None, model_created_at=None, status="no_model_yet"), "no_model_yet"
         try:
-            y_pred, proba = predict(self.model, event.x)
+            y_pred, proba = predict(self.model, event.x, self.classifier)
         except Exception as e:  # noqa: BLE001 - one bad request must not kill the job
             return prediction_record(source="serving", request_id=event.id, y_pred=None, proba=None,
                                      model_version=self.version, model_created_at=self.created_at,

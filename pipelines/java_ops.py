@@ -22,8 +22,13 @@ def _jvm():
     return get_gateway().jvm.riverflink
 
 
-def key_and_batch(frames: DataStream, keys: int, key_field: str, max_records: int, max_ms: int) -> KeyedStream:
+def key_and_batch(frames: DataStream, keys: int, key_field: str | None, max_records: int, max_ms: int) -> KeyedStream:
     """Record frames -> one batch of frames per replica key, keyed by it.
+
+    ``key_field=None``: records are not keyed by content; each source subtask
+    fills one batch at a time and hands successive batches to successive keys
+    (serving, where keys only spread the load: batches stay as large as the
+    traffic allows).
 
     ``ReplicaBatcher`` runs chained to the source (no shuffle before it) and
     emits ``Row(key, frames)``; the batches are keyed on field 0 in the JVM
@@ -36,7 +41,7 @@ def key_and_batch(frames: DataStream, keys: int, key_field: str, max_records: in
     j_rows = (
         frames._j_data_stream.transform(
             "key-and-micro-batch", rows.get_java_type_info(),
-            _jvm().ReplicaBatcher(keys, key_field, max_records, BATCH_MAX_BYTES, max_ms))
+            _jvm().ReplicaBatcher(keys, key_field, max_records, BATCH_MAX_BYTES, max_ms, key_field is None))
         .uid("key-and-micro-batch")
     )
     j_keyed = j_rows.keyBy(gateway.jvm.KeyByKeySelector(), Types.ROW([Types.INT()]).get_java_type_info())
@@ -48,9 +53,11 @@ def split_lines(stream: DataStream, name: str) -> DataStream:
     return DataStream(stream._j_data_stream.flatMap(_jvm().LineSplitter()).name(name).uid(name))
 
 
-def keyed_batches(raw: DataStream, keys: int, key_field: str, batch_size: int, batch_ms: int) -> tuple[KeyedStream, bool]:
-    """Records keyed by ``crc32(event key) mod keys``: frames micro-batched in the JVM when riverflink's
-    jar is there (``True``), else one record at a time keyed in Python (``False``)."""
+def keyed_batches(raw: DataStream, keys: int, key_field: str | None, batch_size: int,
+                  batch_ms: int) -> tuple[KeyedStream, bool]:
+    """Records keyed by ``crc32(event key) mod keys`` (``key_field=None``: batches spread over the keys in
+    turn): frames micro-batched in the JVM when riverflink's jar is there (``True``), else one record at a
+    time keyed in Python (``False``)."""
     if jars.envelope_jar() is not None:
         return key_and_batch(raw, keys, key_field, batch_size, batch_ms), True
-    return raw.key_by(lambda s: replica_of_text(s, keys, key_field), key_type=Types.INT()), False
+    return raw.key_by(lambda s: replica_of_text(s, keys, key_field or "key"), key_type=Types.INT()), False

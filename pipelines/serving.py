@@ -21,10 +21,10 @@ def build(cfg: ServeConfig):
                                properties=props).uid("source-requests")
     model_docs = text_source(env, servers, t.models, f"{cfg.group_id}-models", "models", props,
                              tail=MODELS_TAIL).uid("source-models")
-    # keys only spread requests over the predictor's subtasks (and group them into micro-batches)
+    # keys only spread request batches over the predictor's subtasks, in turn (no keying by content)
     parallelism = env.get_parallelism()  # the cluster's, on a cluster (-1 if it leaves it to the job)
     keys = 4 * parallelism if parallelism > 0 else 8
-    keyed, batched = java_ops.keyed_batches(requests, keys, "key", cfg.batch_size, cfg.batch_ms)
+    keyed, batched = java_ops.keyed_batches(requests, keys, None, cfg.batch_size, cfg.batch_ms)
     answers = (
         keyed.connect(model_docs.broadcast(LATEST_MODEL))
         .process(Predictor(cfg.model_name, batched, verifier=load_verifier(cfg.verify_key)),

@@ -40,13 +40,21 @@ public class ReplicaBatcher extends AbstractStreamOperator<Row>
     private final int maxRecords;
     private final int maxBytes;
     private final long maxMillis;
+    private final boolean rotate;
     private transient byte[][] buffers;
     private transient int[] sizes;
     private transient int[] counts;
     private transient long[] firstAt;
     private transient boolean timerPending;
+    private transient int nextKey;
 
-    public ReplicaBatcher(int keys, String keyField, int maxRecords, int maxBytes, long maxMillis) {
+    /**
+     * @param rotate when true, records are not keyed by content: they share one buffer, and each batch
+     *               gets the next key in turn (for stateless operators such as serving, where keys only
+     *               spread the load; batches are then as large as the traffic allows)
+     */
+    public ReplicaBatcher(int keys, String keyField, int maxRecords, int maxBytes, long maxMillis, boolean rotate) {
+        this.rotate = rotate;
         this.keys = keys;
         this.keyField = keyField;
         this.maxRecords = maxRecords;
@@ -66,7 +74,7 @@ public class ReplicaBatcher extends AbstractStreamOperator<Row>
     @Override
     public void processElement(StreamRecord<byte[]> element) throws Exception {
         byte[] frame = element.getValue();
-        int key = replicaKey(frame, keys, keyField);
+        int key = rotate ? 0 : replicaKey(frame, keys, keyField);
         if (buffers[key] == null) {
             buffers[key] = new byte[Math.max(4096, frame.length * 2)];
         }
@@ -134,7 +142,12 @@ public class ReplicaBatcher extends AbstractStreamOperator<Row>
         }
         sizes[key] = 0;
         counts[key] = 0;
-        output.collect(new StreamRecord<>(Row.of(key, batch)));
+        int emitAs = key;
+        if (rotate) {
+            emitAs = nextKey;
+            nextKey = (nextKey + 1) % keys;
+        }
+        output.collect(new StreamRecord<>(Row.of(emitAs, batch)));
     }
 
     /** The replica key of one frame (see the class comment); never throws. */
