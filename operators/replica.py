@@ -44,6 +44,9 @@ from riverflink.models.policies import MergePolicy
 from riverflink.models.sync import SyncPolicy, learned_distance, learned_norm
 
 MODES = ("exact", "batch")
+#: in ``batch`` mode a replica still learns its first this many events one by one: an untrained
+#: model predicting a whole batch at once costs most of batch mode's accuracy loss (bench/batch_mode.py)
+BATCH_WARMUP = 500
 #: replays of in-flight updates are exact sums, whatever the merge policy
 _REPLAY = MergePolicy("delta", clip=math.inf)
 
@@ -147,6 +150,8 @@ class Replica:
     probe: "ContractionProbe" = field(default_factory=lambda: ContractionProbe())
     #: the features this replica may teach the model (set by the training job; None: unbounded)
     features: Any = None
+    #: events this replica has learned itself (ends the batch-mode warm-up, BATCH_WARMUP)
+    events_learned: int = 0
 
     @classmethod
     def fresh(cls, template: Any) -> "Replica":
@@ -194,12 +199,21 @@ class Replica:
 
         ``batch`` mode predicts every event with the model as it stood at the
         batch's start, then learns them in one ``learn_many`` call (see the
-        module docstring); ``exact`` is event by event.  Predictions are
+        module docstring), after a warm-up of :data:`BATCH_WARMUP` events
+        learned one by one; ``exact`` is event by event.  Predictions are
         ``(y_pred, proba)`` pairs.
         """
         if mode not in MODES:
             raise ValueError(f"learning mode must be one of {', '.join(MODES)}, got {mode!r}")
         score, task, out = Score(), self.task, []
+        warm = BATCH_WARMUP - self.events_learned
+        if mode == "batch" and warm > 0 and len(xs) >= 2:  # the warm-up: one by one, then batches
+            first, first_out = self.learn_batch(xs[:warm], ys[:warm], "exact", keep_predictions)
+            if len(xs) <= warm:
+                return first, first_out
+            rest, rest_out = self.learn_batch(xs[warm:], ys[warm:], mode, keep_predictions)
+            first.merge(rest)
+            return first, first_out + rest_out
         if mode == "exact" or len(xs) < 2:
             for x, y in zip(xs, ys):
                 y_pred, proba = self._step(x, y)
@@ -235,6 +249,7 @@ class Replica:
 
     def _learned(self, n: int) -> None:
         self.since_sync += n
+        self.events_learned += n
         if self.first_unsynced_at is None:
             self.first_unsynced_at = time.time()
 
