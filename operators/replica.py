@@ -224,8 +224,7 @@ class Replica:
             return score, out
         import pandas as pd
 
-        X = pd.DataFrame.from_records(xs).fillna(0.0)
-        X.columns = [str(c) for c in X.columns]
+        X = feature_frame(xs)
         preds = self._predict_many(X, task)
         curvature = 0.0
         for (y_pred, proba), y in zip(preds, ys):
@@ -243,8 +242,13 @@ class Replica:
     def _predict_many(self, X: Any, task: str) -> list:
         if task in ("binary", "multiclass"):
             proba = self.model.predict_proba_many(X)
-            rows = proba.to_dict("records")
-            return [((max(p, key=p.get) if p else None), p) for p in rows]
+            classes = list(proba.columns)
+            if not classes:
+                return [(None, {}) for _ in range(len(X))]
+            values = proba.to_numpy(dtype=float)
+            # the first most probable class, as max(p, key=p.get) picks it; plain dicts, not pandas' to_dict
+            return [(classes[i], dict(zip(classes, row)))
+                    for i, row in zip(values.argmax(axis=1).tolist(), values.tolist())]
         return [(p, None) for p in self.model.predict_many(X).tolist()]
 
     def _learned(self, n: int) -> None:
@@ -389,6 +393,27 @@ class ContractionProbe:
         t = min(1.0, max(0.0, (-k + math.sqrt(k * k + 4)) / 2))
         shared = self.c / t if t > 0 else self.a
         return t * t, min(1.0, max(0.0, shared / self.a))
+
+
+def feature_frame(xs: Sequence[dict]) -> Any:
+    """The events' features as a pandas DataFrame for River's ``*_many`` methods; a feature an event
+    lacks is 0 (River's sparse convention).
+
+    >>> feature_frame([{"a": 1, "b": 2.5}, {"b": 0.5, "a": 3}]).to_dict("list")
+    {'a': [1.0, 3.0], 'b': [2.5, 0.5]}
+    >>> feature_frame([{"a": 1.0}, {"b": 2.0}]).to_dict("list")
+    {'a': [1.0, 0.0], 'b': [0.0, 2.0]}
+    """
+    import numpy as np
+    import pandas as pd
+
+    names = xs[0].keys()
+    if all(x.keys() == names for x in xs):  # dense: every event has the same features (any order)
+        columns = [str(c) for c in names]
+        return pd.DataFrame(np.array([[x[c] for c in names] for x in xs], dtype=float), columns=columns)
+    X = pd.DataFrame.from_records(xs).fillna(0.0).astype(float)
+    X.columns = [str(c) for c in X.columns]
+    return X
 
 
 def _curvature(loss: str, proba: dict | None) -> float:
