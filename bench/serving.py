@@ -84,7 +84,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=1000.0, help="offered requests/s for the latency figures")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--bundle-ms", type=int, help="default: riverflink serve's")
-    ap.add_argument("--batch-size", type=int, default=100)
+    ap.add_argument("--batch-size", type=int, default=500, help="serve --batch-size")
     ap.add_argument("--buffer-timeout-ms", type=int, help="default: riverflink serve's")
     args = ap.parse_args()
     exit_on_sigterm()

@@ -495,7 +495,7 @@ def parser() -> argparse.ArgumentParser:
 
     sv = command("serve", "run the serving job (requests -> predictions)", kafka,
                  topics_parent("requests", "predictions", "models"), flink)
-    sv.add_argument("--batch-size", type=int, default=100, help="requests per micro-batch")
+    sv.add_argument("--batch-size", type=int, default=500, help="requests per micro-batch (a batch also ends after --batch-ms)")
     sv.add_argument("--batch-ms", type=int, default=10, help="longest a request waits for its micro-batch")
     sv.add_argument("--verify-key", default=os.environ.get("RIVERFLINK_VERIFY_KEY"), metavar="PEM",
                     help="answer only with model documents signed by this Ed25519 key (default: $RIVERFLINK_VERIFY_KEY)")

@@ -208,7 +208,7 @@ class ServeConfig:
     model_name: str = "default"
     group_id: str = "riverflink-serve"
     #: requests per micro-batch, and the longest a request waits for its batch
-    batch_size: int = 100
+    batch_size: int = 500
     batch_ms: int = 10
     topics: Topics = field(default_factory=Topics)
     flink: FlinkConfig = field(default_factory=FlinkConfig)
