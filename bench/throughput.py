@@ -6,9 +6,11 @@ For each learning mode (``exact``, ``batch``):
     and after the job and averaged (the reference for ``ratio``), and for ``batch`` also River's ``predict_proba_many`` + ``learn_many`` on the
     same batches;
 (b) the training job end to end: the events pre-loaded in Kafka; the job reads, parses, learns in
-    K replicas, syncs and merges.  Its rate runs from the first to the last metrics record
-    (one per replica batch); its CPU is the summed user+system time, over that window, of every
-    process of the job (CLI, JVM, Python workers) and of the broker, from /proc.
+    K replicas, syncs and merges.  Its window opens when the first metrics record (one per
+    replica batch) reaches the bench and closes when every event is learned; its rate and CPU
+    count only the batches learned inside the window (by the records' timestamps: results
+    arrive at bundle ends, so earlier work was already done).  CPU is the summed user+system
+    time, over that window, of every process of the job (CLI, JVM, Python workers) and of the broker, from /proc.
 
 Prints events/s, the ratio to River's loop, CPU-µs per event (River's is its own process time),
 and the progressive accuracy against River's; ends with one line per mode:
@@ -115,29 +117,36 @@ def flink_job(servers: str, spec: str, events: list, parallelism: int, replicas:
                 raise RuntimeError(f"training job ended early or timed out; see {log.name}")
             for r in reader.poll_json(200):  # one metrics record per replica batch
                 if r and r.get("events"):
-                    if cpu_start is None:  # the window opens at the first learned batch
+                    if cpu_start is None:  # the window opens when the first learned batch arrives
                         pids = descendants(proc.pid) + ([broker_pid] if broker_pid else [])
-                        cpu_start, first_events = cpu_seconds(pids), learned
-                    stamps.append(r["ts"])
+                        cpu_start, opened_at = cpu_seconds(pids), time.time()
+                    stamps.append((r["ts"], r["events"]))
                     learned += r["events"]
                     correct += r.get("correct", 0)
-                    batches.append((r["events"], r.get("correct", 0)))
+                    batches.append((r["events"], r.get("correct", 0),
+                                    1000 * r["ts"] - r["model_version"] if r.get("model_version") else None))
             for v in models_reader.poll(0):
                 model_bytes += len(v)
                 versions += 1
         pids = descendants(proc.pid) + ([broker_pid] if broker_pid else [])
         cpu_end = cpu_seconds(pids)
         cpu = sum(t - cpu_start.get(p, 0.0) for p, t in cpu_end.items())
-        window_events = learned - first_events
+        # only batches learned after the window opened count: output arrives at bundle ends, so with
+        # long bundles much was learned (and its CPU spent) before the first record reached us
+        window_events = sum(n for ts, n in stamps if ts > opened_at)
+        window_s = max(ts for ts, _ in stamps) - opened_at
         parts: dict[str, float] = {}
         for p, t in cpu_end.items():
             kind = process_kind(p, broker_pid)
             kind = f"{kind}[{p}]" if kind == "python-worker" else kind
             parts[kind] = parts.get(kind, 0.0) + 1e6 * (t - cpu_start.get(p, 0.0)) / max(1, window_events)
         tenth = max(1, len(batches) // 10)
-        deciles = [sum(c for _, c in batches[i:i + tenth]) / max(1, sum(e for e, _ in batches[i:i + tenth]))
+        deciles = [sum(c for _, c, _ in batches[i:i + tenth]) / max(1, sum(e for e, _, _ in batches[i:i + tenth]))
                    for i in range(0, len(batches), tenth)]
-        return {"batch_mean": learned / max(1, len(batches)), "deciles": deciles, "cpu_parts": parts, "events_per_s": len(events) / (max(stamps) - min(stamps)), "model_versions": versions,
+        # how old the merged version a batch was learned on was (versions are creation times in ms)
+        ages = [sorted(a for _, _, a in batches[i:i + tenth] if a is not None) for i in range(0, len(batches), tenth)]
+        base_age = [a[len(a) // 2] if a else float("nan") for a in ages]
+        return {"base_age": base_age, "batch_mean": learned / max(1, len(batches)), "deciles": deciles, "cpu_parts": parts, "events_per_s": window_events / window_s if window_s > 0 else float("nan"), "model_versions": versions,
                 "model_bytes": model_bytes, "cpu_us": 1e6 * cpu / max(1, window_events),
                 "accuracy": correct / max(1, learned)}
     finally:
@@ -202,6 +211,8 @@ def main() -> None:
                   f"(job + broker, {b['model_versions']} model versions)")
             print(f"    events per replica batch {b['batch_mean']:.0f}; accuracy by tenth of the batches: "
                   + " ".join(f"{a:.3f}" for a in b["deciles"]))
+            print("    median age of the merged version learned on, by tenth (ms): "
+                  + " ".join(f"{a:.0f}" for a in b["base_age"]))
             print("    CPU-us/event by process: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(b["cpu_parts"].items())))
             ratio, cpu_ratio = b["events_per_s"] / river["events_per_s"], b["cpu_us"] / river["cpu_us"]
             delta = 100 * (b["accuracy"] - river["accuracy"])
