@@ -141,6 +141,17 @@ def sq_norm(tree: Any) -> float:
     return float(tree or 0) ** 2
 
 
+def leaves(tree: Any) -> int:
+    """How many numeric leaves a parameter tree holds (a moments triple counts as one).
+
+    >>> leaves({"w": {"a": 1.0, "b": 2.0}, "m": (3, 1.0, 0.5), "n": 4})
+    4
+    """
+    if isinstance(tree, dict):
+        return sum(leaves(v) for v in tree.values())
+    return 1
+
+
 def dot(a: Any, b: Any) -> float:
     """Dot product of two trees of numeric leaves (missing keys count as 0)."""
     if isinstance(a, dict):

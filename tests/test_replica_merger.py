@@ -186,3 +186,20 @@ def test_replicas_of_regressors_and_clusterers_learn_and_merge():
         doc = merger.merge(MergePolicy())
         assert doc["meta"]["events"] == 40, spec
         models.from_wire(doc).predict_one({"f": 1.0, "g": 1.0})
+
+
+def test_the_merger_remembers_the_bases_of_updates_hundreds_of_versions_old():
+    # an update whose base the merger forgot gets only a scalar discount instead of delay compensation;
+    # at tens of versions per second, 24 versions (the first bound) were under a second
+    from riverflink.operators.merge_state import params_memory
+
+    template = preprocessing.StandardScaler()
+    merger, r0 = MergerState("m", template), Replica.fresh(template)
+    first = None
+    for i in range(300):
+        merger.add(_update(r0, 0, float(i)), now=i)
+        doc = merger.merge(MergePolicy(), now=i)
+        first = first or doc["meta"]["version"]
+    assert len(merger.params_at) == 256 and merger.version in merger.params_at
+    assert first not in merger.params_at  # bounded: the oldest are forgotten
+    assert params_memory({"w": {str(i): 0.0 for i in range(100_000)}}) == 24  # big models keep fewer
