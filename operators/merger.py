@@ -23,12 +23,12 @@ from riverflink.models.policies import MergePolicy
 from riverflink.models.signing import Signer, sign
 from riverflink.models.spec import build as build_model
 from riverflink.models.update_codec import decode
+from riverflink.operators import sampling_profiler
 from riverflink.operators.flink_state import MERGER
 from riverflink.models.labels import task_of
 from riverflink.operators.merge_state import MergerState, MergeTrigger, read_doc
 from riverflink.operators.quality_gate import QualityGate
 from riverflink.operators.model_feed import FeedRules, accept
-from riverflink.pipelines import sampling_profiler
 
 log = logging.getLogger("riverflink")
 

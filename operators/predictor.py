@@ -19,12 +19,12 @@ from river.utils import inspect as river_inspect
 
 from riverflink import models
 from riverflink.models.signing import Verifier
+from riverflink.operators import sampling_profiler
 from riverflink.operators.flink_state import LATEST_MODEL
 from riverflink.operators.model_feed import FeedRules, accept
 from riverflink.operators.parse import DEFAULT_LIMITS, Envelope, Limits, Rejected, envelopes, parse_event
 from riverflink.operators.records import prediction_record
 from riverflink.operators.replica import predict
-from riverflink.pipelines import sampling_profiler
 
 log = logging.getLogger("riverflink")
 

@@ -37,13 +37,13 @@ from riverflink.models.signing import Verifier
 from riverflink.models.spec import build as build_model
 from riverflink.models.sync import SyncPolicy
 from riverflink.models.update_codec import encode
+from riverflink.operators import sampling_profiler
 from riverflink.operators.feature_budget import FeatureBudget
 from riverflink.operators.flink_state import DEAD_LETTER, LATEST_MODEL, METRICS, PREDICTIONS, REPLICA
 from riverflink.operators.model_feed import FeedRules, accept
 from riverflink.operators.parse import DEFAULT_LIMITS, REASON_CLASSES, Limits, Rejected, envelopes, parse_event, reason_class
 from riverflink.operators.records import prediction_record
 from riverflink.operators.replica import Replica
-from riverflink.pipelines import sampling_profiler
 
 log = logging.getLogger("riverflink")
 
