@@ -29,7 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.throughput import cpu_seconds, process_kind
+from bench.throughput import cpu_by_process, cpu_seconds
 from riverflink import LiveModel, models
 from riverflink.models.spec import build as build_model
 from riverflink.pipelines import kafka_io
@@ -171,15 +171,12 @@ def main() -> None:
                     if r and r.get("status") == "ok" and isinstance(r.get("id"), int):
                         answers[r["id"]] = r
             after = cpu_seconds(descendants(proc.pid) + [broker.process.pid])
-            kinds = {p: process_kind(p, broker.process.pid) for p in after}
+            parts = cpu_by_process(before, after, broker.process.pid, len(answers))  # while the processes live
         finally:
             stop_pid(proc.pid)
     stamps = [r["ts"] for r in answers.values()]
     job_rate = len(answers) / (max(stamps) - min(stamps))
     job_cpu_us = 1e6 * sum(v - before.get(p, 0.0) for p, v in after.items()) / max(1, len(answers))
-    parts: dict = {}
-    for p, v in after.items():
-        parts[kinds[p]] = parts.get(kinds[p], 0.0) + 1e6 * (v - before.get(p, 0.0)) / max(1, len(answers))
     differ = sum(1 for i, r in answers.items() if r["prediction"] != local[i])
     print(f"requests={len(requests)} answered={len(answers)} offered={args.rate:.0f}/s for {args.seconds:.0f}s "
           f"batch={args.batch_size} knobs={' '.join(knobs) or 'serve defaults'}")

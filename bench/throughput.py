@@ -3,14 +3,15 @@
 For each learning mode (``exact``, ``batch``):
 
 (a) plain River in this process: ``predict_one`` + ``learn_one`` over the events, timed before
-    and after the job and averaged (the reference for ``ratio``), and for ``batch`` also River's ``predict_proba_many`` + ``learn_many`` on the
-    same batches;
+    and after the job and averaged (the reference for ``ratio``), and for ``batch`` also River's
+    ``predict_proba_many`` + ``learn_many`` on the same batches;
 (b) the training job end to end: the events pre-loaded in Kafka; the job reads, parses, learns in
     K replicas, syncs and merges.  Its window opens when the first metrics record (one per
     replica batch) reaches the bench and closes when every event is learned; its rate and CPU
     count only the batches learned inside the window (by the records' timestamps: results
     arrive at bundle ends, so earlier work was already done).  CPU is the summed user+system
-    time, over that window, of every process of the job (CLI, JVM, Python workers) and of the broker, from /proc.
+    time, over that window, of every process of the job (CLI, JVM, Python workers) and of the
+    broker, from /proc.
 
 Prints events/s, the ratio to River's loop, CPU-µs per event (River's is its own process time),
 and the progressive accuracy against River's; ends with one line per mode:
@@ -92,6 +93,17 @@ def process_kind(pid: int, broker_pid: int | None) -> str:
     return "client"
 
 
+def cpu_by_process(before: dict, after: dict, broker_pid: int | None, per: int, each_worker: bool = False) -> dict:
+    """CPU-µs per ``per`` items spent between two :func:`cpu_seconds` readings, summed by
+    :func:`process_kind` (each Python worker apart with ``each_worker``)."""
+    parts: dict[str, float] = {}
+    for p, t in after.items():
+        kind = process_kind(p, broker_pid)
+        kind = f"{kind}[{p}]" if each_worker and kind == "python-worker" else kind
+        parts[kind] = parts.get(kind, 0.0) + 1e6 * (t - before.get(p, 0.0)) / max(1, per)
+    return parts
+
+
 def flink_job(servers: str, spec: str, events: list, parallelism: int, replicas: int, env_extra: dict,
               extra_args: list, broker_pid: int | None) -> dict:
     run = f"bench{int(time.time())}"
@@ -109,7 +121,8 @@ def flink_job(servers: str, spec: str, events: list, parallelism: int, replicas:
     try:
         reader = kafka_io.TopicReader(servers, topics.metrics)
         models_reader = kafka_io.TopicReader(servers, topics.models)
-        stamps, learned, correct, model_bytes, versions, batches = [], 0, 0, 0, 0, []
+        learned, correct, model_bytes, versions = 0, 0, 0, 0
+        batches = []  # (ts, events, correct, age of the merged version learned on in ms), one per replica batch
         deadline = time.time() + 900
         cpu_start = None
         while learned < len(events):
@@ -120,10 +133,9 @@ def flink_job(servers: str, spec: str, events: list, parallelism: int, replicas:
                     if cpu_start is None:  # the window opens when the first learned batch arrives
                         pids = descendants(proc.pid) + ([broker_pid] if broker_pid else [])
                         cpu_start, opened_at = cpu_seconds(pids), time.time()
-                    stamps.append((r["ts"], r["events"]))
                     learned += r["events"]
                     correct += r.get("correct", 0)
-                    batches.append((r["events"], r.get("correct", 0),
+                    batches.append((r["ts"], r["events"], r.get("correct", 0),
                                     1000 * r["ts"] - r["model_version"] if r.get("model_version") else None))
             for v in models_reader.poll(0):
                 model_bytes += len(v)
@@ -133,22 +145,23 @@ def flink_job(servers: str, spec: str, events: list, parallelism: int, replicas:
         cpu = sum(t - cpu_start.get(p, 0.0) for p, t in cpu_end.items())
         # only batches learned after the window opened count: output arrives at bundle ends, so with
         # long bundles much was learned (and its CPU spent) before the first record reached us
-        window_events = sum(n for ts, n in stamps if ts > opened_at)
-        window_s = max(ts for ts, _ in stamps) - opened_at
-        parts: dict[str, float] = {}
-        for p, t in cpu_end.items():
-            kind = process_kind(p, broker_pid)
-            kind = f"{kind}[{p}]" if kind == "python-worker" else kind
-            parts[kind] = parts.get(kind, 0.0) + 1e6 * (t - cpu_start.get(p, 0.0)) / max(1, window_events)
+        window_events = sum(n for ts, n, _, _ in batches if ts > opened_at)
+        window_s = max(ts for ts, _, _, _ in batches) - opened_at
         tenth = max(1, len(batches) // 10)
-        deciles = [sum(c for _, c, _ in batches[i:i + tenth]) / max(1, sum(e for e, _, _ in batches[i:i + tenth]))
-                   for i in range(0, len(batches), tenth)]
+        tenths = [batches[i : i + tenth] for i in range(0, len(batches), tenth)]
         # how old the merged version a batch was learned on was (versions are creation times in ms)
-        ages = [sorted(a for _, _, a in batches[i:i + tenth] if a is not None) for i in range(0, len(batches), tenth)]
-        base_age = [a[len(a) // 2] if a else float("nan") for a in ages]
-        return {"base_age": base_age, "batch_mean": learned / max(1, len(batches)), "deciles": deciles, "cpu_parts": parts, "events_per_s": window_events / window_s if window_s > 0 else float("nan"), "model_versions": versions,
-                "model_bytes": model_bytes, "cpu_us": 1e6 * cpu / max(1, window_events),
-                "accuracy": correct / max(1, learned)}
+        ages = [sorted(a for _, _, _, a in t if a is not None) for t in tenths]
+        return {
+            "events_per_s": window_events / window_s if window_s > 0 else float("nan"),
+            "cpu_us": 1e6 * cpu / max(1, window_events),
+            "cpu_parts": cpu_by_process(cpu_start, cpu_end, broker_pid, window_events, each_worker=True),
+            "accuracy": correct / max(1, learned),
+            "deciles": [sum(c for _, _, c, _ in t) / max(1, sum(e for _, e, _, _ in t)) for t in tenths],
+            "base_age": [a[len(a) // 2] if a else float("nan") for a in ages],
+            "batch_mean": learned / max(1, len(batches)),
+            "model_versions": versions,
+            "model_bytes": model_bytes,
+        }
     finally:
         stop_pid(proc.pid)
 
