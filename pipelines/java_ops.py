@@ -41,7 +41,7 @@ def key_and_batch(frames: DataStream, keys: int, key_field: str | None, max_reco
     j_rows = (
         frames._j_data_stream.transform(
             "key-and-micro-batch", rows.get_java_type_info(),
-            _jvm().ReplicaBatcher(keys, key_field, max_records, BATCH_MAX_BYTES, max_ms, key_field is None))
+            _jvm().ReplicaBatcher(keys, key_field, max_records, BATCH_MAX_BYTES, max_ms))
         .uid("key-and-micro-batch")
     )
     j_keyed = j_rows.keyBy(gateway.jvm.KeyByKeySelector(), Types.ROW([Types.INT()]).get_java_type_info())

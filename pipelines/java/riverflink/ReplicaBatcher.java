@@ -49,12 +49,13 @@ public class ReplicaBatcher extends AbstractStreamOperator<Row>
     private transient int nextKey;
 
     /**
-     * @param rotate when true, records are not keyed by content: they share one buffer, and each batch
-     *               gets the next key in turn (for stateless operators such as serving, where keys only
-     *               spread the load; batches are then as large as the traffic allows)
+     * @param keyField the event field that picks the replica; {@code null}: records are not keyed by
+     *                 content but share one buffer, and each batch gets the next key in turn (for
+     *                 stateless operators such as serving, where keys only spread the load; batches are
+     *                 then as large as the traffic allows)
      */
-    public ReplicaBatcher(int keys, String keyField, int maxRecords, int maxBytes, long maxMillis, boolean rotate) {
-        this.rotate = rotate;
+    public ReplicaBatcher(int keys, String keyField, int maxRecords, int maxBytes, long maxMillis) {
+        this.rotate = keyField == null;
         this.keys = keys;
         this.keyField = keyField;
         this.maxRecords = maxRecords;
