@@ -22,10 +22,11 @@ import time
 
 import pandas as pd
 
-from bench.sync import river_baseline, stream
+from bench.sync import stream
 from riverflink.models.labels import task_of
 from riverflink.models.spec import build as build_model
-from riverflink.operators.replica import Replica, Score
+from riverflink.operators.replica import Replica
+from riverflink.operators.scoring import Score, river_baseline
 
 
 def _river_many(spec: str, events: list, batch: int) -> tuple[Score, float]:
@@ -59,7 +60,7 @@ def _replica(spec: str, events: list, batch: int, mode: str) -> tuple[Score, flo
 
 def _river_loop(spec: str, events: list) -> tuple[Score, float]:
     start = time.process_time()
-    whole, _ = river_baseline(spec, events, 0)
+    whole = river_baseline(build_model(spec), events)[0]
     return whole, time.process_time() - start
 
 

@@ -22,6 +22,7 @@ Nothing is asserted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -33,6 +34,8 @@ from bench.throughput import cpu_by_process, cpu_seconds
 from riverflink import LiveModel, models
 from riverflink.models.spec import build as build_model
 from riverflink.pipelines import kafka_io
+from riverflink.pipelines.config import ServeConfig
+from riverflink.pipelines.options import to_argv
 from riverflink.pipelines.broker import EmbeddedBroker, descendants, exit_on_sigterm, stop_pid
 from riverflink.pipelines.sources import river_events
 
@@ -122,10 +125,12 @@ def main() -> None:
         hop = kafka_hop(servers, args.rate, args.seconds)
 
         log = open(REPO / ".riverflink" / "bench-serving.log", "wb")
-        knobs = [*(["--bundle-ms", str(args.bundle_ms)] if args.bundle_ms else []),
-                 *(["--buffer-timeout-ms", str(args.buffer_timeout_ms)] if args.buffer_timeout_ms else [])]
+        cfg = ServeConfig(servers, model_name="bench", batch_size=args.batch_size)
+        cfg = dataclasses.replace(cfg, flink=dataclasses.replace(
+            cfg.flink, bundle_ms=args.bundle_ms or cfg.flink.bundle_ms,
+            buffer_timeout_ms=args.buffer_timeout_ms or cfg.flink.buffer_timeout_ms))
         proc = subprocess.Popen([sys.executable, "-m", "riverflink.pipelines.cli", "serve", "--bootstrap-servers",
-                                 servers, "--model-name", "bench", "--batch-size", str(args.batch_size), *knobs],
+                                 servers, *to_argv(cfg)],
                                 stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         try:
@@ -179,7 +184,7 @@ def main() -> None:
     job_cpu_us = 1e6 * sum(v - before.get(p, 0.0) for p, v in after.items()) / max(1, len(answers))
     differ = sum(1 for i, r in answers.items() if r["prediction"] != local[i])
     print(f"requests={len(requests)} answered={len(answers)} offered={args.rate:.0f}/s for {args.seconds:.0f}s "
-          f"batch={args.batch_size} knobs={' '.join(knobs) or 'serve defaults'}")
+          f"batch={args.batch_size} bundle={cfg.flink.bundle_ms}ms buffer_timeout={cfg.flink.buffer_timeout_ms}ms")
     print(f"(a) River predict_proba_one   {river_rate:9.0f} req/s  {river_cpu_us:7.1f} CPU-us/req  "
           f"call p50 {pct(calls, .5):.1f} us p99 {pct(calls, .99):.1f} us")
     print(f"(b) LiveModel.predict_proba_one                              "

@@ -1,23 +1,27 @@
 """Learning quality of the replica loop, with the real loop's timing, against single-node River.
 
-A pure-Python run of the project's own :class:`~riverflink.operators.replica.Replica`
-and :class:`~riverflink.operators.merge_state.MergerState`, driven the way the
-training job drives them:
+A pure-Python run of the training job's own loop (:mod:`riverflink.operators.loop`:
+``ReplicaSide`` and ``MergerSide``, the classes the Flink functions are shells
+over), with the job's messages: updates encoded to bytes by the real codec
+(float16 learned leaves by default), documents serialized and validated by
+``model_feed.accept`` as the replicas and the serving job do.  Driven the way
+the job drives it:
 
 * events go round-robin to K replicas, in micro-batches of B events per replica;
-* each replica trains a batch (:meth:`Replica.train`: learn, check its sync
-  policy, take updates); updates go to the merger at once and are merged per
-  its trigger (default: on arrival);
+* each replica learns a batch (``ReplicaSide.on_events``: learn, check its
+  sync policy, take updates); updates go to the merger at once
+  (``MergerSide.on_update``) and are merged per its trigger (default: on
+  arrival), and whatever waits at the end of a round is merged (its timer);
 * a merged document becomes visible to the replicas and to serving ``delay``
   batch rounds later (default 1: one micro-batch, as through Kafka);
-* the served model (the latest visible document, rebuilt with ``from_wire``)
+* the served model (the latest visible document, as ``accept`` rebuilt it)
   predicts every event before any replica learns it.
 
 Single-node River (predict-then-learn one event at a time, same stream, same
 order) is the baseline.  Printed per setting: served metric minus River's,
 overall and after ``--warmup`` events; the replicas' own progressive metric;
 updates and update bytes (binary codec) and the reduction in bytes against
-JSON updates at sync every 10 events, sent mid-batch as the first slice did.  A sync policy
+JSON updates (float64) at sync every 10 events, sent mid-batch as the first slice did.  A sync policy
 is checked once per micro-batch (syncing faster cannot reach the replicas sooner), so
 "every 10" rows behave as "every batch".  Nothing is asserted.
 
@@ -45,9 +49,11 @@ from riverflink import models
 from riverflink.models.policies import MergePolicy
 from riverflink.models.spec import build as build_model
 from riverflink.models.sync import SyncPolicy
-from riverflink.models.update_codec import encode
-from riverflink.operators.merge_state import MergerState, MergeTrigger
-from riverflink.operators.replica import Replica, Score, predict
+from riverflink.models.update_codec import decode
+from riverflink.operators.loop import LoopSettings, MergerSide, ReplicaSide
+from riverflink.operators.merge_state import MergeTrigger
+from riverflink.operators.model_feed import FeedRules, accept
+from riverflink.operators.scoring import Score, predict, river_baseline
 
 CLASSIFIER = "StandardScaler|LogisticRegression"
 REGRESSOR = "StandardScaler|LinearRegression"
@@ -136,75 +142,59 @@ class Outcome:
         return self.task == "regression" and not self.gap(True) <= 100.0
 
 
-def river_baseline(spec: str, events: list, warmup: int) -> tuple[Score, Score]:
-    model, task = build_model(spec), None
-    from riverflink.models.labels import task_of
-
-    task = task_of(model)
-    whole, late = Score(), Score()
-    for i, (x, y) in enumerate(events):
-        y_pred, _ = predict(model, x)
-        whole.add(task, y_pred, y)
-        if i >= warmup:
-            late.add(task, y_pred, y)
-        model.learn_one(x, y)
-    return whole, late
-
-
 def simulate(spec: str, events: list, s: Setting, warmup: int, baseline: tuple[Score, Score]) -> Outcome:
-    template = build_model(spec)
-    if s.policy == "scaled_average":
-        template = models.scale_learning_rate(template, s.replicas)
-    replicas = [Replica.fresh(template) for _ in range(s.replicas)]
-    merger = MergerState("sim", build_model(spec), trigger=s.trigger)
-    policy = MergePolicy(s.policy, clip=math.inf)
+    settings = LoopSettings("sim", mode=s.mode, sync=s.sync, precision=s.precision,
+                            policy=MergePolicy(s.policy, clip=math.inf), trigger=s.trigger,
+                            lr_scale=float(s.replicas) if s.policy == "scaled_average" else 1.0)
+    replica_side, merger_side = ReplicaSide(settings, build_model(spec)), MergerSide(settings, build_model(spec))
+    replicas = [replica_side.fresh() for _ in range(s.replicas)]
+    merger = merger_side.fresh()
+    rules = FeedRules("sim")
     task = replicas[0].task
     served, served_late, own = Score(), Score(), Score()
-    visible: dict | None = None  # the newest document replicas and serving can see
-    in_transit: list = []  # (visible from round, document)
-    served_model, served_version = None, 0
+    visible = None  # (accepted entry, model, its parameters): the newest version replicas and serving see
+    in_transit: list = []  # (visible from round, entry, model)
     updates = update_bytes = json_bytes = versions = 0
     per_round = s.replicas * s.batch
     clock = 0.0
+
+    def publish(doc: dict | None, rnd: int) -> None:
+        nonlocal versions
+        if doc is None:
+            return
+        entry, model, problem = accept(models.dumps(doc), rules, None)
+        assert problem is None, problem
+        versions += 1
+        in_transit.append((rnd + s.delay, entry, model))
+
     for start in range(0, len(events), per_round):
         rnd = start // per_round
         while in_transit and in_transit[0][0] <= rnd:
-            visible = in_transit.pop(0)[1]
-        if visible is not None and visible["meta"]["version"] != served_version:
-            served_model, served_version = models.from_wire(visible), visible["meta"]["version"]
+            _, entry, model = in_transit.pop(0)
+            visible = (entry, model, models.get_params(model))
         chunk = events[start : start + per_round]
         for k, r in enumerate(replicas):
             batch = chunk[k :: s.replicas]
             if not batch:
                 continue
             clock += 0.01
-            if visible is not None and visible["meta"]["version"] > r.base_version:
-                meta = visible["meta"]
-                params = models.get_params(models.from_wire(visible))
-                r.rebase(params, meta["version"], (meta.get("acked") or {}).get(str(k), 0))
+            if visible is not None:
+                entry, _, params = visible
+                replica_side.on_model(r, k, entry.meta, lambda: params)
             for j, (x, y) in enumerate(batch):  # the served model answers before anyone learns the event
-                y_pred = predict(served_model, x)[0] if served_model is not None else None
+                y_pred = predict(visible[1], x)[0] if visible is not None else None
                 served.add(task, y_pred, y)
                 if start + k + j * s.replicas >= warmup:
                     served_late.add(task, y_pred, y)
-            xs, ys = [x for x, _ in batch], [y for _, y in batch]
-            score, ups, _ = r.train(xs, ys, mode=s.mode, policy=s.sync, model_name="sim", replica=k,
-                                    coalesce=s.coalesce)
-            own.merge(score)
-            for u in ups:
+            out = replica_side.on_events(r, k, [x for x, _ in batch], [y for _, y in batch], coalesce=s.coalesce)
+            own.merge(out.score)
+            for data in out.updates:
                 updates += 1
-                update_bytes += len(encode(template, u.delta, s.precision))
-                json_bytes += len(orjson.dumps(u.delta, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY))
-                if merger.add(u, now=clock):
-                    doc = merger.merge(policy, now=clock)
-                    if doc is not None:
-                        versions += 1
-                        in_transit.append((rnd + s.delay, doc))
-        if merger.pending:  # the merger's timer: nothing waits longer than a round
-            doc = merger.merge(policy, now=clock)
-            if doc is not None:
-                versions += 1
-                in_transit.append((rnd + s.delay, doc))
+                update_bytes += len(data)
+                if s.precision == "float64":  # the JSON byte baseline: the same update as JSON, exactly
+                    json_bytes += len(orjson.dumps(decode(data), option=orjson.OPT_NON_STR_KEYS))
+                publish(merger_side.on_update(merger, data, now=clock).document, rnd)
+        publish(merger_side.on_timer(merger, now=clock).document, rnd)  # nothing waits longer than a round
     return Outcome(served, served_late, baseline[0], baseline[1], own, updates, update_bytes, json_bytes,
                    versions, task)
 
@@ -248,10 +238,11 @@ def main() -> None:
     worst_gap, worst_ratio, diverged, exploded, reductions = -math.inf, 0.0, 0, 0, []
     for name in args.streams.split(","):
         spec, events = stream(name, args.events)
-        base = river_baseline(spec, events, args.warmup)
+        base = river_baseline(build_model(spec), events, args.warmup)[:2]
         # the byte baseline: the first slice's loop, JSON updates every 10 events, mid-batch
         every10 = simulate(spec, events, Setting(sync=SyncPolicy(every_events=10, every_seconds=None),
-                                                 delay=args.delay, coalesce=False), args.warmup, base)
+                                                 delay=args.delay, coalesce=False, precision="float64"),
+                           args.warmup, base)
         settings = [Setting(delay=args.delay)] if args.default_only else grid(ks, args.quick)
         print(f"\n== {name}: {len(events)} events, {spec}; River "
               + (f"MAE {base[0].abs_error / base[0].events:.4f}" if every10.task == "regression"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import subprocess
 import sys
@@ -32,21 +33,20 @@ from pathlib import Path
 
 from riverflink.models.spec import build as build_model
 from riverflink.pipelines import kafka_io
+from riverflink.operators.scoring import river_baseline
 from riverflink.pipelines.broker import EmbeddedBroker, descendants, exit_on_sigterm, stop_pid
-from riverflink.pipelines.config import Topics
+from riverflink.pipelines.config import FlinkConfig, Topics, TrainConfig
+from riverflink.pipelines.options import to_argv
 from riverflink.pipelines.sources import encode_events, river_events
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def plain_river(spec: str, events: list) -> dict:
-    model, hits = build_model(spec), 0
     start, cpu = time.perf_counter(), time.process_time()
-    for x, y in events:
-        hits += model.predict_one(x) == y
-        model.learn_one(x, y)
+    score = river_baseline(build_model(spec), events)[0]
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-    return {"events_per_s": len(events) / wall, "cpu_us": 1e6 * cpu / len(events), "accuracy": hits / len(events)}
+    return {"events_per_s": len(events) / wall, "cpu_us": 1e6 * cpu / len(events), "accuracy": score.metric("binary")}
 
 
 def river_many(spec: str, events: list, batch: int) -> dict:
@@ -104,17 +104,15 @@ def cpu_by_process(before: dict, after: dict, broker_pid: int | None, per: int, 
     return parts
 
 
-def flink_job(servers: str, spec: str, events: list, parallelism: int, replicas: int, env_extra: dict,
-              extra_args: list, broker_pid: int | None) -> dict:
+def flink_job(servers: str, cfg: TrainConfig, events: list, env_extra: dict, broker_pid: int | None) -> dict:
     run = f"bench{int(time.time())}"
     topics = Topics.for_run(run)
+    cfg = dataclasses.replace(cfg, bootstrap_servers=servers, model_name=run, topics=topics, group_id=run)
     kafka_io.create_topics(servers, topics.to_create("events", "dead_letter", "predictions", "models", "metrics"))
     kafka_io.produce(servers, topics.events, encode_events(events))
     log = open(REPO / ".riverflink" / f"{run}.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "riverflink.pipelines.cli", "train", "--bootstrap-servers", servers, "--model", spec,
-         "--replicas", str(replicas), "--parallelism", str(parallelism), "--model-name", run,
-         *topics.cli_args(), "--group-id", run, *extra_args],
+        [sys.executable, "-m", "riverflink.pipelines.cli", "train", "--bootstrap-servers", servers, *to_argv(cfg)],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         env={**os.environ, "PYTHONPATH": str(REPO), **env_extra},
     )
@@ -202,11 +200,12 @@ def main() -> None:
         servers = args.bootstrap_servers or broker.bootstrap
         for mode in args.modes.split(","):
             sync = args.sync_every or (500 if mode == "batch" else 100)
-            extra = ["--bundle-ms", str(args.bundle_ms), "--bundle-size", str(args.bundle_size),
-                     "--batch-size", str(args.batch_size), "--mode", mode, "--sync-every", str(sync)]
+            cfg = TrainConfig(servers, model_spec=args.model, replicas=args.replicas, batch_size=args.batch_size,
+                              mode=mode, sync_every_events=sync,
+                              flink=FlinkConfig(parallelism=args.parallelism, bundle_ms=args.bundle_ms,
+                                                bundle_size=args.bundle_size))
             before = plain_river(args.model, events)
-            b = flink_job(servers, args.model, events, args.parallelism, args.replicas, env_extra, extra,
-                          broker.process.pid if broker else None)
+            b = flink_job(servers, cfg, events, env_extra, broker.process.pid if broker else None)
             after = plain_river(args.model, events)  # River timed on both sides of the job: the machine drifts
             river = {k: (before[k] + after[k]) / 2 for k in before}
             print(f"\n== mode={mode} events={len(events)} model={args.model} parallelism={args.parallelism} "

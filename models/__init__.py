@@ -2,7 +2,7 @@
 
 Pure Python: nothing here imports Flink.
 
->>> from models import to_wire, from_wire, merge
+>>> from riverflink.models import to_wire, from_wire, merge
 """
 
 from riverflink.models import gaussian_nb, kmeans, linear, multinomial_nb, passive_aggressive, pipeline, scaler, softmax, tree  # noqa: F401  (register adapters)

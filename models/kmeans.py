@@ -23,7 +23,7 @@ River draws new center coordinates from a seeded RNG but iterates features in
 ``dict`` order, so runs only repeat across processes with a fixed
 ``PYTHONHASHSEED``.
 
->>> from models.kmeans import CountingKMeans
+>>> from riverflink.models.kmeans import CountingKMeans
 >>> km = CountingKMeans(n_clusters=2, seed=1)
 >>> for x in [{"a": 0.0}, {"a": 10.0}, {"a": 0.5}]: km.learn_one(x)
 >>> sum(km.counts.values())

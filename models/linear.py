@@ -6,7 +6,7 @@ Params: ``weights`` (sparse; a feature a replica never saw has weight 0),
 a plain ``dict`` breaks ``predict_one``.
 
 >>> from river import linear_model
->>> from models import merge
+>>> from riverflink.models import merge
 >>> a, b = linear_model.LinearRegression(), linear_model.LinearRegression()
 >>> a.learn_one({"x": 1.0}, 2.0); b.learn_one({"y": 1.0}, 4.0)
 >>> m = merge([a, b], weights=[1, 1])

@@ -6,7 +6,7 @@ so merging scalers trained on disjoint parts of a stream reproduces the
 scaler trained on the whole stream up to rounding.
 
 >>> from river import preprocessing
->>> from models import merge
+>>> from riverflink.models import merge
 >>> a, b, whole = (preprocessing.StandardScaler() for _ in range(3))
 >>> for v in [1.0, 2.0]: a.learn_one({"x": v}); whole.learn_one({"x": v})
 >>> for v in [4.0, 9.0]: b.learn_one({"x": v}); whole.learn_one({"x": v})

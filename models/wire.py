@@ -16,7 +16,7 @@ Encoding rules (so that any JSON client can read a document):
   ``{"map": [[key, value], ...]}``.
 
 >>> from river import linear_model
->>> from models import to_wire, from_wire
+>>> from riverflink.models import to_wire, from_wire
 >>> m = linear_model.LogisticRegression()
 >>> m.learn_one({"x": 1.0}, True)
 >>> doc = to_wire(m, name="demo", version=3)

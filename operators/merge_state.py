@@ -14,25 +14,9 @@ Contract
   ``meta.refused``.  Nothing is dropped before a merge has succeeded.  Each
   document's ``meta.acked`` maps every replica to the last update sequence
   number it holds, so a rebasing replica replays exactly what is missing.
-* **Stale updates are corrected.**  With a delay-compensation estimate
-  (``update.kappa``) the merger adds ``delta - kappa * D`` (:meth:`correct`),
-  D being how far the merged parameters moved from the point the replica
-  learned from (its base plus its own raw updates merged since).  Without one it falls back to a scalar discount: an
-  update's *staleness* ``s``
-  is the number of merges of other replicas' updates since the version it was
-  computed against.  Those replicas were correcting the same errors at the
-  same time, so adding every update in full overshoots (K replicas each
-  removing most of a shared error remove it K times: this is how the plain
-  ``delta`` sum diverged on regression).  The merger scales an update's
-  learned parameters by ``1 - shared * (1 - rho ** s)``, with ``rho`` and
-  ``shared`` estimated by the replica
-  (:class:`~riverflink.operators.replica.ContractionProbe`): ``rho`` is the
-  part of a shared error that survives one sync period, ``shared`` the part of
-  the step that is on such errors.  The j-th overlapping update then adds
-  only what the previous ones left of the shared error (``rho ** (j - 1)``),
-  small unsaturated steps (``rho`` near 1) add up as single-node River's do,
-  and steps driven by the replica's own events (noise, new information) are
-  kept whole.  The largest staleness of each merge is in ``meta.staleness``.
+* **Stale updates are corrected** before they are combined
+  (:class:`~riverflink.operators.delay_compensation.Compensator`); the
+  largest staleness of each merge is in ``meta.staleness``.
 * **Versions strictly increase** on the topic, across failures and restarts:
   a version is ``max(previous + 1, now in ms)``.  After a failover the merger
   resumes from its checkpointed state, but versions it had already published
@@ -42,6 +26,9 @@ Contract
   served yet; replicas rebase onto every version, serving skips held ones.
 * A merger that has never merged (a new job without a savepoint) adopts the
   newest model on the topic as its starting point (:meth:`MergerState.adopt`).
+* **How parameters combine** is the model family's business
+  (``docs/model-families.md``): the merger calls ``sum_deltas`` and
+  ``apply_deltas`` of the template's family and nothing else of it.
 """
 
 from __future__ import annotations
@@ -51,39 +38,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from riverflink import models
-from riverflink.models import numeric
+from riverflink.models.document import ModelMeta
 from riverflink.models.policies import MergePolicy
+from riverflink.operators.delay_compensation import PARAMS_MIN, Compensator
+from riverflink.operators.messages import ReplicaId, ReplicaUpdate
 from riverflink.operators.quality_gate import QualityGate
-from riverflink.operators.replica import ReplicaUpdate
-
-#: how many recent versions the merger remembers to measure staleness
-_VERSION_MEMORY = 256
-#: versions whose parameters the merger keeps (checkpointed with it) for delay compensation, at most:
-#: an update whose base has been forgotten falls back to a scalar discount, and at tens of versions
-#: per second 24 versions (the first bound) covered less than the 0.2-0.9 s an update's base was old
-#: under a backlog (batch mode lost 0.65-0.93 points against River at 200k Phishing events; +0.03 to
-#: +0.07 with 256, same run series)
-_PARAMS_MEMORY = 256
-#: ... and within this many parameter values in all (a model of 20k weights keeps 25 versions)
-_PARAMS_BUDGET = 500_000
-_PARAMS_MIN = 24
-
-
-def params_memory(params: Any) -> int:
-    """How many versions' parameters to keep for a model whose parameters are ``params``.
-
-    >>> params_memory({"w": {str(i): 0.0 for i in range(20)}}), params_memory({"w": {str(i): 0.0 for i in range(100_000)}})
-    (256, 24)
-    """
-    return max(_PARAMS_MIN, min(_PARAMS_MEMORY, _PARAMS_BUDGET // max(1, numeric.leaves(params))))
 
 
 @dataclass(frozen=True)
 class MergeTrigger:
-    """When the merger merges, and how it treats stale updates.
+    """When the merger merges.
 
     >>> MergeTrigger().quorum
     1
@@ -111,31 +76,27 @@ class MergerState:
     version: int = 0
     params: dict | None = None
     events: int = 0
-    pending: list = field(default_factory=list)
+    pending: list[ReplicaUpdate] = field(default_factory=list)
     #: replica -> time it was last heard from
-    last_seen: dict = field(default_factory=dict)
+    last_seen: dict[ReplicaId, float] = field(default_factory=dict)
     #: replica -> last update sequence number merged (or refused)
-    acked: dict = field(default_factory=dict)
+    acked: dict[ReplicaId, int] = field(default_factory=dict)
     merges: int = 0
     refused: int = 0
-    #: (version, replicas merged into it) for the last few versions, oldest first
-    history: list = field(default_factory=list)
-    #: version -> parameters, for the last few versions (delay compensation needs an update's base)
-    params_at: dict = field(default_factory=dict)
-    #: replica -> [(version, sum of the raw deltas of its updates merged into that version)], last few
-    applied: dict = field(default_factory=dict)
-    #: how many versions ``params_at`` and ``applied`` keep (:func:`params_memory`, refreshed every 32 merges)
-    keep_versions: int = _PARAMS_MIN
+    #: recent versions' parameters, for correcting stale updates
+    compensator: Compensator | None = None
     #: holds back versions that learn worse than the served one (None: every version is served)
     gate: QualityGate | None = None
 
     def __post_init__(self) -> None:
         if self.params is None:
             self.params = models.get_params(self.template)
-        self.params_at.setdefault(self.version, self.params)
+        if self.compensator is None:
+            self.compensator = Compensator(self.template, keep_versions=PARAMS_MIN)
+        self.compensator.params_at.setdefault(self.version, self.params)
 
     # -- triggers -----------------------------------------------------------------------
-    def active_replicas(self, now: float | None = None) -> set:
+    def active_replicas(self, now: float | None = None) -> set[ReplicaId]:
         now = time.time() if now is None else now
         return {r for r, t in self.last_seen.items() if now - t <= self.trigger.forget_after_s}
 
@@ -150,33 +111,8 @@ class MergerState:
         quorum = min(self.trigger.quorum, max(1, len(self.active_replicas(now))))
         return len({u.replica for u in self.pending}) >= quorum
 
-    def staleness(self, base_version: int, replica: Any) -> int:
-        """Merges of other replicas' updates since ``base_version`` (all remembered ones if it is older)."""
-        if base_version == self.version:
-            return 0
-        n = 0
-        for version, replicas in reversed(self.history):
-            if version <= base_version:
-                return n
-            n += replica not in replicas
-        return n
-
-    def discount(self, update: ReplicaUpdate) -> float:
-        """The factor on ``update``'s learned parameters: ``1 - shared * (1 - rho ** s)``.
-
-        Only the part of the step on errors shared with other replicas
-        (``shared``, estimated by the replica) overlaps with their updates;
-        the rest is information of the replica's own events and is kept whole.
-        An update without estimates (its replica's first sync periods) is
-        taken as fully shared and saturated: its stale learned parameters get
-        factor 0 (statistics are always merged exactly).
-        """
-        s = self.staleness(update.base_version, update.replica)
-        if s == 0:
-            return 1.0
-        rho = 0.0 if update.rho is None else min(1.0, max(0.0, update.rho))
-        shared = 1.0 if update.shared is None else min(1.0, max(0.0, update.shared))
-        return 1.0 - shared * (1.0 - rho**s)
+    def staleness(self, update: ReplicaUpdate) -> int:
+        return self.compensator.staleness(update.base_version, update.replica, self.version)
 
     # -- merge --------------------------------------------------------------------------
     def merge(self, policy: MergePolicy, now: float | None = None) -> dict | None:
@@ -199,7 +135,7 @@ class MergerState:
         now = time.time() if now is None else now
         acked = dict(self.acked)
         for u in updates:
-            acked[str(u.replica)] = max(acked.get(str(u.replica), 0), u.seq)
+            acked[u.replica] = max(acked.get(u.replica, 0), u.seq)
         doc = None
         gate = copy.deepcopy(self.gate)
         if model is not None:
@@ -211,7 +147,7 @@ class MergerState:
                 held = gate.decide(version)
             counts: dict = {}
             for u in used:
-                counts[str(u.replica)] = counts.get(str(u.replica), 0) + u.events
+                counts[u.replica] = counts.get(u.replica, 0) + u.events
             events = self.events + sum(counts.values())
             doc = models.to_wire(
                 model,
@@ -224,7 +160,7 @@ class MergerState:
                 parent=self.version,
                 sequence=self.merges + 1,
                 acked=acked,
-                staleness=max(self.staleness(u.base_version, u.replica) for u in used),
+                staleness=max(self.staleness(u) for u in used),
                 refused=self.refused + len(refused),
                 **({"held": held, "served": gate.served_version, "held_back": gate.held_back}
                    if gate is not None else {}),
@@ -240,16 +176,8 @@ class MergerState:
         self.merges += 1
         self.events = doc["meta"]["events"]
         self.params = models.get_params(model)
-        self.history.append((self.version, frozenset(u.replica for u in used)))
-        del self.history[:-_VERSION_MEMORY]
-        self.params_at[self.version] = self.params
-        if self.merges % 32 == 1:  # the model's size changes slowly: count its parameters now and then
-            self.keep_versions = params_memory(self.params)
-        keep = self.keep_versions
-        if len(self.params_at) > keep:
-            self.params_at = dict(list(self.params_at.items())[-keep:])
-        for r, step in applied.items():
-            self.applied[r] = (self.applied.get(r, []) + [(self.version, step)])[-keep:]
+        self.compensator.remember(self.version, self.params, frozenset(u.replica for u in used), applied,
+                                  self.merges)
         return doc
 
     def _combine(self, updates: list, policy: MergePolicy) -> tuple[Any, dict]:
@@ -257,69 +185,40 @@ class MergerState:
         by_replica: dict = {}
         for u in updates:
             by_replica.setdefault(u.replica, []).append(u)
-        adapter = models.adapter_for(self.template)
+        family = models.adapter_for(self.template)
         # a replica's consecutive updates add up to one delta; the policy then combines replicas
         corrected, raw = {}, {}
         for r, us in by_replica.items():
             earlier: list = []
             for u in us:
-                earlier.append((u.delta, self.correct(u, earlier)))
-            corrected[r] = adapter.sum_deltas(self.template, [c for _, c in earlier])
-            raw[r] = adapter.sum_deltas(self.template, [d for d, _ in earlier])
+                earlier.append((u.delta, self.compensator.correct(u, self.params, self.version, earlier)))
+            corrected[r] = family.sum_deltas(self.template, [c for _, c in earlier])
+            raw[r] = family.sum_deltas(self.template, [d for d, _ in earlier])
         weights = [sum(u.events for u in us) for us in by_replica.values()]
         try:
             return models.apply_deltas(self.template, self.params, list(corrected.values()), weights, policy), raw
         except (ValueError, OverflowError):
             return None, {}
 
-    def correct(self, update: ReplicaUpdate, earlier: list = ()) -> dict:
-        """``update``'s delta, corrected for what was merged since its base.
+    def adopt(self, meta: ModelMeta, params: Any) -> bool:
+        """See a validated version read back from ``models``; ``True`` when it changed this state.
 
-        ``earlier``: ``(raw delta, corrected delta)`` of the same replica's
-        updates ahead of it in this merge.  With a delay-compensation estimate
-        (``update.kappa``) and the base's parameters still remembered:
-        ``delta - kappa * O``, where ``O`` is how far the merged parameters
-        have moved from the point the replica learned this update from (its
-        base plus the raw deltas of its own updates merged since: what its
-        model held).  Had the replica started from the merged point, its steps
-        would have removed about ``kappa * O`` of that offset.  ``O`` shrinks
-        as the replica's own corrections are merged, so several updates on one
-        base remove other replicas' progress once in all (``1 - prod(1 -
-        kappa)``), not once each.  Otherwise the scalar discount of
-        :meth:`discount`.
+        ``params`` is a callable giving that version's parameters (called only
+        when they are taken).  A newer version always raises the version
+        counter.  Its parameters are taken only while this merger has never
+        merged: afterwards the merger's own (checkpointed) parameters are the
+        truth, and a newer document can only be one it published before a
+        failover.
         """
-        adapter = models.adapter_for(self.template)
-        base = self.params_at.get(update.base_version)
-        if update.kappa is None or base is None:
-            return adapter.scale_learned(self.template, update.delta, self.discount(update))
-        if update.base_version == self.version and not earlier:
-            return update.delta
-        offset = adapter.delta(self.template, self.params, base)
-        for version, raw in self.applied.get(update.replica, []):
-            if version > update.base_version:
-                offset = adapter.add_learned(self.template, offset, raw, -1.0)
-        for raw, corrected in earlier:
-            offset = adapter.add_learned(self.template, adapter.add_learned(self.template, offset, raw, -1.0),
-                                         corrected, 1.0)
-        return adapter.add_learned(self.template, update.delta, offset, -min(1.0, max(0.0, update.kappa)))
-
-    def adopt(self, doc: dict) -> bool:
-        """See a version read back from ``models``; ``True`` when it changed this state.
-
-        A newer version always raises the version counter.  Its parameters are
-        taken only while this merger has never merged: afterwards the merger's
-        own (checkpointed) parameters are the truth, and a newer document can
-        only be one it published before a failover.
-        """
-        version = int(doc["meta"]["version"])
-        if version <= self.version:
+        version = meta.version
+        if version is None or version <= self.version:
             return False
         self.version = version
         if self.merges == 0:
-            self.params = models.get_params(models.from_wire(doc))
-            self.params_at = {version: self.params}
-            self.events = int(doc["meta"].get("events", self.events))
-            self.acked = {str(k): int(v) for k, v in (doc["meta"].get("acked") or {}).items()}
+            self.params = params()
+            self.compensator.restart_from(version, self.params)
+            self.events = meta.events if meta.events is not None else self.events
+            self.acked = dict(meta.acked)
         return True
 
 
@@ -333,14 +232,3 @@ def next_version(previous: int, now: float | None = None) -> int:
     """
     now = time.time() if now is None else now
     return max(previous + 1, int(now * 1000))
-
-
-def read_doc(text: str | bytes) -> dict | None:
-    """Parse a ``models`` record; ``None`` for anything that is not a model document."""
-    try:
-        doc = orjson.loads(text)
-    except (ValueError, TypeError):
-        return None
-    if not isinstance(doc, dict) or doc.get("schema") != models.SCHEMA or not isinstance(doc.get("meta"), dict):
-        return None
-    return doc

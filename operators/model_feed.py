@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from riverflink import models
+from riverflink.models.document import ModelMeta, read_document
 from riverflink.models.signing import Verifier, verify
-from riverflink.operators.merge_state import read_doc
 
 log = logging.getLogger("riverflink")
 
@@ -45,36 +45,39 @@ class FeedRules:
 
 @dataclass(frozen=True)
 class Accepted:
-    version: int
-    created_at: float
+    """A validated version: its metadata and its JSON text (to rebuild the model after a restore)."""
+
+    meta: ModelMeta
     text: str
-    #: replica -> last update sequence number the version holds
-    acked: dict
-    #: why the merger's quality gate holds this version back from serving (None: served)
-    held: str | None = None
+
+    @property
+    def version(self) -> int:
+        return self.meta.version  # type: ignore[return-value]  (accept() admits integer versions only)
 
 
 def accept(value: str | bytes, rules: FeedRules, current: int | None,
            now: float | None = None) -> tuple[Accepted | None, Any, str | None]:
     """``(entry, model, None)`` for a valid newer version; ``(None, None, reason)`` otherwise.
 
-    ``reason`` is ``None`` (not an error) for another model's document or an
-    older/duplicate version.
+    The record is parsed once; ``model`` is the estimator ``from_wire`` built
+    while validating it.  ``reason`` is ``None`` (not an error) for another
+    model's document or an older/duplicate version.
     """
     if len(value) > rules.max_bytes:
         return None, None, f"model document of {len(value)} bytes exceeds {rules.max_bytes}"
-    doc = read_doc(value)
-    if doc is None:
+    document = read_document(value)
+    if document is None:
         return None, None, "not a riverflink.model/1 document"
-    meta = doc["meta"]
-    if not isinstance(meta.get("name"), str):
+    doc, meta = document.doc, document.meta
+    if meta.name is None:
         return None, None, "model document without a model name"
-    if meta.get("name") != rules.model_name:
+    if meta.name != rules.model_name:
         return None, None, None
-    version = meta.get("version")
+    version = meta.version
     now = time.time() if now is None else now
-    if type(version) is not int or not 1 <= version <= int(now * 1000) + rules.max_skew_ms:
-        return None, None, f"version {str(version)[:40]!r} is not an integer in [1, now + {rules.max_skew_ms} ms]"
+    if version is None or not 1 <= version <= int(now * 1000) + rules.max_skew_ms:
+        shown = str(doc["meta"].get("version"))[:40]
+        return None, None, f"version {shown!r} is not an integer in [1, now + {rules.max_skew_ms} ms]"
     if current is not None and version <= current:
         return None, None, None
     if rules.verifier is not None:
@@ -85,12 +88,7 @@ def accept(value: str | bytes, rules: FeedRules, current: int | None,
         model = models.from_wire(doc)
     except Exception as e:  # noqa: BLE001 - any invalid document is refused, whatever it breaks
         return None, None, f"version {version} refused: {type(e).__name__}: {str(e)[:200]}"
-    held = meta.get("held")
-    if rules.serving and held:
+    if rules.serving and meta.held:
         return None, None, None  # replicas learn on from it; serving keeps the previous version
-    created = meta.get("created_at")
-    acked = meta.get("acked") if isinstance(meta.get("acked"), dict) else {}
     text = value.decode() if isinstance(value, bytes) else value
-    return Accepted(version, float(created) if isinstance(created, (int, float)) else 0.0, text,
-                    {str(k): int(v) for k, v in acked.items() if isinstance(v, int)},
-                    str(held)[:300] if held else None), model, None
+    return Accepted(meta, text), model, None

@@ -22,9 +22,12 @@ from riverflink.models.signing import Verifier
 from riverflink.operators import sampling_profiler
 from riverflink.operators.flink_state import LATEST_MODEL
 from riverflink.operators.model_feed import FeedRules, accept
-from riverflink.operators.parse import DEFAULT_LIMITS, Envelope, Limits, Rejected, envelopes, parse_event
+from riverflink.operators.dead_letters import Rejected
+from riverflink.operators.events import parse_event
+from riverflink.operators.frames import Record, records
+from riverflink.operators.limits import DEFAULT_LIMITS, Limits
 from riverflink.operators.records import prediction_record
-from riverflink.operators.replica import predict
+from riverflink.operators.scoring import predict
 
 log = logging.getLogger("riverflink")
 
@@ -55,20 +58,20 @@ class Predictor(KeyedBroadcastProcessFunction):
     def process_element(self, value, ctx):
         entry = ctx.get_broadcast_state(LATEST_MODEL).get(self.name)
         if entry is not None and entry.version != self.version:
-            self.version, self.created_at = entry.version, entry.created_at
+            self.version, self.created_at = entry.version, entry.meta.created_at
             built = self.accepted.pop(entry.version, None)  # the model accept() built, if this subtask saw it
             self.model = built if built is not None else models.from_wire(entry.text)
             self.classifier = river_inspect.isclassifier(self.model)  # once per version, not per request
         now_ms = int(time.time() * 1000)
-        answers = [self._answer(envelope, now_ms) for envelope in envelopes(value, self.batched)]
+        answers = [self._answer(record, now_ms) for record in records(value, self.batched)]
         yield "\n".join(a for a, _ in answers)
         if self.m_answers is not None:  # one counter update per status and batch, not per request
             for status, n in collections.Counter(s for _, s in answers).items():
                 self.m_answers[status].inc(n)
 
-    def _answer(self, envelope: Envelope, now_ms: int = 0) -> tuple[str, str]:
+    def _answer(self, record: Record, now_ms: int = 0) -> tuple[str, str]:
         """``(prediction record, status)`` for one request."""
-        event = parse_event(envelope, require_label=False, limits=self.limits)
+        event = parse_event(record, require_label=False, limits=self.limits)
         if isinstance(event, Rejected):
             return prediction_record(source="serving", request_id=None, y_pred=None, proba=None,
                                      model_version=self.version, model_created_at=self.created_at,

@@ -10,9 +10,9 @@ Contract
   - ``batch``: the whole micro-batch is predicted with the model as it stood
     at the batch's start (``predict_proba_many`` / ``predict_many``), then
     learned by one ``learn_many`` call.  River's ``learn_many`` takes one step
-    on the batch's *mean* gradient; the replica passes the batch size as the
-    sample weight, so one call moves the weights about as far as the events
-    learned one by one would (a sum of gradients taken at the batch start).
+    on the batch's *mean* gradient; the replica passes the sample weight
+    :func:`~riverflink.operators.batch_learning.batch_weight`, so one call
+    moves the weights about as far as the events learned one by one would.
 
 * **What a replica sends.** It measures what it learned from a *snapshot*
   (its parameters when it last synced or rebased).  :meth:`take_update` hands
@@ -36,95 +36,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from river.utils import inspect as river_inspect
-
 from riverflink import models
-from riverflink.models.labels import task_of
+from riverflink.models.labels import final_step, task_of
 from riverflink.models.policies import MergePolicy
 from riverflink.models.sync import SyncPolicy, learned_distance, learned_norm
+from riverflink.operators import delay_compensation
+from riverflink.operators.batch_learning import BATCH_WARMUP, MODES, batch_weight, feature_frame, predict_many
+from riverflink.operators.delay_compensation import ContractionProbe
+from riverflink.operators.messages import ReplicaId, ReplicaUpdate, replica_id
+from riverflink.operators.scoring import Score, predict
 
-MODES = ("exact", "batch")
-#: in ``batch`` mode a replica still learns its first this many events one by one: an untrained
-#: model predicting a whole batch at once costs most of batch mode's accuracy loss (bench/batch_mode.py)
-BATCH_WARMUP = 500
 #: replays of in-flight updates are exact sums, whatever the merge policy
 _REPLAY = MergePolicy("delta", clip=math.inf)
-
-
-def predict(model: Any, x: dict, classifier: bool | None = None) -> tuple[Any, dict | None]:
-    """``(prediction, probabilities or None)``; probabilities for classifiers only.
-
-    ``classifier`` may be passed by callers that know it, to skip River's type inspection.
-    """
-    if river_inspect.isclassifier(model) if classifier is None else classifier:
-        proba = model.predict_proba_one(x)
-        return (max(proba, key=proba.get) if proba else None), proba
-    return model.predict_one(x), None
-
-
-def supports_batch(model: Any) -> bool:
-    """True when every stage of ``model`` has River's ``learn_many`` and the final one predicts many."""
-    from riverflink.models.labels import final_step
-    from river import compose
-
-    stages = list(model.steps.values()) if isinstance(model, compose.Pipeline) else [model]
-    final = final_step(model)
-    predicts = hasattr(final, "predict_proba_many") if river_inspect.isclassifier(model) else hasattr(final, "predict_many")
-    return all(hasattr(s, "learn_many") for s in stages) and predicts
-
-
-@dataclass
-class Score:
-    """Progressive-validation sums over some events: correct answers (classifiers) or errors (regressors)."""
-
-    events: int = 0
-    correct: int = 0
-    abs_error: float = 0.0
-    sq_error: float = 0.0
-
-    def add(self, task: str, y_pred: Any, y: Any) -> None:
-        self.events += 1
-        if task in ("binary", "multiclass"):
-            self.correct += int(y_pred == y or (task == "binary" and y_pred is not None and bool(y_pred) == bool(y)))
-        elif task == "regression":
-            err = float(y) - float(y_pred or 0.0)
-            self.abs_error += abs(err)
-            self.sq_error += err * err
-
-    def merge(self, other: "Score") -> None:
-        self.events += other.events
-        self.correct += other.correct
-        self.abs_error += other.abs_error
-        self.sq_error += other.sq_error
-
-    def loss(self, task: str) -> float | None:
-        """Error rate (classifiers) or mean absolute error (regressors) over these events."""
-        if not self.events or task == "clustering":
-            return None
-        if task == "regression":
-            return self.abs_error / self.events
-        return 1.0 - self.correct / self.events
-
-
-@dataclass(frozen=True)
-class ReplicaUpdate:
-    """What a replica sends the merger."""
-
-    model_name: str
-    replica: int
-    base_version: int
-    delta: dict
-    events: int
-    sent_at: float
-    seq: int = 0
-    #: progressive loss of the replica over these events (error rate or MAE); None if unknown
-    loss: float | None = None
-    #: estimated fraction of a shared error that survives this many events of learning (see ContractionProbe)
-    rho: float | None = None
-    #: estimated fraction of the update's learned step that is on errors shared with other replicas
-    shared: float | None = None
-    #: delay compensation: the fraction of a parameter offset these events' learning would have undone
-    kappa: float | None = None
 
 
 @dataclass
@@ -147,7 +70,7 @@ class Replica:
     curvature: float = 0.0
     #: parameters half-way through the unsynced period (curvature probe)
     mid: dict | None = None
-    probe: "ContractionProbe" = field(default_factory=lambda: ContractionProbe())
+    probe: ContractionProbe = field(default_factory=ContractionProbe)
     #: the features this replica may teach the model (set by the training job; None: unbounded)
     features: Any = None
     #: events this replica has learned itself (ends the batch-mode warm-up, BATCH_WARMUP)
@@ -166,8 +89,6 @@ class Replica:
 
     @functools.cached_property
     def _loss(self) -> str:
-        from riverflink.models.labels import final_step
-
         return type(getattr(final_step(self.model), "loss", None)).__name__
 
     def _step(self, x: dict, y: Any) -> tuple[Any, dict | None]:
@@ -178,7 +99,7 @@ class Replica:
             self.model.learn_one(x)
         else:
             self.model.learn_one(x, y)
-        self.curvature += _curvature(self._loss, proba)
+        self.curvature += delay_compensation.curvature(self._loss, proba)
         self._learned(1)
         return y_pred, proba
 
@@ -225,31 +146,19 @@ class Replica:
         import pandas as pd
 
         X = feature_frame(xs)
-        preds = self._predict_many(X, task)
+        preds = predict_many(self.model, X, task)
         curvature = 0.0
         for (y_pred, proba), y in zip(preds, ys):
             score.add(task, y_pred, y)
-            curvature += _curvature(self._loss, proba)
+            curvature += delay_compensation.curvature(self._loss, proba)
         self.curvature += curvature
         if task == "clustering":
             self.model.learn_many(X)
         else:
-            self.model.learn_many(X, pd.Series(ys), **_batch_weight(self.model, len(xs), curvature / len(xs), X))
+            self.model.learn_many(X, pd.Series(ys), **batch_weight(self.model, len(xs), curvature / len(xs), X))
         self._learned(len(xs))
         self.unsynced_score.merge(score)
         return score, (preds if keep_predictions else [])
-
-    def _predict_many(self, X: Any, task: str) -> list:
-        if task in ("binary", "multiclass"):
-            proba = self.model.predict_proba_many(X)
-            classes = list(proba.columns)
-            if not classes:
-                return [(None, {}) for _ in range(len(X))]
-            values = proba.to_numpy(dtype=float)
-            # the first most probable class, as max(p, key=p.get) picks it; plain dicts, not pandas' to_dict
-            return [(classes[i], dict(zip(classes, row)))
-                    for i, row in zip(values.argmax(axis=1).tolist(), values.tolist())]
-        return [(p, None) for p in self.model.predict_many(X).tolist()]
 
     def _learned(self, n: int) -> None:
         self.since_sync += n
@@ -258,7 +167,7 @@ class Replica:
             self.first_unsynced_at = time.time()
 
     def train(self, xs: Sequence[dict], ys: Sequence[Any], *, mode: str, policy: SyncPolicy, model_name: str,
-              replica: int, keep_predictions: bool = False, coalesce: bool = True) -> tuple[Score, list, list]:
+              replica: ReplicaId, keep_predictions: bool = False, coalesce: bool = True) -> tuple[Score, list, list]:
         """One micro-batch, as the training job runs it: learn, check the sync policy, take updates.
 
         Returns ``(score, updates, predictions)``.  The policy is checked once,
@@ -306,7 +215,7 @@ class Replica:
         return policy.due(self.since_sync, waited, lambda: learned_distance(self.model, self.snapshot),
                           scale=self.base_norm, drift=drift)
 
-    def take_update(self, model_name: str, replica: int) -> ReplicaUpdate:
+    def take_update(self, model_name: str, replica: ReplicaId) -> ReplicaUpdate:
         params = models.get_params(self.model)
         adapter = models.adapter_for(self.model)
         delta = adapter.delta(self.model, params, self.snapshot)
@@ -318,7 +227,7 @@ class Replica:
         self.seq += 1
         update = ReplicaUpdate(
             model_name=model_name,
-            replica=replica,
+            replica=replica_id(replica),
             base_version=self.base_version,
             delta=delta,
             events=self.since_sync,
@@ -327,7 +236,7 @@ class Replica:
             loss=self.unsynced_score.loss(self.task),
             rho=rho,
             shared=shared,
-            kappa=delay_compensation(self.model, self.curvature / max(1, self.since_sync), self.since_sync),
+            kappa=delay_compensation.kappa(self.model, self.curvature / max(1, self.since_sync), self.since_sync),
         )
         self.mid = None
         self.curvature = 0.0
@@ -360,160 +269,3 @@ class Replica:
         # future deltas are measured from the merged point plus what is already in flight
         self.snapshot = snapshot
         self.base_norm = learned_norm(self.model, merged_params)
-
-
-@dataclass
-class ContractionProbe:
-    """Estimates, from the two halves of each sync period, how a replica's learning splits.
-
-    Model of one half's learned step: a part on an error the replicas share,
-    which shrinks by ``t = sqrt(rho)`` per half, plus noise from the half's own
-    events: ``first = s + n1``, ``second = t s + n2``.  Moving averages over
-    sync periods of ``A = |first|^2``, ``B = |second|^2`` and
-    ``C = <second, first>`` give ``A - B = |s|^2 (1 - t^2)`` and
-    ``C = t |s|^2``, hence ``t`` and the shared fraction ``phi = |s|^2 / A``.
-    Returns ``(rho, phi)``; with no shared part (``C <= 0``), ``(1.0, 0.0)``.
-    """
-
-    smoothing: float = 0.3
-    a: float = 0.0
-    b: float = 0.0
-    c: float = 0.0
-
-    def observe(self, model: Any, first: dict, second: dict) -> tuple[float, float]:
-        from riverflink.models.sync import learned_dot
-
-        w = self.smoothing
-        self.a = (1 - w) * self.a + w * learned_dot(model, first, first)
-        self.b = (1 - w) * self.b + w * learned_dot(model, second, second)
-        self.c = (1 - w) * self.c + w * learned_dot(model, second, first)
-        if self.c <= 0 or self.a <= 0:
-            return 1.0, 0.0
-        k = (self.a - self.b) / self.c
-        t = min(1.0, max(0.0, (-k + math.sqrt(k * k + 4)) / 2))
-        shared = self.c / t if t > 0 else self.a
-        return t * t, min(1.0, max(0.0, shared / self.a))
-
-
-def feature_frame(xs: Sequence[dict]) -> Any:
-    """The events' features as a pandas DataFrame for River's ``*_many`` methods; a feature an event
-    lacks is 0 (River's sparse convention).
-
-    >>> feature_frame([{"a": 1, "b": 2.5}, {"b": 0.5, "a": 3}]).to_dict("list")
-    {'a': [1.0, 3.0], 'b': [2.5, 0.5]}
-    >>> feature_frame([{"a": 1.0}, {"b": 2.0}]).to_dict("list")
-    {'a': [1.0, 0.0], 'b': [0.0, 2.0]}
-    """
-    import numpy as np
-    import pandas as pd
-
-    names = xs[0].keys()
-    if all(x.keys() == names for x in xs):  # dense: every event has the same features (any order)
-        columns = [str(c) for c in names]
-        return pd.DataFrame(np.array([[x[c] for c in names] for x in xs], dtype=float), columns=columns)
-    X = pd.DataFrame.from_records(xs).fillna(0.0).astype(float)
-    X.columns = [str(c) for c in X.columns]
-    return X
-
-
-def _curvature(loss: str, proba: dict | None) -> float:
-    """Second derivative of the final step's loss (its class name) at a prediction (squared: 2; log: p(1 - p))."""
-    name = loss
-    if name == "Squared":
-        return 2.0
-    if name == "Log" and proba:
-        p = float(proba.get(True, 0.0))
-        return p * (1.0 - p)
-    return 0.0
-
-
-def delay_compensation(model: Any, curvature: float, events: int) -> float | None:
-    """``kappa = 1 - (1 - lr * h) ** events``, or ``None`` where it cannot be estimated.
-
-    For a linear model behind a StandardScaler (unit-variance inputs) trained
-    by plain SGD with squared or log loss, ``h`` the mean loss curvature at
-    the replica's predictions: the part of a parameter offset ``D`` that the
-    replica's ``events`` SGD steps would have removed had it started from a
-    model offset by ``D``.  The merger uses it to correct an update computed
-    against an older version (delay compensation,
-    :meth:`riverflink.operators.merge_state.MergerState.compensate`).
-    """
-    from river import compose, optim, preprocessing
-
-    from riverflink.models.labels import final_step
-
-    final = final_step(model)
-    scaled = isinstance(model, compose.Pipeline) and any(
-        isinstance(s, preprocessing.StandardScaler) for s in list(model.steps.values())[:-1])
-    optimizer = getattr(final, "optimizer", None)
-    if not scaled or type(optimizer) is not optim.SGD or curvature <= 0 or events <= 0:
-        return None
-    step = min(1.0, optimizer.learning_rate * curvature)
-    return 1.0 - (1.0 - step) ** events
-
-
-def _input_stiffness(model: Any, X: Any) -> float:
-    """The largest eigenvalue of the second-moment matrix of the inputs the final linear step sees for the batch
-    ``X`` (with a column of ones for its intercept), by power iteration; 1.0 where those inputs are unknown.
-
-    The final step sees ``X`` itself, or ``X`` standardised by a StandardScaler right before it (with the
-    scaler's current statistics); behind any other transformer the answer is 1.0 (the loss curvature alone).
-    """
-    import numpy as np
-    from river import compose, preprocessing
-
-    steps = list(model.steps.values())[:-1] if isinstance(model, compose.Pipeline) else []
-    Z = X.to_numpy(dtype=float)
-    if len(steps) == 1 and isinstance(steps[0], preprocessing.StandardScaler):
-        scaler = steps[0]
-        mean = np.array([scaler.means.get(c, 0.0) for c in X.columns])
-        var = np.array([scaler.vars.get(c, 0.0) for c in X.columns])
-        Z = np.divide(Z - mean, np.sqrt(var), out=np.zeros_like(Z), where=var > 0)
-    elif steps:
-        return 1.0
-    Z = np.hstack([Z, np.ones((Z.shape[0], 1))])
-    v = np.ones(Z.shape[1]) / np.sqrt(Z.shape[1])
-    lam = 1.0
-    for _ in range(30):
-        w = Z.T @ (Z @ v) / Z.shape[0]
-        lam = float(np.linalg.norm(w))
-        if not lam > 0:
-            return 1.0
-        v = w / lam
-    return max(1.0, lam)
-
-
-def _batch_weight(model: Any, n: int, curvature: float, X: Any = None) -> dict:
-    """``learn_many`` sample weight: one step on the batch as far as ``n`` steps one by one would go.
-
-    River's ``learn_many`` takes one step on the batch's *mean* gradient, so
-    at the same learning rate a batch of ``n`` learns about ``n`` times less
-    than ``n`` events one by one.  Weighting the batch by ``n`` (a sum of
-    gradients) matches them while ``lr * h * n`` is small, ``h`` the loss
-    curvature, but overshoots beyond (``lr * h * n >= 2`` diverges: squared
-    loss at lr 0.01 already at n = 100).  On a quadratic, ``n`` sequential
-    steps remove ``1 - (1 - lr h)^n`` of an error; one step of weight ``w``
-    removes ``lr h w``; so ``w = (1 - (1 - lr h)^n) / (lr h)``, with ``h`` the
-    mean curvature at this batch's predictions times the
-    stiffness of the batch ``X`` (:func:`_input_stiffness`): along the
-    stiffest direction of correlated features one step then removes at most
-    the whole error, never more (with the loss curvature alone, 250 events of
-    TrumpApproval's six correlated features overshot and diverged).  Plain SGD only; other
-    optimizers scale their own steps and keep River's mean (``w = 1``);
-    statistics (scaler, Naive Bayes) are exact sums whatever ``w``.
-    """
-    from river import optim
-
-    from riverflink.models.labels import final_step
-
-    final = final_step(model)
-    if not hasattr(final, "_eval_gradient_many"):
-        return {}
-    optimizer = getattr(final, "optimizer", None)
-    if type(optimizer) is not optim.SGD:
-        return {}
-    stiffness = 1.0 if X is None else _input_stiffness(model, X)
-    step = min(1.0, optimizer.learning_rate * curvature * stiffness)
-    if step <= 0:
-        return {"w": float(n)}
-    return {"w": (1.0 - (1.0 - step) ** n) / step}

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from riverflink.models.policies import POLICIES, MergePolicy
 from riverflink.models.update_codec import PRECISIONS
 from riverflink.operators.merge_state import MergeTrigger
-from riverflink.operators.parse import DEFAULT_LIMITS, Limits
-from riverflink.operators.replica import MODES
+from riverflink.operators.limits import DEFAULT_LIMITS, Limits
+from riverflink.operators.batch_learning import MODES
+from riverflink.pipelines.options import nested, option
 from riverflink.models.spec import build as build_model
 from riverflink.models.sync import SyncPolicy
 
 if TYPE_CHECKING:
+    from riverflink.operators.loop import LoopSettings
     from riverflink.pipelines.kafka_config import KafkaSettings
 
 
@@ -42,33 +44,41 @@ def _kafka_settings():
 class Topics:
     """The topic of each role; the dead-letter topic is always ``<events>.dlq``.
 
-    >>> Topics.for_run("r1").cli_args()[:2]
-    ['--events-topic', 'events-r1']
+    >>> Topics.for_run("r1").dead_letter
+    'events-r1.dlq'
+    >>> Topics.for_run("r1").cli_args("serve")[:2]
+    ['--predictions-topic', 'predictions-r1']
     """
 
-    events: str = "events"
+    events: str = option("events", "labelled events (dead letters go to EVENTS.dlq)", flag="--events-topic")
     dead_letter: str = "events.dlq"
-    predictions: str = "predictions"
-    models: str = "models"
-    requests: str = "requests"
+    predictions: str = option("predictions", "serving answers (training's per-event records: PREDICTIONS.training)",
+                              flag="--predictions-topic")
+    models: str = option("models", "the serving topic of versioned model documents", flag="--models-topic")
+    requests: str = option("requests", "prediction requests", flag="--requests-topic")
     #: one record per replica micro-batch: events learned, dead letters, progressive score, offsets
-    metrics: str = "metrics"
+    metrics: str = option("metrics", "one record per replica micro-batch", flag="--metrics-topic")
     #: per-event training predictions (``--training-predictions``), apart from serving's answers
     training_predictions: str = "predictions.training"
 
     @classmethod
+    def named(cls, events: str = "events", predictions: str = "predictions", models: str = "models",
+              requests: str = "requests", metrics: str = "metrics", **_derived: str) -> "Topics":
+        """Topics by role; the dead-letter and training-predictions topics follow from events and predictions."""
+        return cls(events, events + ".dlq", predictions, models, requests, metrics, predictions + ".training")
+
+    @classmethod
     def for_run(cls, run: str) -> "Topics":
         """Topics of one run only (``events-RUN`` ...), so that a shared broker never mixes runs."""
-        return cls(f"events-{run}", f"events-{run}.dlq", f"predictions-{run}", f"models-{run}", f"requests-{run}",
-                   f"metrics-{run}", f"predictions-{run}.training")
+        return cls.named(f"events-{run}", f"predictions-{run}", f"models-{run}", f"requests-{run}", f"metrics-{run}")
 
     def cli_args(self, command: str = "train") -> list[str]:
-        """The ``riverflink train`` (or ``serve``) flags that select these topics."""
-        flags = {"events": "--events-topic", "requests": "--requests-topic", "predictions": "--predictions-topic",
-                 "models": "--models-topic", "metrics": "--metrics-topic"}
-        roles = ("requests", "predictions", "models") if command == "serve" else (
-            "events", "predictions", "models", "metrics")
-        return [a for r in roles for a in (flags[r], getattr(self, r))]
+        """The ``riverflink train`` (or ``serve``) flags that select these topics (declared on the fields)."""
+        from riverflink.pipelines.options import settings
+
+        config = ServeConfig if command == "serve" else TrainConfig
+        roles = config.__dataclass_fields__["topics"].metadata["nested"]
+        return [a for s in settings(Topics, self) if s.path[0] in roles for a in (s.flag, s.default)]
 
     def to_create(self, *roles: str) -> dict[str, int]:
         """``{topic: partitions}`` for ``roles`` (default: every role)."""
@@ -79,23 +89,24 @@ class Topics:
 class FlinkConfig:
     """Where and how jobs run: ``jobmanager=None`` is the local mini-cluster."""
 
-    jobmanager: str | None = None
-    #: None: 2 on a local run, the cluster's parallelism.default on a cluster
-    parallelism: int | None = None
-    #: None: 5000 on a local run; on a cluster, the cluster's checkpointing if it configures one, else 5000
-    checkpoint_ms: int | None = None
+    jobmanager: str | None = option(None, "submit to a running Flink cluster's REST endpoint (default: local "
+                                    "mini-cluster)", metavar="HOST:PORT")
+    parallelism: int | None = option(None, "subtasks per operator (default: 2 locally, the cluster's "
+                                     "parallelism.default on a cluster)")
+    checkpoint_ms: int | None = option(None, "checkpoint interval (default: 5000 locally; on a cluster, its own "
+                                       "checkpointing if it configures one, else 5000)")
     restart_attempts: int = 3
-    #: Python operators hand their output (and state) to Flink at least this often: latency vs per-record cost
-    bundle_ms: int = 100
-    bundle_size: int = 1000
-    #: restore operator state (replicas, merger, Kafka offsets) from this savepoint
-    savepoint: str | None = None
-    #: serve Flink's metrics (riverflink's group included) for Prometheus on this port (local runs)
-    metrics_port: int | None = None
-    #: Flink's execution.buffer-timeout: how long a network buffer may wait before it is sent
-    buffer_timeout_ms: int = 100
-    #: checkpoint storage URI (None: a temporary directory on local runs, the cluster's own setting on a cluster)
-    checkpoint_dir: str | None = None
+    bundle_ms: int = option(100, "Python operators flush output at least this often (lower: fresher, slower)")
+    bundle_size: int = option(1000, "... or after this many records")
+    savepoint: str | None = option(None, "restore replicas, merger and Kafka offsets from a savepoint (any "
+                                   "--parallelism)", flag="--from-savepoint", metavar="PATH")
+    metrics_port: int | None = option(None, "serve Flink's metrics, riverflink's group included, for Prometheus on "
+                                      "this port (local runs; on a cluster, configure its reporters)", metavar="PORT")
+    buffer_timeout_ms: int = option(100, "Flink sends a network buffer at least this often (lower: less latency, "
+                                    "more CPU)")
+    checkpoint_dir: str | None = option(None, "where checkpoints go (file://, s3://...; default: a temporary "
+                                        "directory on local runs, the cluster's execution.checkpointing.dir on a "
+                                        "cluster)", metavar="URI")
     #: consecutive failed checkpoints a job rides out before it restarts (Flink's default, 0, restarts on the first)
     tolerable_failed_checkpoints: int = 5
 
@@ -121,37 +132,42 @@ class FlinkConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     bootstrap_servers: str
-    model_spec: str = "StandardScaler|LogisticRegression"
-    model_name: str = "default"
-    replicas: int = 4
-    key_field: str = "key"
-    sync_every_events: int | None = 100
-    sync_every_seconds: float | None = 1.0
-    sync_divergence: float | None = None
-    merge_policy: str = "delta"
-    merge_wait_ms: int = 500
-    #: distinct replicas with a pending update that start a merge (1: merge on arrival)
-    merge_quorum: int = 1
-    #: exact: predict_one + learn_one per event; batch: predict the micro-batch, then one learn_many
-    mode: str = "exact"
-    #: also write one progressive-validation prediction per training event (else one metrics record per batch)
-    training_predictions: bool = False
-    update_precision: str = "float16"
-    limits: Limits = DEFAULT_LIMITS
-    #: hold back merged versions whose replicas learn worse than the served version's by more than this
-    #: (classifiers: absolute error rate; regressors: relative MAE); None: every version is served
-    quality_gate: float | None = None
-    #: distinct features the merged model may hold (each replica admits max_model_features // replicas)
-    max_model_features: int = 10_000
-    #: Ed25519 private key (PEM) the merger signs model documents with; replicas then verify them
-    signing_key: str | None = None
-    #: events per micro-batch handed to a Python replica, and the longest an event waits for its batch
-    batch_size: int = 500
-    batch_ms: int = 50
-    group_id: str = "riverflink-train"
-    topics: Topics = field(default_factory=Topics)
-    flink: FlinkConfig = field(default_factory=FlinkConfig)
-    kafka: KafkaSettings = field(default_factory=lambda: _kafka_settings())
+    model_spec: str = option("StandardScaler|LogisticRegression", "model spec, e.g. "
+                             "'StandardScaler|LogisticRegression(lr=0.05)' or 'GaussianNB'", flag="--model")
+    model_name: str = option("default", "name of the model on the models topic")
+    replicas: int = option(4, "K: replica keys are crc32(event key) mod K")
+    key_field: str = option("key", "event field used as replica key (else Kafka key, id)")
+    sync_every_events: int | None = option(100, "a replica syncs after S events (0: never)", flag="--sync-every",
+                                           none_as=0)
+    sync_every_seconds: float | None = option(1.0, "... or T seconds after its first unsynced event (0: never)",
+                                              flag="--sync-seconds", none_as=0.0)
+    sync_divergence: float | None = option(None, "... or when its weights moved this fraction of their norm (L2)")
+    merge_policy: str = option("delta", "how learned parameters combine (docs/merge-policies.md)", choices=POLICIES)
+    merge_wait_ms: int = option(500, "merge whatever is pending after this")
+    merge_quorum: int = option(1, "replicas with a pending update that start a merge (1: merge on arrival)")
+    mode: str = option("exact", "exact: predict_one + learn_one per event; batch: predict the micro-batch, then "
+                       "learn_many", choices=MODES)
+    training_predictions: bool = option(False, "also write one progressive-validation prediction per training "
+                                        "event to PREDICTIONS.training (else one metrics record per batch)")
+    update_precision: str = option("float16", "precision of learned parameters in replica -> merger updates "
+                                   "(statistics stay exact)", choices=PRECISIONS)
+    limits: Limits = nested(lambda: DEFAULT_LIMITS)
+    quality_gate: float | None = option(
+        None, "hold back merged versions whose replicas' recent progressive error rate (classifiers, absolute: "
+        "0.02 = 2 points) or MAE (regressors, relative: 0.2 = 20%) is worse than the served version's by more "
+        "than MARGIN; serving keeps the previous version (default: off)", metavar="MARGIN")
+    max_model_features: int = option(10_000, "distinct features the model may hold; each replica admits its share "
+                                     "(this / --replicas) first come, first served, and drops (and counts) later "
+                                     "new ones")
+    signing_key: str | None = option(None, "Ed25519 private key: the merger signs every model document and "
+                                     "replicas accept only signed ones (default: $RIVERFLINK_SIGNING_KEY; make one "
+                                     "with 'riverflink keys')", env="RIVERFLINK_SIGNING_KEY", metavar="PEM")
+    batch_size: int = option(500, "events per micro-batch handed to a replica")
+    batch_ms: int = option(50, "longest an event waits for its micro-batch")
+    group_id: str = option("riverflink-train", "Kafka consumer group")
+    topics: Topics = nested(Topics, only=("events", "predictions", "models", "metrics"))
+    flink: FlinkConfig = nested(FlinkConfig)
+    kafka: KafkaSettings = nested(lambda: _kafka_settings())
 
     def validate(self) -> None:
         check_bootstrap(self.bootstrap_servers)
@@ -178,7 +194,7 @@ class TrainConfig:
             model = build_model(self.model_spec)
             self.trigger()
             if self.mode == "batch":
-                from riverflink.operators.replica import supports_batch
+                from riverflink.operators.batch_learning import supports_batch
 
                 if not supports_batch(model):
                     raise ConfigError(f"--mode batch needs River's learn_many and predict_*_many in every step of "
@@ -190,6 +206,16 @@ class TrainConfig:
             self.sync_policy()
         except ValueError as e:
             raise ConfigError(str(e)) from None
+
+    def loop_settings(self) -> "LoopSettings":
+        """The replica <-> merger loop's settings (:mod:`riverflink.operators.loop`)."""
+        from riverflink.operators.loop import LoopSettings
+
+        return LoopSettings(
+            model_name=self.model_name, mode=self.mode, sync=self.sync_policy(), precision=self.update_precision,
+            policy=self.policy(), trigger=self.trigger(), quality_gate=self.quality_gate,
+            replica_features=self.max_model_features // self.replicas,
+            lr_scale=float(self.replicas) if self.merge_policy == "scaled_average" else 1.0)
 
     def sync_policy(self) -> SyncPolicy:
         return SyncPolicy(self.sync_every_events, self.sync_every_seconds, self.sync_divergence)
@@ -205,16 +231,16 @@ class TrainConfig:
 @dataclass(frozen=True)
 class ServeConfig:
     bootstrap_servers: str
-    model_name: str = "default"
-    group_id: str = "riverflink-serve"
-    #: requests per micro-batch, and the longest a request waits for its batch
-    batch_size: int = 500
-    batch_ms: int = 10
-    topics: Topics = field(default_factory=Topics)
-    flink: FlinkConfig = field(default_factory=FlinkConfig)
-    #: Ed25519 public key (PEM): answer only with model documents signed by its private half
-    verify_key: str | None = None
-    kafka: KafkaSettings = field(default_factory=lambda: _kafka_settings())
+    model_name: str = option("default", "name of the model on the models topic")
+    group_id: str = option("riverflink-serve", "Kafka consumer group")
+    batch_size: int = option(500, "requests per micro-batch (a batch also ends after --batch-ms)")
+    batch_ms: int = option(10, "longest a request waits for its micro-batch")
+    topics: Topics = nested(Topics, only=("requests", "predictions", "models"))
+    #: latency over throughput for serving: measured with bench/serving.py (docs in README)
+    flink: FlinkConfig = nested(lambda: FlinkConfig(bundle_ms=10, buffer_timeout_ms=10))
+    verify_key: str | None = option(None, "answer only with model documents signed by this Ed25519 key (default: "
+                                    "$RIVERFLINK_VERIFY_KEY)", env="RIVERFLINK_VERIFY_KEY", metavar="PEM")
+    kafka: KafkaSettings = nested(lambda: _kafka_settings())
 
     def validate(self) -> None:
         check_bootstrap(self.bootstrap_servers)

@@ -22,6 +22,7 @@ predictions, waits until every count reconciles, and summarizes:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -30,37 +31,62 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from riverflink.models.document import read_document
 from riverflink.models.spec import build as build_model
 from riverflink.pipelines import kafka_io
 from riverflink.pipelines.broker import die_with_parent, stop_pid
-from riverflink.pipelines.config import ConfigError, Topics
-from riverflink.pipelines.sources import MALFORMED, encode_events, river_events
+from riverflink.models.policies import POLICIES
+from riverflink.operators.batch_learning import MODES
+from riverflink.pipelines.config import ConfigError, FlinkConfig, ServeConfig, Topics, TrainConfig
+from riverflink.pipelines.options import option, to_argv
+from riverflink.pipelines.sources import MALFORMED, RIVER_DATASETS, encode_events, river_events
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass
 class DemoConfig:
+    """One demo run; the fields with an ``option`` are ``riverflink demo``'s flags."""
+
     bootstrap_servers: str
-    dataset: str = "Phishing"
-    events: int = 10_000
-    rate: float = 2_000.0
-    replicas: int = 4
+    dataset: str = option("Phishing", "bundled River dataset", choices=RIVER_DATASETS)
+    events: int = option(10_000, "events to send (a file: at most this many)")
+    rate: float = option(2_000.0, "events per second to produce")
+    replicas: int = option(4, "K replicas")
     sync_every: int = 100
-    merge_policy: str = "delta"
-    model_spec: str = "StandardScaler|LogisticRegression"
+    merge_policy: str = option("delta", "how learned parameters combine", choices=POLICIES)
+    model_spec: str = option("StandardScaler|LogisticRegression", "model spec, e.g. "
+                             "'StandardScaler|LinearRegression' for a regression stream", flag="--model")
     #: a labelled .jsonl or .csv file instead of the River dataset (``target``: the CSV label column)
-    file: str | None = None
-    target: str | None = None
-    mode: str = "exact"
+    file: str | None = option(None, "a labelled .jsonl or .csv file instead of --dataset")
+    target: str | None = option(None, "label column of a CSV file")
+    mode: str = option("exact", "how replicas learn", choices=MODES)
     model_name: str = "demo"
-    parallelism: int = 2
+    parallelism: int = option(2, "subtasks per operator")
     timeout: float = 240.0
     show: int = 12
     warmup: int = 500
     log_dir: Path = field(default_factory=lambda: REPO / ".riverflink" / "logs")
     #: suffix for topics and consumer groups ("" = the plain names, for a broker of our own)
     run_id: str = field(default_factory=lambda: time.strftime("%Y%m%d-%H%M%S"))
+
+    def train_config(self) -> TrainConfig:
+        """The training job this run starts."""
+        return TrainConfig(self.bootstrap_servers, model_spec=self.model_spec, model_name=self.model_name,
+                           replicas=self.replicas, sync_every_events=self.sync_every,
+                           merge_policy=self.merge_policy, mode=self.mode, topics=self.topics,
+                           group_id=f"riverflink-train{self._suffix}", flink=FlinkConfig(parallelism=self.parallelism))
+
+    def serve_config(self) -> ServeConfig:
+        """The serving job this run starts."""
+        return ServeConfig(self.bootstrap_servers, model_name=self.model_name, topics=self.topics,
+                           group_id=f"riverflink-serve{self._suffix}",
+                           flink=dataclasses.replace(ServeConfig.__dataclass_fields__["flink"].default_factory(),
+                                                     parallelism=self.parallelism))
+
+    @property
+    def _suffix(self) -> str:
+        return "-" + self.run_id if self.run_id else ""
 
     @property
     def topics(self) -> Topics:
@@ -105,17 +131,9 @@ class DemoResult:
 
 def _start_job(kind: str, cfg: DemoConfig) -> subprocess.Popen:
     cfg.log_dir.mkdir(parents=True, exist_ok=True)
-    args = [
-        sys.executable, "-m", "riverflink.pipelines.cli", kind,
-        "--bootstrap-servers", cfg.bootstrap_servers,
-        "--model-name", cfg.model_name,
-        "--parallelism", str(cfg.parallelism),
-        *cfg.topics.cli_args(kind),
-        "--group-id", f"riverflink-{kind}{'-' + cfg.run_id if cfg.run_id else ''}",
-    ]
-    if kind == "train":
-        args += ["--model", cfg.model_spec, "--replicas", str(cfg.replicas), "--sync-every", str(cfg.sync_every),
-                 "--merge-policy", cfg.merge_policy, "--mode", cfg.mode]
+    job = cfg.train_config() if kind == "train" else cfg.serve_config()
+    args = [sys.executable, "-m", "riverflink.pipelines.cli", kind, "--bootstrap-servers", cfg.bootstrap_servers,
+            *to_argv(job)]
     log = open(cfg.log_dir / f"{kind}.log", "wb")
     return subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             preexec_fn=die_with_parent,
@@ -131,13 +149,11 @@ def _score(task: str, y_pred, y) -> float:
 
 def _baseline(spec: str, labelled: list) -> tuple[str, list]:
     from riverflink.models.labels import task_of
+    from riverflink.operators.scoring import river_baseline
 
     model = build_model(spec)
-    task, scores = task_of(model), []
-    for x, y in labelled:
-        scores.append(_score(task, model.predict_one(x), y))
-        model.learn_one(x, y)
-    return task, scores
+    task = task_of(model)
+    return task, [_score(task, y_pred, y) for y_pred, (_, y) in zip(river_baseline(model, labelled)[2], labelled)]
 
 
 def run(cfg: DemoConfig, out=print) -> DemoResult:
@@ -195,14 +211,15 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
                     truth = labels.get(rec["id"])
                     out(f"  prediction  request={rec['id']:<6} -> {rec['prediction']!s:<5} "
                         f"(truth {truth!s:<5}) model v{rec['model_version']} age {rec['model_age_ms']:.0f} ms")
-        for doc in model_reader.poll_json(0):
-            if doc and doc.get("schema"):
-                versions.append(doc["meta"])
+        for value in model_reader.poll(0):
+            document = read_document(value)
+            if document is not None:
+                versions.append(document.meta)
         dead.extend(r for r in dlq.poll_json(0) if r)
         for m in metrics.poll_json(0):
             if m and m.get("events"):
                 offsets = tuple(sorted((p, tuple(r)) for p, r in (m.get("offsets") or {}).items()))
-                key = (m.get("replica"), offsets or m.get("ts"))  # no offsets without the envelope jar
+                key = (m.get("replica"), offsets or m.get("ts"))  # no offsets without the operators jar
                 batches[key] = m["events"]
 
     # wait until the serving job answers, so requests meet a running job
@@ -255,7 +272,7 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
     while True:
         pump()
         training = sum(batches.values())
-        merged = versions[-1].get("events", 0) if versions else 0
+        merged = (versions[-1].events or 0) if versions else 0
         if training + len(dead) >= produced and len(serving) >= len(requests) and merged >= training:
             break
         _check_alive(jobs, cfg)
@@ -275,7 +292,7 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
         events=produced,
         learned=training,
         dead_lettered=len(dead),
-        model_versions=[m["version"] for m in versions],
+        model_versions=[m.version for m in versions],
         served_accuracy=sum(served_scores) / max(1, len(requested)),
         baseline_accuracy=sum(base_scores[i] for i in requested) / max(1, len(requested)),
         task=task,
@@ -283,8 +300,8 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
         answered=len(answered),
         no_model_yet=sum(1 for r in serving.values() if r["status"] == "no_model_yet"),
         requests=len(requests),
-        model_events=versions[-1].get("events", 0) if versions else 0,
-        replicas_contributing={k for m in versions for k in m.get("counts", {})},
+        model_events=(versions[-1].events or 0) if versions else 0,
+        replicas_contributing={k for m in versions for k in m.counts},
         dead_letter_reasons=[d["reason"] for d in dead],
         serving_versions=[serving[i]["model_version"] for i in answered],
         model_age_ms=[serving[i]["model_age_ms"] for i in answered],

@@ -14,7 +14,7 @@ from pyflink.datastream.connectors.kafka import (
 )
 from pyflink.java_gateway import get_gateway
 
-from riverflink.operators.parse import DEFAULT_LIMITS, Limits
+from riverflink.operators.limits import DEFAULT_LIMITS, Limits
 from riverflink.pipelines import jars
 from riverflink.pipelines.kafka_config import KafkaProperties
 
@@ -28,17 +28,17 @@ _CLIENT_PROPS = {
 }
 
 
-def envelope_source(env, servers: str, topic: str, group_id: str, name: str, limits: Limits = DEFAULT_LIMITS,
-                    properties: KafkaProperties = KafkaProperties()):
-    """The stream of :func:`envelope_kafka_source`, named ``name``."""
-    source = envelope_kafka_source(servers, topic, group_id, limits, properties)
+def frame_source(env, servers: str, topic: str, group_id: str, name: str, limits: Limits = DEFAULT_LIMITS,
+                 properties: KafkaProperties = KafkaProperties()):
+    """The stream of :func:`frame_kafka_source`, named ``name``."""
+    source = frame_kafka_source(servers, topic, group_id, limits, properties)
     return env.from_source(source, WatermarkStrategy.no_watermarks(), name)
 
 
-def envelope_kafka_source(servers: str, topic: str, group_id: str, limits: Limits = DEFAULT_LIMITS,
-                          properties: KafkaProperties = KafkaProperties()) -> KafkaSource:
+def frame_kafka_source(servers: str, topic: str, group_id: str, limits: Limits = DEFAULT_LIMITS,
+                       properties: KafkaProperties = KafkaProperties()) -> KafkaSource:
     """Every record of ``topic`` as a binary record frame (partition, offset, timestamp, key, value; see
-    ``RecordFrameDeserializationSchema.java`` and :func:`riverflink.operators.parse.open_frames`).
+    ``RecordFrameDeserializationSchema.java`` and :func:`riverflink.operators.frames.open_frames`).
 
     ``properties``: Kafka client properties (SASL, TLS...), over riverflink's own defaults.
 
@@ -55,7 +55,7 @@ def envelope_kafka_source(servers: str, topic: str, group_id: str, limits: Limit
         .set_properties({**_CLIENT_PROPS, **properties.as_dict()})
         .set_property("commit.offsets.on.checkpoint", "true")
     )
-    if jars.envelope_jar() is not None:
+    if jars.operators_jar() is not None:
         builder._j_builder.setDeserializer(get_gateway().jvm.riverflink.RecordFrameDeserializationSchema(
             limits.max_event_bytes, limits.dead_letter_prefix))
     else:
@@ -74,7 +74,7 @@ def _rewinding(source: KafkaSource) -> KafkaSource:
     """``source`` as a ``RewindingKafkaSource`` (pipelines/java): a partition whose position lies beyond its
     log end, because the broker lost or truncated the log, restarts from the earliest offset instead of
     waiting for the new log to reach the old position.  Unchanged without the riverflink jar."""
-    if jars.envelope_jar() is None:
+    if jars.operators_jar() is None:
         return source
     jvm = get_gateway().jvm
     return KafkaSource(jvm.org.apache.flink.connector.kafka.source.RewindingKafkaSource.of(
@@ -127,7 +127,7 @@ def text_sink(servers: str, topic: str, compression: str = "none", properties: K
     """
     serializer = (KafkaRecordSerializationSchema.builder().set_topic(topic)
                   .set_value_serialization_schema(SimpleStringSchema()))
-    if key is not None and jars.envelope_jar() is not None:  # without riverflink's jar: unkeyed records
+    if key is not None and jars.operators_jar() is not None:  # without riverflink's jar: unkeyed records
         serializer = serializer.set_key_serialization_schema(_constant_key(key))
     builder = (
         KafkaSink.builder()

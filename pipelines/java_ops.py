@@ -1,4 +1,4 @@
-"""riverflink's own Java operators (``riverflink-envelope.jar``), wired into PyFlink streams via py4j.
+"""riverflink's own Java operators (``riverflink-operators.jar``), wired into PyFlink streams via py4j.
 
 They exist so that per-event work that needs no Python stays in the JVM: keying
 record frames by replica and micro-batching them before the shuffle, and
@@ -11,7 +11,7 @@ from pyflink.common import Types
 from pyflink.datastream import DataStream, KeyedStream
 from pyflink.java_gateway import get_gateway
 
-from riverflink.operators.parse import replica_of_text
+from riverflink.operators.keying import replica_of_text
 from riverflink.pipelines import jars
 
 #: a batch is emitted once its frames reach this many bytes, whatever its count
@@ -30,7 +30,7 @@ def key_and_batch(frames: DataStream, keys: int, key_field: str | None, max_reco
     (serving, where keys only spread the load: batches stay as large as the
     traffic allows).
 
-    ``ReplicaBatcher`` runs chained to the source (no shuffle before it) and
+    ``KeyedMicroBatcher`` runs chained to the source (no shuffle before it) and
     emits ``Row(key, frames)``; the batches are keyed on field 0 in the JVM
     (PyFlink's own ``key_by`` would run a Python key selector, a second round
     trip through Python for every batch).  The keyed stream's records are the
@@ -41,7 +41,7 @@ def key_and_batch(frames: DataStream, keys: int, key_field: str | None, max_reco
     j_rows = (
         frames._j_data_stream.transform(
             "key-and-micro-batch", rows.get_java_type_info(),
-            _jvm().ReplicaBatcher(keys, key_field, max_records, BATCH_MAX_BYTES, max_ms))
+            _jvm().KeyedMicroBatcher(keys, key_field, max_records, BATCH_MAX_BYTES, max_ms))
         .uid("key-and-micro-batch")
     )
     j_keyed = j_rows.keyBy(gateway.jvm.KeyByKeySelector(), Types.ROW([Types.INT()]).get_java_type_info())
@@ -58,6 +58,6 @@ def keyed_batches(raw: DataStream, keys: int, key_field: str | None, batch_size:
     """Records keyed by ``crc32(event key) mod keys`` (``key_field=None``: batches spread over the keys in
     turn): frames micro-batched in the JVM when riverflink's jar is there (``True``), else one record at a
     time keyed in Python (``False``)."""
-    if jars.envelope_jar() is not None:
+    if jars.operators_jar() is not None:
         return key_and_batch(raw, keys, key_field, batch_size, batch_ms), True
     return raw.key_by(lambda s: replica_of_text(s, keys, key_field or "key"), key_type=Types.INT()), False

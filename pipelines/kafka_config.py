@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 from riverflink.pipelines.config import ConfigError
+from riverflink.pipelines.options import option
 
 ENV = "RIVERFLINK_KAFKA_CONFIG"
 
@@ -135,11 +136,12 @@ class KafkaProperties:
 class KafkaSettings:
     """How a job talks to Kafka beyond the bootstrap servers: client properties and topic creation."""
 
+    #: from --kafka-config and --kafka-property (the CLI configures the process once)
     properties: KafkaProperties = KafkaProperties()
-    #: replication factor of the topics riverflink creates (-1: the broker's default.replication.factor)
-    replication_factor: int = -1
-    #: False on clusters where clients may not create topics: the topics must exist
-    create_topics: bool = True
+    replication_factor: int = option(-1, "of the topics riverflink creates (default: the broker's "
+                                     "default.replication.factor)")
+    create_topics: bool = option(True, "create no topic (for clusters where clients may not): they must exist",
+                                 flag="--no-create-topics", negate=True)
 
     def validate(self) -> None:
         if self.replication_factor == 0 or self.replication_factor < -1:

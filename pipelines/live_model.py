@@ -100,7 +100,7 @@ class LiveModel:
                 self.ignored += 1
                 log.warning("LiveModel %s ignored a record: %s", self.model_name, problem)
             return False
-        self._current = (entry.version, entry.created_at, model)
+        self._current = (entry.version, entry.meta.created_at or 0.0, model)
         self._arrived.set()
         return True
 

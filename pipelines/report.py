@@ -25,8 +25,10 @@ import orjson
 
 from riverflink import models
 from riverflink.models.labels import LabelRule, task_of
-from riverflink.operators.merge_state import read_doc
-from riverflink.operators.parse import Envelope, Rejected, parse_event
+from riverflink.models.document import ModelDocument, of_dict, read_document  # noqa: F401 (of_dict: doctest)
+from riverflink.operators.dead_letters import Rejected
+from riverflink.operators.events import parse_event
+from riverflink.operators.frames import Record
 from riverflink.pipelines import kafka_io
 from riverflink.pipelines.config import ConfigError, Topics
 
@@ -62,24 +64,23 @@ def _records(servers: str, topic: str, idle: float) -> list:
     return [(r.timestamp, r.value) for r in kafka_io.consume_records(servers, topic, idle_timeout=idle)]
 
 
-def compute(events: list, docs: list, metrics: list) -> Report:
+def compute(events: list, docs: list[ModelDocument], metrics: list) -> Report:
     """The report's figures from ``events`` (``(ts_ms, x, y)``), ``docs`` (model documents) and ``metrics``
     (per-batch metrics records), all in topic order.  Pure; no Kafka.
 
     >>> from river import linear_model
     >>> m = linear_model.LogisticRegression()
     >>> doc = models.to_wire(m, name="m", version=1, created_at=0.0)
-    >>> r = compute([(1000, {"a": 1.0}, True), (2000, {"a": -1.0}, False)], [doc],
+    >>> r = compute([(1000, {"a": 1.0}, True), (2000, {"a": -1.0}, False)], [of_dict(doc)],
     ...             [{"ts": 0.0, "events": 1}, {"ts": 1.0, "events": 1}])
     >>> (r.task, r.events, r.cold_start, r.versions, r.median_age_ms, r.events_per_s)
     ('binary', 2, 0, 1, 2000.0, 2.0)
     """
-    docs = sorted((d for d in docs if isinstance(d.get("meta", {}).get("created_at"), (int, float))
-                   and not d["meta"].get("held")), key=lambda d: d["meta"]["created_at"])
+    docs = sorted((d for d in docs if d.meta.created_at is not None and not d.meta.held), key=lambda d: d.meta.created_at)
     if not docs:
         raise ConfigError("no model document on the run's models topic")
-    created = [d["meta"]["created_at"] * 1000 for d in docs]
-    river = models.from_wire(docs[0]).clone()
+    created = [d.meta.created_at * 1000 for d in docs]
+    river = models.from_wire(docs[0].doc).clone()
     task, labels = task_of(river), LabelRule.for_model(river)
     built: dict = {}
     series = []
@@ -91,7 +92,7 @@ def compute(events: list, docs: list, metrics: list) -> Report:
         if i >= 0:
             if i not in built:
                 built.clear()
-                built[i] = models.from_wire(docs[i])
+                built[i] = models.from_wire(docs[i].doc)
             y_served = built[i].predict_one(x)
             age = ts - created[i]
         else:
@@ -120,10 +121,10 @@ def read_run(servers: str, topics: Topics, idle: float = 3.0) -> Report:
     """Read the run's topics and compute its :class:`Report`."""
     events = []
     for ts, value in _records(servers, topics.events, idle):
-        e = parse_event(Envelope(None, None, ts, None, value or b""), require_label=True)
+        e = parse_event(Record(None, None, ts, None, value or b""), require_label=True)
         if not isinstance(e, Rejected):
             events.append((ts, e.x, e.y))
-    docs = [d for _, v in _records(servers, topics.models, idle) if (d := read_doc(v))]
+    docs = [d for _, v in _records(servers, topics.models, idle) if (d := read_document(v))]
     metrics = []
     for _, v in _records(servers, topics.metrics, idle):
         try:

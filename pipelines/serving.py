@@ -8,7 +8,7 @@ from riverflink.operators.flink_state import LATEST_MODEL
 from riverflink.operators.predictor import Predictor
 from riverflink.pipelines import java_ops
 from riverflink.pipelines.config import ServeConfig, load_verifier
-from riverflink.pipelines.flink_kafka import MODELS_TAIL, envelope_source, text_sink, text_source
+from riverflink.pipelines.flink_kafka import MODELS_TAIL, frame_source, text_sink, text_source
 from riverflink.pipelines.flink_runtime import make_env
 
 
@@ -17,8 +17,8 @@ def build(cfg: ServeConfig):
     env = make_env(cfg.flink, f"riverflink-serve-{cfg.model_name}")
     t, servers = cfg.topics, cfg.bootstrap_servers
     props = cfg.kafka.properties
-    requests = envelope_source(env, servers, t.requests, cfg.group_id, "requests",
-                               properties=props).uid("source-requests")
+    requests = frame_source(env, servers, t.requests, cfg.group_id, "requests",
+                           properties=props).uid("source-requests")
     model_docs = text_source(env, servers, t.models, f"{cfg.group_id}-models", "models", props,
                              tail=MODELS_TAIL).uid("source-models")
     # keys only spread request batches over the predictor's subtasks, in turn (no keying by content)

@@ -11,7 +11,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from riverflink.operators.merge_state import read_doc
+from riverflink.models.document import read_document
 
 
 @dataclass
@@ -47,9 +47,9 @@ class RunView:
             self.arrivals.append((time.time(), events))
 
     def add_model(self, value: bytes) -> None:
-        doc = read_doc(value)
-        if doc and (self.model is None or doc["meta"].get("version", 0) > self.model.get("version", 0)):
-            self.model = doc["meta"]
+        document = read_document(value)
+        if document and (self.model is None or (document.meta.version or 0) > (self.model.version or 0)):
+            self.model = document.meta
 
     def quality(self, r: ReplicaView) -> str:
         n = sum(e for e, _, _ in r.recent)
@@ -79,9 +79,9 @@ class RunView:
         dead = sum(r.dead for r in self.replicas.values())
         text = f"{learned} learned, {dead} dead-lettered, {self.rate(now):.0f} events/s"
         if self.model:
-            age = now - float(self.model.get("created_at") or now)
-            held = self.model.get("held")
-            text += (f"; model version {self.model.get('version')} ({self.model.get('events')} events, "
+            age = now - (self.model.created_at or now)
+            held = self.model.held
+            text += (f"; model version {self.model.version} ({self.model.events} events, "
                      f"{age:.1f} s old{', held: ' + str(held)[:60] if held else ''})")
         return text
 

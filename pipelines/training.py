@@ -1,4 +1,4 @@
-"""The training job: events -> replicas -> merger -> ``models`` (and ``predictions``, ``events.dlq``).
+"""The training job: events -> replicas -> merger -> ``models`` (and ``metrics``, ``events.dlq``).
 
 ::
 
@@ -8,9 +8,13 @@
     models ─► (broadcast) ─► ReplicaTrainer ──► metrics (one record per replica batch)
        ▲                        │     ├──bad──► events.dlq
        │                        │     └──opt──► predictions.training (per event, --training-predictions)
-       │                        │ replica updates (binary codec), key_by(model name)
+       │                        │ replica updates (bytes), keyed by model name
        │                        ▼
        └──────────────── Merger ◄── models (adopt newer versions after a restart)
+
+:func:`build` reads top to bottom as the dataflow; the comment before each
+step says what flows out of it.  The loop's logic is in
+:mod:`riverflink.operators.loop`; the steps here only wire it to Kafka.
 """
 
 from __future__ import annotations
@@ -19,68 +23,77 @@ from pathlib import Path
 
 from pyflink.common import Types
 
+from riverflink.models.document import read_document
 from riverflink.operators.flink_state import DEAD_LETTER, LATEST_MODEL, METRICS, PREDICTIONS
 from riverflink.operators.merger import Merger
 from riverflink.operators.replica_trainer import ReplicaTrainer, TrainerSettings
-from riverflink.operators.merge_state import read_doc
 from riverflink.pipelines import java_ops
 from riverflink.pipelines.config import TrainConfig, load_signer
-from riverflink.pipelines.flink_kafka import MODELS_TAIL, envelope_source, text_sink, text_source
+from riverflink.pipelines.flink_kafka import MODELS_TAIL, frame_source, text_sink, text_source
 from riverflink.pipelines.flink_runtime import make_env
 
 
 def _model_name(text: str) -> str:
-    doc = read_doc(text)
-    return "" if doc is None else str(doc["meta"].get("name"))
+    document = read_document(text)
+    return "" if document is None else str(document.meta.name)
 
 
 def build(cfg: TrainConfig):
     """The environment with the training job's dataflow attached (not yet executed)."""
     cfg.validate()
     env = make_env(cfg.flink, f"riverflink-train-{cfg.model_name}")
-    t, servers = cfg.topics, cfg.bootstrap_servers
+    t, servers, props = cfg.topics, cfg.bootstrap_servers, cfg.kafka.properties
+    loop = cfg.loop_settings()
+    signer = load_signer(cfg.signing_key)
 
-    props = cfg.kafka.properties
-    raw = envelope_source(env, servers, t.events, cfg.group_id, "events", cfg.limits, props).uid("source-events")
-    # keyed (and micro-batched in the JVM): Python pays its per-record cost once per batch
+    # bytes: one binary record frame per Kafka record of `events` (partition, offset, key, value)
+    raw = frame_source(env, servers, t.events, cfg.group_id, "events", cfg.limits, props).uid("source-events")
+
+    # keyed by replica (crc32(event key) mod K) and micro-batched in the JVM: bytes, many frames per record;
+    # without riverflink's jar, one value string per record keyed in Python (`batched` is False)
     keyed, batched = java_ops.keyed_batches(raw, cfg.replicas, cfg.key_field, cfg.batch_size, cfg.batch_ms)
 
+    # str: the model documents on `models`, to every replica (broadcast) and to the merger
     model_docs = text_source(env, servers, t.models, f"{cfg.group_id}-models", "models", props,
                              tail=MODELS_TAIL).uid("source-models")
-    check_ms = int(1000 * (cfg.sync_every_seconds or 1.0))
-    signer = load_signer(cfg.signing_key)
-    lr_scale = float(cfg.replicas) if cfg.merge_policy == "scaled_average" else 1.0
+
+    # bytes: encoded replica updates (operators.messages); side outputs: str JSON dead letters, metrics
+    # records and (if asked) per-event training predictions
     trainer = ReplicaTrainer(TrainerSettings(
-        model_spec=cfg.model_spec, model_name=cfg.model_name, sync=cfg.sync_policy(), sync_check_ms=check_ms,
-        key_field=cfg.key_field, source_topic=t.events, batched=batched, mode=cfg.mode, lr_scale=lr_scale,
-        training_predictions=cfg.training_predictions, update_precision=cfg.update_precision, limits=cfg.limits,
-        verifier=signer.verifier() if signer else None, replica_features=cfg.max_model_features // cfg.replicas,
+        loop=loop, model_spec=cfg.model_spec, sync_check_ms=int(1000 * (cfg.sync_every_seconds or 1.0)),
+        key_field=cfg.key_field, source_topic=t.events, batched=batched,
+        training_predictions=cfg.training_predictions, limits=cfg.limits,
+        verifier=signer.verifier() if signer else None,
     ))
-    trained = (
+    updates = (
         keyed.connect(model_docs.broadcast(LATEST_MODEL))
-        .process(trainer, output_type=Types.PICKLED_BYTE_ARRAY())
+        .process(trainer, output_type=Types.PRIMITIVE_ARRAY(Types.BYTE()))
         .name("replica-trainer")
         .uid("replica-trainer")
     )
-    trained.get_side_output(DEAD_LETTER).sink_to(text_sink(servers, t.dead_letter, properties=props)).name(
+    updates.get_side_output(DEAD_LETTER).sink_to(text_sink(servers, t.dead_letter, properties=props)).name(
         "sink-dlq").uid("sink-dlq")
-    trained.get_side_output(METRICS).sink_to(text_sink(servers, t.metrics, properties=props)).name(
+    updates.get_side_output(METRICS).sink_to(text_sink(servers, t.metrics, properties=props)).name(
         "sink-metrics").uid("sink-metrics")
     if cfg.training_predictions:
-        trained.get_side_output(PREDICTIONS).sink_to(text_sink(servers, t.training_predictions, properties=props)).name(
+        updates.get_side_output(PREDICTIONS).sink_to(text_sink(servers, t.training_predictions,
+                                                               properties=props)).name(
             "sink-training-predictions").uid("sink-training-predictions")
 
-    merger = Merger(cfg.model_spec, cfg.model_name, cfg.policy(), cfg.trigger(),
-                    signing_key=str(Path(cfg.signing_key).resolve()) if cfg.signing_key else None,
-                    quality_gate=cfg.quality_gate)
+    # str: each new version's JSON document (signed when --signing-key is set); one merger per model
+    name = cfg.model_name
+    merger = Merger(loop, cfg.model_spec,
+                    signing_key=str(Path(cfg.signing_key).resolve()) if cfg.signing_key else None)
     merged = (
-        trained.connect(model_docs)
-        .key_by(lambda u: u.model_name, _model_name, key_type=Types.STRING())
+        updates.connect(model_docs)
+        .key_by(lambda _update: name, _model_name, key_type=Types.STRING())
         .process(merger, output_type=Types.STRING())
         .name("merger")
         .uid("merger")
         .set_parallelism(1)
     )
-    models_sink = text_sink(servers, t.models, compression="gzip", properties=props, key=cfg.model_name)
+
+    # the serving topic, compacted and keyed by model name
+    models_sink = text_sink(servers, t.models, compression="gzip", properties=props, key=name)
     merged.sink_to(models_sink).name("sink-models").uid("sink-models").set_parallelism(1)
     return env

@@ -94,7 +94,7 @@ def test_report_and_top_read_the_run(run, kafka_bootstrap, tmp_path):
     assert f"{EVENTS} learned" in res.stdout, res.stdout[-1500:]
 
 
-def test_training_without_the_envelope_jar_keys_records_in_python(kafka_bootstrap, tmp_path):
+def test_training_without_the_operators_jar_keys_records_in_python(kafka_bootstrap, tmp_path):
     """Where no javac built riverflink's jar, the job falls back to plain values keyed in Python."""
     import os
     import subprocess
@@ -152,6 +152,7 @@ def test_demo_on_a_regression_file_in_batch_mode(kafka_bootstrap, tmp_path):
     import orjson
 
     from riverflink import models
+    from riverflink.operators.scoring import river_baseline
     from riverflink.models.spec import build
     from riverflink.pipelines import kafka_io
     from riverflink.pipelines.sources import river_events
@@ -175,7 +176,6 @@ def test_demo_on_a_regression_file_in_batch_mode(kafka_bootstrap, tmp_path):
     reader.close()
     final = models.from_wire(max(docs, key=lambda d: d["meta"]["version"]))
     river = build(spec)
-    for x, y in events:
-        river.learn_one(x, y)
+    river_baseline(river, events)
     mae = lambda m: sum(abs(y - m.predict_one(x)) for x, y in events) / len(events)  # noqa: E731
     assert mae(final) <= 1.5 * mae(river), (mae(final), mae(river))

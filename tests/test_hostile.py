@@ -24,6 +24,7 @@ from river import metrics
 from riverflink import models
 from riverflink.models.signing import Signer, Verifier, sign, verify
 from riverflink.models.spec import build as build_model
+from riverflink.operators.scoring import river_baseline
 from riverflink.pipelines import flink_rest, kafka_io
 from riverflink.pipelines.broker import stop_pid
 from riverflink.pipelines.config import Topics
@@ -288,8 +289,7 @@ def test_final_model_is_finite_and_within_a_point_of_river_on_the_valid_events(r
     assert final["meta"]["events"] == VALID + WIDE
     model = models.from_wire(final)
     river = build_model(SPEC)
-    for x, y in run["valid"]:
-        river.learn_one(x, y)
+    river_baseline(river, run["valid"])
     test = list(river_events("Phishing"))
     acc_ours, acc_river = metrics.Accuracy(), metrics.Accuracy()
     for x, y in test:

@@ -63,7 +63,7 @@ def test_properties_reach_the_jobs_sources_and_sinks():
     make_env(FlinkConfig(), "kafka-config-probe")  # starts the JVM with riverflink's jars
     props = KafkaProperties.load(None, ["security.protocol=SASL_PLAINTEXT", "sasl.mechanism=PLAIN",
                                         "client.rack=rack-7"], {})
-    sources = [flink_kafka.envelope_kafka_source("127.0.0.1:9", "t", "g", properties=props),
+    sources = [flink_kafka.frame_kafka_source("127.0.0.1:9", "t", "g", properties=props),
                flink_kafka.text_kafka_source("127.0.0.1:9", "t", "g", props)]
     sink = flink_kafka.text_sink("127.0.0.1:9", "t", properties=props, key="model-a")
 

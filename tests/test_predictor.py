@@ -7,13 +7,13 @@ import json
 from river import linear_model
 
 from riverflink import models
-from riverflink.operators.parse import open_frames, frame
+from riverflink.operators.frames import frame, open_frames
 from riverflink.operators.predictor import Predictor
 
 
 def answer(predictor: Predictor, raw: bytes) -> dict:
-    (envelope,) = open_frames(frame(0, 5, 1_700_000_000_000, None, raw))  # as the JVM hands a request over
-    record, status = predictor._answer(envelope)
+    (request,) = open_frames(frame(0, 5, 1_700_000_000_000, None, raw))  # as the JVM hands a request over
+    record, status = predictor._answer(request)
     out = json.loads(record)
     assert out["status"] == status
     return out

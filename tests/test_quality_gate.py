@@ -9,10 +9,9 @@ from riverflink import models
 from riverflink.models.policies import MergePolicy
 from riverflink.models.spec import build
 from riverflink.models.sync import SyncPolicy
-from riverflink.operators.merge_state import MergerState
+from riverflink.operators.loop import LoopSettings, MergerSide, ReplicaSide
 from riverflink.operators.model_feed import FeedRules, accept
 from riverflink.operators.quality_gate import QualityGate
-from riverflink.operators.replica import Replica
 from riverflink.pipelines.sources import river_events
 
 SPEC = "StandardScaler|LogisticRegression"
@@ -22,27 +21,32 @@ def run(gate: QualityGate | None) -> list[dict]:
     """Two replicas on Phishing, batches of 50, every merged version seen at once; between events 1,500 and
     1,600 one replica learns events whose features are 1e12 (its scaler's statistics are ruined)."""
     events = list(river_events("Phishing", 3000, seed=1))
-    template = build(SPEC)
-    replicas = [Replica.fresh(template) for _ in range(2)]
-    merger = MergerState("gate", build(SPEC), gate=gate)
-    policy, sync = MergePolicy("delta"), SyncPolicy(every_events=50, every_seconds=None)
+    settings = LoopSettings("gate", sync=SyncPolicy(every_events=50, every_seconds=None), policy=MergePolicy("delta"),
+                            quality_gate=None if gate is None else gate.margin)
+    replica_side, merger_side = ReplicaSide(settings, build(SPEC)), MergerSide(settings, build(SPEC))
+    replicas = [replica_side.fresh() for _ in range(2)]
+    merger = merger_side.fresh()
+    merger.gate = gate  # this test's evidence threshold (min_events) rather than the default
     docs: list[dict] = []
+    rules = FeedRules("gate")
+    latest = None
     for start in range(0, len(events), 100):
         for k, r in enumerate(replicas):
             batch = events[start + 50 * k : start + 50 * (k + 1)]
-            if docs and docs[-1]["meta"]["version"] > r.base_version:
-                meta = docs[-1]["meta"]
-                r.rebase(models.get_params(models.from_wire(docs[-1])), meta["version"], meta["acked"].get(str(k), 0))
+            if latest is not None:
+                entry, model = latest
+                replica_side.on_model(r, k, entry.meta, lambda: models.get_params(model))
             xs = [dict(x) for x, _ in batch]
             if k == 0 and 1500 <= start < 1600:
                 xs = [{f: 1e12 for f in x} for x in xs]
-            _, updates, _ = r.train(xs, [y for _, y in batch], mode="exact", policy=sync, model_name="gate",
-                                    replica=k)
-            for u in updates:
-                merger.add(u)
-                doc = merger.merge(policy)
+            for data in replica_side.on_events(r, k, xs, [y for _, y in batch]).updates:
+                doc = merger_side.on_update(merger, data).document
                 if doc is not None:
-                    docs.append(orjson.loads(models.dumps(doc)))
+                    text = models.dumps(doc)
+                    entry, model, problem = accept(text, rules, None)
+                    assert problem is None
+                    latest = (entry, model)
+                    docs.append(orjson.loads(text))
     return docs
 
 

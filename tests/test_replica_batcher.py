@@ -1,4 +1,4 @@
-"""The JVM's replica keying (``ReplicaBatcher.replicaKey``) on real record frames: the key field wins, then the
+"""The JVM's replica keying (``KeyedMicroBatcher.replicaKey``) on real record frames: the key field wins, then the
 Kafka record key, then the event's id, then its source position; malformed events still get a key."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import zlib
 
 import pytest
 
-from riverflink.operators.parse import frame, open_frames
+from riverflink.operators.frames import frame, open_frames
 
 KEYS = 8
 
@@ -22,12 +22,12 @@ def replica_key():
     from riverflink.pipelines.config import FlinkConfig
     from riverflink.pipelines.flink_runtime import make_env
 
-    if jars.envelope_jar() is None:
+    if jars.operators_jar() is None:
         pytest.skip("riverflink's jar was not built (no javac)")
     make_env(FlinkConfig(), "replica-key-probe")  # starts the JVM with riverflink's jars
     from pyflink.java_gateway import get_gateway
 
-    batcher = get_gateway().jvm.riverflink.ReplicaBatcher
+    batcher = get_gateway().jvm.riverflink.KeyedMicroBatcher
     return lambda f, key_field="key": batcher.replicaKey(f, KEYS, key_field)
 
 

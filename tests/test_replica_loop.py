@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from bench.sync import Setting, river_baseline, simulate, stream
+from bench.sync import Setting, simulate, stream
+from riverflink.models.spec import build
+from riverflink.operators.scoring import river_baseline
 
 
 def test_k4_served_accuracy_stays_within_half_a_point_of_river_after_warmup():
     spec, events = stream("Phishing", 20_000)
-    base = river_baseline(spec, events, warmup=1000)
+    base = river_baseline(build(spec), events, warmup=1000)[:2]
     out = simulate(spec, events, Setting(replicas=4), 1000, base)
     assert out.versions >= 150 and out.updates == 200
     assert out.gap(late=True) >= -0.5, out.gap(late=True)
@@ -23,7 +25,7 @@ def test_regression_with_publish_delay_does_not_diverge_at_k8():
     """The old default (delta with a clip) diverged on Friedman with a one-batch delay; the plain
     delta sum diverges at any delay (MAE ~1e11 x River's)."""
     spec, events = stream("Friedman", 20_000)
-    base = river_baseline(spec, events, warmup=1000)
+    base = river_baseline(build(spec), events, warmup=1000)[:2]
     out = simulate(spec, events, Setting(replicas=8), 1000, base)
     assert out.gap(late=True) <= 2.0, out.gap(late=True)
     assert out.replicas.abs_error / out.replicas.events < 2 * base[0].abs_error / base[0].events
@@ -39,7 +41,7 @@ def test_regression_stays_stable_when_merges_lag_several_syncs(mode, batch):
     from riverflink.models.sync import SyncPolicy
 
     spec, events = stream("Friedman", 20_000)
-    base = river_baseline(spec, events, warmup=1000)
+    base = river_baseline(build(spec), events, warmup=1000)[:2]
     setting = Setting(replicas=4, batch=batch, delay=3, mode=mode,
                       sync=SyncPolicy(every_events=100, every_seconds=None))
     out = simulate(spec, events, setting, 1000, base)

@@ -1,48 +1,69 @@
-"""Replica and merger state machines (pure Python; the Flink functions are thin shells over them)."""
+"""The replica <-> merger loop (pure Python: operators.loop), driven with the job's own messages.
 
-import dataclasses
+Updates travel as bytes through the real codec (``precision="float64"`` where a test checks exact sums; the
+statistics are exact at any precision) and merged documents through ``model_feed.accept``, as in the job.
+"""
+
 import math
 import random
+import time
 
 from river import preprocessing
 
 from riverflink import models
-from riverflink.models.policies import MergePolicy
+from riverflink.models.document import ModelMeta
+from riverflink.models.spec import build
 from riverflink.models.sync import SyncPolicy
+from riverflink.operators.loop import LoopSettings, MergerSide, ReplicaSide
 from riverflink.operators.merge_state import MergerState, MergeTrigger
-from riverflink.operators.replica import Replica, ReplicaUpdate  # noqa: F401
+from riverflink.operators.messages import decode_update, encode_update
+from riverflink.operators.model_feed import FeedRules, accept
+from riverflink.operators.replica import Replica
 from tests import streams
+
+REGRESSOR = "StandardScaler|LinearRegression"
+
+
+def loop(spec: str = REGRESSOR, every: int | None = 1, quorum: int = 1, forget_after_s: float = 30.0,
+         precision: str = "float64") -> tuple[ReplicaSide, MergerSide]:
+    settings = LoopSettings("m", sync=SyncPolicy(every_events=every, every_seconds=1.0), precision=precision,
+                            trigger=MergeTrigger(quorum=quorum, forget_after_s=forget_after_s))
+    return ReplicaSide(settings, build(spec)), MergerSide(settings, build(spec))
+
+
+def read_back(doc: dict):
+    """``(entry, model)`` of a merged document as the replicas' model feed accepts it."""
+    entry, model, problem = accept(models.dumps(doc), FeedRules("m"), None)
+    assert problem is None, problem
+    return entry, model
 
 
 def test_every_event_reaches_the_merged_model_exactly_once_with_async_rebases():
     """Replicas sync every 37 events, rebases arrive late and out of step; the final scaler is exact."""
-    events = [x for x, _ in streams.phishing(3000)]
-    template = preprocessing.StandardScaler()
-    merger = MergerState("m", template, trigger=MergeTrigger(quorum=3))
-    replicas = [Replica.fresh(template) for _ in range(3)]
-    policy = SyncPolicy(every_events=37, every_seconds=None)
+    events = [(x, float(y)) for x, y in streams.phishing(3000)]
+    replica_side, merger_side = loop(every=37, quorum=3)
+    merger = merger_side.fresh()
+    replicas = [replica_side.fresh() for _ in range(3)]
     rng = random.Random(1)
     published = []
-    for i, x in enumerate(events):
+    for i, (x, y) in enumerate(events):
         k = i % 3
-        r = replicas[k]
         if published and rng.random() < 0.05:  # a late broadcast delivery
-            doc = published[-1]
-            if doc["meta"]["version"] > r.base_version:
-                r.rebase(models.get_params(models.from_wire(doc)), doc["meta"]["version"],
-                         doc["meta"]["acked"].get(str(k), 0))
-        r.model.learn_one(x)
-        r.since_sync += 1
-        if r.sync_due(policy):
-            if merger.add(r.take_update("m", k), now=i):
-                published.append(merger.merge(MergePolicy(), now=i))
-    for k, r in enumerate(replicas):
-        if r.since_sync:
-            merger.add(r.take_update("m", k), now=3000)
-    published.append(merger.merge(MergePolicy(), now=3000))
-    final = models.from_wire(published[-1])
+            entry, model = read_back(published[-1])
+            replica_side.on_model(replicas[k], k, entry.meta, lambda: models.get_params(model))
+        for data in replica_side.on_events(replicas[k], k, [x], [y]).updates:
+            doc = merger_side.on_update(merger, data, now=i).document
+            if doc is not None:
+                published.append(doc)
+    for k, r in enumerate(replicas):  # the replicas' timers send what is left
+        data = replica_side.on_timer(r, k, now=time.time() + 10)
+        if data is not None:
+            published.append(merger_side.on_update(merger, data, now=3000).document)
+    published.append(merger_side.on_timer(merger, now=3000).document)
+    published = [d for d in published if d is not None]
+    final = models.from_wire(published[-1])["StandardScaler"]
     whole = preprocessing.StandardScaler()
-    for x in events:
+    for x, _ in events:
         whole.learn_one(x)
     assert published[-1]["meta"]["events"] == 3000
     versions = [d["meta"]["version"] for d in published]
@@ -54,71 +75,70 @@ def test_every_event_reaches_the_merged_model_exactly_once_with_async_rebases():
         assert math.isclose(final.vars[f], whole.vars[f], rel_tol=1e-9, abs_tol=1e-12)
 
 
-def _update(replica: Replica, k: int, x: float) -> "ReplicaUpdate":
-    replica.model.learn_one({"a": x})
-    replica.since_sync = 1
-    return replica.take_update("m", k)
+def _update(side: ReplicaSide, replica: Replica, k: int, x: float) -> bytes:
+    """One event learned by ``replica`` and the update it sends (the loop syncs every event)."""
+    (data,) = side.on_events(replica, k, [{"a": x}], [x]).updates
+    return data
 
 
 def test_merger_merges_at_quorum_and_adopts_newer_versions():
-    template = preprocessing.StandardScaler()
-    merger = MergerState("m", template, trigger=MergeTrigger(quorum=2))
-    r0, r1 = Replica.fresh(template), Replica.fresh(template)
-    assert merger.add(_update(r0, 0, 1.0), now=0) is True  # cold start: the first update is merged at once
-    first = merger.merge(MergePolicy(), now=0)
+    replica_side, merger_side = loop(quorum=2)
+    merger = merger_side.fresh()
+    r0, r1 = replica_side.fresh(), replica_side.fresh()
+    first = merger_side.on_update(merger, _update(replica_side, r0, 0, 1.0), now=0).document
+    assert first is not None  # cold start: the first update is merged at once
     assert first["meta"]["counts"] == {"0": 1} and first["meta"]["acked"] == {"0": 1}
-    assert merger.add(_update(r1, 1, 3.0), now=1) is False  # quorum 2: waits for a second replica
-    assert merger.add(_update(r0, 0, 5.0), now=2) is True
-    doc = merger.merge(MergePolicy(), now=2)
+    out = merger_side.on_update(merger, _update(replica_side, r1, 1, 3.0), now=1)
+    assert out.document is None and out.wait  # quorum 2: waits for a second replica, by the timer at the latest
+    doc = merger_side.on_update(merger, _update(replica_side, r0, 0, 5.0), now=2).document
     assert doc["meta"]["counts"] == {"0": 1, "1": 1} and doc["meta"]["events"] == 3
-    fresh = MergerState("m", template)
-    assert fresh.adopt(doc) and fresh.version == doc["meta"]["version"] and fresh.events == 3
+    entry, model = read_back(doc)
+    fresh = merger_side.fresh()
+    assert merger_side.on_model(fresh, entry.meta, model)
+    assert fresh.version == doc["meta"]["version"] and fresh.events == 3
     assert fresh.acked == {"0": 2, "1": 1}
-    assert not fresh.adopt(doc)  # duplicates are ignored
+    assert not merger_side.on_model(fresh, entry.meta, model)  # duplicates are ignored
     # a merger restored from a checkpoint only moves its counter past versions it published before
-    restored = MergerState("m", template, merges=3, events=1)
-    newer = {**doc, "meta": {**doc["meta"], "version": doc["meta"]["version"] + 10, "events": 99}}
-    assert restored.adopt(newer) and restored.events == 1
-    restored.add(_update(r0, 0, 7.0), now=3)
-    assert restored.merge(MergePolicy(), now=3)["meta"]["version"] > newer["meta"]["version"]
+    restored = MergerState("m", build(REGRESSOR), merges=3, events=1)
+    newer = ModelMeta.read({**doc["meta"], "version": doc["meta"]["version"] + 10, "events": 99})
+    assert merger_side.on_model(restored, newer, model) and restored.events == 1
+    after = merger_side.on_update(restored, _update(replica_side, r0, 0, 7.0), now=3).document  # 1 replica heard
+    assert after["meta"]["version"] > newer.version
 
 
 def test_merger_forgets_replicas_that_went_away():
     """Rescaled from 8 replicas to 4: after forget_after_s the quorum counts only the 4 still heard from."""
-    template = preprocessing.StandardScaler()
-    merger = MergerState("m", template, trigger=MergeTrigger(quorum=8, forget_after_s=10))
-    old = [Replica.fresh(template) for _ in range(8)]
-    for k, r in enumerate(old):
-        if merger.add(_update(r, k, float(k)), now=0):
-            merger.merge(MergePolicy(), now=0)
-    merger.merge(MergePolicy(), now=0)
-    new = [Replica.fresh(template) for _ in range(4)]
+    replica_side, merger_side = loop(quorum=8, forget_after_s=10)
+    merger = merger_side.fresh()
+    for k, r in enumerate(replica_side.fresh() for _ in range(8)):
+        merger_side.on_update(merger, _update(replica_side, r, k, float(k)), now=0)
+    merger_side.on_timer(merger, now=0)
+    new = [replica_side.fresh() for _ in range(4)]
     for k, r in enumerate(new):  # the rescaled job's four replicas are heard from
-        merger.add(_update(r, k, 1.0), now=95)
-    merger.merge(MergePolicy(), now=95)
-    ready = [merger.add(_update(r, k, 1.0), now=100) for k, r in enumerate(new)]
+        merger_side.on_update(merger, _update(replica_side, r, k, 1.0), now=95)
+    merger_side.on_timer(merger, now=95)
+    ready = [merger_side.on_update(merger, _update(replica_side, r, k, 1.0), now=100).document is not None
+             for k, r in enumerate(new)]
     assert ready == [False, False, False, True]  # waits for the 4 live replicas, not for the 8 of old
-    merger.merge(MergePolicy(), now=100)
-    assert merger.add(_update(new[0], 0, 2.0), now=101) is False
+    assert merger_side.on_update(merger, _update(replica_side, new[0], 0, 2.0), now=101).document is None
 
 
 def test_a_poisoned_update_is_refused_and_the_others_are_merged_not_lost():
-    from river import linear_model
+    import dataclasses
 
-    template = linear_model.LinearRegression()
-    merger = MergerState("m", template, trigger=MergeTrigger(quorum=3))
-    replicas = [Replica.fresh(template) for _ in range(3)]
-    for r in replicas:
-        r.predict_then_learn({"a": 1.0}, 2.0)
-    ups = [r.take_update("m", k) for k, r in enumerate(replicas)]
-    merger.add(ups[0], now=0)
-    first = merger.merge(MergePolicy(), now=0)  # cold start
+    replica_side, merger_side = loop("LinearRegression", quorum=3)
+    merger = merger_side.fresh()
+    replicas = [replica_side.fresh() for _ in range(3)]
+    ups = [decode_update(_update(replica_side, r, k, 2.0)) for k, r in enumerate(replicas)]
+    template = replica_side.template
+    first = merger_side.on_update(merger, encode_update(template, ups[0], "float64"), now=0).document  # cold start
     fresh = [dataclasses.replace(u, base_version=first["meta"]["version"]) for u in ups[1:]]
     poisoned = dataclasses.replace(fresh[0], delta={**fresh[0].delta, "weights": {"a": float("nan")}})
-    merger.add(poisoned, now=1)
-    merger.add(fresh[1], now=1)
-    doc = merger.merge(MergePolicy(), now=1)
-    assert doc is not None and merger.refused == 1
+    merger_side.on_update(merger, encode_update(template, poisoned, "float64"), now=1)
+    merger_side.on_update(merger, encode_update(template, fresh[1], "float64"), now=1)
+    out = merger_side.on_timer(merger, now=1)
+    doc = out.document
+    assert out.refused == 1 and doc is not None and merger.refused == 1
     assert doc["meta"]["acked"] == {"0": 1, "1": 1, "2": 1}  # refused updates are acknowledged too
     assert doc["meta"]["counts"] == {"2": 1} and doc["meta"]["events"] == 2
     assert merger.pending == []
@@ -132,22 +152,28 @@ def first_weight(doc: dict) -> float:
 
 def test_a_merge_that_raises_keeps_its_updates_pending(monkeypatch):
     """The old merger emptied ``pending`` before merging: an exception lost the updates silently."""
-    template = preprocessing.StandardScaler()
-    merger = MergerState("m", template)
-    r = Replica.fresh(template)
-    merger.add(_update(r, 0, 1.0), now=0)
+    replica_side, merger_side = loop()
+    merger = merger_side.fresh()
+    data = _update(replica_side, replica_side.fresh(), 0, 1.0)
 
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(models, "to_wire", boom)
     try:
-        merger.merge(MergePolicy(), now=0)
+        merger_side.on_update(merger, data, now=0)
     except RuntimeError:
         pass
     assert len(merger.pending) == 1 and merger.version == 0 and merger.events == 0
     monkeypatch.undo()
-    assert merger.merge(MergePolicy(), now=1)["meta"]["events"] == 1
+    assert merger_side.on_timer(merger, now=1).document["meta"]["events"] == 1
+
+
+def test_an_undecodable_update_is_refused_and_counted():
+    replica_side, merger_side = loop()
+    merger = merger_side.fresh()
+    out = merger_side.on_update(merger, b"\x01garbage", now=0)
+    assert out.refused == 1 and out.document is None and merger.refused == 1 and merger.pending == []
 
 
 def test_divergence_sync_fires_on_bursts_of_learning_not_on_quiet_streams():
@@ -172,18 +198,16 @@ def test_divergence_sync_fires_on_bursts_of_learning_not_on_quiet_streams():
 
 
 def test_replicas_of_regressors_and_clusterers_learn_and_merge():
-    from riverflink.models.spec import build
-
     for spec, y in (("StandardScaler|LinearRegression", 3.0), ("StandardScaler|KMeans", None),
                     ("GaussianNB", "a"), ("StandardScaler|SoftmaxRegression", "b")):
-        template = build(spec)
-        merger = MergerState("m", template, trigger=MergeTrigger(quorum=2))
-        replicas = [Replica.fresh(template) for _ in range(2)]
-        for i, x in enumerate({"f": float(v), "g": float(v % 3)} for v in range(40)):
-            y_pred, proba = replicas[i % 2].predict_then_learn(x, y)
+        replica_side, merger_side = loop(spec, every=20, quorum=2, precision="float16")
+        merger = merger_side.fresh()
+        replicas = [replica_side.fresh() for _ in range(2)]
+        xs = [{"f": float(v), "g": float(v % 3)} for v in range(40)]
         for k, r in enumerate(replicas):
-            merger.add(r.take_update("m", k))
-        doc = merger.merge(MergePolicy())
+            for data in replica_side.on_events(r, k, xs[k::2], [y] * 20).updates:
+                merger_side.on_update(merger, data)
+        doc = merger_side.on_timer(merger).document
         assert doc["meta"]["events"] == 40, spec
         models.from_wire(doc).predict_one({"f": 1.0, "g": 1.0})
 
@@ -191,15 +215,15 @@ def test_replicas_of_regressors_and_clusterers_learn_and_merge():
 def test_the_merger_remembers_the_bases_of_updates_hundreds_of_versions_old():
     # an update whose base the merger forgot gets only a scalar discount instead of delay compensation;
     # at tens of versions per second, 24 versions (the first bound) were under a second
-    from riverflink.operators.merge_state import params_memory
+    from riverflink.operators.delay_compensation import params_memory
 
-    template = preprocessing.StandardScaler()
-    merger, r0 = MergerState("m", template), Replica.fresh(template)
+    replica_side, merger_side = loop()
+    merger, r0 = merger_side.fresh(), replica_side.fresh()
     first = None
     for i in range(300):
-        merger.add(_update(r0, 0, float(i)), now=i)
-        doc = merger.merge(MergePolicy(), now=i)
+        doc = merger_side.on_update(merger, _update(replica_side, r0, 0, float(i)), now=i).document
         first = first or doc["meta"]["version"]
-    assert len(merger.params_at) == 256 and merger.version in merger.params_at
-    assert first not in merger.params_at  # bounded: the oldest are forgotten
+    remembered = merger.compensator.params_at
+    assert len(remembered) == 256 and merger.version in remembered
+    assert first not in remembered  # bounded: the oldest are forgotten
     assert params_memory({"w": {str(i): 0.0 for i in range(100_000)}}) == 24  # big models keep fewer

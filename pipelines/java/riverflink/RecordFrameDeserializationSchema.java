@@ -20,7 +20,7 @@ import org.apache.kafka.clients.consumer.ConsumerRecord;
  *   | key bytes | value bytes
  * </pre>
  *
- * <p>Frames concatenate without separators ({@link ReplicaBatcher}), and Python reads them back with
+ * <p>Frames concatenate without separators ({@link KeyedMicroBatcher}), and Python reads them back with
  * {@code riverflink.operators.parse.open_frames}. Nothing is re-encoded: the value's bytes reach
  * Python as they were on the topic, so malformed events are dead-lettered with their original bytes
  * and source offset. It never throws on content.

@@ -31,7 +31,7 @@ import org.apache.flink.types.Row;
  * a failure the source replays what was buffered. Flink chains it to the source (operator factories
  * chain by default).
  */
-public class ReplicaBatcher extends AbstractStreamOperator<Row>
+public class KeyedMicroBatcher extends AbstractStreamOperator<Row>
         implements OneInputStreamOperator<byte[], Row>, ProcessingTimeCallback {
     private static final long serialVersionUID = 1L;
     private static final JsonFactory JSON = new JsonFactory();
@@ -54,7 +54,7 @@ public class ReplicaBatcher extends AbstractStreamOperator<Row>
      *                 stateless operators such as serving, where keys only spread the load; batches are
      *                 then as large as the traffic allows)
      */
-    public ReplicaBatcher(int keys, String keyField, int maxRecords, int maxBytes, long maxMillis) {
+    public KeyedMicroBatcher(int keys, String keyField, int maxRecords, int maxBytes, long maxMillis) {
         this.rotate = keyField == null;
         this.keys = keys;
         this.keyField = keyField;

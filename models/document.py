@@ -1,0 +1,123 @@
+"""A model document as read off the ``models`` topic: the parsed JSON once, and its metadata typed.
+
+Every reader of the topic (the replicas, the merger, the serving job,
+``LiveModel``, ``riverflink tail`` / ``models`` / ``top`` / ``report`` and the
+demo) parses a record with :func:`read_document` and reads its metadata from
+:class:`ModelMeta`, never from loose dict lookups.  Reading is lenient and
+never raises: a field of the wrong type reads as absent (``None``, ``{}`` or
+0), because anyone can write to the topic.  Validation (allow-listed classes,
+finite values, version window, signature) is
+:func:`riverflink.operators.model_feed.accept`'s job.
+
+>>> d = read_document(b'{"schema": "riverflink.model/1", "meta": {"name": "m", "version": 7, "acked": {"0": 3}}}')
+>>> d.meta.name, d.meta.version, d.meta.acked, d.meta.held
+('m', 7, {'0': 3}, None)
+>>> read_document(b"not json") is None, read_document(b'{"schema": "other"}') is None
+(True, True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from riverflink.models.wire import SCHEMA
+
+
+def _int(v: Any) -> int | None:
+    return v if type(v) is int else None
+
+
+def _float(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _int_map(v: Any) -> dict[str, int]:
+    return {str(k): n for k, n in v.items() if type(n) is int} if isinstance(v, dict) else {}
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """The ``meta`` of a model document (``docs/model-document.md``), typed.
+
+    ``counts`` and ``acked`` are keyed by replica id (the replica key as text).
+    """
+
+    name: str | None = None
+    version: int | None = None
+    #: when the merger created it (seconds since the epoch)
+    created_at: float | None = None
+    #: events the model holds in all (exact: a sum over every merged update)
+    events: int | None = None
+    #: replica -> events it contributed to this version
+    counts: dict[str, int] = field(default_factory=dict)
+    #: replica -> the last of its update sequence numbers this version holds
+    acked: dict[str, int] = field(default_factory=dict)
+    #: merges so far, this one included
+    sequence: int | None = None
+    parent: int | None = None
+    policy: str | None = None
+    staleness: int = 0
+    refused: int = 0
+    #: why the quality gate holds this version back from serving (None: served)
+    held: str | None = None
+    #: the version serving keeps while this one is held
+    served: int | None = None
+    held_back: int = 0
+    #: whether the quality gate ran for this version (then ``held`` is meaningful)
+    gated: bool = False
+
+    @classmethod
+    def read(cls, meta: Any) -> "ModelMeta":
+        """The typed metadata of a ``meta`` object; anything malformed reads as absent."""
+        if not isinstance(meta, dict):
+            return cls()
+        name, held, policy = meta.get("name"), meta.get("held"), meta.get("policy")
+        return cls(
+            name=name if isinstance(name, str) else None,
+            version=_int(meta.get("version")),
+            created_at=_float(meta.get("created_at")),
+            events=_int(meta.get("events")),
+            counts=_int_map(meta.get("counts")),
+            acked=_int_map(meta.get("acked")),
+            sequence=_int(meta.get("sequence")),
+            parent=_int(meta.get("parent")),
+            policy=policy if isinstance(policy, str) else None,
+            staleness=_int(meta.get("staleness")) or 0,
+            refused=_int(meta.get("refused")) or 0,
+            held=str(held)[:300] if held else None,
+            served=_int(meta.get("served")),
+            held_back=_int(meta.get("held_back")) or 0,
+            gated="held" in meta,
+        )
+
+
+@dataclass(frozen=True)
+class ModelDocument:
+    """One record of the ``models`` topic: its parsed JSON (``doc``), typed ``meta`` and size in bytes."""
+
+    doc: dict
+    meta: ModelMeta
+    size: int
+
+    @property
+    def signed(self) -> bool:
+        return "signature" in self.doc
+
+
+def read_document(value: str | bytes) -> ModelDocument | None:
+    """Parse a ``models`` record once; ``None`` for anything that is not a ``riverflink.model/1`` document."""
+    try:
+        doc = orjson.loads(value)
+    except (ValueError, TypeError):
+        return None
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA or not isinstance(doc.get("meta"), dict):
+        return None
+    return ModelDocument(doc, ModelMeta.read(doc["meta"]), len(value))
+
+
+def of_dict(doc: dict) -> ModelDocument:
+    """A document the merger has just built (a dict), with its typed metadata."""
+    return ModelDocument(doc, ModelMeta.read(doc.get("meta")), 0)

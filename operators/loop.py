@@ -1,0 +1,240 @@
+"""The replica <-> merger loop, as three messages on each side.  Pure Python: no Flink import.
+
+::
+
+    records ──► ReplicaSide.on_records ──► dead letters (JSON), predictions, metrics
+                  │  validate, budget features, learn (Replica.train)
+                  │  updates: bytes (messages.encode_update)
+                  ▼
+                MergerSide.on_update ──► model document (dict) ──► the models topic
+                  │  decode, queue (MergeTrigger), merge (MergerState.merge, delay compensation)
+                  ▲                                                      │
+    MergerSide.on_model ◄─── validated documents (model_feed.accept) ◄──┤
+    ReplicaSide.on_model ◄──────────────────────────────────────────────┘  rebase (Replica.rebase)
+
+The training job's Flink functions (:mod:`~riverflink.operators.replica_trainer`,
+:mod:`~riverflink.operators.merger`) are thin shells over these two classes:
+they hold the state (:class:`~riverflink.operators.replica.Replica` and
+:class:`~riverflink.operators.merge_state.MergerState` objects in keyed
+state), register timers, count metrics and route outputs.  ``bench/sync.py``
+and the loop's tests drive the same two classes with the same messages
+(updates as bytes through the real codec, documents through the same
+validation), so a fix here is a fix everywhere.
+
+A model family plugs into the loop through the contract in
+``docs/model-families.md``: the replica calls its ``delta``/``apply`` (take an
+update, rebase), the merger its ``sum_deltas``/``apply_deltas`` and the wire
+format (``to_wire``/``from_wire``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from riverflink import models
+from riverflink.models.document import ModelMeta
+from riverflink.models.labels import LabelRule
+from riverflink.models.policies import MergePolicy
+from riverflink.models.sync import SyncPolicy
+from riverflink.operators.dead_letters import Rejected
+from riverflink.operators.events import Event, parse_event
+from riverflink.operators.feature_budget import FeatureBudget
+from riverflink.operators.frames import Record
+from riverflink.operators.limits import DEFAULT_LIMITS, Limits
+from riverflink.operators.merge_state import MergerState, MergeTrigger
+from riverflink.operators.messages import ReplicaUpdate, decode_update, encode_update, replica_id
+from riverflink.operators.quality_gate import QualityGate
+from riverflink.operators.replica import Replica
+from riverflink.operators.scoring import Score
+
+log = logging.getLogger("riverflink")
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """How one model's loop runs; the same object configures the job and the simulation."""
+
+    model_name: str
+    #: ``exact`` (River-identical) or ``batch`` (:mod:`~riverflink.operators.batch_learning`)
+    mode: str = "exact"
+    sync: SyncPolicy = field(default_factory=SyncPolicy)
+    #: precision of learned leaves in updates (statistics are always exact)
+    precision: str = "float16"
+    #: the merger's delay compensation replaces the old fixed clip (``docs/merge-policies.md``)
+    policy: MergePolicy = field(default_factory=lambda: MergePolicy("delta", clip=math.inf))
+    trigger: MergeTrigger = field(default_factory=MergeTrigger)
+    #: hold back versions whose replicas learn worse by more than this (None: every version is served)
+    quality_gate: float | None = None
+    #: distinct features each replica admits (:mod:`~riverflink.operators.feature_budget`); None: no bound
+    replica_features: int | None = None
+    #: the replicas learn at this many times the spec's learning rate (``scaled_average``: K)
+    lr_scale: float = 1.0
+
+
+@dataclass
+class BatchOutcome:
+    """What one micro-batch of a replica produced."""
+
+    #: the merged version the batch was learned on
+    base_version: int
+    score: Score | None = None
+    #: encoded updates for the merger
+    updates: list[bytes] = field(default_factory=list)
+    #: the learned events, in order, and their ``(y_pred, proba)`` when predictions were asked for
+    events: list[Event] = field(default_factory=list)
+    predictions: list = field(default_factory=list)
+    #: rejected records (reason, raw bytes, position), in order
+    rejected: list[Rejected] = field(default_factory=list)
+    features_dropped: int = 0
+    #: the whole batch was dead-lettered because the model raised while learning it
+    learning_failed: bool = False
+    #: the replica had nothing unsent before this batch and has now: check its sync policy later (a timer)
+    unsent_started: bool = False
+
+
+class ReplicaSide:
+    """The replica half of the loop: on a model version, on a batch, on a timer (one replica key at a time)."""
+
+    def __init__(self, settings: LoopSettings, template: Any):
+        if settings.lr_scale != 1.0:  # the scaled_average policy: K replicas at K times the learning rate
+            template = models.scale_learning_rate(template, settings.lr_scale)
+        self.s, self.template = settings, template
+        self.labels = LabelRule.for_model(template)
+
+    def fresh(self) -> Replica:
+        """An untrained replica at version 0."""
+        return Replica.fresh(self.template)
+
+    def on_model(self, replica: Replica, key: Any, meta: ModelMeta, params: Callable[[], dict]) -> bool:
+        """Rebase ``replica`` onto a validated merged version if it is newer; ``params()`` gives its parameters."""
+        if meta.version is None or meta.version <= replica.base_version:
+            return False
+        replica.rebase(params(), meta.version, meta.acked.get(replica_id(key), 0))
+        return True
+
+    def on_records(self, replica: Replica, key: Any, records: Sequence[Record], *, key_field: str = "key",
+                   limits: Limits = DEFAULT_LIMITS, keep_predictions: bool = False) -> BatchOutcome:
+        """Validate every record (label included) before anything learns, then learn the valid ones.
+
+        Never raises: a record that fails validation is rejected with its
+        reason; a batch the model raises on is rejected whole (every valid
+        event in it, ``learning_failed``).
+        """
+        xs, ys, events, rejected = [], [], [], []
+        for record in records:
+            event = parse_event(record, require_label=self.labels.needs_label, key_field=key_field, limits=limits)
+            if not isinstance(event, Rejected):
+                problem = self.labels.problem(event.y)
+                if problem is not None:
+                    event = Rejected(problem, record.value, event.partition, event.offset)
+            if isinstance(event, Rejected):
+                rejected.append(event)
+                continue
+            xs.append(event.x)
+            ys.append(event.y)
+            events.append((event, record.value))
+        out = BatchOutcome(replica.base_version, rejected=rejected)
+        if xs and self.s.replica_features:
+            if replica.features is None:
+                replica.features = FeatureBudget(self.s.replica_features)
+            xs, out.features_dropped = replica.features.admit(xs)
+        if not xs:
+            return out
+        try:
+            learned = self.on_events(replica, key, xs, ys, keep_predictions)
+        except Exception as e:  # noqa: BLE001 - validated events should learn; never die on one
+            log.exception("replica %s could not learn a batch", key)
+            reason = f"the model could not learn this batch: {type(e).__name__}: {str(e)[:200]}"
+            out.rejected += [Rejected(reason, raw, ev.partition, ev.offset) for ev, raw in events]
+            out.learning_failed = True
+            return out
+        learned.rejected, learned.features_dropped = out.rejected, out.features_dropped
+        learned.events = [ev for ev, _ in events]
+        return learned
+
+    def on_events(self, replica: Replica, key: Any, xs: Sequence[dict], ys: Sequence[Any],
+                  keep_predictions: bool = False, coalesce: bool = True) -> BatchOutcome:
+        """Learn validated events (predict-then-learn) and take the updates the sync policy asks for.
+
+        ``coalesce=False`` checks the sync policy mid-batch, as the first slice did (comparisons only).
+        """
+        version, idle = replica.base_version, replica.since_sync == 0
+        score, updates, predictions = replica.train(xs, ys, mode=self.s.mode, policy=self.s.sync,
+                                                    model_name=self.s.model_name, replica=replica_id(key),
+                                                    keep_predictions=keep_predictions, coalesce=coalesce)
+        return BatchOutcome(version, score, [self.encode(u) for u in updates], predictions=predictions,
+                            unsent_started=idle and replica.since_sync > 0)
+
+    def on_timer(self, replica: Replica, key: Any, now: float | None = None) -> bytes | None:
+        """A quiet replica's check: its update if the sync policy says so (time or divergence)."""
+        if replica.since_sync == 0 or not replica.sync_due(self.s.sync, now):
+            return None
+        return self.encode(replica.take_update(self.s.model_name, replica_id(key)))
+
+    def encode(self, update: ReplicaUpdate) -> bytes:
+        return encode_update(self.template, update, self.s.precision)
+
+
+@dataclass
+class MergeOutcome:
+    """What one message to the merger produced."""
+
+    #: the new version's document (not yet signed), or None
+    document: dict | None = None
+    #: updates refused by this step (poisoned or undecodable)
+    refused: int = 0
+    #: the first pending update has arrived: merge by ``trigger.wait_ms`` at the latest (the shell's timer)
+    wait: bool = False
+
+
+class MergerSide:
+    """The merger half of the loop: on an update, on a timer, on a model document read back."""
+
+    def __init__(self, settings: LoopSettings, template: Any):
+        self.s, self.template = settings, template
+
+    def fresh(self) -> MergerState:
+        return self.configure(None)
+
+    def configure(self, merger: MergerState | None) -> MergerState:
+        """A new merger, or a restored one with this job's settings (they win over a restored state's)."""
+        from riverflink.models.labels import task_of
+
+        merger = merger or MergerState(self.s.model_name, self.template, trigger=self.s.trigger)
+        merger.trigger = self.s.trigger
+        margin = self.s.quality_gate
+        if margin is None:
+            merger.gate = None
+        elif merger.gate is None or merger.gate.margin != margin:
+            merger.gate = QualityGate(margin, regression=task_of(merger.template) == "regression")
+        return merger
+
+    def on_update(self, merger: MergerState, data: bytes | ReplicaUpdate, now: float | None = None) -> MergeOutcome:
+        """Queue an update (bytes from a replica); merge when the trigger says so."""
+        try:
+            update = data if isinstance(data, ReplicaUpdate) else decode_update(data)
+        except ValueError as e:
+            log.error("refusing an undecodable replica update: %s", e)
+            merger.refused += 1
+            return MergeOutcome(refused=1)
+        first = not merger.pending
+        if merger.add(update, now):
+            return self.merge(merger, now)
+        return MergeOutcome(wait=first)
+
+    def on_timer(self, merger: MergerState, now: float | None = None) -> MergeOutcome:
+        """Merge whatever waits (the trigger's ``wait_ms`` has passed)."""
+        return self.merge(merger, now) if merger.pending else MergeOutcome()
+
+    def on_model(self, merger: MergerState, meta: ModelMeta, model: Any) -> bool:
+        """A validated document read back from the topic: keep the version counter ahead of it."""
+        return merger.adopt(meta, lambda: models.get_params(model))
+
+    def merge(self, merger: MergerState, now: float | None = None) -> MergeOutcome:
+        refused = merger.refused
+        doc = merger.merge(self.s.policy, now=time.time() if now is None else now)
+        return MergeOutcome(doc, merger.refused - refused)

@@ -1,0 +1,127 @@
+"""``riverflink train``, ``serve`` and ``stop``: submit the jobs, locally or to a cluster, and stop them.
+
+Their flags are derived from ``TrainConfig`` and ``ServeConfig`` (:mod:`riverflink.pipelines.options`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from riverflink.pipelines.cli_context import bootstrap, root_cause
+from riverflink.pipelines.config import ConfigError, FlinkConfig, ServeConfig, TrainConfig
+from riverflink.pipelines.options import add_options, from_args
+
+
+def train_config(args) -> TrainConfig:
+    cfg = from_args(TrainConfig, args, bootstrap_servers=bootstrap(args))
+    return _with_kafka(cfg)
+
+
+def serve_config(args) -> ServeConfig:
+    cfg = from_args(ServeConfig, args, bootstrap_servers=bootstrap(args))
+    return _with_kafka(cfg)
+
+
+def _with_kafka(cfg):
+    """``cfg`` with the process's Kafka client properties (``main`` sets them from the flags)."""
+    import dataclasses
+
+    from riverflink.pipelines.kafka_config import current
+
+    return dataclasses.replace(cfg, kafka=dataclasses.replace(cfg.kafka, properties=current()))
+
+
+def _run_job(build, cfg, name: str, args) -> int:
+    """Local: build and run here until stopped.  ``--jobmanager``: hand over to ``flink run`` (detached)."""
+    from riverflink.pipelines import remote
+
+    if cfg.flink.jobmanager and not remote.inside_flink_run():  # (a --config file may name it inside too)
+        return remote.submit(remote.strip_jobmanager(args.argv), cfg.flink.jobmanager, args.python_executable,
+                             cfg.flink.savepoint)
+    env = build(cfg)
+    if remote.inside_flink_run():
+        env.execute(name)  # the cluster client runs it (detached)
+        return 0
+    print(f"running {name} on the local mini-cluster (Ctrl-C stops it)", flush=True)
+    try:
+        env.execute(name)
+    except Exception as e:  # noqa: BLE001 - a failed job ends with its root cause on one line
+        if type(e).__name__ == "KeyboardInterrupt":
+            raise
+        raise ConfigError(f"job {name} failed: {root_cause(e)}") from e
+    return 0
+
+
+def cmd_train(args) -> int:
+    from riverflink.pipelines import training
+
+    try:
+        cfg = train_config(args)
+    except ValueError as e:  # a Limits check
+        raise ConfigError(str(e)) from None
+    roles = ("events", "dead_letter", "models", "metrics") + (("training_predictions",) if cfg.training_predictions else ())
+    _preflight(cfg, cfg.topics.to_create(*roles))
+    return _run_job(training.build, cfg, f"riverflink-train-{cfg.model_name}", args)
+
+
+def cmd_serve(args) -> int:
+    from riverflink.pipelines import serving
+
+    cfg = serve_config(args)
+    _preflight(cfg, cfg.topics.to_create("requests", "predictions", "models"))
+    return _run_job(serving.build, cfg, f"riverflink-serve-{cfg.model_name}", args)
+
+
+def _preflight(cfg: TrainConfig | ServeConfig, topics: dict[str, int]) -> None:
+    """Fail fast on a bad setting, an unreachable Kafka or ``--jobmanager``; then create ``topics``."""
+    from riverflink.pipelines import flink_rest, kafka_io
+
+    cfg.validate()
+    kafka_io.check_reachable(cfg.bootstrap_servers)
+    if cfg.flink.jobmanager:
+        flink_rest.jobs(cfg.flink.jobmanager)
+    if cfg.kafka.create_topics:
+        kafka_io.create_topics(cfg.bootstrap_servers, topics, cfg.kafka.replication_factor,
+                               {cfg.topics.models: {"cleanup.policy": "compact"}})
+    else:
+        missing = sorted(set(topics) - kafka_io.topic_names(cfg.bootstrap_servers))
+        if missing:
+            raise ConfigError(f"--no-create-topics, and these topics do not exist: {', '.join(missing)}")
+
+
+def cmd_stop(args) -> int:
+    from riverflink.pipelines import flink_rest
+
+    FlinkConfig(jobmanager=args.jobmanager).validate()
+    job_id = args.job_id or flink_rest.find_running(args.jobmanager, args.name)
+    target = args.savepoint_dir
+    if target and "://" not in target:  # a plain path means this machine's file system; URIs pass unchanged
+        target = Path(target).resolve().as_uri()
+    path = flink_rest.stop_with_savepoint(args.jobmanager, job_id, target)
+    print(f"stopped {job_id}; savepoint: {path}")
+    print(f"resume with: riverflink train ... --jobmanager {args.jobmanager} --from-savepoint {path}")
+    return 0
+
+
+def register(command, kafka: argparse.ArgumentParser) -> None:
+    """Add ``train``, ``serve`` and ``stop`` to the CLI (``command(name, help, *parents)``)."""
+    tr = command("train", "run the training job (replicas, merger)", kafka)
+    add_options(tr, TrainConfig)
+    tr.add_argument("--python-executable", help="Python of the cluster's workers (default: this one)")
+    tr.set_defaults(func=cmd_train)
+
+    sv = command("serve", "run the serving job (requests -> predictions)", kafka)
+    add_options(sv, ServeConfig)
+    sv.add_argument("--python-executable", help="Python of the cluster's workers (default: this one)")
+    sv.set_defaults(func=cmd_serve)
+
+    st = command("stop", "stop a job on a running cluster with a savepoint (to upgrade or rescale)")
+    st.add_argument("--jobmanager", metavar="HOST:PORT", required=True)
+    which = st.add_mutually_exclusive_group(required=True)
+    which.add_argument("--job-id")
+    which.add_argument("--name", help="job name, e.g. riverflink-train-default")
+    st.add_argument("--savepoint-dir", metavar="DIR_OR_URI",
+                    help="where the savepoint goes; a URI (s3://..., hdfs://...) is passed unchanged "
+                         "(default: the cluster's state.savepoints.dir)")
+    st.set_defaults(func=cmd_stop)

@@ -1,0 +1,196 @@
+"""``riverflink produce``, ``tail``, ``models``, ``report`` and ``top``: write to and read the topics."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from riverflink.pipelines.cli_context import bootstrap
+from riverflink.pipelines.config import Topics
+from riverflink.pipelines.options import add_options, from_args
+
+
+def topic_flags(*roles: str) -> argparse.ArgumentParser:
+    """A parent parser with the ``--ROLE-topic`` flags of ``roles`` (declared on :class:`Topics`)."""
+    t = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    add_options(t, Topics, only=roles)
+    return t
+
+
+def cmd_produce(args) -> int:
+    from tqdm import tqdm
+
+    from riverflink.pipelines import kafka_io
+    from riverflink.pipelines.sources import encode_events, file_events, river_events
+
+    servers = bootstrap(args)
+    if args.file:
+        events = file_events(args.file, args.target)
+    else:
+        events = river_events(args.dataset, args.limit, seed=args.seed)
+    kafka_io.create_topics(servers, {args.topic: args.partitions})
+    producer = kafka_io.producer(servers)
+    n = 0
+    for value in tqdm(encode_events(events, start_id=args.start_id, with_label=not args.unlabelled),
+                      unit="ev", desc=f"-> {args.topic}", disable=args.quiet):
+        producer.send(args.topic, value=value)
+        n += 1
+    producer.flush()
+    producer.close()
+    print(f"produced {n} events to {args.topic} on {servers}")
+    return 0
+
+
+def cmd_tail(args) -> int:
+    from riverflink.pipelines import kafka_io
+
+    servers = bootstrap(args)
+    topic = {"predictions": args.predictions_topic, "models": args.models_topic, "metrics": args.metrics_topic,
+             "training": args.predictions_topic + ".training",
+             "dlq": args.events_topic + ".dlq"}.get(args.what, args.what)
+    n = 0
+    for value in kafka_io.consume(servers, topic, from_beginning=args.from_beginning, idle_timeout=args.idle):
+        text = value.decode("utf-8", errors="replace")
+        if args.what == "models":
+            from riverflink.models.document import read_document
+
+            document = read_document(value)
+            if document is None:
+                text = f"(not a model document: {len(value)} bytes)"
+            else:
+                meta = document.meta
+                text = (f"model {str(meta.name)[:40]} v{meta.version} events={meta.events} "
+                        f"counts={str(meta.counts)[:200]} bytes={len(value)} "
+                        f"{'signed' if document.signed else 'unsigned'}")
+        print(text, flush=True)
+        n += 1
+        if args.limit and n >= args.limit:
+            break
+    return 0
+
+
+def cmd_models(args) -> int:
+    from riverflink.models.document import read_document
+    from riverflink.models.signing import verify
+    from riverflink.pipelines import kafka_io
+    from riverflink.pipelines.config import load_verifier
+
+    servers = bootstrap(args)
+    verifier = load_verifier(args.verify_key)
+    wanted = (lambda meta: not args.model_name or meta.name == args.model_name)
+    values = kafka_io.consume(servers, args.models_topic, idle_timeout=args.idle)
+    if args.latest:  # the topic's tail only, widened until it holds a document of the model asked for
+        last = 16
+        while True:
+            values = kafka_io.read_tail(servers, args.models_topic, last)
+            if len(values) < last or any(d and wanted(d.meta) for d in map(read_document, values)):
+                break
+            last *= 8
+    rows, foreign = [], 0
+    for value in values:
+        document = read_document(value)
+        if document is None:
+            foreign += 1
+            continue
+        if not wanted(document.meta):
+            continue
+        check = "signed" if document.signed else "unsigned"
+        if verifier is not None:
+            check = verify(document.doc, verifier) or "verified"
+        rows.append((document, check))
+    if args.latest:
+        latest: dict = {}
+        for document, check in rows:
+            held = latest.get(document.meta.name)
+            if held is None or (document.meta.version or 0) > (held[0].meta.version or 0):
+                latest[document.meta.name] = (document, check)
+        rows = list(latest.values())
+    print(f"{'name':12} {'version':>14} {'seq':>5} {'events':>8} {'bytes':>7}  {'created_at':20} {'signature':10} "
+          f"counts / quality gate")
+    for document, check in rows:
+        m = document.meta
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m.created_at or 0))
+        serving = f"held: {m.held}" if m.held else ("served" if m.gated else "-")
+        print(f"{str(m.name)[:12]:12} {str(m.version)[:14]:>14} {str(m.sequence)[:5]:>5} {str(m.events)[:8]:>8} "
+              f"{document.size:>7}  {stamp:20} {check[:40]:10} {str(m.counts)[:200]}  {serving[:200]}")
+    if foreign:
+        print(f"({foreign} record(s) on {args.models_topic} were not model documents and were skipped)")
+    return 0
+
+
+def _run_topics(args) -> Topics:
+    return Topics.for_run(args.run) if args.run else from_args(Topics, args)
+
+
+def cmd_report(args) -> int:
+    from riverflink.pipelines import report
+
+    servers = bootstrap(args)
+    topics = _run_topics(args)
+    r = report.read_run(servers, topics, idle=args.idle)
+    out = Path(args.out or f"report-{args.run or 'default'}")
+    page = report.write(r, out, f"riverflink run {args.run or topics.events}")
+    print(r.summary())
+    print(f"report: {page}")
+    return 0
+
+
+def cmd_top(args) -> int:
+    from riverflink.pipelines import top
+
+    topics = _run_topics(args)
+    top.run(bootstrap(args), topics.metrics, topics.models, f"riverflink {args.run or topics.metrics}",
+            duration=args.duration)
+    return 0
+
+
+def register(command, kafka: argparse.ArgumentParser) -> None:
+    """Add the topic commands to the CLI (``command(name, help, *parents)``)."""
+    from riverflink.pipelines.sources import RIVER_DATASETS
+
+    pr = command("produce", "send a River dataset, a JSONL or a CSV file to a topic", kafka)
+    pr.add_argument("--topic", default="events")
+    src = pr.add_mutually_exclusive_group()
+    src.add_argument("--dataset", default="Phishing", choices=RIVER_DATASETS, help="bundled River dataset")
+    src.add_argument("--file", help="a .jsonl file of {\"x\": {...}, \"y\": ...} lines, or a .csv with a header")
+    pr.add_argument("--target", help="label column of a CSV file")
+    pr.add_argument("--limit", type=int, help="events to send (datasets are shuffled and repeated to reach it)")
+    pr.add_argument("--seed", type=int, default=42)
+    pr.add_argument("--start-id", type=int, default=0, help="first event id")
+    pr.add_argument("--unlabelled", action="store_true", help="drop labels (to send prediction requests)")
+    pr.add_argument("--partitions", type=int, default=2, help="partitions if the topic is created")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(func=cmd_produce)
+
+    tl = command("tail", "print predictions, models, metrics or dead letters as they arrive", kafka,
+                 topic_flags("events", "predictions", "models", "metrics"))
+    tl.add_argument("what", nargs="?", default="predictions",
+                    help="predictions, training (per-event training predictions), metrics, models, dlq, or a topic")
+    tl.add_argument("--from-beginning", action="store_true")
+    tl.add_argument("--limit", type=int, help="stop after N records")
+    tl.add_argument("--idle", type=float, help="stop after this many seconds without a record")
+    tl.set_defaults(func=cmd_tail)
+
+    rp = command("report", "plots and an HTML page of a run: served vs single-node River, versions, events/s",
+                 kafka, topic_flags("events", "models", "metrics"))
+    rp.add_argument("--run", help="the run's id (topics events-RUN, models-RUN, metrics-RUN, as 'demo' makes)")
+    rp.add_argument("--out", default=None, help="directory for the PNGs and index.html (default: report-RUN)")
+    rp.add_argument("--idle", type=float, default=3.0, help="seconds without a record that end reading a topic")
+    rp.set_defaults(func=cmd_report)
+
+    tp = command("top", "a live terminal view of a training run (replicas, versions, events/s)", kafka,
+                 topic_flags("models", "metrics"))
+    tp.add_argument("--run", help="the run's id (topics models-RUN and metrics-RUN)")
+    tp.add_argument("--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
+    tp.set_defaults(func=cmd_top)
+
+    md = command("models", "list the model versions on the serving topic", kafka, topic_flags("models"))
+    md.add_argument("--model-name", help="only this model")
+    md.add_argument("--latest", action="store_true", help="only the newest version of each model (reads the topic's tail, not its history)")
+    md.add_argument("--idle", type=float, default=3.0, help="seconds without a record that end the listing")
+    md.add_argument("--verify-key", default=os.environ.get("RIVERFLINK_VERIFY_KEY"), metavar="PEM",
+                    help="check every document's signature against this Ed25519 key")
+    md.set_defaults(func=cmd_models)
+
