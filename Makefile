@@ -18,6 +18,8 @@ unit: $(STAMP)
 
 bench: $(STAMP) $(JARS) java
 	$(PY) -m bench.throughput
+	$(PY) -m bench.sync
+	$(PY) -m bench.batch_mode
 	$(PY) -m bench.merge_policies
 	$(PY) -m bench.freshness
 	$(PY) -m bench.serving

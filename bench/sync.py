@@ -49,7 +49,7 @@ from riverflink import models
 from riverflink.models.policies import MergePolicy
 from riverflink.models.spec import build as build_model
 from riverflink.models.sync import SyncPolicy
-from riverflink.models.update_codec import decode
+from riverflink.operators.messages import decode_update
 from riverflink.operators.loop import LoopSettings, MergerSide, ReplicaSide
 from riverflink.operators.merge_state import MergeTrigger
 from riverflink.operators.model_feed import FeedRules, accept
@@ -192,7 +192,7 @@ def simulate(spec: str, events: list, s: Setting, warmup: int, baseline: tuple[S
                 updates += 1
                 update_bytes += len(data)
                 if s.precision == "float64":  # the JSON byte baseline: the same update as JSON, exactly
-                    json_bytes += len(orjson.dumps(decode(data), option=orjson.OPT_NON_STR_KEYS))
+                    json_bytes += len(orjson.dumps(decode_update(data).delta, option=orjson.OPT_NON_STR_KEYS))
                 publish(merger_side.on_update(merger, data, now=clock).document, rnd)
         publish(merger_side.on_timer(merger, now=clock).document, rnd)  # nothing waits longer than a round
     return Outcome(served, served_late, baseline[0], baseline[1], own, updates, update_bytes, json_bytes,

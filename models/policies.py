@@ -19,8 +19,12 @@ coefficients ``c_i`` come from the policy:
     default: the merged model never moves further than the farthest replica
     did on its own, a step one replica already took safely) and a non-finite
     result falls back to ``average``.  With the guard, ``delta`` matched or
-    beat ``average`` at every K in {4, 8} and S in {10, 100, 500} we measured,
-    and never diverged (``bench/merge_policies.py``).
+    beat ``average`` at every K in {4, 8} and S in {10, 100, 500} in
+    ``bench/merge_policies.py``, which merges *synchronously*; with the real
+    loop's one-batch delay the guarded sum still diverged on regression
+    (Friedman, K=4, every 10), so the training job runs ``delta`` unclipped
+    and corrects stale updates instead (delay compensation,
+    ``operators/delay_compensation.py``; ``docs/merge-policies.md``).
 ``scaled_average``
     ``c_i = n_i / sum(n)`` like ``average``, but the training job trains each
     replica at ``K`` times the learning rate (:func:`models.scale_learning_rate`),

@@ -110,25 +110,19 @@ def _encode_tree(model: Any, tree: dict, w: _Writer) -> dict:
     return {k: _encode(v, kinds.get(k) == numeric.LEARNED, w) for k, v in tree.items()}
 
 
-def encode(model: Any, tree: dict, precision: str = "float16", meta: dict | None = None) -> bytes:
-    """Bytes for ``tree``, a delta (or parameter) tree of ``model``'s family, with an optional JSON ``meta``
-    object (the update's message fields: :mod:`riverflink.operators.messages`)."""
+def encode(model: Any, tree: dict, precision: str = "float16") -> bytes:
+    """Bytes for ``tree``, a delta (or parameter) tree of ``model``'s family."""
     if precision not in PRECISIONS:
         raise ValueError(f"update precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     w = _Writer(precision)
     body = _encode_tree(model, tree, w)
-    header = orjson.dumps({"keys": list(w.keys), "arrays": [[a.dtype.str, a.size] for a in w.arrays], "tree": body,
-                           **({"meta": meta} if meta is not None else {})})
+    header = orjson.dumps({"keys": list(w.keys), "arrays": [[a.dtype.str, a.size] for a in w.arrays], "tree": body})
     return b"".join([bytes([VERSION]), struct.pack("<I", len(header)), header, *(a.tobytes() for a in w.arrays)])
 
 
 def decode(data: bytes) -> dict:
-    """The tree :func:`encode` wrote (learned leaves at the precision they were sent with, as floats)."""
-    return decode_with_meta(data)[0]
-
-
-def decode_with_meta(data: bytes) -> tuple[dict, dict | None]:
-    """``(tree, meta)`` as :func:`encode` wrote them; ``ValueError`` for anything else."""
+    """The tree :func:`encode` wrote (learned leaves at the precision they were sent with, as floats);
+    ``ValueError`` for anything else."""
     try:
         return _decode(data)
     except ValueError:
@@ -137,7 +131,7 @@ def decode_with_meta(data: bytes) -> tuple[dict, dict | None]:
         raise ValueError(f"malformed update: {type(e).__name__}: {str(e)[:200]}") from None
 
 
-def _decode(data: bytes) -> tuple[dict, dict | None]:
+def _decode(data: bytes) -> dict:
     if not data or data[0] != VERSION:
         raise ValueError(f"unknown update codec version {data[:1]!r}")
     (n,) = struct.unpack_from("<I", data, 1)
@@ -171,8 +165,7 @@ def _decode(data: bytes) -> tuple[dict, dict | None]:
             return {"steps": [tree(s) for s in t["steps"]]}
         return {k: node(v) for k, v in t.items()}
 
-    meta = header.get("meta")
-    return tree(header["tree"]), (meta if isinstance(meta, dict) else None)
+    return tree(header["tree"])
 
 
 def _num(v: Any) -> Any:

@@ -1,8 +1,8 @@
 """The messages of the replica -> merger loop: one replica id type, a typed update, and its bytes.  Pure Python.
 
-Inside the training job an update travels as **bytes** (:func:`encode_update`,
-the binary codec of :mod:`riverflink.models.update_codec` with the message
-fields in its header); everywhere else it is a decoded :class:`ReplicaUpdate`
+Inside the training job an update travels as **bytes** (:func:`encode_update`:
+its fields packed in 68 bytes plus its names, then its delta through the
+binary codec of :mod:`riverflink.models.update_codec`); everywhere else it is a decoded :class:`ReplicaUpdate`
 whose ``delta`` is a parameter-delta tree.  Merged models travel back as
 model documents (:mod:`riverflink.models.document`).
 
@@ -19,10 +19,11 @@ model documents (:mod:`riverflink.models.document`).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+import struct
+from dataclasses import dataclass
 from typing import Any
 
-from riverflink.models.update_codec import decode_with_meta, encode
+from riverflink.models.update_codec import decode, encode
 
 #: A replica's id: its key (``crc32(event key) mod K``) as text, as in ``meta.counts`` and ``meta.acked``.
 ReplicaId = str
@@ -57,29 +58,39 @@ class ReplicaUpdate:
     kappa: float | None = None
 
 
-_FIELDS = {"model_name": str, "replica": str, "base_version": int, "events": int, "sent_at": float, "seq": int,
-           "loss": float, "rho": float, "shared": float, "kappa": float}
+#: the fixed fields of an encoded update, before its names and its delta: base_version, events, seq, sent_at,
+#: loss, rho, shared, kappa (NaN for None), the UTF-8 lengths of model_name and replica
+_HEAD = struct.Struct("<qqqdddddHH")
+
+
+def _opt(v: float | None) -> float:
+    return math.nan if v is None else float(v)
+
+
+def _back(v: float) -> float | None:
+    return None if math.isnan(v) else v
 
 
 def encode_update(template: Any, update: ReplicaUpdate, precision: str = "float16") -> bytes:
-    """The bytes an update travels as inside the job (learned leaves at ``precision``)."""
-    meta = {k: v for k, v in asdict(update).items() if k != "delta"}
-    return encode(template, update.delta, precision, meta=meta)
+    """The bytes an update travels as inside the job: its fields packed, then its delta through the binary codec
+    (learned leaves at ``precision``)."""
+    name, replica = update.model_name.encode(), update.replica.encode()
+    head = _HEAD.pack(update.base_version, update.events, update.seq, update.sent_at, _opt(update.loss),
+                      _opt(update.rho), _opt(update.shared), _opt(update.kappa), len(name), len(replica))
+    return b"".join([head, name, replica, encode(template, update.delta, precision)])
 
 
 def decode_update(data: bytes) -> ReplicaUpdate:
     """The update :func:`encode_update` wrote; ``ValueError`` for anything else."""
-    delta, meta = decode_with_meta(data)
-    if meta is None:
-        raise ValueError("update without its message fields")
-    fields: dict = {}
-    for name, kind in _FIELDS.items():
-        v = meta.get(name)
-        if v is None and kind is float and name != "sent_at":
-            fields[name] = None
-            continue
-        ok = isinstance(v, kind) if kind is not float else isinstance(v, (int, float)) and math.isfinite(v)
-        if not ok or isinstance(v, bool):
-            raise ValueError(f"update field {name!r} is not a {kind.__name__}: {str(v)[:40]!r}")
-        fields[name] = float(v) if kind is float else v
-    return ReplicaUpdate(delta=delta, **fields)
+    try:
+        base, events, seq, sent_at, loss, rho, shared, kappa, n_name, n_replica = _HEAD.unpack_from(data)
+        at = _HEAD.size
+        name = data[at : at + n_name].decode()
+        replica = data[at + n_name : at + n_name + n_replica].decode()
+    except (struct.error, UnicodeDecodeError) as e:
+        raise ValueError(f"malformed update: {e}") from None
+    delta = decode(data[at + n_name + n_replica :])
+    if math.isnan(sent_at) or not all(math.isnan(v) or math.isfinite(v) for v in (loss, rho, shared, kappa)):
+        raise ValueError("update fields are not finite")
+    return ReplicaUpdate(name, replica, base, delta, events, sent_at, seq, _back(loss), _back(rho), _back(shared),
+                         _back(kappa))

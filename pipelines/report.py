@@ -25,6 +25,7 @@ import orjson
 
 from riverflink import models
 from riverflink.models.labels import LabelRule, task_of
+from riverflink.operators.scoring import river_baseline
 from riverflink.models.document import ModelDocument, of_dict, read_document  # noqa: F401 (of_dict: doctest)
 from riverflink.operators.dead_letters import Rejected
 from riverflink.operators.events import parse_event
@@ -84,9 +85,9 @@ def compute(events: list, docs: list[ModelDocument], metrics: list) -> Report:
     task, labels = task_of(river), LabelRule.for_model(river)
     built: dict = {}
     series = []
-    for ts, x, y in events:
-        if labels.problem(y) is not None:  # the job dead-lettered it; River would learn it wrong
-            continue
+    events = [e for e in events if labels.problem(e[2]) is None]  # the job dead-lettered the others
+    river_preds = river_baseline(river, [(x, y) for _, x, y in events])[2]
+    for (ts, x, y), y_river in zip(events, river_preds):
         i = bisect.bisect_right(created, ts) - 1
         served_ok = None
         if i >= 0:
@@ -97,8 +98,6 @@ def compute(events: list, docs: list[ModelDocument], metrics: list) -> Report:
             age = ts - created[i]
         else:
             y_served, age = None, None  # cold start: nothing served yet
-        y_river = river.predict_one(x)
-        river.learn_one(x, y)
         if task == "regression":
             served_ok = abs(y - (y_served if y_served is not None else 0.0))
             river_ok = abs(y - (y_river if y_river is not None else 0.0))
