@@ -38,6 +38,7 @@ from riverflink.operators.flink_state import DEAD_LETTER, LATEST_MODEL, METRICS,
 from riverflink.operators.frames import records
 from riverflink.operators.limits import DEFAULT_LIMITS, Limits
 from riverflink.operators.loop import BatchOutcome, LoopSettings, ReplicaSide
+from riverflink.operators.messages import ReplicaId, replica_id
 from riverflink.operators.model_feed import FeedRules, accept
 from riverflink.operators.records import prediction_record
 from riverflink.operators.replica import Replica
@@ -141,9 +142,9 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         for ev, (y_pred, proba) in zip(out.events, out.predictions):
             yield PREDICTIONS, prediction_record(
                 source="training", request_id=ev.id, y_pred=y_pred, proba=proba, model_version=out.base_version,
-                model_created_at=None, replica=key, y=ev.y, partition=ev.partition, offset=ev.offset)
+                model_created_at=None, replica=replica_id(key), y=ev.y, partition=ev.partition, offset=ev.offset)
         if score is not None or out.rejected:
-            yield METRICS, _metrics_record(key, out.base_version, replica.task, score, len(out.rejected), out.events,
+            yield METRICS, _metrics_record(replica_id(key), out.base_version, replica.task, score, len(out.rejected), out.events,
                                            out.features_dropped)
 
     def on_timer(self, timestamp, ctx):
@@ -173,7 +174,7 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
             self.params_cache = {entry.version: models.get_params(model)}
 
 
-def _metrics_record(replica, version: int, task: str, score: Score | None, dead: int, events: list,
+def _metrics_record(replica: ReplicaId, version: int, task: str, score: Score | None, dead: int, events: list,
                     features_dropped: int = 0) -> str:
     offsets: dict = {}
     for ev in events:

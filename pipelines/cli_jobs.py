@@ -6,6 +6,7 @@ Their flags are derived from ``TrainConfig`` and ``ServeConfig`` (:mod:`riverfli
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from riverflink.pipelines.cli_context import bootstrap, root_cause
@@ -13,22 +14,15 @@ from riverflink.pipelines.config import ConfigError, FlinkConfig, ServeConfig, T
 from riverflink.pipelines.options import add_options, from_args
 
 
-def train_config(args) -> TrainConfig:
-    cfg = from_args(TrainConfig, args, bootstrap_servers=bootstrap(args))
-    return _with_kafka(cfg)
-
-
-def serve_config(args) -> ServeConfig:
-    cfg = from_args(ServeConfig, args, bootstrap_servers=bootstrap(args))
-    return _with_kafka(cfg)
-
-
-def _with_kafka(cfg):
-    """``cfg`` with the process's Kafka client properties (``main`` sets them from the flags)."""
-    import dataclasses
-
+def job_config(cls: type, args: argparse.Namespace):
+    """A job's config (``TrainConfig`` or ``ServeConfig``) from its flags, with the process's Kafka client
+    properties (``main`` sets them from ``--kafka-config`` / ``--kafka-property``)."""
     from riverflink.pipelines.kafka_config import current
 
+    try:
+        cfg = from_args(cls, args, bootstrap_servers=bootstrap(args))
+    except ValueError as e:  # a check in a nested config's constructor (Limits)
+        raise ConfigError(str(e)) from None
     return dataclasses.replace(cfg, kafka=dataclasses.replace(cfg.kafka, properties=current()))
 
 
@@ -56,10 +50,7 @@ def _run_job(build, cfg, name: str, args) -> int:
 def cmd_train(args) -> int:
     from riverflink.pipelines import training
 
-    try:
-        cfg = train_config(args)
-    except ValueError as e:  # a Limits check
-        raise ConfigError(str(e)) from None
+    cfg = job_config(TrainConfig, args)
     roles = ("events", "dead_letter", "models", "metrics") + (("training_predictions",) if cfg.training_predictions else ())
     _preflight(cfg, cfg.topics.to_create(*roles))
     return _run_job(training.build, cfg, f"riverflink-train-{cfg.model_name}", args)
@@ -68,7 +59,7 @@ def cmd_train(args) -> int:
 def cmd_serve(args) -> int:
     from riverflink.pipelines import serving
 
-    cfg = serve_config(args)
+    cfg = job_config(ServeConfig, args)
     _preflight(cfg, cfg.topics.to_create("requests", "predictions", "models"))
     return _run_job(serving.build, cfg, f"riverflink-serve-{cfg.model_name}", args)
 
