@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 from riverflink.pipelines.cli_context import BROKER_FILE, STATE_DIR
 from riverflink.pipelines.config import ConfigError
@@ -53,22 +54,21 @@ def cmd_keys(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from riverflink.pipelines import demo
-    from riverflink.pipelines.broker import EmbeddedBroker
-
     from riverflink.models.spec import build as build_model
+    from riverflink.pipelines.broker import EmbeddedBroker
 
     try:
         build_model(args.model)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     if args.bootstrap_servers:
-        result = demo.run(from_args(demo.DemoConfig, args, bootstrap_servers=args.bootstrap_servers))
+        result = _demo_run(args, args.bootstrap_servers)
     else:
         STATE_DIR.mkdir(parents=True, exist_ok=True)
         with EmbeddedBroker(log_path=STATE_DIR / "demo-broker.log") as broker:
-            print(f"embedded Tansu broker on {broker.bootstrap} (pid {broker.process.pid})")
-            result = demo.run(from_args(demo.DemoConfig, args, bootstrap_servers=broker.bootstrap, run_id=""))
+            print(f"embedded Tansu broker on {broker.bootstrap} (pid {broker.process.pid}); its topics go with it: "
+                  f"--report DIR keeps the run's report, --bootstrap-servers a broker that stays")
+            result = _demo_run(args, broker.bootstrap)
     print(f"{len(result.model_versions)} model versions (latest v{result.model_versions[-1]}), replicas contributing: "
           f"{sorted(result.replicas_contributing)}, requests answered={result.answered} "
           f"no_model_yet={result.no_model_yet}")
@@ -76,6 +76,24 @@ def cmd_demo(args) -> int:
           f"request -> prediction latency (ms): {result.percentiles(result.latency_ms)}")
     print(result.summary())
     return 0 if result.learned + result.dead_lettered == result.events else 1
+
+
+def _demo_run(args, servers: str):
+    """One demo run on ``servers``: its id first, its report (``--report DIR``) before the broker can go."""
+    from riverflink.pipelines import demo
+
+    cfg = from_args(demo.DemoConfig, args, bootstrap_servers=servers)
+    print(f"run {cfg.run_id}: topics {cfg.topics.events}, {cfg.topics.models}, {cfg.topics.metrics}, ...; "
+          f"'riverflink top --run {cfg.run_id}' and 'riverflink report --run {cfg.run_id}' read them", flush=True)
+    result = demo.run(cfg)
+    if args.report:
+        from riverflink.pipelines import report
+
+        r = report.read_run(servers, cfg.topics)
+        page = report.write(r, Path(args.report), f"riverflink demo run {cfg.run_id}")
+        print(r.summary())
+        print(f"report: {page}")
+    return result
 
 
 def register(command) -> None:
@@ -94,4 +112,5 @@ def register(command) -> None:
     dm = command("demo", "embedded broker + both jobs + a labelled stream; prints live predictions")
     dm.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="use this Kafka instead of an embedded broker")
     add_options(dm, DemoConfig)
+    dm.add_argument("--report", metavar="DIR", help="write the run's report (PNGs and index.html) to DIR at the end")
     dm.set_defaults(func=cmd_demo)
