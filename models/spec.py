@@ -49,12 +49,26 @@ def build(spec: str) -> Any:
 
     >>> build("StandardScaler|LogisticRegression(lr=0.05)")["LogisticRegression"].optimizer.learning_rate
     0.05
+    >>> build("LogisticRegression(lr=0.05")
+    Traceback (most recent call last):
+    ValueError: model step 'LogisticRegression(lr=0.05' has an unbalanced '(' in spec 'LogisticRegression(lr=0.05'
+    >>> build("LogisticRegresion")
+    Traceback (most recent call last):
+    ValueError: unknown model step 'LogisticRegresion' in spec 'LogisticRegresion' (did you mean LogisticRegression?); known: ...
     """
+    import difflib
+
     steps = []
     for part in spec.split("|"):
+        if part.count("(") != part.count(")"):
+            paren = "(" if part.count("(") > part.count(")") else ")"
+            raise ValueError(f"model step {part.strip()!r} has an unbalanced {paren!r} in spec {spec!r}")
         m = _STEP.match(part)
         if not m or m.group(1) not in FACTORIES:
-            raise ValueError(f"unknown model step {part.strip()!r} in spec {spec!r}; known: {', '.join(FACTORIES)}")
+            name = m.group(1) if m else part.strip()
+            close = difflib.get_close_matches(name, FACTORIES, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ValueError(f"unknown model step {part.strip()!r} in spec {spec!r}{hint}; known: {', '.join(FACTORIES)}")
         kwargs = {}
         for arg in filter(None, (m.group(2) or "").split(",")):
             name, _, value = arg.partition("=")

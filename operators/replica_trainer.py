@@ -61,6 +61,9 @@ class TrainerSettings:
     max_skew_ms: int = 60_000
     #: accept only model documents signed by this key (see riverflink.models.signing)
     verifier: Verifier | None = None
+    #: names this job's records on the shared metrics topic (set when the job graph is built; kept across
+    #: failovers, new for a new job), so that readers never mix two jobs
+    job_tag: str = ""
 
 
 class ReplicaTrainer(KeyedBroadcastProcessFunction):
@@ -144,8 +147,8 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
                 source="training", request_id=ev.id, y_pred=y_pred, proba=proba, model_version=out.base_version,
                 model_created_at=None, replica=replica_id(key), y=ev.y, partition=ev.partition, offset=ev.offset)
         if score is not None or out.rejected:
-            yield METRICS, _metrics_record(replica_id(key), out.base_version, replica.task, score, len(out.rejected), out.events,
-                                           out.features_dropped)
+            yield METRICS, _metrics_record(self.s.job_tag, replica_id(key), out.base_version, replica.task, score,
+                                           len(out.rejected), out.events, out.features_dropped)
 
     def on_timer(self, timestamp, ctx):
         key = ctx.get_current_key()
@@ -174,7 +177,7 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
             self.params_cache = {entry.version: models.get_params(model)}
 
 
-def _metrics_record(replica: ReplicaId, version: int, task: str, score: Score | None, dead: int, events: list,
+def _metrics_record(job: str, replica: ReplicaId, version: int, task: str, score: Score | None, dead: int, events: list,
                     features_dropped: int = 0) -> str:
     offsets: dict = {}
     for ev in events:
@@ -183,6 +186,7 @@ def _metrics_record(replica: ReplicaId, version: int, task: str, score: Score | 
             offsets[ev.partition] = (min(lo, ev.offset), max(hi, ev.offset))
     return orjson.dumps({
         "source": "training",
+        "job": job,
         "replica": replica,
         "model_version": version,
         "task": task,

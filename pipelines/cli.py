@@ -11,29 +11,71 @@ config classes (:mod:`~riverflink.pipelines.options`).
 
 from __future__ import annotations
 
-import argparse
-import sys
-import time
-from pathlib import Path
+import os
+import signal
 
-from riverflink.pipelines import cli_jobs, cli_local, cli_topics
-from riverflink.pipelines.broker import exit_on_sigterm
-from riverflink.pipelines.cli_context import STATE_DIR, root_cause
-from riverflink.pipelines.config import ConfigError
+# Ctrl-C or SIGTERM while the (slow) imports below run: nothing has started yet, so leave quietly;
+# main() hands both signals back to Python's handling once it runs.
+signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+signal.signal(signal.SIGTERM, lambda *_: os._exit(143))
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from riverflink.pipelines import cli_jobs, cli_local, cli_topics  # noqa: E402
+from riverflink.pipelines.broker import exit_on_sigterm  # noqa: E402
+from riverflink.pipelines.cli_context import STATE_DIR, root_cause  # noqa: E402
+from riverflink.pipelines.config import ConfigError  # noqa: E402
+
+
+CONFIG_HELP = ("settings from a TOML file, before or after the command: keys are the flags' names without their "
+               "dashes (replicas = 4), a [train] or [serve] table applies to that command only, and flags win")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that ends a bad command line with one ``riverflink: error:`` line, and suggests the flag or
+    command a misspelled one was probably meant to be."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's hook
+        print(f"riverflink: error: {message}{self._suggestion(message)}", file=sys.stderr)
+        sys.exit(2)
+
+    def _suggestion(self, message: str) -> str:
+        import difflib
+        import re
+
+        known = set(self._option_string_actions)
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                known |= set(action.choices)
+                for sp in action.choices.values():
+                    known |= set(sp._option_string_actions)
+        words = re.findall(r"(--?[\w-]+|'[\w-]+')", message)
+        for word in words:
+            word = word.strip("'")
+            if word in known:
+                continue
+            close = difflib.get_close_matches(word, sorted(known), n=1, cutoff=0.75)
+            if close:
+                return f" (did you mean {close[0]}?)"
+        return ""
 
 
 def parser() -> argparse.ArgumentParser:
     from riverflink import __version__
 
-    p = argparse.ArgumentParser(prog="riverflink", description=__doc__.split("\n\n")[0].replace("``", "'"),
-                                allow_abbrev=False)
+    p = Parser(prog="riverflink", description=__doc__.split("\n\n")[0].replace("``", "'"), allow_abbrev=False)
     p.add_argument("--version", action="version", version=f"riverflink {__version__}")
-    p.add_argument("--config", metavar="FILE.toml",
-                   help="settings from a TOML file (flags win; see docs in riverflink.pipelines.config_file)")
+    p.add_argument("--config", metavar="FILE.toml", help=CONFIG_HELP)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str, *parents) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, parents=list(parents), allow_abbrev=False)
+        c = sub.add_parser(name, help=help, parents=list(parents), allow_abbrev=False)
+        # the global option after the command too; SUPPRESS keeps a --config given before it
+        c.add_argument("--config", metavar="FILE.toml", default=argparse.SUPPRESS, help=CONFIG_HELP)
+        return c
 
     kafka = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     kafka.add_argument("--bootstrap-servers", metavar="HOST:PORT",
@@ -49,9 +91,18 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _no_interrupt_traces(record) -> bool:
+    """Drops py4j's ``logging.exception`` of the Ctrl-C that stops a job (it logs through the root logger)."""
+    return not (record.exc_info and record.exc_info[0] is not None and issubclass(record.exc_info[0], KeyboardInterrupt))
+
+
 def main(argv: list[str] | None = None) -> int:
+    import logging
+
     argv = sys.argv[1:] if argv is None else argv
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     exit_on_sigterm()
+    logging.getLogger().addFilter(_no_interrupt_traces)
     try:
         from riverflink.pipelines import config_file
 

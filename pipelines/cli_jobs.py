@@ -10,7 +10,7 @@ import dataclasses
 from pathlib import Path
 
 from riverflink.pipelines.cli_context import bootstrap, root_cause
-from riverflink.pipelines.config import ConfigError, FlinkConfig, ServeConfig, TrainConfig
+from riverflink.pipelines.config import ConfigError, FlinkConfig, ServeConfig, TrainConfig, host_port
 from riverflink.pipelines.options import add_options, from_args
 
 
@@ -38,6 +38,9 @@ def _run_job(build, cfg, name: str, args) -> int:
         env.execute(name)  # the cluster client runs it (detached)
         return 0
     print(f"running {name} on the local mini-cluster (Ctrl-C stops it)", flush=True)
+    from riverflink.pipelines import job_status
+
+    job_status.start(name.split("-")[1], cfg, args.status_every)
     try:
         env.execute(name)
     except Exception as e:  # noqa: BLE001 - a failed job ends with its root cause on one line
@@ -89,9 +92,13 @@ def cmd_stop(args) -> int:
     target = args.savepoint_dir
     if target and "://" not in target:  # a plain path means this machine's file system; URIs pass unchanged
         target = Path(target).resolve().as_uri()
+    name = next((j["name"] for j in flink_rest.jobs(args.jobmanager) if j["jid"] == job_id), "")
     path = flink_rest.stop_with_savepoint(args.jobmanager, job_id, target)
     print(f"stopped {job_id}; savepoint: {path}")
-    print(f"resume with: riverflink train ... --jobmanager {args.jobmanager} --from-savepoint {path}")
+    command = "serve" if name.startswith("riverflink-serve") else "train"
+    # a local run's mini-cluster ends with its job; a standalone cluster keeps answering
+    where = f" --jobmanager {args.jobmanager}" if flink_rest.still_up(args.jobmanager) else ""
+    print(f"resume with: riverflink {command} ... (the same flags){where} --from-savepoint {path}")
     return 0
 
 
@@ -100,15 +107,20 @@ def register(command, kafka: argparse.ArgumentParser) -> None:
     tr = command("train", "run the training job (replicas, merger)", kafka)
     add_options(tr, TrainConfig)
     tr.add_argument("--python-executable", help="Python of the cluster's workers (default: this one)")
+    tr.add_argument("--status-every", type=float, default=10.0, metavar="SECONDS",
+                    help="a local run prints a status line this often: learned, versions, lag (0: never)")
     tr.set_defaults(func=cmd_train)
 
     sv = command("serve", "run the serving job (requests -> predictions)", kafka)
     add_options(sv, ServeConfig)
     sv.add_argument("--python-executable", help="Python of the cluster's workers (default: this one)")
+    sv.add_argument("--status-every", type=float, default=10.0, metavar="SECONDS",
+                    help="a local run prints a status line this often: answers by status, the model (0: never)")
     sv.set_defaults(func=cmd_serve)
 
     st = command("stop", "stop a job on a running cluster with a savepoint (to upgrade or rescale)")
-    st.add_argument("--jobmanager", metavar="HOST:PORT", required=True)
+    st.add_argument("--jobmanager", metavar="HOST:PORT", required=True, type=host_port,
+                    help="the cluster's REST endpoint (a URL is fine; a local run prints its own)")
     which = st.add_mutually_exclusive_group(required=True)
     which.add_argument("--job-id")
     which.add_argument("--name", help="job name, e.g. riverflink-train-default")

@@ -26,15 +26,24 @@ def cmd_produce(args) -> int:
     from riverflink.pipelines.sources import encode_events, file_events, river_events
 
     servers = bootstrap(args)
+    total = args.limit
     if args.file:
         events = file_events(args.file, args.target)
+        if args.limit:
+            from itertools import islice
+
+            events = islice(events, args.limit)
     else:
         events = river_events(args.dataset, args.limit, seed=args.seed)
+        if total is None:
+            from river import datasets
+
+            total = getattr(datasets, args.dataset)().n_samples
     kafka_io.create_topics(servers, {args.topic: args.partitions})
     producer = kafka_io.producer(servers)
     n = 0
     for value in tqdm(encode_events(events, start_id=args.start_id, with_label=not args.unlabelled),
-                      unit="ev", desc=f"-> {args.topic}", disable=args.quiet):
+                      unit="ev", desc=f"-> {args.topic}", total=total, disable=args.quiet):
         producer.send(args.topic, value=value)
         n += 1
     producer.flush()
@@ -44,14 +53,36 @@ def cmd_produce(args) -> int:
 
 
 def cmd_tail(args) -> int:
+    import difflib
+    import sys
+    import threading
+
     from riverflink.pipelines import kafka_io
+    from riverflink.pipelines.config import ConfigError
 
     servers = bootstrap(args)
-    topic = {"predictions": args.predictions_topic, "models": args.models_topic, "metrics": args.metrics_topic,
-             "training": args.predictions_topic + ".training",
-             "dlq": args.events_topic + ".dlq"}.get(args.what, args.what)
+    shortcuts = {"predictions": args.predictions_topic, "models": args.models_topic, "metrics": args.metrics_topic,
+                 "training": args.predictions_topic + ".training", "dlq": args.events_topic + ".dlq"}
+    topic = shortcuts.get(args.what, args.what)
+    existing = kafka_io.topic_names(servers)
+    if topic not in existing:
+        if not args.create:
+            close = difflib.get_close_matches(args.what, [*shortcuts, *existing], n=1)
+            raise ConfigError(f"no topic {topic!r} on {servers}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                              + "; pass --create to wait for it")
+        kafka_io.create_topics(servers, {topic: 1})
+    # "new only" by the records' own timestamps: Tansu's reported end offset can sit a batch early (DESIGN.md)
+    start_ms = 0 if args.from_beginning else int(time.time() * 1000)
     n = 0
-    for value in kafka_io.consume(servers, topic, from_beginning=args.from_beginning, idle_timeout=args.idle):
+    waiting = threading.Timer(3.0, lambda: n or print(
+        f"(nothing {'on' if args.from_beginning else 'new on'} {topic} yet; waiting: Ctrl-C stops)", file=sys.stderr,
+        flush=True))
+    waiting.daemon = True
+    waiting.start()
+    for record in kafka_io.consume_records(servers, topic, idle_timeout=args.idle):
+        if record.timestamp < start_ms:
+            continue
+        value = record.value
         text = value.decode("utf-8", errors="replace")
         if args.what == "models":
             from riverflink.models.document import read_document
@@ -68,6 +99,10 @@ def cmd_tail(args) -> int:
         n += 1
         if args.limit and n >= args.limit:
             break
+    waiting.cancel()
+    if not n and args.idle:
+        print(f"(nothing {'on' if args.from_beginning else 'new on'} {topic} within {args.idle:g} s)",
+              file=sys.stderr, flush=True)
     return 0
 
 
@@ -88,7 +123,7 @@ def cmd_models(args) -> int:
             if len(values) < last or any(d and wanted(d.meta) for d in map(read_document, values)):
                 break
             last *= 8
-    rows, foreign = [], 0
+    rows, foreign, refusals = [], 0, []
     for value in values:
         document = read_document(value)
         if document is None:
@@ -98,26 +133,60 @@ def cmd_models(args) -> int:
             continue
         check = "signed" if document.signed else "unsigned"
         if verifier is not None:
-            check = verify(document.doc, verifier) or "verified"
+            problem = verify(document.doc, verifier)
+            check = "verified" if problem is None else "REFUSED"
+            if problem is not None:
+                refusals.append(f"v{document.meta.version}: {problem}"[:200])
         rows.append((document, check))
     if args.latest:
         latest: dict = {}
         for document, check in rows:
+            if verifier is not None and check != "verified":
+                continue  # with a key, the newest version is the newest one it verifies
             held = latest.get(document.meta.name)
             if held is None or (document.meta.version or 0) > (held[0].meta.version or 0):
                 latest[document.meta.name] = (document, check)
         rows = list(latest.values())
     print(f"{'name':12} {'version':>14} {'seq':>5} {'events':>8} {'bytes':>7}  {'created_at':20} {'signature':10} "
           f"counts / quality gate")
+    previous: dict = {}
     for document, check in rows:
         m = document.meta
+        before = previous.get(m.name)
+        previous[m.name] = (m, check)
+        if before is not None and not args.latest:
+            marker = _new_history(before, (m, check))
+            if marker:
+                print(f"-- {str(m.name)[:40]}: a new history starts here: {marker}")
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m.created_at or 0))
         serving = f"held: {m.held}" if m.held else ("served" if m.gated else "-")
         print(f"{str(m.name)[:12]:12} {str(m.version)[:14]:>14} {str(m.sequence)[:5]:>5} {str(m.events)[:8]:>8} "
-              f"{document.size:>7}  {stamp:20} {check[:40]:10} {str(m.counts)[:200]}  {serving[:200]}")
+              f"{document.size:>7}  {stamp:20} {check:10} {str(m.counts)[:200]}  {serving[:200]}")
     if foreign:
         print(f"({foreign} record(s) on {args.models_topic} were not model documents and were skipped)")
+    for refusal in refusals[:20]:
+        print(f"(REFUSED {refusal})")
+    print("(seq: merges by the job that published the version; events: events the model holds; counts: events "
+          "each replica key added to this version; signature: checked with --verify-key; quality gate: served "
+          "unless held)")
     return 0
+
+
+def _new_history(before: tuple, after: tuple) -> str:
+    """Why version ``after`` does not continue ``before``'s history ("" when it does): ``(ModelMeta, check)`` each.
+
+    >>> from riverflink.models.document import ModelMeta
+    >>> _new_history((ModelMeta(sequence=40, events=27000), "signed"), (ModelMeta(sequence=1, events=384), "unsigned"))
+    'sequence restarted at 1 (a new job: it adopted the newest version it accepted, or started empty); signed -> unsigned'
+    """
+    (m0, c0), (m1, c1) = before, after
+    reasons = []
+    if m1.sequence is not None and m0.sequence is not None and m1.sequence <= m0.sequence:
+        reasons.append(f"sequence restarted at {m1.sequence} (a new job: it adopted the newest version it accepted, "
+                       "or started empty)")
+    if c0.split()[0] != c1.split()[0]:
+        reasons.append(f"{c0.split()[0]} -> {c1.split()[0]}")
+    return "; ".join(reasons)
 
 
 def _run_topics(args) -> Topics:
@@ -138,11 +207,21 @@ def cmd_report(args) -> int:
 
 
 def cmd_top(args) -> int:
-    from riverflink.pipelines import top
+    import sys
 
+    from riverflink.pipelines import top
+    from riverflink.pipelines.config import ConfigError
+
+    servers = bootstrap(args)
+    if not args.run and args.metrics_topic == "metrics":  # no run named: follow the newest
+        run = top.newest_run(servers)
+        if run is None:
+            raise ConfigError(f"no metrics on {servers} yet: start 'riverflink train' (or 'demo'), or name --run")
+        args.run = run or None
+        print(f"following the newest run: {run or 'the plain topics (metrics, models)'}", file=sys.stderr)
     topics = _run_topics(args)
-    top.run(bootstrap(args), topics.metrics, topics.models, f"riverflink {args.run or topics.metrics}",
-            duration=args.duration)
+    top.run(servers, topics.metrics, topics.models, f"riverflink top {args.run or topics.metrics}",
+            duration=args.duration, plain=args.plain or not sys.stdout.isatty())
     return 0
 
 
@@ -168,7 +247,9 @@ def register(command, kafka: argparse.ArgumentParser) -> None:
                  topic_flags("events", "predictions", "models", "metrics"))
     tl.add_argument("what", nargs="?", default="predictions",
                     help="predictions, training (per-event training predictions), metrics, models, dlq, or a topic")
-    tl.add_argument("--from-beginning", action="store_true")
+    tl.add_argument("--from-beginning", action="store_true",
+                    help="print the topic's history first (default: only records written from now on)")
+    tl.add_argument("--create", action="store_true", help="create the topic if it does not exist, and wait for it")
     tl.add_argument("--limit", type=int, help="stop after N records")
     tl.add_argument("--idle", type=float, help="stop after this many seconds without a record")
     tl.set_defaults(func=cmd_tail)
@@ -184,6 +265,8 @@ def register(command, kafka: argparse.ArgumentParser) -> None:
                  topic_flags("models", "metrics"))
     tp.add_argument("--run", help="the run's id (topics models-RUN and metrics-RUN)")
     tp.add_argument("--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
+    tp.add_argument("--plain", action="store_true",
+                    help="one line a second instead of a live table (the default when output is not a terminal)")
     tp.set_defaults(func=cmd_top)
 
     md = command("models", "list the model versions on the serving topic", kafka, topic_flags("models"))

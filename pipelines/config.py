@@ -29,6 +29,15 @@ class ConfigError(ValueError):
 _HOSTPORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 
 
+def host_port(text: str) -> str:
+    """``HOST:PORT`` from itself or from a URL (``http://127.0.0.1:8081/`` is what Flink prints).
+
+    >>> host_port("http://127.0.0.1:8081/"), host_port("localhost:8081")
+    ('127.0.0.1:8081', 'localhost:8081')
+    """
+    return re.sub(r"^[a-z]+://", "", text.strip()).rstrip("/")
+
+
 #: partitions of each topic riverflink creates, by role
 PARTITIONS = {"events": 2, "dead_letter": 1, "predictions": 2, "models": 1, "requests": 2, "metrics": 1,
               "training_predictions": 2}
@@ -90,7 +99,7 @@ class FlinkConfig:
     """Where and how jobs run: ``jobmanager=None`` is the local mini-cluster."""
 
     jobmanager: str | None = option(None, "submit to a running Flink cluster's REST endpoint (default: local "
-                                    "mini-cluster)", metavar="HOST:PORT")
+                                    "mini-cluster; a URL is fine)", metavar="HOST:PORT", parse=host_port)
     parallelism: int | None = option(None, "subtasks per operator (default: 2 locally, the cluster's "
                                      "parallelism.default on a cluster)")
     checkpoint_ms: int | None = option(None, "checkpoint interval (default: 5000 locally; on a cluster, its own "

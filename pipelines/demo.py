@@ -209,7 +209,9 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
                     last_shown = time.time()
                     shown += 1
                     truth = labels.get(rec["id"])
-                    out(f"  prediction  request={rec['id']:<6} -> {rec['prediction']!s:<5} "
+                    shown_pred = rec["prediction"]
+                    shown_pred = f"{shown_pred:.3f}" if isinstance(shown_pred, float) else str(shown_pred)
+                    out(f"  prediction  request={rec['id']:<6} -> {shown_pred:<5} "
                         f"(truth {truth!s:<5}) model v{rec['model_version']} age {rec['model_age_ms']:.0f} ms")
         for value in model_reader.poll(0):
             document = read_document(value)

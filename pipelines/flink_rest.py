@@ -19,9 +19,38 @@ def _call(address: str, path: str, body: dict | None = None, timeout: float = 10
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return json.load(r)
     except urllib.error.HTTPError as e:
-        raise ConfigError(f"Flink REST {path} answered {e.code}: {e.read().decode(errors='replace')[:200]}") from None
+        raise ConfigError(plain_error(path, e.code, e.read().decode(errors="replace"))) from None
     except (OSError, ValueError) as e:
         raise ConfigError(f"Flink cluster unreachable at {address} ({getattr(e, 'reason', e)})") from None
+
+
+#: Flink's answers that have a known fix: (text in the answer, the sentence riverflink says instead)
+_KNOWN = (
+    ("savepoint-dir] is not set", "the cluster has no default savepoint directory: pass --savepoint-dir DIR"),
+    ("savepoints.dir", "the cluster has no default savepoint directory: pass --savepoint-dir DIR"),
+)
+
+
+def plain_error(path: str, code: int, body: str) -> str:
+    """One sentence for a Flink REST error answer: a known cause with its fix, else the innermost Java message.
+
+    >>> plain_error("/jobs/x/stop", 400, '{"errors":["org.apache.flink...: Config key '
+    ...             '[execution.checkpointing.savepoint-dir] is not set. Property [...]"]}')
+    'the cluster has no default savepoint directory: pass --savepoint-dir DIR'
+    >>> plain_error("/jobs/x", 404, '{"errors":["java.lang.Exception: Job x not found"]}')
+    'Flink REST /jobs/x answered 404: Job x not found'
+    """
+    for needle, sentence in _KNOWN:
+        if needle in body:
+            return sentence
+    try:
+        errors = json.loads(body).get("errors") or [body]
+    except (ValueError, AttributeError):
+        errors = [body]
+    lines = [ln.strip() for e in errors for ln in str(e).splitlines() if ln.strip() and not ln.strip().startswith("at ")]
+    text = lines[-1] if lines else body
+    text = text.split(": ", 1)[1] if text.split(": ", 1)[0].count(".") >= 2 else text  # drop a Java class name
+    return f"Flink REST {path} answered {code}: {text[:200]}"
 
 
 def overview(address: str, timeout: float = 10) -> dict:
@@ -79,10 +108,28 @@ def vertex_parallelism(address: str, job_id: str) -> dict[str, int]:
 
 
 def find_running(address: str, name: str) -> str:
-    running = [j["jid"] for j in jobs(address) if j["name"] == name and j["state"] == "RUNNING"]
+    import difflib
+
+    listed = jobs(address)
+    running = [j["jid"] for j in listed if j["name"] == name and j["state"] == "RUNNING"]
     if len(running) != 1:
-        raise ConfigError(f"expected one running job named {name!r} on {address}, found {len(running)}")
+        names = sorted({j["name"] for j in listed if j["state"] == "RUNNING"})
+        close = difflib.get_close_matches(name, names, n=1)
+        raise ConfigError(f"expected one running job named {name!r} on {address}, found {len(running)}"
+                          + (f" (did you mean {close[0]!r}?)" if close and len(running) == 0 else "")
+                          + f"; running: {', '.join(repr(n) for n in names) or 'none'}")
     return running[0]
+
+
+def still_up(address: str, wait: float = 3.0) -> bool:
+    """Whether the cluster at ``address`` still answers ``wait`` seconds from now (a local mini-cluster stops with
+    its job)."""
+    time.sleep(wait)
+    try:
+        overview(address, timeout=2)
+        return True
+    except ConfigError:
+        return False
 
 
 def stop_with_savepoint(address: str, job_id: str, directory: str | None, timeout: float = 120) -> str:

@@ -139,6 +139,12 @@ def make_env(cfg: FlinkConfig, job_name: str):
             conf.set_string("metrics.reporter.prom.factory.class",
                             "org.apache.flink.metrics.prometheus.PrometheusReporterFactory")
             conf.set_string("metrics.reporter.prom.port", str(cfg.metrics_port))
+    if local:
+        # 'riverflink stop' needs somewhere to put the savepoint; a local run keeps them with riverflink's state
+        from riverflink.pipelines.cli_context import STATE_DIR
+
+        (STATE_DIR / "savepoints").mkdir(parents=True, exist_ok=True)
+        conf.set_string("execution.checkpointing.savepoint-dir", (STATE_DIR / "savepoints").resolve().as_uri())
     checkpoint_dir = cfg.checkpoint_dir or (temporary_checkpoint_dir() if local else None)
     if checkpoint_dir:
         # file storage: the JobManager's in-memory default fails any checkpoint over 5 MB

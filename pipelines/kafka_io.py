@@ -191,6 +191,18 @@ def read_tail(servers: str, topic: str, last: int, idle_timeout: float = 1.0) ->
         c.close()
 
 
+def end_offsets(servers: str, topic: str) -> dict[int, int]:
+    """``{partition: end offset}`` of ``topic`` (Tansu: the last batch's first offset + 1, DESIGN.md)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, group_id=None, **_client_settings())
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
+        return {tp.partition: end for tp, end in c.end_offsets(tps).items()} if tps else {}
+    finally:
+        c.close()
+
+
 class TopicReader:
     """Polls one topic from the beginning without a consumer group; for counting outputs."""
 
@@ -213,9 +225,13 @@ class TopicReader:
         self.consumer.seek_to_beginning(*tps)
 
     def poll(self, timeout_ms: int = 200) -> list[bytes]:
+        return [r.value for r in self.poll_records(timeout_ms)]
+
+    def poll_records(self, timeout_ms: int = 200) -> list:
+        """Whole kafka-python records (``.value``, ``.timestamp``, ``.offset``...), in partition order."""
         out = []
         for records in self.consumer.poll(timeout_ms=timeout_ms, max_records=5000).values():
-            out.extend(r.value for r in records)
+            out.extend(records)
         return out
 
     def poll_json(self, timeout_ms: int = 200) -> list:

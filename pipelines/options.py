@@ -51,6 +51,8 @@ class Option:
     none_as: Any = _UNSET
     #: a boolean field set to False by a bare flag (``--no-create-topics``)
     negate: bool = False
+    #: turns the flag's text into the field's value (default: the field's type)
+    parse: Any = None
 
     @classmethod
     def of(cls, f: dataclasses.Field) -> "Option | None":
@@ -142,7 +144,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type, only: tuple[str, ...
             parser.add_argument(s.flag, action="store_true", default=False, help=opt.help)
             continue
         shown = "" if default in (None, "") or "(default" in opt.help else f" (default: {default})"
-        parser.add_argument(s.flag, type=kind, default=default, choices=opt.choices, metavar=opt.metavar,
+        parser.add_argument(s.flag, type=opt.parse or kind, default=default, choices=opt.choices, metavar=opt.metavar,
                             help=(opt.help + shown).replace("%", "%%"))
 
 

@@ -47,7 +47,8 @@ class Report:
     versions: int
     median_age_ms: float
     events_per_s: float
-    #: per event: (served correct or abs error, river correct or abs error, served version age in ms)
+    #: per event, in time order: (served correct or abs error, river correct or abs error, served version age in
+    #: ms, event time in ms)
     series: list = field(default_factory=list, repr=False)
     #: (wall time, events learned) per metrics record
     learned: list = field(default_factory=list, repr=False)
@@ -57,7 +58,7 @@ class Report:
         return (f"{self.events} events ({self.cold_start} before the first version): served {name} "
                 f"{self.served:.4f}, single-node River {self.river:.4f} on the others; "
                 f"{self.versions} versions, median served-version age {self.median_age_ms:.0f} ms; "
-                f"{self.events_per_s:.0f} events/s learned")
+                f"{self.events_per_s:.0f} events/s learned (over the seconds in which replicas learned)")
 
 
 def _records(servers: str, topic: str, idle: float) -> list:
@@ -75,7 +76,7 @@ def compute(events: list, docs: list[ModelDocument], metrics: list) -> Report:
     >>> r = compute([(1000, {"a": 1.0}, True), (2000, {"a": -1.0}, False)], [of_dict(doc)],
     ...             [{"ts": 0.0, "events": 1}, {"ts": 1.0, "events": 1}])
     >>> (r.task, r.events, r.cold_start, r.versions, r.median_age_ms, r.events_per_s)
-    ('binary', 2, 0, 1, 2000.0, 2.0)
+    ('binary', 2, 0, 1, 2000.0, 1.0)
     """
     docs = sorted((d for d in docs if d.meta.created_at is not None and not d.meta.held), key=lambda d: d.meta.created_at)
     if not docs:
@@ -85,7 +86,8 @@ def compute(events: list, docs: list[ModelDocument], metrics: list) -> Report:
     task, labels = task_of(river), LabelRule.for_model(river)
     built: dict = {}
     series = []
-    events = [e for e in events if labels.problem(e[2]) is None]  # the job dead-lettered the others
+    # time order (a topic's partitions interleave in time, not in topic order); the job dead-lettered the others
+    events = sorted((e for e in events if labels.problem(e[2]) is None), key=lambda e: e[0])
     river_preds = river_baseline(river, [(x, y) for _, x, y in events])[2]
     for (ts, x, y), y_river in zip(events, river_preds):
         i = bisect.bisect_right(created, ts) - 1
@@ -103,15 +105,15 @@ def compute(events: list, docs: list[ModelDocument], metrics: list) -> Report:
             river_ok = abs(y - (y_river if y_river is not None else 0.0))
         else:
             served_ok, river_ok = float(y_served == y), float(y_river == y)
-        series.append((served_ok, river_ok, age))
+        series.append((served_ok, river_ok, age, ts))
     scored = [s for s in series if s[2] is not None]
     n = len(scored)
     served = sum(s[0] for s in scored) / n if n else float("nan")
     base = sum(s[1] for s in scored) / n if n else float("nan")
     ages = sorted(s[2] for s in series if s[2] is not None)
     learned = sorted((m["ts"], m.get("events", 0)) for m in metrics if isinstance(m.get("ts"), (int, float)))
-    span = learned[-1][0] - learned[0][0] if len(learned) > 1 else 0.0
-    rate = sum(e for _, e in learned) / span if span > 0 else 0.0
+    active = len({int(t) for t, e in learned if e})  # seconds in which anything was learned: idle time left out
+    rate = sum(e for _, e in learned) / active if active else 0.0
     return Report(task, len(series), served, base, len(series) - n, len(docs),
                   ages[len(ages) // 2] if ages else float("nan"), rate, series, learned)
 
@@ -152,11 +154,19 @@ def write(report: Report, out_dir: Path, title: str, window: int = 500) -> Path:
             out.append(total / min(i + 1, window))
         return out
 
-    fig, ax = plt.subplots(figsize=(8, 4))
+    t0 = report.series[0][3] if report.series else 0
     scored = [s for s in report.series if s[2] is not None]
-    ax.plot(rolling([s[0] for s in scored]), label="served (riverflink)")
-    ax.plot(rolling([s[1] for s in scored]), label="single-node River")
-    ax.set(xlabel="event (after the first version)", ylabel=f"{name}, last {window} events",
+    when = [(s[3] - t0) / 1000 for s in scored]
+    served_curve, river_curve = rolling([s[0] for s in scored]), rolling([s[1] for s in scored])
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.plot(when, served_curve, label="served (riverflink)")
+    ax.plot(when, river_curve, label="single-node River")
+    settled = served_curve[window:] + river_curve[window:]  # the first window's spike would flatten the rest
+    if settled:
+        lo, hi = min(settled), max(settled)
+        pad = max(0.002, 0.1 * (hi - lo))
+        ax.set_ylim(lo - pad, hi + pad)
+    ax.set(xlabel="seconds since the run's first event", ylabel=f"{name}, last {window} events",
            title=f"{title}: served vs single-node River")
     ax.legend()
     fig.tight_layout()
@@ -164,28 +174,49 @@ def write(report: Report, out_dir: Path, title: str, window: int = 500) -> Path:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(8, 4))
-    ax.plot([s[2] / 1000 if s[2] is not None else float("nan") for s in report.series])
-    ax.set(xlabel="event", ylabel="served version's age (s)", title=f"{report.versions} model versions")
+    ax.plot([(s[3] - t0) / 1000 for s in report.series],
+            [s[2] / 1000 if s[2] is not None else float("nan") for s in report.series])
+    ax.set_ylim(bottom=0)
+    ax.set(xlabel="seconds since the run's first event", ylabel="served version's age (s)",
+           title=f"{report.versions} model versions: age of the version serving each event")
     fig.tight_layout()
     fig.savefig(out_dir / "versions.png", dpi=100)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(8, 4))
     if report.learned:
-        t0 = report.learned[0][0]
+        l0 = report.learned[0][0]
         buckets: dict = {}
         for t, e in report.learned:
-            buckets[int(t - t0)] = buckets.get(int(t - t0), 0) + e
+            buckets[int(t - l0)] = buckets.get(int(t - l0), 0) + e
         xs = list(range(max(buckets) + 1))
         ax.plot(xs, [buckets.get(x, 0) for x in xs])
-    ax.set(xlabel="seconds", ylabel="events learned per second", title="throughput")
+    ax.set_ylim(bottom=0)
+    ax.set(xlabel="seconds since the first batch learned", ylabel="events learned per second", title="throughput")
     fig.tight_layout()
     fig.savefig(out_dir / "throughput.png", dpi=100)
     plt.close(fig)
 
+    metric = "MAE (lower is better)" if report.task == "regression" else "accuracy"
+    rows = [("events", f"{report.events}"), ("before the first version (not scored)", f"{report.cold_start}"),
+            (f"served {metric}", f"{report.served:.4f}"), (f"single-node River {metric}", f"{report.river:.4f}"),
+            ("model versions", f"{report.versions}"), ("median served-version age", f"{report.median_age_ms:.0f} ms"),
+            ("events/s learned (active seconds)", f"{report.events_per_s:.0f}")]
+    table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+    figures = (
+        ("quality.png", f"Served {name} (the version being served when each event was produced) against "
+                        f"single-node River learning the same events in the same order; rolling over {window} "
+                        f"events, the y axis zoomed on the settled part."),
+        ("versions.png", "Age of the served version when each event was produced: how far serving trails "
+                         "training."),
+        ("throughput.png", "Events learned per second by all replicas together, from their per-batch metrics."),
+    )
     page = out_dir / "index.html"
     page.write_text(
         f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<h1>{html.escape(title)}</h1><p>{html.escape(report.summary())}</p>"
-        "<img src='quality.png'><img src='versions.png'><img src='throughput.png'>")
+        "<style>body{font-family:sans-serif;max-width:860px;margin:2em auto}th{text-align:left;padding-right:1em}"
+        "figure{margin:1.5em 0}</style>"
+        f"<h1>{html.escape(title)}</h1><table>{table}</table>"
+        + "".join(f"<figure><img src='{f}' width='800'><figcaption>{html.escape(c)}</figcaption></figure>"
+                  for f, c in figures))
     return page

@@ -3,6 +3,10 @@
 Per replica: events learned, progressive accuracy (or MAE) over its last batches, base version, dead
 letters.  Overall: events learned and dead-lettered, events/s over the last 5 s, and the newest model
 version with its event count, age and quality-gate state.
+
+One job only: every metrics record names the job that wrote it (``job``: model name and start time),
+and the view follows the newest job on the topic, so two runs on one topic never mix.  Rates count
+records by their own timestamps: history replayed at start-up shows as history, not as events/s.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from riverflink.models.document import read_document
+from riverflink.models.document import ModelMeta, read_document
 
 
 @dataclass
@@ -29,13 +33,25 @@ class RunView:
 
     task: str = "binary"
     replicas: dict = field(default_factory=dict)
-    #: (wall time, events) of recent batches
+    #: (record time, events) of recent batches
     arrivals: deque = field(default_factory=lambda: deque(maxlen=10_000))
-    model: dict | None = None
+    model: ModelMeta | None = None
+    #: the job followed (the newest seen); records of other jobs are skipped
+    job: str | None = None
+    #: records from before this view started (replayed history)
+    replayed: int = 0
+    newest_ts: float = 0.0
+    started: float = field(default_factory=time.time)
 
     def add_metrics(self, m: dict) -> None:
         if not isinstance(m, dict) or "replica" not in m:
             return
+        job, ts = m.get("job"), float(m.get("ts") or 0.0)
+        if job != self.job:
+            if self.job is not None and ts <= self.newest_ts:
+                return  # an older job's record
+            self._follow(job)
+        self.newest_ts = max(self.newest_ts, ts)
         r = self.replicas.setdefault(m["replica"], ReplicaView())
         events = int(m.get("events") or 0)
         r.events += events
@@ -44,11 +60,26 @@ class RunView:
         self.task = m.get("task") or self.task
         if events:
             r.recent.append((events, m.get("correct", 0), m.get("abs_error", 0.0)))
-            self.arrivals.append((time.time(), events))
+            self.arrivals.append((ts, events))
+            if ts < self.started:
+                self.replayed += events
+
+    def _follow(self, job: str | None) -> None:
+        """A newer job wrote to the topic: show it alone, from scratch."""
+        self.job, self.replicas, self.arrivals, self.replayed = job, {}, deque(maxlen=10_000), 0
+        name = self.model_name
+        if self.model is not None and name is not None and self.model.name != name:
+            self.model = None
+
+    @property
+    def model_name(self) -> str | None:
+        return self.job.rsplit("@", 1)[0] if self.job else None
 
     def add_model(self, value: bytes) -> None:
         document = read_document(value)
-        if document and (self.model is None or (document.meta.version or 0) > (self.model.version or 0)):
+        if document is None or (self.model_name is not None and document.meta.name != self.model_name):
+            return
+        if self.model is None or (document.meta.version or 0) > (self.model.version or 0):
             self.model = document.meta
 
     def quality(self, r: ReplicaView) -> str:
@@ -60,6 +91,7 @@ class RunView:
         return f"acc {sum(c for _, c, _ in r.recent) / n:.3f}"
 
     def rate(self, now: float, span: float = 5.0) -> float:
+        """Events/s over the last ``span`` seconds, by the records' own timestamps (replays count as history)."""
         return sum(e for t, e in self.arrivals if now - t <= span) / span
 
     def table(self, title: str):
@@ -78,6 +110,8 @@ class RunView:
         learned = sum(r.events for r in self.replicas.values())
         dead = sum(r.dead for r in self.replicas.values())
         text = f"{learned} learned, {dead} dead-lettered, {self.rate(now):.0f} events/s"
+        if self.replayed:
+            text += f" ({self.replayed} of them learned before this view started)"
         if self.model:
             age = now - (self.model.created_at or now)
             held = self.model.held
@@ -86,9 +120,33 @@ class RunView:
         return text
 
 
+def newest_run(servers: str, metrics_topic: str = "metrics") -> str | None:
+    """The run id (``metrics-RUN``) whose metrics topic was written last, ``""`` for ``metrics_topic`` itself, or
+    ``None`` when no metrics topic holds a record."""
+    import orjson
+
+    from riverflink.pipelines import kafka_io
+
+    best, newest = None, 0.0
+    for topic in sorted(kafka_io.topic_names(servers)):
+        if topic != metrics_topic and not topic.startswith("metrics-"):
+            continue
+        for value in kafka_io.read_tail(servers, topic, 4):
+            try:
+                ts = float(orjson.loads(value).get("ts") or 0.0)
+            except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+                continue
+            if ts > newest:
+                best, newest = ("" if topic == metrics_topic else topic[len("metrics-"):]), ts
+    return best
+
+
 def run(servers: str, metrics_topic: str, models_topic: str, title: str, duration: float | None = None,
-        out=None) -> RunView:
-    """Follow both topics and redraw about once a second; until Ctrl-C, or ``duration`` seconds."""
+        out=None, plain: bool = False) -> RunView:
+    """Follow both topics and redraw about once a second; until Ctrl-C, or ``duration`` seconds.
+
+    ``plain``: no live redraw, one caption line per second (for a log or a pipe).
+    """
     from rich.console import Console
     from rich.live import Live
 
@@ -98,14 +156,27 @@ def run(servers: str, metrics_topic: str, models_topic: str, title: str, duratio
     metrics, models = kafka_io.TopicReader(servers, metrics_topic), kafka_io.TopicReader(servers, models_topic)
     console = out or Console()
     end = None if duration is None else time.time() + duration
+
+    def poll() -> None:
+        for m in metrics.poll_json(300):
+            view.add_metrics(m)
+        for v in models.poll(0):
+            view.add_model(v)
+
+    def heading() -> str:
+        return f"{title}: job {view.job}" if view.job else f"{title}: no job has written yet"
+
     try:
-        with Live(view.table(title), console=console, refresh_per_second=2) as live:
+        if plain:
             while end is None or time.time() < end:
-                for m in metrics.poll_json(300):
-                    view.add_metrics(m)
-                for v in models.poll(0):
-                    view.add_model(v)
-                live.update(view.table(title))
+                poll()
+                console.print(f"{heading()}: {view.caption(time.time())}", highlight=False)
+                time.sleep(1.0)
+        else:
+            with Live(view.table(heading()), console=console, refresh_per_second=2) as live:
+                while end is None or time.time() < end:
+                    poll()
+                    live.update(view.table(heading()))
     except KeyboardInterrupt:
         pass
     finally:

@@ -19,6 +19,7 @@ step says what flows out of it.  The loop's logic is in
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from pyflink.common import Types
@@ -64,6 +65,7 @@ def build(cfg: TrainConfig):
         key_field=cfg.key_field, source_topic=t.events, batched=batched,
         training_predictions=cfg.training_predictions, limits=cfg.limits,
         verifier=signer.verifier() if signer else None,
+        job_tag=f"{cfg.model_name}@{time.strftime('%Y-%m-%dT%H:%M:%S')}",
     ))
     updates = (
         keyed.connect(model_docs.broadcast(LATEST_MODEL))

@@ -10,15 +10,18 @@ mapped here by ``pyproject.toml``.
 >>> from riverflink import to_wire, from_wire, merge
 """
 
-from riverflink.models import from_wire, merge, to_wire
-
 __version__ = "0.2.0"
 
 __all__ = ["LiveModel", "__version__", "from_wire", "merge", "to_wire"]
 
 
 def __getattr__(name: str):
-    # LiveModel needs a Kafka client: import it only when asked for
+    # imported when first asked for: River (and SciPy) take seconds to import, and the CLI must be able to
+    # take a Ctrl-C quietly before they are in; LiveModel also needs a Kafka client
+    if name in ("from_wire", "merge", "to_wire"):
+        from riverflink import models
+
+        return getattr(models, name)
     if name == "LiveModel":
         from riverflink.pipelines.live_model import LiveModel
 

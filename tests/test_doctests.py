@@ -19,7 +19,8 @@ def _modules() -> list[str]:
         names.append(pkg.__name__)
         names += [m.name for m in pkgutil.iter_modules(pkg.__path__, pkg.__name__ + ".")]
     # the Flink functions import pyflink at import time; their examples live in the pure modules
-    names += ["riverflink.pipelines.options", "riverflink.pipelines.config", "riverflink.pipelines.report"]
+    names += ["riverflink.pipelines.options", "riverflink.pipelines.config", "riverflink.pipelines.report",
+              "riverflink.pipelines.flink_rest", "riverflink.pipelines.cli_topics"]
     return [n for n in names if not n.startswith("riverflink.operators.flink")]
 
 
