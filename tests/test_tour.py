@@ -115,6 +115,17 @@ def test_the_readme_tour(tmp_path):
         tour.run("produce", "--dataset", "Phishing", "--limit", str(MORE), "--seed", "7", "--quiet")
         tour.wait_for("the resumed job's model with every event",
                       lambda: _latest_events(tour, "phishing") == EVENTS + MORE)
+        tour.stop_all()
+
+        # the demo on the tour's broker: it names its run, and --report keeps the run's report
+        bootstrap = re.search(r"127\.0\.0\.1:\d+", tour.run("broker", "status").stdout)[0]
+        res = tour.run("demo", "--bootstrap-servers", bootstrap, "--events", "1500", "--report",
+                       str(tmp_path / "demo-report"), timeout=420)
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+        run = re.search(r"^run (\S+): topics events-\1,", res.stdout, re.M)
+        assert run and f"'riverflink report --run {run[1]}'" in res.stdout, res.stdout[:1000]
+        assert re.search(r"summary: events=\d+ learned=1500 ", res.stdout), res.stdout[-1000:]
+        assert (tmp_path / "demo-report" / "index.html").exists()
     finally:
         tour.stop_all()
         subprocess.run([sys.executable, "-m", "riverflink.pipelines.cli", "broker", "stop"], env=tour.env,

@@ -1,0 +1,91 @@
+"""What the CLI shows a person, without a broker: status lines, top's view, suggestions, --config placement."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import orjson
+import pytest
+
+from riverflink import models
+from riverflink.pipelines.job_status import NO_MODEL_WARNING_S, ServeStatus, TrainStatus
+from riverflink.pipelines.top import RunView
+
+
+def _metrics(job: str, replica: str, events: int, ts: float) -> dict:
+    return {"source": "training", "job": job, "replica": replica, "events": events, "correct": events,
+            "dead_lettered": 0, "model_version": 1, "task": "binary", "ts": ts, "offsets": {"0": [0, events - 1]}}
+
+
+def _doc(name: str, version: int, events: int) -> bytes:
+    from river import linear_model
+
+    return models.dumps(models.to_wire(linear_model.LogisticRegression(), name=name, version=version,
+                                       created_at=time.time(), events=events))
+
+
+def test_top_follows_the_newest_job_alone_and_tells_history_from_live_rates():
+    view = RunView(started=1000.0)
+    view.add_metrics(_metrics("m@old", "0", 500, 900.0))  # an earlier job on the same topic
+    view.add_metrics(_metrics("m@new", "0", 300, 950.0))  # replayed history of the current job
+    view.add_metrics(_metrics("m@old", "1", 700, 940.0))  # the old job again: older than what is shown, skipped
+    view.add_metrics(_metrics("m@new", "1", 200, 1001.0))  # live
+    assert view.job == "m@new" and sum(r.events for r in view.replicas.values()) == 500
+    caption = view.caption(1002.0)
+    assert caption.startswith("500 learned") and "300 of them learned before this view started" in caption
+    assert view.rate(1002.0) == 200 / 5.0  # the replayed 300 are not a rate
+    view.add_model(_doc("other", 9, 1))
+    view.add_model(_doc("m", 3, 500))
+    assert view.model.name == "m" and view.model.version == 3
+
+
+def test_status_lines_say_what_the_jobs_did():
+    train = TrainStatus("m", since=0.0)
+    for m in (_metrics("m@t", "0", 120, 1.0), _metrics("m@t", "1", 80, 1.0)):
+        train.add_metrics(orjson.dumps(m))
+    train.add_model(_doc("m", 7, 200))
+    train.add_model(_doc("someone-else", 8, 5))
+    line = train.line(time.time(), lag=0)
+    assert line.startswith("train m: 200 learned, 0 dead-lettered") and "1 versions, newest v7 (200 events)" in line
+    assert line.endswith("lag ~0 events")
+
+    serve = ServeStatus("m", since=time.time() - NO_MODEL_WARNING_S - 1)
+    serve.add_answer(b'{"source":"serving","status":"ok"}\n{"source":"serving","status":"bad_request"}')
+    serve.add_model(_doc("phishing", 4, 10))
+    line = serve.line(time.time())
+    assert line.startswith("serve m: 1 bad_request, 1 ok; model none yet")
+    assert "no version of 'm' on the models topic" in line and "it holds: phishing" in line
+    serve.add_model(_doc("m", 5, 10))
+    assert serve.line(time.time()).endswith("model v5")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "riverflink.pipelines.cli", *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.parametrize("args, hint", [
+    (["train", "--replica", "3"], "(did you mean --replicas?)"),
+    (["trian"], "(did you mean train?)"),
+    (["train", "--bootstrap-servers", "127.0.0.1:9", "--model", "LogisticRegression(lr=0.05"], "unbalanced '('"),
+    (["train", "--bootstrap-servers", "127.0.0.1:9", "--model", "StandardScaler|LogisticRegresion"],
+     "(did you mean LogisticRegression?)"),
+])
+def test_mistakes_get_one_line_with_a_suggestion(args, hint):
+    res = _cli(*args)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith("riverflink: error:"), res.stderr
+    assert hint in lines[0], lines[0]
+
+
+def test_config_and_urls_where_people_put_them(tmp_path):
+    from riverflink.pipelines import config_file
+    from riverflink.pipelines.cli import parser
+
+    toml = tmp_path / "rf.toml"
+    toml.write_text('replicas = 3\n[train]\nmerge-quorum = 2\n')
+    for argv in (["--config", str(toml), "train"], ["train", "--config", str(toml)]):
+        args = config_file.parse(parser(), argv + ["--jobmanager", "http://127.0.0.1:8081/"])
+        assert (args.replicas, args.merge_quorum, args.jobmanager) == (3, 2, "127.0.0.1:8081"), argv
