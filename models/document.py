@@ -34,6 +34,12 @@ def _float(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
+def _seq_lists(v: Any) -> dict[str, list[int]]:
+    if not isinstance(v, dict):
+        return {}
+    return {str(k): [n for n in s if type(n) is int] for k, s in v.items() if isinstance(s, list)}
+
+
 def _int_map(v: Any) -> dict[str, int]:
     return {str(k): n for k, n in v.items() if type(n) is int} if isinstance(v, dict) else {}
 
@@ -68,6 +74,8 @@ class ModelMeta:
     held_back: int = 0
     #: whether the quality gate ran for this version (then ``held`` is meaningful)
     gated: bool = False
+    #: replica -> sequence numbers of its updates the merger refused (their learning is sent again)
+    refused_updates: dict[str, list[int]] = field(default_factory=dict)
 
     @classmethod
     def read(cls, meta: Any) -> "ModelMeta":
@@ -91,6 +99,7 @@ class ModelMeta:
             served=_int(meta.get("served")),
             held_back=_int(meta.get("held_back")) or 0,
             gated="held" in meta,
+            refused_updates=_seq_lists(meta.get("refused_updates")),
         )
 
 

@@ -43,11 +43,21 @@ def task_of(model: Any) -> str:
 
 @dataclass(frozen=True)
 class LabelRule:
+    """Which labels a model's task can learn from.
+
+    ``classes`` (classifiers): the only labels accepted, compared as text; ``None`` accepts any.
+
+    >>> rule = LabelRule("multiclass", classes=frozenset({"cat", "dog"}))
+    >>> rule.problem("dog") is None, rule.problem("dgo")
+    (True, "label 'dgo' is not one of the declared classes (cat, dog)")
+    """
+
     task: str
+    classes: frozenset | None = None
 
     @classmethod
-    def for_model(cls, model: Any) -> "LabelRule":
-        return cls(task_of(model))
+    def for_model(cls, model: Any, classes: "frozenset | None" = None) -> "LabelRule":
+        return cls(task_of(model), classes)
 
     @property
     def needs_label(self) -> bool:
@@ -57,6 +67,8 @@ class LabelRule:
         """``None`` when ``y`` is a label this task can learn from; else the reason it is not."""
         if self.task == "clustering":
             return None
+        if self.classes is not None and self.task in ("binary", "multiclass") and label_text(y) not in self.classes:
+            return f"label {_short(y)} is not one of the declared classes ({', '.join(sorted(self.classes))})"
         if self.task == "binary":
             if isinstance(y, bool) or (type(y) in (int, float) and y in (0, 1)):
                 return None
@@ -72,6 +84,15 @@ class LabelRule:
         except OverflowError:
             ok = False
         return None if ok else f"a regressor needs a finite label of magnitude <= 1e100, got {_short(y)}"
+
+
+def label_text(y: Any) -> str:
+    """A label as ``--classes`` names it: ``true`` / ``false`` for booleans, else its text.
+
+    >>> label_text(True), label_text(3), label_text("Cat")
+    ('true', '3', 'Cat')
+    """
+    return str(y).lower() if isinstance(y, bool) else str(y)
 
 
 def _short(v: Any) -> str:

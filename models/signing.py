@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +53,18 @@ class Verifier:
 
     @classmethod
     def load(cls, path: str | Path) -> "Verifier":
-        """From a PEM file holding an Ed25519 public key, or a private key (its public half is used)."""
+        """From a PEM file holding an Ed25519 public key.  A private key is refused: whoever holds it can sign, so
+        it belongs on the merger alone (``verify.pem`` is its public half)."""
         from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
         data = Path(path).read_bytes()
         if b"PRIVATE KEY" in data:
-            return Signer.load(path).verifier()
+            raise ValueError(f"{path} holds a private (signing) key; a verifier takes the public key (verify.pem), "
+                             "so that no serving node can sign")
         key = serialization.load_pem_public_key(data)
+        if not isinstance(key, Ed25519PublicKey):
+            raise ValueError(f"{path} does not hold an Ed25519 public key")
         return cls(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
 
     def check(self, message: bytes, signature: bytes) -> bool:
@@ -75,7 +80,11 @@ class Verifier:
 
 @dataclass(frozen=True)
 class Signer:
-    private_raw: bytes
+    #: never shown: ``repr`` names the key by its public id
+    private_raw: bytes = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"Signer(key_id={self.verifier().key_id!r})"
 
     @classmethod
     def generate(cls) -> "Signer":
@@ -111,20 +120,33 @@ class Signer:
     def sign(self, message: bytes) -> bytes:
         return self._key().sign(message)
 
-    def write(self, directory: str | Path) -> tuple[Path, Path]:
-        """``signing.pem`` (private, mode 600) and ``verify.pem`` (public) under ``directory``."""
+    def write(self, directory: str | Path, force: bool = False) -> tuple[Path, Path]:
+        """``signing.pem`` (private, created with mode 600: never readable by others, not even for a moment) and
+        ``verify.pem`` (public) under ``directory``.  Existing files are kept (``FileExistsError``) unless
+        ``force``."""
+        import os
+
         from cryptography.hazmat.primitives import serialization
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
+        private, public = d / "signing.pem", d / "verify.pem"
+        existing = [str(p) for p in (private, public) if p.exists()]
+        if existing and not force:
+            raise FileExistsError(f"{', '.join(existing)} exist(s); a new key would lock out every reader of the "
+                                  "old one: pass --force to replace them")
         key = self._key()
-        private = d / "signing.pem"
-        private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                              serialization.NoEncryption()))
-        private.chmod(0o600)
-        public = d / "verify.pem"
-        public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                         serialization.PublicFormat.SubjectPublicKeyInfo))
+        for path, data, mode in (
+            (private, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption()), 0o600),
+            (public, key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo), 0o644),
+        ):
+            tmp = path.with_name(f".{path.name}.{os.getpid()}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)  # the mode from the first byte on
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
         return private, public
 
 

@@ -46,7 +46,7 @@ from riverflink.operators.feature_budget import FeatureBudget
 from riverflink.operators.frames import Record
 from riverflink.operators.limits import DEFAULT_LIMITS, Limits
 from riverflink.operators.merge_state import MergerState, MergeTrigger
-from riverflink.operators.messages import ReplicaUpdate, decode_update, encode_update, replica_id
+from riverflink.operators.messages import ReplicaUpdate, UndecodableUpdate, decode_update, encode_update, replica_id
 from riverflink.operators.quality_gate import QualityGate
 from riverflink.operators.replica import Replica
 from riverflink.operators.scoring import Score
@@ -73,6 +73,8 @@ class LoopSettings:
     replica_features: int | None = None
     #: the replicas learn at this many times the spec's learning rate (``scaled_average``: K)
     lr_scale: float = 1.0
+    #: classifiers: the only labels accepted (as text; others are dead-lettered); None: any, new ones counted
+    classes: frozenset | None = None
 
 
 @dataclass
@@ -94,6 +96,8 @@ class BatchOutcome:
     learning_failed: bool = False
     #: the replica had nothing unsent before this batch and has now: check its sync policy later (a timer)
     unsent_started: bool = False
+    #: classifiers: labels this replica had never learned before this batch (a typo becomes a class for good)
+    new_classes: list = field(default_factory=list)
 
 
 class ReplicaSide:
@@ -103,17 +107,22 @@ class ReplicaSide:
         if settings.lr_scale != 1.0:  # the scaled_average policy: K replicas at K times the learning rate
             template = models.scale_learning_rate(template, settings.lr_scale)
         self.s, self.template = settings, template
-        self.labels = LabelRule.for_model(template)
+        self.labels = LabelRule.for_model(template, settings.classes)
 
     def fresh(self) -> Replica:
         """An untrained replica at version 0."""
         return Replica.fresh(self.template)
 
     def on_model(self, replica: Replica, key: Any, meta: ModelMeta, params: Callable[[], dict]) -> bool:
-        """Rebase ``replica`` onto a validated merged version if it is newer; ``params()`` gives its parameters."""
+        """Rebase ``replica`` onto a validated merged version if it is newer; ``params()`` gives its parameters.
+
+        Updates of this replica that the version lists as refused are sent again with its next update."""
         if meta.version is None or meta.version <= replica.base_version:
             return False
-        replica.rebase(params(), meta.version, meta.acked.get(replica_id(key), 0))
+        rid = replica_id(key)
+        resent = replica.rebase(params(), meta.version, meta.acked.get(rid, 0), meta.refused_updates.get(rid, ()))
+        if resent:
+            log.warning("replica %s sends the learning of %d refused update(s) again", rid, resent)
         return True
 
     def on_records(self, replica: Replica, key: Any, records: Sequence[Record], *, key_field: str = "key",
@@ -122,7 +131,8 @@ class ReplicaSide:
 
         Never raises: a record that fails validation is rejected with its
         reason; a batch the model raises on is rejected whole (every valid
-        event in it, ``learning_failed``).
+        event in it, ``learning_failed``) and rolled back, so what is
+        dead-lettered was never learned (transactional per batch).
         """
         xs, ys, events, rejected = [], [], [], []
         for record in records:
@@ -144,15 +154,21 @@ class ReplicaSide:
             xs, out.features_dropped = replica.features.admit(xs)
         if not xs:
             return out
+        point = replica.save_point()
         try:
             learned = self.on_events(replica, key, xs, ys, keep_predictions)
         except Exception as e:  # noqa: BLE001 - validated events should learn; never die on one
-            log.exception("replica %s could not learn a batch", key)
-            reason = f"the model could not learn this batch: {type(e).__name__}: {str(e)[:200]}"
+            log.exception("replica %s could not learn a batch; rolled it back", key)
+            replica.restore(point)
+            reason = (f"the model could not learn this batch (nothing of it was learned): "
+                      f"{type(e).__name__}: {str(e)[:200]}")
             out.rejected += [Rejected(reason, raw, ev.partition, ev.offset) for ev, raw in events]
             out.learning_failed = True
             return out
         learned.rejected, learned.features_dropped = out.rejected, out.features_dropped
+        if learned.new_classes and replica.events_learned > len(xs):  # a class that appears after the start
+            log.warning("replica %s learns new class(es) %s (declare --classes to refuse unknown labels)", key,
+                        ", ".join(repr(c) for c in learned.new_classes[:10]))
         learned.events = [ev for ev, _ in events]
         return learned
 
@@ -163,11 +179,12 @@ class ReplicaSide:
         ``coalesce=False`` checks the sync policy mid-batch, as the first slice did (comparisons only).
         """
         version, idle = replica.base_version, replica.since_sync == 0
+        new_classes = replica.note_classes(ys) if replica.task in ("binary", "multiclass") else []
         score, updates, predictions = replica.train(xs, ys, mode=self.s.mode, policy=self.s.sync,
                                                     model_name=self.s.model_name, replica=replica_id(key),
                                                     keep_predictions=keep_predictions, coalesce=coalesce)
         return BatchOutcome(version, score, [self.encode(u) for u in updates], predictions=predictions,
-                            unsent_started=idle and replica.since_sync > 0)
+                            unsent_started=idle and replica.since_sync > 0, new_classes=new_classes)
 
     def on_timer(self, replica: Replica, key: Any, now: float | None = None) -> bytes | None:
         """A quiet replica's check: its update if the sync policy says so (time or divergence)."""
@@ -213,10 +230,15 @@ class MergerSide:
             merger.gate = QualityGate(margin, regression=task_of(merger.template) == "regression")
         return merger
 
-    def on_update(self, merger: MergerState, data: bytes | ReplicaUpdate, now: float | None = None) -> MergeOutcome:
+    def on_update(self, merger: MergerState, data: bytes, now: float | None = None) -> MergeOutcome:
         """Queue an update (bytes from a replica); merge when the trigger says so."""
         try:
-            update = data if isinstance(data, ReplicaUpdate) else decode_update(data)
+            update = decode_update(data)
+        except UndecodableUpdate as e:
+            log.error("refusing replica %s's update %d, which does not decode (it will send it again): %s",
+                      e.replica, e.seq, e)
+            merger.refuse(e.replica, e.seq)
+            return MergeOutcome(refused=1)
         except ValueError as e:
             log.error("refusing an undecodable replica update: %s", e)
             merger.refused += 1

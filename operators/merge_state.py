@@ -10,8 +10,9 @@ Contract
   from within ``forget_after_s`` seconds, so a replica that went away (the job
   was rescaled down, a key went quiet) stops being waited for.
 * **Exactly once.**  Every update is merged into exactly one version, or
-  refused (poisoned: the merged result would not be finite) and counted in
-  ``meta.refused``.  Nothing is dropped before a merge has succeeded.  Each
+  refused (poisoned: the merged result would not be finite; or undecodable)
+  and counted in ``meta.refused``; a refused update is listed in
+  ``meta.refused_updates`` and its replica sends that learning again.  Nothing is dropped before a merge has succeeded.  Each
   document's ``meta.acked`` maps every replica to the last update sequence
   number it holds, so a rebasing replica replays exactly what is missing.
 * **Stale updates are corrected** before they are combined
@@ -44,6 +45,10 @@ from riverflink.models.policies import MergePolicy
 from riverflink.operators.delay_compensation import PARAMS_MIN, Compensator
 from riverflink.operators.messages import ReplicaId, ReplicaUpdate
 from riverflink.operators.quality_gate import QualityGate
+
+
+#: refused sequence numbers remembered (and published) per replica
+_REFUSED_MEMORY = 32
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,8 @@ class MergerState:
     acked: dict[ReplicaId, int] = field(default_factory=dict)
     merges: int = 0
     refused: int = 0
+    #: replica -> sequence numbers of its last refused updates (published so that it re-sends their learning)
+    refused_updates: dict[ReplicaId, list[int]] = field(default_factory=dict)
     #: recent versions' parameters, for correcting stale updates
     compensator: Compensator | None = None
     #: holds back versions that learn worse than the served one (None: every version is served)
@@ -111,6 +118,13 @@ class MergerState:
         quorum = min(self.trigger.quorum, max(1, len(self.active_replicas(now))))
         return len({u.replica for u in self.pending}) >= quorum
 
+    def refuse(self, replica: ReplicaId, seq: int) -> None:
+        """An update that arrived but cannot be merged (undecodable): acknowledged, counted, and published in
+        ``meta.refused_updates`` with the next version, so that its replica sends its learning again."""
+        self.acked[replica] = max(self.acked.get(replica, 0), seq)
+        self.refused += 1
+        self.refused_updates[replica] = (self.refused_updates.get(replica, []) + [seq])[-_REFUSED_MEMORY:]
+
     def staleness(self, update: ReplicaUpdate) -> int:
         return self.compensator.staleness(update.base_version, update.replica, self.version)
 
@@ -136,6 +150,9 @@ class MergerState:
         acked = dict(self.acked)
         for u in updates:
             acked[u.replica] = max(acked.get(u.replica, 0), u.seq)
+        refused_updates = {r: list(s) for r, s in self.refused_updates.items()}
+        for u in refused:
+            refused_updates[u.replica] = (refused_updates.get(u.replica, []) + [u.seq])[-_REFUSED_MEMORY:]
         doc = None
         gate = copy.deepcopy(self.gate)
         if model is not None:
@@ -162,6 +179,7 @@ class MergerState:
                 acked=acked,
                 staleness=max(self.staleness(u) for u in used),
                 refused=self.refused + len(refused),
+                refused_updates=refused_updates,
                 **({"held": held, "served": gate.served_version, "held_back": gate.held_back}
                    if gate is not None else {}),
             )
@@ -169,6 +187,7 @@ class MergerState:
         self.pending = []
         self.acked = acked
         self.refused += len(refused)
+        self.refused_updates = refused_updates
         if doc is None:
             return None
         self.version = doc["meta"]["version"]

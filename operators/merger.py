@@ -50,6 +50,7 @@ class Merger(KeyedCoProcessFunction):
         self.m_refused = group.counter("updates_refused")
         self.m_oversized = group.counter("documents_oversized")
         self.m_held_back = group.counter("versions_held_back")
+        self.m_refused_models = group.counter("model_documents_refused")
         self.last = {"version_seconds": 0, "events": 0, "pending": 0, "staleness": 0}
         for name in self.last:
             group.gauge(name, lambda name=name: int(self.last[name]))
@@ -71,6 +72,7 @@ class Merger(KeyedCoProcessFunction):
         entry, model, problem = accept(value, self.rules, merger.version)
         if problem:
             log.warning("ignoring a record on the models topic: %s", problem)
+            self.m_refused_models.inc()
         elif entry is not None and self.side.on_model(merger, entry.meta, model):
             self.state.update(merger)
 

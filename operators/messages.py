@@ -80,8 +80,17 @@ def encode_update(template: Any, update: ReplicaUpdate, precision: str = "float1
     return b"".join([head, name, replica, encode(template, update.delta, precision)])
 
 
+class UndecodableUpdate(ValueError):
+    """An update whose fields decoded but whose delta did not: the merger can still tell its replica."""
+
+    def __init__(self, message: str, replica: ReplicaId, seq: int):
+        super().__init__(message)
+        self.replica, self.seq = replica, seq
+
+
 def decode_update(data: bytes) -> ReplicaUpdate:
-    """The update :func:`encode_update` wrote; ``ValueError`` for anything else."""
+    """The update :func:`encode_update` wrote; ``ValueError`` for anything else (:class:`UndecodableUpdate` when
+    only its delta is broken)."""
     try:
         base, events, seq, sent_at, loss, rho, shared, kappa, n_name, n_replica = _HEAD.unpack_from(data)
         at = _HEAD.size
@@ -89,7 +98,10 @@ def decode_update(data: bytes) -> ReplicaUpdate:
         replica = data[at + n_name : at + n_name + n_replica].decode()
     except (struct.error, UnicodeDecodeError) as e:
         raise ValueError(f"malformed update: {e}") from None
-    delta = decode(data[at + n_name + n_replica :])
+    try:
+        delta = decode(data[at + n_name + n_replica :])
+    except ValueError as e:
+        raise UndecodableUpdate(str(e), replica, seq) from None
     if math.isnan(sent_at) or not all(math.isnan(v) or math.isfinite(v) for v in (loss, rho, shared, kappa)):
         raise ValueError("update fields are not finite")
     return ReplicaUpdate(name, replica, base, delta, events, sent_at, seq, _back(loss), _back(rho), _back(shared),

@@ -36,6 +36,8 @@ class Predictor(KeyedBroadcastProcessFunction):
     #: Flink metrics, set by open() (None without a Flink runtime)
     m_answers: dict | None = None
     m_latency = None
+    m_prediction_errors = None
+    m_refused_models = None
     #: whether the current model is a classifier (River's inspection is too slow to repeat per request)
     classifier: bool | None = None
 
@@ -50,6 +52,8 @@ class Predictor(KeyedBroadcastProcessFunction):
         self.accepted: dict = {}
         group = ctx.get_metrics_group().add_group("riverflink")
         self.m_answers = {s: group.counter(f"answers_{s}") for s in ("ok", "bad_request", "no_model_yet")}
+        self.m_prediction_errors = group.counter("prediction_errors")
+        self.m_refused_models = group.counter("model_documents_refused")
         group.gauge("model_version_seconds", lambda: int((self.version or 0) // 1000))
         group.gauge("model_age_ms", lambda: int(1000 * (time.time() - self.created_at)) if self.created_at else 0)
         # request latency: from the request's Kafka timestamp to its answer leaving this operator
@@ -82,6 +86,11 @@ class Predictor(KeyedBroadcastProcessFunction):
         try:
             y_pred, proba = predict(self.model, event.x, self.classifier)
         except Exception as e:  # noqa: BLE001 - one bad request must not kill the job
+            # a valid request the model could not answer: the model's problem as much as the request's
+            log.warning("model version %s could not answer request %r: %s: %s", self.version, event.id,
+                        type(e).__name__, str(e)[:200])
+            if self.m_prediction_errors is not None:
+                self.m_prediction_errors.inc()
             return prediction_record(source="serving", request_id=event.id, y_pred=None, proba=None,
                                      model_version=self.version, model_created_at=self.created_at,
                                      status="bad_request", reason=f"{type(e).__name__}: {str(e)[:200]}"), "bad_request"
@@ -96,6 +105,8 @@ class Predictor(KeyedBroadcastProcessFunction):
         entry, model, problem = accept(value, self.rules, None if current is None else current.version)
         if problem:
             log.warning("ignoring a record on the models topic: %s", problem)
+            if self.m_refused_models is not None:
+                self.m_refused_models.inc()
         elif entry is not None:
             state.put(self.name, entry)
             self.accepted = {entry.version: model}

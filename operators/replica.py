@@ -30,6 +30,7 @@ Contract
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import time
@@ -58,7 +59,7 @@ class Replica:
     since_sync: int = 0
     first_unsynced_at: float | None = None
     seq: int = 0
-    #: (seq, delta) of updates sent but not yet held by the version this replica is based on
+    #: (seq, delta, events) of updates sent but not yet held by the version this replica is based on
     in_flight: list = field(default_factory=list)
     #: progressive score since the last sync (sent with the update)
     unsynced_score: Score = field(default_factory=Score)
@@ -75,6 +76,28 @@ class Replica:
     features: Any = None
     #: events this replica has learned itself (ends the batch-mode warm-up, BATCH_WARMUP)
     events_learned: int = 0
+    #: classifiers: the labels this replica has learned (new ones are reported)
+    classes_seen: set = field(default_factory=set)
+
+    def note_classes(self, ys: Sequence[Any]) -> list:
+        """The labels of ``ys`` this replica had not learned before, in order (and remember them)."""
+        new = [y for y in dict.fromkeys(ys) if y not in self.classes_seen]
+        self.classes_seen.update(new)
+        return new
+
+    def save_point(self) -> tuple:
+        """What :meth:`restore` needs to undo everything learning a batch changes (the model's parameters and
+        the replica's counters); about as cheap as one ``get_params``."""
+        return (models.get_params(self.model), self.since_sync, self.first_unsynced_at, self.seq,
+                list(self.in_flight), self.snapshot, copy.copy(self.unsynced_score), self.curvature, self.mid,
+                copy.copy(self.probe), self.events_learned, copy.deepcopy(self.detector), set(self.classes_seen))
+
+    def restore(self, point: tuple) -> None:
+        """Back to :meth:`save_point`: a batch that raised part way leaves no trace in the replica."""
+        (params, self.since_sync, self.first_unsynced_at, self.seq, self.in_flight, self.snapshot,
+         self.unsynced_score, self.curvature, self.mid, self.probe, self.events_learned, self.detector,
+         self.classes_seen) = point
+        models.set_params(self.model, params)
 
     @classmethod
     def fresh(cls, template: Any) -> "Replica":
@@ -240,27 +263,38 @@ class Replica:
         )
         self.mid = None
         self.curvature = 0.0
-        self.in_flight.append((self.seq, delta))
+        self.in_flight.append((self.seq, delta, update.events))
         self.snapshot = params
         self.since_sync = 0
         self.first_unsynced_at = None
         self.unsynced_score = Score()
         return update
 
-    def rebase(self, merged_params: dict, version: int, acked: int | None = None) -> None:
+    def rebase(self, merged_params: dict, version: int, acked: int | None = None,
+               refused: Sequence[int] = ()) -> int:
         """Adopt merged ``version`` (newer than ours), keeping every bit of learning it does not hold.
 
         ``acked`` is the last of this replica's update sequence numbers that
         ``version`` holds (``meta.acked``); ``None`` means unknown (then every
         in-flight update is taken as held: the pre-acknowledgement behaviour).
+        ``refused``: sequence numbers the merger acknowledged without merging
+        (``meta.refused_updates``: poisoned or undecodable on arrival); their
+        learning stays in the model and goes out again with the next update,
+        events included.  Returns how many updates are re-sent that way.
         """
         adapter = models.adapter_for(self.model)
         unsent = adapter.delta(self.model, models.get_params(self.model), self.snapshot)
-        self.in_flight = [] if acked is None else [(s, d) for s, d in self.in_flight if s > acked]
-        missing = [d for _, d in self.in_flight]
+        held = [] if acked is None else [u for u in self.in_flight if u[0] <= acked]
+        resend = [(d, n) for s, d, n in held if s in set(refused)]
+        self.in_flight = [] if acked is None else [u for u in self.in_flight if u[0] > acked]
+        missing = [d for _, d, _ in self.in_flight]
         snapshot = adapter.apply(self.model, merged_params, missing, [1.0] * len(missing), _REPLAY) if missing \
             else merged_params
-        params = adapter.apply(self.model, snapshot, [unsent], [1.0], _REPLAY)
+        params = adapter.apply(self.model, snapshot, [unsent] + [d for d, _ in resend], [1.0] * (1 + len(resend)),
+                               _REPLAY)
+        if resend:
+            self.since_sync += sum(n for _, n in resend)
+            self.first_unsynced_at = self.first_unsynced_at or time.time()
         if self.mid is not None:  # keep the probe's first half, moved onto the new base
             self.mid = adapter.apply(self.model, snapshot, [adapter.delta(self.model, self.mid, self.snapshot)],
                                      [1.0], _REPLAY)
@@ -269,3 +303,4 @@ class Replica:
         # future deltas are measured from the merged point plus what is already in flight
         self.snapshot = snapshot
         self.base_norm = learned_norm(self.model, merged_params)
+        return len(resend)

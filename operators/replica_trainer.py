@@ -86,6 +86,7 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         self.m_syncs = group.counter("syncs")
         self.m_refused_models = group.counter("model_documents_refused")
         self.m_features_dropped = group.counter("features_dropped")
+        self.m_new_classes = group.counter("new_classes")
         self.last = {"base_version": 0, "accuracy_permille": 0, "mae_milli": 0}
         for name in self.last:
             group.gauge(name, lambda name=name: int(self.last[name]))
@@ -127,6 +128,8 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
             yield DEAD_LETTER, rejected.to_json(self.s.source_topic, self.s.limits.dead_letter_prefix)
         self.m_dead.inc(len(out.rejected))
         self.m_features_dropped.inc(out.features_dropped)
+        if out.new_classes and replica.events_learned > len(out.events):
+            self.m_new_classes.inc(len(out.new_classes))
         yield from out.updates
         self.m_syncs.inc(len(out.updates))
         score = out.score

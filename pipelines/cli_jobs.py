@@ -104,19 +104,16 @@ def cmd_stop(args) -> int:
 
 def register(command, kafka: argparse.ArgumentParser) -> None:
     """Add ``train``, ``serve`` and ``stop`` to the CLI (``command(name, help, *parents)``)."""
-    tr = command("train", "run the training job (replicas, merger)", kafka)
-    add_options(tr, TrainConfig)
-    tr.add_argument("--python-executable", help="Python of the cluster's workers (default: this one)")
-    tr.add_argument("--status-every", type=float, default=10.0, metavar="SECONDS",
-                    help="a local run prints a status line this often: learned, versions, lag (0: never)")
-    tr.set_defaults(func=cmd_train)
-
-    sv = command("serve", "run the serving job (requests -> predictions)", kafka)
-    add_options(sv, ServeConfig)
-    sv.add_argument("--python-executable", help="Python of the cluster's workers (default: this one)")
-    sv.add_argument("--status-every", type=float, default=10.0, metavar="SECONDS",
-                    help="a local run prints a status line this often: answers by status, the model (0: never)")
-    sv.set_defaults(func=cmd_serve)
+    for name, help, config, func, status in (
+            ("train", "run the training job (replicas, merger)", TrainConfig, cmd_train, "learned, versions, lag"),
+            ("serve", "run the serving job (requests -> predictions)", ServeConfig, cmd_serve,
+             "answers by status, the model")):
+        job = command(name, help, kafka)
+        add_options(job, config)
+        job.add_argument("--python-executable", help="Python of the cluster's workers (default: this one)")
+        job.add_argument("--status-every", type=float, default=10.0, metavar="SECONDS",
+                         help=f"a local run prints a status line this often: {status} (0: never)")
+        job.set_defaults(func=func)
 
     st = command("stop", "stop a job on a running cluster with a savepoint (to upgrade or rescale)")
     st.add_argument("--jobmanager", metavar="HOST:PORT", required=True, type=host_port,

@@ -47,7 +47,10 @@ def _pid_alive(pid: int) -> bool:
 def cmd_keys(args) -> int:
     from riverflink.models.signing import Signer
 
-    private, public = Signer.generate().write(args.directory)
+    try:
+        private, public = Signer.generate().write(args.directory, force=args.force)
+    except FileExistsError as e:
+        raise ConfigError(str(e)) from None
     print(f"signing key (keep it secret; for 'train --signing-key'): {private}")
     print(f"verify key (for 'serve --verify-key', LiveModel(verify_key=...), 'models --verify-key'): {public}")
     return 0
@@ -107,6 +110,7 @@ def register(command) -> None:
 
     ky = command("keys", "make an Ed25519 key pair for signed model documents")
     ky.add_argument("directory", help="where to write signing.pem (private) and verify.pem (public)")
+    ky.add_argument("--force", action="store_true", help="replace an existing key pair (readers of the old one stop accepting)")
     ky.set_defaults(func=cmd_keys)
 
     dm = command("demo", "embedded broker + both jobs + a labelled stream; prints live predictions")

@@ -198,7 +198,9 @@ def cmd_report(args) -> int:
 
     servers = bootstrap(args)
     topics = _run_topics(args)
-    r = report.read_run(servers, topics, idle=args.idle)
+    from riverflink.pipelines.config import load_verifier
+
+    r = report.read_run(servers, topics, idle=args.idle, verifier=load_verifier(args.verify_key))
     out = Path(args.out or f"report-{args.run or 'default'}")
     page = report.write(r, out, f"riverflink run {args.run or topics.events}")
     print(r.summary())
@@ -259,6 +261,8 @@ def register(command, kafka: argparse.ArgumentParser) -> None:
     rp.add_argument("--run", help="the run's id (topics events-RUN, models-RUN, metrics-RUN, as 'demo' makes)")
     rp.add_argument("--out", default=None, help="directory for the PNGs and index.html (default: report-RUN)")
     rp.add_argument("--idle", type=float, default=3.0, help="seconds without a record that end reading a topic")
+    rp.add_argument("--verify-key", default=os.environ.get("RIVERFLINK_VERIFY_KEY"), metavar="PEM",
+                    help="replay only the versions this Ed25519 key verifies (default: $RIVERFLINK_VERIFY_KEY)")
     rp.set_defaults(func=cmd_report)
 
     tp = command("top", "a live terminal view of a training run (replicas, versions, events/s)", kafka,

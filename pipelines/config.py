@@ -171,6 +171,9 @@ class TrainConfig:
     signing_key: str | None = option(None, "Ed25519 private key: the merger signs every model document and "
                                      "replicas accept only signed ones (default: $RIVERFLINK_SIGNING_KEY; make one "
                                      "with 'riverflink keys')", env="RIVERFLINK_SIGNING_KEY", metavar="PEM")
+    classes: str | None = option(None, "classifiers: the labels to accept, comma-separated (others are "
+                                 "dead-lettered); default: any label, and a label first seen mid-stream is logged "
+                                 "and counted (metric new_classes)", metavar="A,B,...")
     batch_size: int = option(500, "events per micro-batch handed to a replica")
     batch_ms: int = option(50, "longest an event waits for its micro-batch")
     group_id: str = option("riverflink-train", "Kafka consumer group")
@@ -224,7 +227,9 @@ class TrainConfig:
             model_name=self.model_name, mode=self.mode, sync=self.sync_policy(), precision=self.update_precision,
             policy=self.policy(), trigger=self.trigger(), quality_gate=self.quality_gate,
             replica_features=self.max_model_features // self.replicas,
-            lr_scale=float(self.replicas) if self.merge_policy == "scaled_average" else 1.0)
+            lr_scale=float(self.replicas) if self.merge_policy == "scaled_average" else 1.0,
+            classes=frozenset(c.strip().lower() if c.strip().lower() in ("true", "false") else c.strip()
+                              for c in self.classes.split(",") if c.strip()) if self.classes else None)
 
     def sync_policy(self) -> SyncPolicy:
         return SyncPolicy(self.sync_every_events, self.sync_every_seconds, self.sync_divergence)
@@ -267,7 +272,7 @@ def load_signer(path: str | None):
 
 
 def load_verifier(path: str | None):
-    """The verify key (a public key, or a private key's public half), or ``None``."""
+    """The verify key (an Ed25519 public key; a private key is refused), or ``None``."""
     from riverflink.models.signing import Verifier
 
     return _load_key("--verify-key", path, Verifier.load)

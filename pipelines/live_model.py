@@ -86,6 +86,7 @@ class LiveModel:
             try:
                 for value in self._reader.poll(200):
                     self.offer(value)
+                self._error = None
             except Exception as e:  # noqa: BLE001 - keep serving the last good model; report on access
                 self._error = e
                 log.warning("LiveModel %s: reading %s failed: %s", self.model_name, self.topic, e)
@@ -103,6 +104,11 @@ class LiveModel:
         self._current = (entry.version, entry.meta.created_at or 0.0, model)
         self._arrived.set()
         return True
+
+    @property
+    def last_error(self) -> BaseException | None:
+        """The last error reading the topic (the held version keeps answering meanwhile), or ``None``."""
+        return self._error
 
     # -- the model ------------------------------------------------------------------
     @property

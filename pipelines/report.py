@@ -118,14 +118,18 @@ def compute(events: list, docs: list[ModelDocument], metrics: list) -> Report:
                   ages[len(ages) // 2] if ages else float("nan"), rate, series, learned)
 
 
-def read_run(servers: str, topics: Topics, idle: float = 3.0) -> Report:
-    """Read the run's topics and compute its :class:`Report`."""
+def read_run(servers: str, topics: Topics, idle: float = 3.0, verifier=None) -> Report:
+    """Read the run's topics and compute its :class:`Report`; with ``verifier``, only the versions it verifies."""
     events = []
     for ts, value in _records(servers, topics.events, idle):
         e = parse_event(Record(None, None, ts, None, value or b""), require_label=True)
         if not isinstance(e, Rejected):
             events.append((ts, e.x, e.y))
     docs = [d for _, v in _records(servers, topics.models, idle) if (d := read_document(v))]
+    if verifier is not None:
+        from riverflink.models.signing import verify
+
+        docs = [d for d in docs if verify(d.doc, verifier) is None]
     metrics = []
     for _, v in _records(servers, topics.metrics, idle):
         try:

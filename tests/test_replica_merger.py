@@ -227,3 +227,91 @@ def test_the_merger_remembers_the_bases_of_updates_hundreds_of_versions_old():
     assert len(remembered) == 256 and merger.version in remembered
     assert first not in remembered  # bounded: the oldest are forgotten
     assert params_memory({"w": {str(i): 0.0 for i in range(100_000)}}) == 24  # big models keep fewer
+
+
+def test_a_batch_the_model_raises_on_is_dead_lettered_whole_and_never_learned():
+    """Transactional per batch: the scaler had already counted the first events when the regression raised."""
+    import orjson
+
+    from riverflink.operators.frames import Record
+
+    replica_side, merger_side = loop(every=1000)
+    replica = replica_side.fresh()
+    good = [Record(0, i, None, None, orjson.dumps({"x": {"a": float(i)}, "y": float(i)})) for i in range(5)]
+    replica_side.on_records(replica, 0, good)
+    before, counters = models.get_params(replica.model), (replica.since_sync, replica.events_learned)
+    step, calls = replica.model["LinearRegression"], []
+    original = step.learn_one
+
+    def fails_on_the_third(x, y, **kw):
+        calls.append(x)
+        if len(calls) == 3:
+            raise RuntimeError("boom")
+        return original(x, y, **kw)
+
+    step.learn_one = fails_on_the_third
+    batch = [Record(0, 5 + i, None, None, orjson.dumps({"x": {"a": 10.0 + i}, "y": 1.0})) for i in range(4)]
+    out = replica_side.on_records(replica, 0, batch)
+    assert out.learning_failed and out.score is None and len(out.rejected) == 4
+    assert all("nothing of it was learned" in r.reason for r in out.rejected)
+    assert models.get_params(replica.model) == before  # the scaler's counts too
+    assert (replica.since_sync, replica.events_learned) == counters
+    step.learn_one = original
+    assert replica_side.on_records(replica, 0, batch).score.events == 4  # the same events learn once it can
+
+
+def test_a_refused_update_is_sent_again_so_every_event_still_reaches_the_model_once():
+    """The merger refuses an update (here: its delta arrives broken); the version after it lists the refusal,
+    the replica re-sends that learning with its next update, and the final scaler equals River's on every event."""
+    events = [(x, float(y)) for x, y in streams.phishing(600)]
+    replica_side, merger_side = loop(every=50, quorum=1)
+    merger = merger_side.fresh()
+    replicas = [replica_side.fresh() for _ in range(2)]
+    latest, broken = None, 0
+    for start in range(0, len(events), 100):
+        for k, r in enumerate(replicas):
+            if latest is not None:
+                entry, model = latest
+                replica_side.on_model(r, k, entry.meta, lambda: models.get_params(model))
+            chunk = events[start + 50 * k : start + 50 * (k + 1)]
+            for data in replica_side.on_events(r, k, [x for x, _ in chunk], [y for _, y in chunk]).updates:
+                if k == 1 and start == 200:  # one update's delta is cut short on its way
+                    data, broken = data[:-40], broken + 1
+                out = merger_side.on_update(merger, data)
+                if out.document is not None:
+                    latest = read_back(out.document)
+    for k, r in enumerate(replicas):  # the last learning, and anything re-sent with it
+        replica_side.on_model(r, k, latest[0].meta, lambda: models.get_params(latest[1]))
+        data = replica_side.on_timer(r, k, now=time.time() + 10)
+        if data is not None:
+            out = merger_side.on_update(merger, data)
+            latest = read_back(out.document) if out.document is not None else latest
+    last = merger_side.on_timer(merger).document
+    latest = read_back(last) if last is not None else latest
+    assert broken == 1 and merger.refused == 1 and latest[0].meta.events == len(events)
+    final = models.from_wire(latest[0].text)["StandardScaler"]
+    whole = preprocessing.StandardScaler()
+    for x, _ in events:
+        whole.learn_one(x)
+    for f in whole.counts:
+        assert final.counts[f] == whole.counts[f]
+        assert math.isclose(final.means[f], whole.means[f], rel_tol=1e-9, abs_tol=1e-12)
+
+
+def test_declared_classes_refuse_other_labels_and_new_ones_are_reported():
+    import orjson
+
+    from riverflink.operators.frames import Record
+
+    settings = LoopSettings("m", classes=frozenset({"cat", "dog"}))
+    side = ReplicaSide(settings, build("StandardScaler|SoftmaxRegression"))
+    replica = side.fresh()
+    records = [Record(0, i, None, None, orjson.dumps({"x": {"a": float(i)}, "y": y}))
+               for i, y in enumerate(["cat", "dog", "dgo", "cat"])]
+    out = side.on_records(replica, 0, records)
+    assert out.score.events == 3 and [r.reason for r in out.rejected] == [
+        "label 'dgo' is not one of the declared classes (cat, dog)"]
+    free = ReplicaSide(LoopSettings("m"), build("StandardScaler|SoftmaxRegression"))
+    replica = free.fresh()
+    assert free.on_records(replica, 0, records[:2]).new_classes == ["cat", "dog"]
+    assert free.on_records(replica, 0, records[2:]).new_classes == ["dgo"]  # a typo: a class for good, but said

@@ -45,3 +45,21 @@ def test_signed_documents_verify_and_forgeries_do_not(tmp_path):
 
     # without a verify key, behaviour is as before: any valid document is accepted
     assert accept(unsigned, FeedRules("m"), version)[2] is None
+
+
+def test_key_material_stays_private(tmp_path):
+    import stat
+
+    import pytest
+
+    signer = Signer.generate()
+    assert signer.private_raw.hex() not in repr(signer) and "key_id=" in repr(signer)
+    private, public = signer.write(tmp_path / "keys")
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    with pytest.raises(FileExistsError, match="--force"):
+        Signer.generate().write(tmp_path / "keys")  # never overwrites a pair silently
+    assert Signer.load(private).private_raw == signer.private_raw
+    Signer.generate().write(tmp_path / "keys", force=True)
+    assert Signer.load(private).private_raw != signer.private_raw
+    with pytest.raises(ValueError, match="private"):
+        Verifier.load(private)  # a serving node handed the signing key would be able to sign
