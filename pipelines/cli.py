@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     argv = sys.argv[1:] if argv is None else argv
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, _interrupt)
     exit_on_sigterm()
     logging.getLogger().addFilter(_no_interrupt_traces)
     try:
@@ -122,11 +122,54 @@ def main(argv: list[str] | None = None) -> int:
         print(f"riverflink: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        return 130
+        _end_now(130)
+    except SystemExit as e:
+        if e.code == 143:  # SIGTERM (exit_on_sigterm): the same, after the finally blocks above have run
+            _end_now(143)
+        raise
     except Exception as e:  # noqa: BLE001 - anything else: one line here, the trace in the log file
         log = _log_trace(e)
         print(f"riverflink: error: {root_cause(e)} (trace: {log})", file=sys.stderr)
         return 1
+
+
+def _interrupt(signum, frame) -> None:
+    """Ctrl-C: a KeyboardInterrupt (so that ``finally`` blocks stop what they started), and an exit within 10 s
+    whatever the interrupted call does with it."""
+    import threading
+
+    watchdog = threading.Timer(10.0, _end_now, args=(130,))
+    watchdog.daemon = True
+    watchdog.start()
+    raise KeyboardInterrupt
+
+
+def _end_now(code: int) -> None:
+    """Stop every process this command started (the JVM, its Python workers, an embedded broker), then exit at
+    once: a JVM gateway half set up when the signal came can keep the interpreter from exiting."""
+    from riverflink.pipelines.broker import descendants
+
+    def alive(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return False
+
+    children = descendants(os.getpid())[1:]
+    for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 1.0)):
+        for pid in children:
+            if alive(pid):
+                try:
+                    os.kill(pid, sig)
+                except OSError:
+                    pass
+        deadline = time.time() + grace
+        while any(alive(p) for p in children) and time.time() < deadline:
+            time.sleep(0.05)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _log_trace(e: BaseException) -> Path:

@@ -129,9 +129,14 @@ class _Reader:
         self.since_ms, self.handle = int(since * 1000), handle
 
     def poll(self) -> None:
-        for record in self.reader.poll_records(0):
-            if record.timestamp >= self.since_ms:
-                self.handle(record.value)
+        """Everything written since the last poll (a poll without a wait can return before any fetch)."""
+        for _ in range(50):
+            records = self.reader.poll_records(300)
+            if not records:
+                return
+            for record in records:
+                if record.timestamp >= self.since_ms:
+                    self.handle(record.value)
 
     def close(self) -> None:
         self.reader.close()

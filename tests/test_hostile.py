@@ -71,13 +71,25 @@ def hostile_events(rng: random.Random) -> list[bytes]:
     return out
 
 
+def plausible_forgeries(genuine: dict, other: Signer) -> list[bytes]:
+    """The genuine document with its weights negated and a version 20 s ahead of now: newer than every genuine
+    version for 20 s and inside the 60 s window, well formed, so that only the signature can stop it (unsigned,
+    and signed by a stranger).  Made at send time: made earlier, a newer genuine version would stop it first."""
+    d = json.loads(json.dumps(genuine))
+    step = d["steps"][1]["params"]
+    step["weights"] = [[k, -v] for k, v in step["weights"]]
+    d["meta"]["version"] = int(time.time() * 1000) + 20_000
+    d.pop("signature", None)
+    return [orjson.dumps(d), orjson.dumps(sign(json.loads(json.dumps(d)), other))]
+
+
 def forged_documents(genuine: dict, other: Signer) -> list[bytes]:
     now_ms = int(time.time() * 1000)
     negated = json.loads(json.dumps(genuine))
     step = negated["steps"][1]["params"]
     step["weights"] = [[k, -v] for k, v in step["weights"]]
     docs = []
-    for version in (9 * 10**18, now_ms + 10**8, now_ms + 5):  # far future, beyond the skew, plausible
+    for version in (9 * 10**18, now_ms + 10**8):  # far future, beyond the skew (plausible ones: at send time)
         d = json.loads(json.dumps(negated))
         d["meta"]["version"] = version
         d.pop("signature", None)
@@ -184,6 +196,9 @@ def run(kafka_bootstrap, tmp_path_factory):
                 producer.send(t.requests, hostile[(i * 7) % len(hostile)])
             if i % 100 == 0 and forged:
                 producer.send(t.models, forged.pop())
+            if i % 300 == 150:
+                for d in plausible_forgeries(genuine[-1], stranger):
+                    producer.send(t.models, d)
         for h in hostile[len(rest) * step :]:
             sent.append((producer.send(t.events, h), h, True))
         for d in forged:
@@ -201,6 +216,7 @@ def run(kafka_bootstrap, tmp_path_factory):
         dlq = kafka_io.TopicReader(kafka_bootstrap, t.dead_letter)
         answers_reader = kafka_io.TopicReader(kafka_bootstrap, t.predictions)
         batches, dead, answers, oversized, features_dropped = {}, 0, [], [], {}
+        learned_on: set = set()  # the model versions the replicas learned on
         lettered: set = set()
         deadline = time.time() + 300
         while time.time() < deadline:
@@ -208,6 +224,7 @@ def run(kafka_bootstrap, tmp_path_factory):
                 if m and m.get("events"):
                     key = (m["replica"], tuple(sorted((p, tuple(r)) for p, r in m["offsets"].items())))
                     batches[key] = m["events"]
+                    learned_on.add(m.get("model_version"))
                     features_dropped[key] = m.get("features_dropped", 0)
             letters = dlq.poll_json(0)
             dead += len(letters)
@@ -234,7 +251,7 @@ def run(kafka_bootstrap, tmp_path_factory):
         return dict(produced=produced, learned=sum(batches.values()), dead=dead, missing=missing, answers=answers,
                     oversized=oversized,
                     features_dropped=sum(features_dropped.values()),
-                    requests=requests, docs=genuine, restarts=restarts, valid=valid,
+                    requests=requests, docs=genuine, restarts=restarts, valid=valid, learned_on=learned_on,
                     verifier=Verifier.load(public))
     finally:
         for p in jobs.values():
@@ -280,6 +297,8 @@ def test_every_request_answered_and_no_forged_model_served(run):
                     if isinstance(d, dict) and d.get("schema") and verify(d, run["verifier"]) is None}
     served = {a["model_version"] for a in run["answers"] if a["status"] == "ok"}
     assert served and served <= signed_by_us
+    # the replicas never rebased onto a forgery either (plausible ones included: only the signature stops them)
+    assert run["learned_on"] <= signed_by_us | {0}, run["learned_on"] - signed_by_us
 
 
 def test_final_model_is_finite_and_within_a_point_of_river_on_the_valid_events(run):

@@ -63,3 +63,24 @@ def test_key_material_stays_private(tmp_path):
     assert Signer.load(private).private_raw != signer.private_raw
     with pytest.raises(ValueError, match="private"):
         Verifier.load(private)  # a serving node handed the signing key would be able to sign
+
+
+def test_live_model_keeps_the_genuine_version_when_only_the_signature_can_stop_a_forgery(tmp_path):
+    """A forgery with a newer, plausible version and a valid body: with a verify key LiveModel keeps the
+    genuine version; without one the same forgery would take over (so the signature alone stopped it)."""
+    from riverflink import LiveModel
+
+    signer = Signer.generate()
+    _, public = signer.write(tmp_path)
+    version = int(time.time() * 1000)
+    genuine = models.dumps(sign(_doc(version, weight=1.0), signer))
+    forged = [models.dumps(_doc(version + 5_000, weight=-9.0)),
+              models.dumps(sign(_doc(version + 5_000, weight=-9.0), Signer.generate()))]
+    guarded = LiveModel("127.0.0.1:9", "m", verify_key=str(public), start=False)
+    open_door = LiveModel("127.0.0.1:9", "m", start=False)
+    for live in (guarded, open_door):
+        assert live.offer(genuine)
+    for doc in forged:
+        assert not guarded.offer(doc)
+    assert guarded.version == version and guarded.ignored == 2
+    assert open_door.offer(forged[0]) and open_door.version == version + 5_000  # what the key prevented

@@ -101,7 +101,8 @@ def test_the_readme_tour(tmp_path):
         assert "<figcaption>" in page and "single-node River" in page
 
         # the jobs said what they were doing
-        assert re.search(rf"train phishing: {EVENTS:,} learned", train_log.read_text()), train_log.read_text()[-2000:]
+        assert re.search(rf"train phishing: {EVENTS:,} learned, 0 dead-lettered, [\d,]+ events/s; [\d,]+ versions, "
+                         rf"newest v\d+ \({EVENTS:,} events\)", train_log.read_text()), train_log.read_text()[-2000:]
         assert re.search(rf"serve phishing: {REQUESTS:,} ok", serve_log.read_text()), serve_log.read_text()[-2000:]
 
         # stop with a savepoint, on the URL the job printed, and resume as 'stop' says
