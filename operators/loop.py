@@ -37,7 +37,7 @@ from typing import Any, Callable, Sequence
 
 from riverflink import models
 from riverflink.models.document import ModelMeta
-from riverflink.models.labels import LabelRule
+from riverflink.models.labels import LabelRule, task_of
 from riverflink.models.policies import MergePolicy
 from riverflink.models.sync import SyncPolicy
 from riverflink.operators.dead_letters import Rejected
@@ -96,7 +96,8 @@ class BatchOutcome:
     learning_failed: bool = False
     #: the replica had nothing unsent before this batch and has now: check its sync policy later (a timer)
     unsent_started: bool = False
-    #: classifiers: labels this replica had never learned before this batch (a typo becomes a class for good)
+    #: classifiers: labels first learned in this batch, after the replica's first one (a typo becomes a class
+    #: for good)
     new_classes: list = field(default_factory=list)
 
 
@@ -166,7 +167,7 @@ class ReplicaSide:
             out.learning_failed = True
             return out
         learned.rejected, learned.features_dropped = out.rejected, out.features_dropped
-        if learned.new_classes and replica.events_learned > len(xs):  # a class that appears after the start
+        if learned.new_classes:
             log.warning("replica %s learns new class(es) %s (declare --classes to refuse unknown labels)", key,
                         ", ".join(repr(c) for c in learned.new_classes[:10]))
         learned.events = [ev for ev, _ in events]
@@ -179,7 +180,9 @@ class ReplicaSide:
         ``coalesce=False`` checks the sync policy mid-batch, as the first slice did (comparisons only).
         """
         version, idle = replica.base_version, replica.since_sync == 0
+        first = replica.events_learned == 0
         new_classes = replica.note_classes(ys) if replica.task in ("binary", "multiclass") else []
+        new_classes = [] if first else new_classes  # a replica's first batch introduces every class it has
         score, updates, predictions = replica.train(xs, ys, mode=self.s.mode, policy=self.s.sync,
                                                     model_name=self.s.model_name, replica=replica_id(key),
                                                     keep_predictions=keep_predictions, coalesce=coalesce)
@@ -219,8 +222,6 @@ class MergerSide:
 
     def configure(self, merger: MergerState | None) -> MergerState:
         """A new merger, or a restored one with this job's settings (they win over a restored state's)."""
-        from riverflink.models.labels import task_of
-
         merger = merger or MergerState(self.s.model_name, self.template, trigger=self.s.trigger)
         merger.trigger = self.s.trigger
         margin = self.s.quality_gate

@@ -128,8 +128,7 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
             yield DEAD_LETTER, rejected.to_json(self.s.source_topic, self.s.limits.dead_letter_prefix)
         self.m_dead.inc(len(out.rejected))
         self.m_features_dropped.inc(out.features_dropped)
-        if out.new_classes and replica.events_learned > len(out.events):
-            self.m_new_classes.inc(len(out.new_classes))
+        self.m_new_classes.inc(len(out.new_classes))
         yield from out.updates
         self.m_syncs.inc(len(out.updates))
         score = out.score

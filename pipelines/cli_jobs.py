@@ -26,8 +26,11 @@ def job_config(cls: type, args: argparse.Namespace):
     return dataclasses.replace(cfg, kafka=dataclasses.replace(cfg.kafka, properties=current()))
 
 
-def _run_job(build, cfg, name: str, args) -> int:
-    """Local: build and run here until stopped.  ``--jobmanager``: hand over to ``flink run`` (detached)."""
+def _run_job(build, cfg, kind: str, args) -> int:
+    """Local: build and run here until stopped.  ``--jobmanager``: hand over to ``flink run`` (detached).
+
+    ``kind``: ``train`` or ``serve``; the job is named ``riverflink-KIND-MODEL``."""
+    name = f"riverflink-{kind}-{cfg.model_name}"
     from riverflink.pipelines import remote
 
     if cfg.flink.jobmanager and not remote.inside_flink_run():  # (a --config file may name it inside too)
@@ -40,7 +43,7 @@ def _run_job(build, cfg, name: str, args) -> int:
     print(f"running {name} on the local mini-cluster (Ctrl-C stops it)", flush=True)
     from riverflink.pipelines import job_status
 
-    job_status.start(name.split("-")[1], cfg, args.status_every)
+    job_status.start(kind, cfg, args.status_every)
     try:
         env.execute(name)
     except Exception as e:  # noqa: BLE001 - a failed job ends with its root cause on one line
@@ -56,7 +59,7 @@ def cmd_train(args) -> int:
     cfg = job_config(TrainConfig, args)
     roles = ("events", "dead_letter", "models", "metrics") + (("training_predictions",) if cfg.training_predictions else ())
     _preflight(cfg, cfg.topics.to_create(*roles))
-    return _run_job(training.build, cfg, f"riverflink-train-{cfg.model_name}", args)
+    return _run_job(training.build, cfg, "train", args)
 
 
 def cmd_serve(args) -> int:
@@ -64,7 +67,7 @@ def cmd_serve(args) -> int:
 
     cfg = job_config(ServeConfig, args)
     _preflight(cfg, cfg.topics.to_create("requests", "predictions", "models"))
-    return _run_job(serving.build, cfg, f"riverflink-serve-{cfg.model_name}", args)
+    return _run_job(serving.build, cfg, "serve", args)
 
 
 def _preflight(cfg: TrainConfig | ServeConfig, topics: dict[str, int]) -> None:

@@ -79,10 +79,9 @@ class DemoConfig:
 
     def serve_config(self) -> ServeConfig:
         """The serving job this run starts."""
-        return ServeConfig(self.bootstrap_servers, model_name=self.model_name, topics=self.topics,
-                           group_id=f"riverflink-serve{self._suffix}",
-                           flink=dataclasses.replace(ServeConfig.__dataclass_fields__["flink"].default_factory(),
-                                                     parallelism=self.parallelism))
+        serve = ServeConfig(self.bootstrap_servers, model_name=self.model_name, topics=self.topics,
+                            group_id=f"riverflink-serve{self._suffix}")
+        return dataclasses.replace(serve, flink=dataclasses.replace(serve.flink, parallelism=self.parallelism))
 
     @property
     def _suffix(self) -> str:
