@@ -125,7 +125,7 @@ class _Reader:
     """One topic from the beginning; only records written at or after ``since`` are handed on."""
 
     def __init__(self, servers: str, topic: str, since: float, handle: Callable[[bytes], None]):
-        self.reader = kafka_io.TopicReader(servers, topic)
+        self.reader = kafka_io.TopicReader(servers, topic, create=False)  # a status line never creates a topic
         self.since_ms, self.handle = int(since * 1000), handle
 
     def poll(self) -> None:

@@ -195,7 +195,8 @@ def end_offsets(servers: str, topic: str) -> dict[int, int]:
     """``{partition: end offset}`` of ``topic`` (Tansu: the last batch's first offset + 1, DESIGN.md)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    c = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, group_id=None, **_client_settings())
+    c = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, group_id=None,
+                      allow_auto_create_topics=False, **_client_settings())
     try:
         tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
         return {tp.partition: end for tp, end in c.end_offsets(tps).items()} if tps else {}
@@ -206,12 +207,13 @@ def end_offsets(servers: str, topic: str) -> dict[int, int]:
 class TopicReader:
     """Polls one topic from the beginning without a consumer group; for counting outputs."""
 
-    def __init__(self, servers: str, topic: str):
+    def __init__(self, servers: str, topic: str, create: bool = True):
+        """``create=False``: never let the broker create ``topic`` by asking for it (a bystander's reader)."""
         from kafka import KafkaConsumer, TopicPartition
 
         check_reachable(servers)
         self.consumer = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, group_id=None,
-                                      **_client_settings())
+                                      allow_auto_create_topics=create, **_client_settings())
         deadline = time.time() + 20
         parts = None
         while not parts and time.time() < deadline:

@@ -52,7 +52,7 @@ def test_every_event_produced_after_a_broker_restart_is_learned(tmp_path):
         job = subprocess.Popen(
             [sys.executable, "-m", "riverflink.pipelines.cli", "train", "--bootstrap-servers", broker.bootstrap,
              "--model-name", name, *t.cli_args("train"), "--group-id", f"{name}-t", "--training-predictions",
-             "--checkpoint-ms", "1000"],
+             "--checkpoint-ms", "1000", "--status-every", "0"],
             stdout=open(tmp_path / "train.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
         events = list(river_events("Phishing", BEFORE + AFTER, seed=4))
         _produce(broker.bootstrap, t.events, events[:BEFORE], "before")
