@@ -40,6 +40,7 @@ import itertools
 import math
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from river import datasets
@@ -125,6 +126,8 @@ class Outcome:
     json_bytes: int
     versions: int
     task: str
+    #: the last merged model (every event learned once), as the model feed rebuilt it
+    final: Any = None
 
     def gap(self, late: bool) -> float:
         """Classifiers: served accuracy minus River's, in points.  Regressors: served MAE / River's MAE."""
@@ -157,14 +160,16 @@ def simulate(spec: str, events: list, s: Setting, warmup: int, baseline: tuple[S
     updates = update_bytes = json_bytes = versions = 0
     per_round = s.replicas * s.batch
     clock = 0.0
+    final = None
 
     def publish(doc: dict | None, rnd: int) -> None:
-        nonlocal versions
+        nonlocal versions, final
         if doc is None:
             return
         entry, model, problem = accept(models.dumps(doc), rules, None)
         assert problem is None, problem
         versions += 1
+        final = model
         in_transit.append((rnd + s.delay, entry, model))
 
     for start in range(0, len(events), per_round):
@@ -196,7 +201,7 @@ def simulate(spec: str, events: list, s: Setting, warmup: int, baseline: tuple[S
                 publish(merger_side.on_update(merger, data, now=clock).document, rnd)
         publish(merger_side.on_timer(merger, now=clock).document, rnd)  # nothing waits longer than a round
     return Outcome(served, served_late, baseline[0], baseline[1], own, updates, update_bytes, json_bytes,
-                   versions, task)
+                   versions, task, final)
 
 
 def _fmt(o: Outcome) -> str:

@@ -47,27 +47,38 @@ def curvature(loss: str, proba: dict | None) -> float:
     return 0.0
 
 
-def kappa(model: Any, mean_curvature: float, events: int) -> float | None:
-    """``kappa = 1 - (1 - lr * h) ** events``, or ``None`` where it cannot be estimated.
+def kappa(model: Any, mean_curvature: float, events: int, stiffness: float = 1.0) -> float | None:
+    """``kappa = 1 - (1 - lr * h * stiffness) ** events``, or ``None`` where it cannot be estimated.
 
-    For a linear model behind a StandardScaler (unit-variance inputs) trained
-    by plain SGD with squared or log loss, ``h`` the mean loss curvature at
-    the replica's predictions: the part of a parameter offset ``D`` that the
-    replica's ``events`` SGD steps would have removed had it started from a
-    model offset by ``D``.  The merger uses it (:meth:`Compensator.correct`).
+    For a linear model behind a StandardScaler trained by plain SGD with
+    squared or log loss, ``h`` the mean loss curvature at the replica's
+    predictions and ``stiffness`` the largest eigenvalue of the second-moment
+    matrix of the standardised inputs (:func:`compensable` models only;
+    :func:`~riverflink.operators.batch_learning.input_stiffness`): the part of
+    a parameter offset ``D`` along the stiffest direction that the replica's
+    ``events`` SGD steps would have removed had it started from a model offset
+    by ``D``.  The merger uses it (:meth:`Compensator.correct`).  Correlated
+    inputs make that direction stiffer than one feature's unit variance: with
+    curvature alone, four replicas on TrumpApproval's six correlated features
+    overshot along it once merges came three or more batches late.
     """
+    if not compensable(model) or mean_curvature <= 0 or events <= 0:
+        return None
+    from riverflink.models.labels import final_step
+
+    step = min(1.0, final_step(model).optimizer.learning_rate * mean_curvature * max(1.0, stiffness))
+    return 1.0 - (1.0 - step) ** events
+
+
+def compensable(model: Any) -> bool:
+    """True for the models :func:`kappa` can estimate: a StandardScaler, then a linear step under plain SGD."""
     from river import compose, optim, preprocessing
 
     from riverflink.models.labels import final_step
 
-    final = final_step(model)
     scaled = isinstance(model, compose.Pipeline) and any(
         isinstance(s, preprocessing.StandardScaler) for s in list(model.steps.values())[:-1])
-    optimizer = getattr(final, "optimizer", None)
-    if not scaled or type(optimizer) is not optim.SGD or mean_curvature <= 0 or events <= 0:
-        return None
-    step = min(1.0, optimizer.learning_rate * mean_curvature)
-    return 1.0 - (1.0 - step) ** events
+    return scaled and type(getattr(final_step(model), "optimizer", None)) is optim.SGD
 
 
 @dataclass

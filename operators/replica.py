@@ -42,13 +42,17 @@ from riverflink.models.labels import final_step, task_of
 from riverflink.models.policies import MergePolicy
 from riverflink.models.sync import SyncPolicy, learned_distance, learned_norm
 from riverflink.operators import delay_compensation
-from riverflink.operators.batch_learning import BATCH_WARMUP, MODES, batch_weight, feature_frame, predict_many
+from riverflink.operators.batch_learning import (BATCH_WARMUP, MODES, batch_weight, feature_frame, input_stiffness,
+                                                 predict_many)
 from riverflink.operators.delay_compensation import ContractionProbe
 from riverflink.operators.messages import ReplicaId, ReplicaUpdate, replica_id
 from riverflink.operators.scoring import Score, predict
 
 #: replays of in-flight updates are exact sums, whatever the merge policy
 _REPLAY = MergePolicy("delta", clip=math.inf)
+#: events sampled for a stiffness estimate, and how many syncs one estimate serves
+STIFFNESS_SAMPLE = 64
+STIFFNESS_EVERY = 8
 
 
 @dataclass
@@ -72,6 +76,11 @@ class Replica:
     #: parameters half-way through the unsynced period (curvature probe)
     mid: dict | None = None
     probe: ContractionProbe = field(default_factory=ContractionProbe)
+    #: the inputs' stiffness for kappa (:func:`~riverflink.operators.delay_compensation.kappa`), its next
+    #: estimate's sample of this period's events, and the syncs until that estimate is taken
+    stiffness: float = 1.0
+    stiffness_sample: list = field(default_factory=list)
+    stiffness_due: int = 0
     #: the features this replica may teach the model (set by the training job; None: unbounded)
     features: Any = None
     #: events this replica has learned itself (ends the batch-mode warm-up, BATCH_WARMUP)
@@ -90,13 +99,14 @@ class Replica:
         the replica's counters); about as cheap as one ``get_params``."""
         return (models.get_params(self.model), self.since_sync, self.first_unsynced_at, self.seq,
                 list(self.in_flight), self.snapshot, copy.copy(self.unsynced_score), self.curvature, self.mid,
-                copy.copy(self.probe), self.events_learned, copy.deepcopy(self.detector), set(self.classes_seen))
+                copy.copy(self.probe), self.events_learned, copy.deepcopy(self.detector), set(self.classes_seen),
+                self.stiffness, list(self.stiffness_sample), self.stiffness_due)
 
     def restore(self, point: tuple) -> None:
         """Back to :meth:`save_point`: a batch that raised part way leaves no trace in the replica."""
         (params, self.since_sync, self.first_unsynced_at, self.seq, self.in_flight, self.snapshot,
          self.unsynced_score, self.curvature, self.mid, self.probe, self.events_learned, self.detector,
-         self.classes_seen) = point
+         self.classes_seen, self.stiffness, self.stiffness_sample, self.stiffness_due) = point
         models.set_params(self.model, params)
 
     @classmethod
@@ -111,6 +121,15 @@ class Replica:
         return task_of(self.model)
 
     @functools.cached_property
+    def _compensable(self) -> bool:
+        return delay_compensation.compensable(self.model)
+
+    def _sample_inputs(self, xs: Sequence[dict]) -> None:
+        """Keep up to :data:`STIFFNESS_SAMPLE` of this period's inputs when a stiffness estimate is due."""
+        if self.stiffness_due == 0 and self._compensable and len(self.stiffness_sample) < STIFFNESS_SAMPLE:
+            self.stiffness_sample.extend(xs[: STIFFNESS_SAMPLE - len(self.stiffness_sample)])
+
+    @functools.cached_property
     def _loss(self) -> str:
         return type(getattr(final_step(self.model), "loss", None)).__name__
 
@@ -123,6 +142,7 @@ class Replica:
         else:
             self.model.learn_one(x, y)
         self.curvature += delay_compensation.curvature(self._loss, proba)
+        self._sample_inputs((x,))
         self._learned(1)
         return y_pred, proba
 
@@ -175,6 +195,7 @@ class Replica:
             score.add(task, y_pred, y)
             curvature += delay_compensation.curvature(self._loss, proba)
         self.curvature += curvature
+        self._sample_inputs(xs)
         if task == "clustering":
             self.model.learn_many(X)
         else:
@@ -238,6 +259,17 @@ class Replica:
         return policy.due(self.since_sync, waited, lambda: learned_distance(self.model, self.snapshot),
                           scale=self.base_norm, drift=drift)
 
+    def _stiffness(self) -> float:
+        """The inputs' stiffness, estimated from this period's sample when due (every
+        :data:`STIFFNESS_EVERY` syncs: it changes as slowly as the scaler's statistics)."""
+        if self.stiffness_due > 0:
+            self.stiffness_due -= 1
+        elif self.stiffness_sample:
+            self.stiffness = input_stiffness(self.model, feature_frame(self.stiffness_sample))
+            self.stiffness_sample = []
+            self.stiffness_due = STIFFNESS_EVERY - 1
+        return self.stiffness
+
     def take_update(self, model_name: str, replica: ReplicaId) -> ReplicaUpdate:
         params = models.get_params(self.model)
         adapter = models.adapter_for(self.model)
@@ -259,7 +291,8 @@ class Replica:
             loss=self.unsynced_score.loss(self.task),
             rho=rho,
             shared=shared,
-            kappa=delay_compensation.kappa(self.model, self.curvature / max(1, self.since_sync), self.since_sync),
+            kappa=delay_compensation.kappa(self.model, self.curvature / max(1, self.since_sync), self.since_sync,
+                                           self._stiffness()),
         )
         self.mid = None
         self.curvature = 0.0

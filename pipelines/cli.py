@@ -96,6 +96,14 @@ def _no_interrupt_traces(record) -> bool:
     return not (record.exc_info and record.exc_info[0] is not None and issubclass(record.exc_info[0], KeyboardInterrupt))
 
 
+def _interrupt_in_finalizer(unraisable) -> None:
+    """A Ctrl-C that lands in a finalizer (py4j's weak-reference callbacks run often while a job starts) cannot
+    propagate: Python would print it as "Exception ignored in" and go on. End the command as the Ctrl-C asked."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        _end_now(130)
+    sys.__unraisablehook__(unraisable)
+
+
 def main(argv: list[str] | None = None) -> int:
     import logging
 
@@ -103,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _interrupt)
     exit_on_sigterm()
     logging.getLogger().addFilter(_no_interrupt_traces)
+    sys.unraisablehook = _interrupt_in_finalizer
     try:
         from riverflink.pipelines import config_file
 
