@@ -24,11 +24,14 @@ from river import linear_model, utils
 
 from riverflink.models import numeric, optimizer_state
 from riverflink.models.adapter import Adapter, register
+from riverflink.models.sparse_linear_regression import SparseLinearRegression
+from riverflink.models.sparse_logistic_regression import SparseLogisticRegression
 
 
 class LinearAdapter(Adapter):
     family = "linear"
-    classes = (linear_model.LogisticRegression, linear_model.LinearRegression, linear_model.Perceptron)
+    classes = (linear_model.LogisticRegression, linear_model.LinearRegression, linear_model.Perceptron,
+               SparseLogisticRegression, SparseLinearRegression)
     kinds = optimizer_state.with_state({"weights": numeric.LEARNED, "intercept": numeric.LEARNED})
 
     def get_params(self, model: Any) -> dict:

@@ -11,10 +11,17 @@ What we merge, and why (a rebased replica must keep training sensibly):
   reason: it is a sum over all updates.
 * ``opt_m`` / ``opt_v`` (Adam's moment estimates) are exponential averages,
   so they are **count-weighted averaged** whatever the merge policy.
+* ``opt_z`` / ``opt_n`` (FTRL-Proximal's per-coordinate sums of adjusted
+  gradients and of squared gradients) are **additive**: sums over all updates,
+  as in one model.  FTRL regenerates a weight from its ``z`` and ``n`` at the
+  start of every step that touches it, when ``|z| > l1``; River leaves the
+  weight as it was otherwise (it does not zero it).  The weights themselves
+  stay learned leaves (merged as deltas): a merged weight is what serving uses
+  until a replica's next step on that feature regenerates it from the merged
+  ``z``/``n``, or, where ``|z| <= l1``, keeps it, exactly River's rule.
 
-Other optimizers (FTRL regenerates weights from ``z``/``n``; momentum methods
-carry velocities) are refused with a clear error instead of being merged
-silently wrong.
+Other optimizers (momentum methods carry velocities) are refused with a clear
+error instead of being merged silently wrong.
 """
 
 from __future__ import annotations
@@ -30,8 +37,10 @@ KINDS = {
     "opt_g2": numeric.ADDITIVE,
     "opt_m": numeric.AVERAGED,
     "opt_v": numeric.AVERAGED,
+    "opt_z": numeric.ADDITIVE,
+    "opt_n": numeric.ADDITIVE,
 }
-SUPPORTED = (optim.SGD, optim.Adam, optim.AdaGrad)
+SUPPORTED = (optim.SGD, optim.Adam, optim.AdaGrad, optim.FTRLProximal)
 
 
 def check_supported(opt: Any) -> None:
@@ -52,6 +61,9 @@ def get_state(opt: Any) -> dict:
         state["opt_v"] = dict(opt.v or {})
     elif isinstance(opt, optim.AdaGrad):
         state["opt_g2"] = dict(opt.g2)
+    elif isinstance(opt, optim.FTRLProximal):
+        state["opt_z"] = dict(opt.z)
+        state["opt_n"] = dict(opt.n)
     return state
 
 
@@ -68,11 +80,17 @@ def set_state(opt: Any, params: dict) -> None:
             opt.m = opt.v = None
     elif isinstance(opt, optim.AdaGrad):
         opt.g2 = collections.defaultdict(float, params.get("opt_g2", {}))
+    elif isinstance(opt, optim.FTRLProximal):
+        opt.z = collections.defaultdict(float, params.get("opt_z", {}))
+        opt.n = collections.defaultdict(float, params.get("opt_n", {}))
 
 
 def scale_lr(opt: Any, factor: float) -> Any:
     """Return a copy of ``opt`` whose learning rate (number or schedule) is multiplied."""
     opt = opt.clone(include_attributes=True) if hasattr(opt, "clone") else opt
+    if isinstance(opt, optim.FTRLProximal):  # alpha is its learning rate
+        opt.alpha = opt.alpha * factor
+        return opt
     lr = opt.lr
     if isinstance(lr, (int, float)):
         opt.lr = lr * factor

@@ -5,6 +5,15 @@
 may carry numeric/boolean keyword arguments:
 ``"StandardScaler|LogisticRegression(lr=0.05,l2=0.001)"``; ``lr`` sets the
 optimizer's (SGD) learning rate.  Only the names below are accepted.
+
+Sparse models: ``"FeatureHasher(n_features=1048576)|LogisticRegression(ftrl_l1=1)"``.
+``FeatureHasher`` hashes with seed 0 unless given one (every process must hash
+alike); ``OneHotEncoder`` emits only the event's own categories
+(``drop_zeros``); ``ftrl=true`` or any ``ftrl_alpha``/``ftrl_beta``/``ftrl_l1``/
+``ftrl_l2`` makes the optimizer FTRL-Proximal with those settings.  A linear
+model behind either encoder, or trained by FTRL, is built as its
+O(active features) form (:mod:`riverflink.models.sparse_glm`), equal to River's
+results to floating-point roundoff.
 """
 
 from __future__ import annotations
@@ -15,6 +24,8 @@ from typing import Any, Callable
 from river import compose, linear_model, naive_bayes, optim, preprocessing
 
 from riverflink.models.kmeans import CountingKMeans
+from riverflink.models.sparse_linear_regression import SparseLinearRegression
+from riverflink.models.sparse_logistic_regression import SparseLogisticRegression
 
 FACTORIES: dict[str, Callable[..., Any]] = {
     "StandardScaler": preprocessing.StandardScaler,
@@ -27,7 +38,13 @@ FACTORIES: dict[str, Callable[..., Any]] = {
     "GaussianNB": naive_bayes.GaussianNB,
     "MultinomialNB": naive_bayes.MultinomialNB,
     "KMeans": CountingKMeans,
+    "FeatureHasher": lambda seed=0, **kw: preprocessing.FeatureHasher(seed=seed, **kw),
+    "OneHotEncoder": lambda: preprocessing.OneHotEncoder(drop_zeros=True),
 }
+#: steps that make the linear model after them sparse, and the O(active features) form of each linear model
+ENCODERS = ("FeatureHasher", "OneHotEncoder")
+SPARSE = {"LogisticRegression": SparseLogisticRegression, "LinearRegression": SparseLinearRegression}
+FTRL_ARGS = {"ftrl_alpha": "alpha", "ftrl_beta": "beta", "ftrl_l1": "l1", "ftrl_l2": "l2"}
 _STEP = re.compile(r"^\s*([A-Za-z]+)\s*(?:\((.*)\))?\s*$")
 
 
@@ -49,6 +66,8 @@ def build(spec: str) -> Any:
 
     >>> build("StandardScaler|LogisticRegression(lr=0.05)")["LogisticRegression"].optimizer.learning_rate
     0.05
+    >>> type(build("FeatureHasher(n_features=1024)|LogisticRegression(ftrl_l1=1)")["SparseLogisticRegression"]).__name__
+    'SparseLogisticRegression'
     >>> build("LogisticRegression(lr=0.05")
     Traceback (most recent call last):
     ValueError: model step 'LogisticRegression(lr=0.05' has an unbalanced '(' in spec 'LogisticRegression(lr=0.05'
@@ -59,6 +78,7 @@ def build(spec: str) -> Any:
     import difflib
 
     steps = []
+    encoded = False
     for part in spec.split("|"):
         if part.count("(") != part.count(")"):
             paren = "(" if part.count("(") > part.count(")") else ")"
@@ -78,8 +98,17 @@ def build(spec: str) -> Any:
                 raise ValueError(f"argument {arg.strip()!r} of {m.group(1)} must be a number or a boolean") from None
         if "lr" in kwargs:
             kwargs["optimizer"] = optim.SGD(kwargs.pop("lr"))
+        factory = FACTORIES[m.group(1)]
+        ftrl = {FTRL_ARGS[k]: kwargs.pop(k) for k in list(kwargs) if k in FTRL_ARGS}
+        if kwargs.pop("ftrl", False) or ftrl:
+            if "optimizer" in kwargs:
+                raise ValueError(f"{m.group(1)}: lr sets SGD's learning rate; FTRL's is ftrl_alpha")
+            kwargs["optimizer"] = optim.FTRLProximal(**ftrl)
+        if m.group(1) in SPARSE and (encoded or type(kwargs.get("optimizer")) is optim.FTRLProximal):
+            factory = SPARSE[m.group(1)]
+        encoded = encoded or m.group(1) in ENCODERS
         try:
-            steps.append(FACTORIES[m.group(1)](**kwargs))
-        except TypeError as e:
+            steps.append(factory(**kwargs))
+        except (TypeError, ValueError) as e:
             raise ValueError(f"bad arguments for {m.group(1)}: {e}") from None
     return steps[0] if len(steps) == 1 else compose.Pipeline(*steps)

@@ -23,7 +23,7 @@ def cmd_produce(args) -> int:
     from tqdm import tqdm
 
     from riverflink.pipelines import kafka_io
-    from riverflink.pipelines.sources import encode_events, file_events, river_events
+    from riverflink.pipelines.sources import dataset_events, dataset_size, encode_events, file_events
 
     servers = bootstrap(args)
     total = args.limit
@@ -34,11 +34,9 @@ def cmd_produce(args) -> int:
 
             events = islice(events, args.limit)
     else:
-        events = river_events(args.dataset, args.limit, seed=args.seed)
+        events = dataset_events(args.dataset, args.limit, seed=args.seed)
         if total is None:
-            from river import datasets
-
-            total = getattr(datasets, args.dataset)().n_samples
+            total = dataset_size(args.dataset)
     kafka_io.create_topics(servers, {args.topic: args.partitions})
     producer = kafka_io.producer(servers)
     n = 0
@@ -229,12 +227,14 @@ def cmd_top(args) -> int:
 
 def register(command, kafka: argparse.ArgumentParser) -> None:
     """Add the topic commands to the CLI (``command(name, help, *parents)``)."""
-    from riverflink.pipelines.sources import RIVER_DATASETS
+    from riverflink.pipelines.sources import DATASETS
 
     pr = command("produce", "send a River dataset, a JSONL or a CSV file to a topic", kafka)
     pr.add_argument("--topic", default="events")
     src = pr.add_mutually_exclusive_group()
-    src.add_argument("--dataset", default="Phishing", choices=RIVER_DATASETS, help="bundled River dataset")
+    src.add_argument("--dataset", default="Phishing", choices=DATASETS,
+                     help="bundled River dataset, or Clicks (synthetic, sparse: one-hot features of Zipf-distributed "
+                          "categorical fields and tokens, 100,000 events unless --limit)")
     src.add_argument("--file", help="a .jsonl file of {\"x\": {...}, \"y\": ...} lines, or a .csv with a header")
     pr.add_argument("--target", help="label column of a CSV file")
     pr.add_argument("--limit", type=int, help="events to send (datasets are shuffled and repeated to reach it)")

@@ -39,7 +39,7 @@ from riverflink.models.policies import POLICIES
 from riverflink.operators.batch_learning import MODES
 from riverflink.pipelines.config import ConfigError, FlinkConfig, ServeConfig, Topics, TrainConfig
 from riverflink.pipelines.options import option, to_argv
-from riverflink.pipelines.sources import MALFORMED, RIVER_DATASETS, encode_events, river_events
+from riverflink.pipelines.sources import DATASETS, MALFORMED, dataset_events, encode_events
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,7 +49,7 @@ class DemoConfig:
     """One demo run; the fields with an ``option`` are ``riverflink demo``'s flags."""
 
     bootstrap_servers: str
-    dataset: str = option("Phishing", "bundled River dataset", choices=RIVER_DATASETS)
+    dataset: str = option("Phishing", "bundled River dataset, or Clicks (synthetic, sparse)", choices=DATASETS)
     events: int = option(10_000, "events to send (a file: at most this many)")
     rate: float = option(2_000.0, "events per second to produce")
     replicas: int = option(4, "K replicas")
@@ -168,7 +168,7 @@ def run(cfg: DemoConfig, out=print) -> DemoResult:
         if not labelled:
             raise ConfigError(f"{cfg.file} holds no labelled events")
     else:
-        labelled = list(river_events(cfg.dataset, cfg.events))
+        labelled = list(dataset_events(cfg.dataset, cfg.events))
     jobs = [_start_job("train", cfg), _start_job("serve", cfg)]
     try:
         return _drive(cfg, labelled, jobs, out)

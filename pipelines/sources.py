@@ -1,4 +1,4 @@
-"""Event sources for ``riverflink produce`` and the demo: River datasets, JSONL and CSV files."""
+"""Event sources for ``riverflink produce`` and the demo: River datasets, synthetic streams, JSONL and CSV files."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from riverflink.pipelines.config import ConfigError
 
 #: River datasets bundled with the package (no download)
 RIVER_DATASETS = ("Phishing", "Bananas", "TrumpApproval", "ChickWeights", "SolarFlare", "ImageSegments")
+#: seeded synthetic streams (:mod:`~riverflink.pipelines.click_stream`), and their length when none is asked
+SYNTHETIC = {"Clicks": 100_000}
+DATASETS = RIVER_DATASETS + tuple(SYNTHETIC)
 
 #: deliberately malformed events (each must end up on the dead-letter topic)
 MALFORMED: tuple[bytes, ...] = (
@@ -28,12 +31,31 @@ MALFORMED: tuple[bytes, ...] = (
 )
 
 
+def dataset_events(name: str, n: int | None = None, seed: int = 42) -> Iterator[tuple[dict, object]]:
+    """``(x, y)`` from a bundled River dataset (:func:`river_events`) or a synthetic stream (``Clicks``: sparse
+    one-hot features, :func:`~riverflink.pipelines.click_stream.click_events`; ``n`` defaults to 100,000)."""
+    if name == "Clicks":
+        from riverflink.pipelines.click_stream import click_events
+
+        return click_events(SYNTHETIC[name] if n is None else n, seed=seed)
+    return river_events(name, n, seed)
+
+
+def dataset_size(name: str) -> int:
+    """How many events :func:`dataset_events` gives for ``name`` when no count is asked."""
+    if name in SYNTHETIC:
+        return SYNTHETIC[name]
+    from river import datasets
+
+    return getattr(datasets, name)().n_samples
+
+
 def river_events(name: str, n: int | None = None, seed: int = 42) -> Iterator[tuple[dict, object]]:
     """``(x, y)`` from a bundled River dataset, shuffled and repeated to ``n`` events (default: once)."""
     from river import datasets
 
     if name not in RIVER_DATASETS:
-        raise ConfigError(f"unknown dataset {name!r}; bundled ones: {', '.join(RIVER_DATASETS)}")
+        raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     base = [(_plain(x), y) for x, y in getattr(datasets, name)()]
     rng = random.Random(seed)
     total = len(base) if n is None else n
