@@ -1,0 +1,102 @@
+"""Which shard owns a parameter, and a model's parameters split into slices and joined back.  Pure Python.
+
+With ``--shards M`` the parameters of a model are owned by M merger shards.
+A per-feature parameter (a linear weight, FTRL's ``z`` and ``n``, a scaler's
+moments) belongs to shard :func:`shard_of` ``(feature, M)``, a stable hash of
+the feature (never Python's salted ``hash``: every process, replica, merger
+shard and reader must agree).  Every other leaf, touched by every event (an
+intercept, an optimizer's step count), is the *dense part* and belongs to
+shard 0.
+
+A *slice* is a parameter tree of the model's own shape holding only its
+shard's entries (and, for shard 0, the dense part), so each shard merges its
+slice with the model's own adapters.  :func:`split` and :func:`join` are exact
+inverses.
+
+>>> from riverflink.models.spec import build
+>>> model = build("LogisticRegression(ftrl=true)")
+>>> for i in range(50):
+...     model.learn_one({f"f{i % 9}": 1.0, i % 13: 1.0}, i % 3 == 0)
+>>> params = get_params(model)
+>>> slices = split(model, params, 4)
+>>> sorted(len(s["weights"]) for s in slices), "intercept" in slices[0], "intercept" in slices[1]
+([2, 4, 5, 11], True, False)
+>>> join(model, slices) == params
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Sequence
+
+from river import compose, linear_model, preprocessing
+
+from riverflink.models.api import get_params
+from riverflink.models.sparse_linear_regression import SparseLinearRegression
+from riverflink.models.sparse_logistic_regression import SparseLogisticRegression
+
+#: the component classes whose parameters can be sharded: per-feature maps and a small dense part
+SHARDABLE = (linear_model.LogisticRegression, linear_model.LinearRegression, SparseLogisticRegression,
+             SparseLinearRegression, preprocessing.StandardScaler, preprocessing.FeatureHasher,
+             preprocessing.OneHotEncoder)
+
+
+def shard_of(feature: Any, shards: int) -> int:
+    """The shard that owns ``feature``'s parameters: stable across processes, runs and Python versions.
+
+    Integer and string features hash apart (``1`` and ``"1"`` are two features, as in River).
+
+    >>> [shard_of(k, 4) for k in ("ad=a17", "ad=a18", 17, "17")]
+    [1, 2, 0, 3]
+    """
+    if shards <= 1:
+        return 0
+    if isinstance(feature, bool) or not isinstance(feature, (int, str)):
+        raise TypeError(f"feature {feature!r}: only str and int features can be sharded")
+    tag = b"i" if isinstance(feature, int) else b"s"
+    digest = hashlib.blake2b(tag + str(feature).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % shards
+
+
+def check_shardable(model: Any) -> None:
+    """``ValueError`` unless every stage of ``model`` keeps per-feature maps and a small dense part."""
+    stages = list(model.steps.values()) if isinstance(model, compose.Pipeline) else [model]
+    for stage in stages:
+        if type(stage) not in SHARDABLE:
+            raise ValueError(f"{type(stage).__name__} cannot be sharded; --shards supports "
+                             f"{', '.join(sorted({c.__name__ for c in SHARDABLE}))}")
+
+
+def split(model: Any, params: dict, shards: int) -> list[dict]:
+    """``params`` (``get_params(model)``'s shape) as ``shards`` slices: per-feature entries by :func:`shard_of`,
+    everything else in slice 0."""
+    check_shardable(model)
+    if isinstance(model, compose.Pipeline):
+        per_step = [split(step, p, shards) for step, p in zip(model.steps.values(), params["steps"], strict=True)]
+        return [{"steps": [s[i] for s in per_step]} for i in range(shards)]
+    slices: list[dict] = [{} for _ in range(shards)]
+    for key, value in params.items():
+        if isinstance(value, dict):
+            parts: list[dict] = [{} for _ in range(shards)]
+            for feature, v in value.items():
+                parts[shard_of(feature, shards)][feature] = v
+            for s, part in zip(slices, parts):
+                s[key] = part
+        else:
+            slices[0][key] = value
+    return slices
+
+
+def join(model: Any, slices: Sequence[dict]) -> dict:
+    """The parameters whose :func:`split` gave ``slices`` (slice 0 first)."""
+    if isinstance(model, compose.Pipeline):
+        return {"steps": [join(step, [s["steps"][i] for s in slices]) for i, step in enumerate(model.steps.values())]}
+    out: dict = {}
+    for s in slices:
+        for key, value in s.items():
+            if isinstance(value, dict):
+                out.setdefault(key, {}).update(value)
+            else:
+                out[key] = value
+    return out
