@@ -40,21 +40,23 @@ import itertools
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 from river import datasets
 from river.datasets import synth
 
 from riverflink import models
+from riverflink.models import sharding
 from riverflink.models.policies import MergePolicy
 from riverflink.models.spec import build as build_model
 from riverflink.models.sync import SyncPolicy
-from riverflink.operators.messages import decode_update
+from riverflink.operators.messages import decode_update, update_shard
 from riverflink.operators.loop import LoopSettings, MergerSide, ReplicaSide
 from riverflink.operators.merge_state import MergeTrigger
 from riverflink.operators.model_feed import FeedRules, accept
 from riverflink.operators.scoring import Score, predict, river_baseline
+from riverflink.operators.slice_assembly import ManifestWriter, SliceAssembler, SliceMeta
 
 CLASSIFIER = "StandardScaler|LogisticRegression"
 REGRESSOR = "StandardScaler|LinearRegression"
@@ -105,6 +107,8 @@ class Setting:
     precision: str = "float16"
     #: False: sync mid-batch as the first slice did (only for the "every 10 events" byte baseline)
     coalesce: bool = True
+    #: merger shards (``--shards``)
+    shards: int = 1
 
     def label(self) -> str:
         s = self.sync
@@ -145,22 +149,36 @@ class Outcome:
         return self.task == "regression" and not self.gap(True) <= 100.0
 
 
+@dataclass
+class _Version:
+    """A merged version as every reader sees it: the assembled model and how a replica rebases onto it."""
+
+    model: Any
+    rebase: Callable[[ReplicaSide, Any, int], None]
+
+
 def simulate(spec: str, events: list, s: Setting, warmup: int, baseline: tuple[Score, Score]) -> Outcome:
+    """Drive the job's loop (``ReplicaSide``/``MergerSide``) as the module says; with ``s.shards`` > 1, one
+    merger per shard, slice documents and manifests assembled by the readers' ``SliceAssembler``."""
     settings = LoopSettings("sim", mode=s.mode, sync=s.sync, precision=s.precision,
                             policy=MergePolicy(s.policy, clip=math.inf), trigger=s.trigger,
-                            lr_scale=float(s.replicas) if s.policy == "scaled_average" else 1.0)
+                            lr_scale=float(s.replicas) if s.policy == "scaled_average" else 1.0,
+                            shards=s.shards, epoch=1 if s.shards > 1 else 0)
     replica_side, merger_side = ReplicaSide(settings, build_model(spec)), MergerSide(settings, build_model(spec))
     replicas = [replica_side.fresh() for _ in range(s.replicas)]
-    merger = merger_side.fresh()
+    mergers = [merger_side.fresh(shard) for shard in range(s.shards)]
     rules = FeedRules("sim")
     task = replicas[0].task
     served, served_late, own = Score(), Score(), Score()
-    visible = None  # (accepted entry, model, its parameters): the newest version replicas and serving see
-    in_transit: list = []  # (visible from round, entry, model)
+    visible: _Version | None = None  # the newest version replicas and serving see
+    in_transit: list = []  # (visible from round, _Version)
     updates = update_bytes = json_bytes = versions = 0
     per_round = s.replicas * s.batch
     clock = 0.0
     final = None
+    writer = ManifestWriter("sim", epoch=1, shards=s.shards)
+    assembler = SliceAssembler("sim")
+    slice_metas: dict = {}  # (shard, slice version) -> its meta
 
     def publish(doc: dict | None, rnd: int) -> None:
         nonlocal versions, final
@@ -168,15 +186,47 @@ def simulate(spec: str, events: list, s: Setting, warmup: int, baseline: tuple[S
             return
         entry, model, problem = accept(models.dumps(doc), rules, None)
         assert problem is None, problem
-        versions += 1
-        final = model
-        in_transit.append((rnd + s.delay, entry, model))
+        if s.shards == 1:
+            versions += 1
+            final = model
+            params = models.get_params(model)
+            in_transit.append((rnd + s.delay, _Version(
+                model, lambda side, r, k, m=entry.meta: side.on_model(r, k, m, lambda: params))))
+            return
+        meta = entry.meta
+        slice_metas[(meta.shard, meta.version)] = meta
+        in_transit.append((rnd + s.delay, ("slice", SliceMeta("sim", meta.epoch, meta.shards, meta.shard,
+                                                              meta.version), models.get_params(model))))
+        manifest = writer.on_slice(meta.shard, meta.version, version=meta.version)
+        if manifest is not None:
+            in_transit.append((rnd + s.delay, ("manifest", manifest, None)))
+            versions += 1
+            final = _assembled(manifest, [slice_metas[(i, v)] for i, v in enumerate(manifest.slices)], None)
+
+    def _assembled(manifest, metas, parts) -> _Version | Any:
+        if parts is None:  # the final model, for Outcome: assembled from what the mergers hold
+            model = build_model(spec)
+            models.set_params(model, sharding.join(model, [m.params for m in mergers]))
+            return model
+        model = build_model(spec)
+        models.set_params(model, sharding.join(model, list(parts)))
+        return _Version(model, lambda side, r, k: side.on_sharded_model(r, k, manifest, metas, lambda: parts))
+
+    def arrive(item) -> _Version | None:
+        if isinstance(item, _Version):
+            return item
+        kind, head, payload = item
+        out = assembler.on_slice(head, payload) if kind == "slice" else assembler.on_manifest(head)
+        if out is None:
+            return None
+        metas = [slice_metas[(i, v)] for i, v in enumerate(out.manifest.slices)]
+        return _assembled(out.manifest, metas, out.slices)
 
     for start in range(0, len(events), per_round):
         rnd = start // per_round
         while in_transit and in_transit[0][0] <= rnd:
-            _, entry, model = in_transit.pop(0)
-            visible = (entry, model, models.get_params(model))
+            newer = arrive(in_transit.pop(0)[1])
+            visible = newer or visible
         chunk = events[start : start + per_round]
         for k, r in enumerate(replicas):
             batch = chunk[k :: s.replicas]
@@ -184,10 +234,9 @@ def simulate(spec: str, events: list, s: Setting, warmup: int, baseline: tuple[S
                 continue
             clock += 0.01
             if visible is not None:
-                entry, _, params = visible
-                replica_side.on_model(r, k, entry.meta, lambda: params)
+                visible.rebase(replica_side, r, k)
             for j, (x, y) in enumerate(batch):  # the served model answers before anyone learns the event
-                y_pred = predict(visible[1], x)[0] if visible is not None else None
+                y_pred = predict(visible.model, x)[0] if visible is not None else None
                 served.add(task, y_pred, y)
                 if start + k + j * s.replicas >= warmup:
                     served_late.add(task, y_pred, y)
@@ -196,10 +245,11 @@ def simulate(spec: str, events: list, s: Setting, warmup: int, baseline: tuple[S
             for data in out.updates:
                 updates += 1
                 update_bytes += len(data)
-                if s.precision == "float64":  # the JSON byte baseline: the same update as JSON, exactly
+                if s.precision == "float64" and s.shards == 1:  # the JSON byte baseline: the same update as JSON
                     json_bytes += len(orjson.dumps(decode_update(data).delta, option=orjson.OPT_NON_STR_KEYS))
-                publish(merger_side.on_update(merger, data, now=clock).document, rnd)
-        publish(merger_side.on_timer(merger, now=clock).document, rnd)  # nothing waits longer than a round
+                publish(merger_side.on_update(mergers[update_shard(data)], data, now=clock).document, rnd)
+        for merger in mergers:  # nothing waits longer than a round
+            publish(merger_side.on_timer(merger, now=clock).document, rnd)
     return Outcome(served, served_late, baseline[0], baseline[1], own, updates, update_bytes, json_bytes,
                    versions, task, final)
 

@@ -76,6 +76,10 @@ class ModelMeta:
     gated: bool = False
     #: replica -> sequence numbers of its updates the merger refused (their learning is sent again)
     refused_updates: dict[str, list[int]] = field(default_factory=dict)
+    #: a slice of a sharded model (``--shards``): which shard, of how many, in which epoch (0/1/0: not sharded)
+    shard: int = 0
+    shards: int = 1
+    epoch: int = 0
 
     @classmethod
     def read(cls, meta: Any) -> "ModelMeta":
@@ -100,6 +104,9 @@ class ModelMeta:
             held_back=_int(meta.get("held_back")) or 0,
             gated="held" in meta,
             refused_updates=_seq_lists(meta.get("refused_updates")),
+            shard=_int(meta.get("shard")) or 0,
+            shards=max(1, _int(meta.get("shards")) or 1),
+            epoch=_int(meta.get("epoch")) or 0,
         )
 
 

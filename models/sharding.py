@@ -13,6 +13,7 @@ shard's entries (and, for shard 0, the dense part), so each shard merges its
 slice with the model's own adapters.  :func:`split` and :func:`join` are exact
 inverses.
 
+>>> from riverflink.models import get_params
 >>> from riverflink.models.spec import build
 >>> model = build("LogisticRegression(ftrl=true)")
 >>> for i in range(50):
@@ -32,7 +33,6 @@ from typing import Any, Sequence
 
 from river import compose, linear_model, preprocessing
 
-from riverflink.models.api import get_params
 from riverflink.models.sparse_linear_regression import SparseLinearRegression
 from riverflink.models.sparse_logistic_regression import SparseLogisticRegression
 
@@ -89,7 +89,8 @@ def split(model: Any, params: dict, shards: int) -> list[dict]:
 
 
 def join(model: Any, slices: Sequence[dict]) -> dict:
-    """The parameters whose :func:`split` gave ``slices`` (slice 0 first)."""
+    """The parameters whose :func:`split` gave ``slices`` (slice 0 first).  The dense part is slice 0's: a
+    merger shard's parameters also hold the dense leaves of an untrained model, which only shard 0 learns."""
     if isinstance(model, compose.Pipeline):
         return {"steps": [join(step, [s["steps"][i] for s in slices]) for i, step in enumerate(model.steps.values())]}
     out: dict = {}
@@ -98,5 +99,5 @@ def join(model: Any, slices: Sequence[dict]) -> dict:
             if isinstance(value, dict):
                 out.setdefault(key, {}).update(value)
             else:
-                out[key] = value
+                out.setdefault(key, value)
     return out

@@ -29,6 +29,7 @@ format (``to_wire``/``from_wire``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from riverflink import models
+from riverflink.models import sharding
 from riverflink.models.document import ModelMeta
 from riverflink.models.labels import LabelRule, task_of
 from riverflink.models.policies import MergePolicy
@@ -50,6 +52,7 @@ from riverflink.operators.messages import ReplicaUpdate, UndecodableUpdate, deco
 from riverflink.operators.quality_gate import QualityGate
 from riverflink.operators.replica import Replica
 from riverflink.operators.scoring import Score
+from riverflink.operators.slice_assembly import Manifest
 
 log = logging.getLogger("riverflink")
 
@@ -75,6 +78,10 @@ class LoopSettings:
     lr_scale: float = 1.0
     #: classifiers: the only labels accepted (as text; others are dead-lettered); None: any, new ones counted
     classes: frozenset | None = None
+    #: merger shards (:mod:`riverflink.models.sharding`): each update goes out as one piece per shard
+    shards: int = 1
+    #: the sharding epoch: a new one whenever ``shards`` changes (slices of other epochs never mix)
+    epoch: int = 0
 
 
 @dataclass
@@ -107,6 +114,8 @@ class ReplicaSide:
     def __init__(self, settings: LoopSettings, template: Any):
         if settings.lr_scale != 1.0:  # the scaled_average policy: K replicas at K times the learning rate
             template = models.scale_learning_rate(template, settings.lr_scale)
+        if settings.shards > 1:
+            sharding.check_shardable(template)
         self.s, self.template = settings, template
         self.labels = LabelRule.for_model(template, settings.classes)
 
@@ -124,6 +133,21 @@ class ReplicaSide:
         resent = replica.rebase(params(), meta.version, meta.acked.get(rid, 0), meta.refused_updates.get(rid, ()))
         if resent:
             log.warning("replica %s sends the learning of %d refused update(s) again", rid, resent)
+        return True
+
+    def on_sharded_model(self, replica: Replica, key: Any, manifest: Manifest, metas: Sequence[ModelMeta],
+                         slices: Callable[[], Sequence[dict]]) -> bool:
+        """Rebase ``replica`` onto a complete, consistent set of slices (:class:`SliceAssembler`'s answer) if
+        its manifest is newer; ``metas`` are the slices' metadata, ``slices()`` their parameters, shard order.
+        Each shard acknowledges (and refuses) its own piece of every update."""
+        if manifest.version <= replica.base_version:
+            return False
+        rid = replica_id(key)
+        resent = replica.rebase(sharding.join(self.template, slices()), manifest.version,
+                                [m.acked.get(rid, 0) for m in metas], [m.refused_updates.get(rid, ()) for m in metas],
+                                slices=manifest.slices)
+        if resent:
+            log.warning("replica %s sends the learning of %d refused update piece(s) again", rid, resent)
         return True
 
     def on_records(self, replica: Replica, key: Any, records: Sequence[Record], *, key_field: str = "key",
@@ -186,17 +210,26 @@ class ReplicaSide:
         score, updates, predictions = replica.train(xs, ys, mode=self.s.mode, policy=self.s.sync,
                                                     model_name=self.s.model_name, replica=replica_id(key),
                                                     keep_predictions=keep_predictions, coalesce=coalesce)
-        return BatchOutcome(version, score, [self.encode(u) for u in updates], predictions=predictions,
+        return BatchOutcome(version, score, [b for u in updates for b in self.encode(u, replica)], predictions=predictions,
                             unsent_started=idle and replica.since_sync > 0, new_classes=new_classes)
 
-    def on_timer(self, replica: Replica, key: Any, now: float | None = None) -> bytes | None:
-        """A quiet replica's check: its update if the sync policy says so (time or divergence)."""
+    def on_timer(self, replica: Replica, key: Any, now: float | None = None) -> list[bytes]:
+        """A quiet replica's check: its update (one piece per shard) if the sync policy says so (time or
+        divergence); else nothing."""
         if replica.since_sync == 0 or not replica.sync_due(self.s.sync, now):
-            return None
-        return self.encode(replica.take_update(self.s.model_name, replica_id(key)))
+            return []
+        return self.encode(replica.take_update(self.s.model_name, replica_id(key)), replica)
 
-    def encode(self, update: ReplicaUpdate) -> bytes:
-        return encode_update(self.template, update, self.s.precision)
+    def encode(self, update: ReplicaUpdate, replica: Replica) -> list[bytes]:
+        """The update's bytes: one message, or with ``shards`` > 1 one piece per shard (in shard order), each
+        holding that shard's parameters and based on that shard's slice version (route by
+        :func:`~riverflink.operators.messages.update_shard`)."""
+        if self.s.shards <= 1:
+            return [encode_update(self.template, update, self.s.precision)]
+        bases = replica.base_slices if len(replica.base_slices) == self.s.shards else (0,) * self.s.shards
+        pieces = sharding.split(self.template, update.delta, self.s.shards)
+        return [encode_update(self.template, dataclasses.replace(update, delta=piece, shard=s, base_version=base),
+                              self.s.precision) for s, (piece, base) in enumerate(zip(pieces, bases))]
 
 
 @dataclass
@@ -217,8 +250,10 @@ class MergerSide:
     def __init__(self, settings: LoopSettings, template: Any):
         self.s, self.template = settings, template
 
-    def fresh(self) -> MergerState:
-        return self.configure(None)
+    def fresh(self, shard: int = 0) -> MergerState:
+        """A new merger (of shard ``shard``'s slice when the model is sharded)."""
+        return self.configure(MergerState(self.s.model_name, self.template, trigger=self.s.trigger, shard=shard,
+                                          shards=self.s.shards, epoch=self.s.epoch))
 
     def configure(self, merger: MergerState | None) -> MergerState:
         """A new merger, or a restored one with this job's settings (they win over a restored state's)."""
@@ -243,6 +278,11 @@ class MergerSide:
         except ValueError as e:
             log.error("refusing an undecodable replica update: %s", e)
             merger.refused += 1
+            return MergeOutcome(refused=1)
+        if update.shard != merger.shard:
+            log.error("refusing replica %s's update %d for shard %d: this merger merges shard %d", update.replica,
+                      update.seq, update.shard, merger.shard)
+            merger.refuse(update.replica, update.seq)
             return MergeOutcome(refused=1)
         first = not merger.pending
         if merger.add(update, now):

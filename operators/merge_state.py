@@ -94,6 +94,10 @@ class MergerState:
     compensator: Compensator | None = None
     #: holds back versions that learn worse than the served one (None: every version is served)
     gate: QualityGate | None = None
+    #: a sharded model: the shard whose slice this merger merges, of how many, in which epoch
+    shard: int = 0
+    shards: int = 1
+    epoch: int = 0
 
     def __post_init__(self) -> None:
         if self.params is None:
@@ -182,6 +186,7 @@ class MergerState:
                 refused_updates=refused_updates,
                 **({"held": held, "served": gate.served_version, "held_back": gate.held_back}
                    if gate is not None else {}),
+                **({"shard": self.shard, "shards": self.shards, "epoch": self.epoch} if self.shards > 1 else {}),
             )
         # the document exists (or every update was refused): only now does the state change
         self.pending = []

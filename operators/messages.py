@@ -1,7 +1,7 @@
 """The messages of the replica -> merger loop: one replica id type, a typed update, and its bytes.  Pure Python.
 
 Inside the training job an update travels as **bytes** (:func:`encode_update`:
-its fields packed in 68 bytes plus its names, then its delta through the
+its fields packed in 70 bytes plus its names, then its delta through the
 binary codec of :mod:`riverflink.models.update_codec`); everywhere else it is a decoded :class:`ReplicaUpdate`
 whose ``delta`` is a parameter-delta tree.  Merged models travel back as
 model documents (:mod:`riverflink.models.document`).
@@ -56,11 +56,14 @@ class ReplicaUpdate:
     shared: float | None = None
     #: delay compensation: the fraction of a parameter offset these events' learning would have undone
     kappa: float | None = None
+    #: the merger shard this piece of the update is for (``--shards``; 0 when the model is not sharded):
+    #: its delta holds that shard's parameters only, and ``base_version`` is that shard's slice version
+    shard: int = 0
 
 
 #: the fixed fields of an encoded update, before its names and its delta: base_version, events, seq, sent_at,
-#: loss, rho, shared, kappa (NaN for None), the UTF-8 lengths of model_name and replica
-_HEAD = struct.Struct("<qqqdddddHH")
+#: loss, rho, shared, kappa (NaN for None), the UTF-8 lengths of model_name and replica, the shard
+_HEAD = struct.Struct("<qqqdddddHHH")
 
 
 def _opt(v: float | None) -> float:
@@ -76,7 +79,8 @@ def encode_update(template: Any, update: ReplicaUpdate, precision: str = "float1
     (learned leaves at ``precision``)."""
     name, replica = update.model_name.encode(), update.replica.encode()
     head = _HEAD.pack(update.base_version, update.events, update.seq, update.sent_at, _opt(update.loss),
-                      _opt(update.rho), _opt(update.shared), _opt(update.kappa), len(name), len(replica))
+                      _opt(update.rho), _opt(update.shared), _opt(update.kappa), len(name), len(replica),
+                      update.shard)
     return b"".join([head, name, replica, encode(template, update.delta, precision)])
 
 
@@ -92,7 +96,7 @@ def decode_update(data: bytes) -> ReplicaUpdate:
     """The update :func:`encode_update` wrote; ``ValueError`` for anything else (:class:`UndecodableUpdate` when
     only its delta is broken)."""
     try:
-        base, events, seq, sent_at, loss, rho, shared, kappa, n_name, n_replica = _HEAD.unpack_from(data)
+        base, events, seq, sent_at, loss, rho, shared, kappa, n_name, n_replica, shard = _HEAD.unpack_from(data)
         at = _HEAD.size
         name = data[at : at + n_name].decode()
         replica = data[at + n_name : at + n_name + n_replica].decode()
@@ -105,4 +109,18 @@ def decode_update(data: bytes) -> ReplicaUpdate:
     if math.isnan(sent_at) or not all(math.isnan(v) or math.isfinite(v) for v in (loss, rho, shared, kappa)):
         raise ValueError("update fields are not finite")
     return ReplicaUpdate(name, replica, base, delta, events, sent_at, seq, _back(loss), _back(rho), _back(shared),
-                         _back(kappa))
+                         _back(kappa), shard)
+
+
+def update_shard(data: bytes) -> int:
+    """The shard an encoded update is for, from its fixed fields alone (the job routes updates by it); 0 for
+    bytes too short to say (the merger then refuses them).
+
+    >>> from river import linear_model
+    >>> u = ReplicaUpdate("m", "1", 0, {}, events=1, sent_at=0.0, shard=3)
+    >>> update_shard(encode_update(linear_model.LinearRegression(), u)), update_shard(b"junk")
+    (3, 0)
+    """
+    if len(data) < _HEAD.size:
+        return 0
+    return int.from_bytes(data[_HEAD.size - 2 : _HEAD.size], "little")

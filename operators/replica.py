@@ -39,6 +39,7 @@ from typing import Any, Sequence
 
 from riverflink import models
 from riverflink.models.labels import final_step, task_of
+from riverflink.models import sharding
 from riverflink.models.policies import MergePolicy
 from riverflink.models.sync import SyncPolicy, learned_distance, learned_norm
 from riverflink.operators import delay_compensation
@@ -83,6 +84,8 @@ class Replica:
     stiffness_due: int = 0
     #: the features this replica may teach the model (set by the training job; None: unbounded)
     features: Any = None
+    #: a sharded model: the slice version of each shard in the manifest this replica is based on
+    base_slices: tuple = ()
     #: events this replica has learned itself (ends the batch-mode warm-up, BATCH_WARMUP)
     events_learned: int = 0
     #: classifiers: the labels this replica has learned (new ones are reported)
@@ -303,8 +306,8 @@ class Replica:
         self.unsynced_score = Score()
         return update
 
-    def rebase(self, merged_params: dict, version: int, acked: int | None = None,
-               refused: Sequence[int] = ()) -> int:
+    def rebase(self, merged_params: dict, version: int, acked: int | None | Sequence = None,
+               refused: Sequence = (), slices: Sequence[int] = ()) -> int:
         """Adopt merged ``version`` (newer than ours), keeping every bit of learning it does not hold.
 
         ``acked`` is the last of this replica's update sequence numbers that
@@ -314,25 +317,49 @@ class Replica:
         (``meta.refused_updates``: poisoned or undecodable on arrival); their
         learning stays in the model and goes out again with the next update,
         events included.  Returns how many updates are re-sent that way.
+
+        A sharded model (``slices``: the slice version of each shard in the
+        manifest of ``version``) is acknowledged shard by shard: ``acked`` and
+        ``refused`` are then per shard, and an update is held, missing or
+        re-sent piece by piece (:mod:`riverflink.models.sharding`).
         """
         adapter = models.adapter_for(self.model)
+        shards = max(1, len(slices))
+        acks = list(acked) if shards > 1 else [acked]
+        refusals = [set(r) for r in refused] if shards > 1 else [set(refused)]
         unsent = adapter.delta(self.model, models.get_params(self.model), self.snapshot)
-        held = [] if acked is None else [u for u in self.in_flight if u[0] <= acked]
-        resend = [(d, n) for s, d, n in held if s in set(refused)]
-        self.in_flight = [] if acked is None else [u for u in self.in_flight if u[0] > acked]
-        missing = [d for _, d, _ in self.in_flight]
+
+        def held(seq: int, shard: int) -> bool:
+            return acks[shard] is None or seq <= acks[shard]
+
+        def part(delta: dict, owners: list[int]) -> dict | None:
+            if len(owners) == shards:
+                return delta
+            return sharding.join(self.model, [sharding.split(self.model, delta, shards)[s] for s in owners]) \
+                if owners else None
+
+        missing, resend, resent_events = [], [], 0
+        for seq, delta, n in self.in_flight:
+            lacking = part(delta, [s for s in range(shards) if not held(seq, s)])
+            if lacking is not None:
+                missing.append(lacking)
+            again = [s for s in range(shards) if acks[s] is not None and seq <= acks[s] and seq in refusals[s]]
+            if again:
+                resend.append(part(delta, again))
+                resent_events += n if 0 in again else 0  # shard 0 keeps the counts
+        self.in_flight = [u for u in self.in_flight if not all(held(u[0], s) for s in range(shards))]
         snapshot = adapter.apply(self.model, merged_params, missing, [1.0] * len(missing), _REPLAY) if missing \
             else merged_params
-        params = adapter.apply(self.model, snapshot, [unsent] + [d for d, _ in resend], [1.0] * (1 + len(resend)),
-                               _REPLAY)
+        params = adapter.apply(self.model, snapshot, [unsent] + resend, [1.0] * (1 + len(resend)), _REPLAY)
         if resend:
-            self.since_sync += sum(n for _, n in resend)
+            self.since_sync += resent_events
             self.first_unsynced_at = self.first_unsynced_at or time.time()
         if self.mid is not None:  # keep the probe's first half, moved onto the new base
             self.mid = adapter.apply(self.model, snapshot, [adapter.delta(self.model, self.mid, self.snapshot)],
                                      [1.0], _REPLAY)
         models.set_params(self.model, params, version=version)
         self.base_version = version
+        self.base_slices = tuple(slices)
         # future deltas are measured from the merged point plus what is already in flight
         self.snapshot = snapshot
         self.base_norm = learned_norm(self.model, merged_params)

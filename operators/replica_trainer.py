@@ -130,7 +130,7 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         self.m_features_dropped.inc(out.features_dropped)
         self.m_new_classes.inc(len(out.new_classes))
         yield from out.updates
-        self.m_syncs.inc(len(out.updates))
+        self.m_syncs.inc(len(out.updates) // max(1, self.side.s.shards))  # one piece per shard
         score = out.score
         if score is not None and score.events:
             self.m_learned.inc(score.events)
@@ -157,10 +157,10 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         replica = self._replica(key)
         if replica.since_sync == 0:
             return
-        update = self.side.on_timer(replica, key)
-        if update is not None:
+        pieces = self.side.on_timer(replica, key)
+        if pieces:
             self.m_syncs.inc()
-            yield update
+            yield from pieces
             self.state.update(replica)
         else:
             ctx.timer_service().register_processing_time_timer(int(time.time() * 1000) + self.s.sync_check_ms)

@@ -56,8 +56,7 @@ def test_every_event_reaches_the_merged_model_exactly_once_with_async_rebases():
             if doc is not None:
                 published.append(doc)
     for k, r in enumerate(replicas):  # the replicas' timers send what is left
-        data = replica_side.on_timer(r, k, now=time.time() + 10)
-        if data is not None:
+        for data in replica_side.on_timer(r, k, now=time.time() + 10):
             published.append(merger_side.on_update(merger, data, now=3000).document)
     published.append(merger_side.on_timer(merger, now=3000).document)
     published = [d for d in published if d is not None]
@@ -282,8 +281,7 @@ def test_a_refused_update_is_sent_again_so_every_event_still_reaches_the_model_o
                     latest = read_back(out.document)
     for k, r in enumerate(replicas):  # the last learning, and anything re-sent with it
         replica_side.on_model(r, k, latest[0].meta, lambda: models.get_params(latest[1]))
-        data = replica_side.on_timer(r, k, now=time.time() + 10)
-        if data is not None:
+        for data in replica_side.on_timer(r, k, now=time.time() + 10):
             out = merger_side.on_update(merger, data)
             latest = read_back(out.document) if out.document is not None else latest
     last = merger_side.on_timer(merger).document

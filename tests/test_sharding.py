@@ -99,3 +99,42 @@ def test_a_new_epoch_with_another_shard_count_replaces_the_old_one_whole():
     assert reader.on_slice(SliceMeta("m", 2, 3, 2, 1), "b2").slices == ("b0", "b1", "b2")
     assert reader.on_slice(SliceMeta("m", 1, 2, 0, 2), "late a0") is None and reader.ignored == 1
     assert reader.on_manifest(Manifest("m", 12, 1, (2, 1))) is None and reader.ignored == 2
+
+
+def _leaves(tree, prefix=""):
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from _leaves(v, f"{prefix}/{k!r}")
+    elif isinstance(tree, (list, tuple)):
+        for i, v in enumerate(tree):
+            yield from _leaves(v, f"{prefix}[{i}]")
+    else:
+        yield prefix, tree
+
+
+@pytest.mark.parametrize("spec,stream_name,delay", [("LogisticRegression(ftrl_l1=0.5)", "Clicks", 1),
+                                                    ("StandardScaler|LogisticRegression", "Phishing", 3),
+                                                    ("StandardScaler|LinearRegression", "Friedman", 3)])
+def test_four_shards_learn_exactly_what_one_merger_learns(spec, stream_name, delay):
+    """The job's loop with 4 merger shards (updates split by shard, slices merged and delay-compensated on their
+    own, acknowledged shard by shard, readers on manifests) against one merger, same events, same timing:
+    the same final model to roundoff and the same served predictions."""
+    from bench.sync import Setting, simulate, stream
+    from riverflink.operators.scoring import river_baseline
+
+    if stream_name == "Clicks":
+        events = [(x, y) for x, y in click_events(2000, seed=4)]
+    else:
+        spec_, events = stream(stream_name, 3000)
+        assert spec_ == spec
+    base = river_baseline(build(spec), events, warmup=500)[:2]
+    one, four = (simulate(spec, events, Setting(replicas=4, shards=m, delay=delay), 500, base) for m in (1, 4))
+    assert four.updates == 4 * one.updates and four.versions > 0.8 * one.versions
+    a, b = dict(_leaves(get_params(one.final))), dict(_leaves(get_params(four.final)))
+    assert a.keys() == b.keys() and len(a) > 30
+    assert max(abs(a[k] - b[k]) for k in a) < 1e-9
+    assert one.served.events == four.served.events
+    if one.task == "regression":
+        assert abs(one.served.abs_error - four.served.abs_error) < 1e-6 * one.served.abs_error
+    else:
+        assert one.served.correct == four.served.correct
