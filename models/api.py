@@ -12,7 +12,6 @@ parameters averaged).  Models with different bases are refused.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -44,7 +43,7 @@ def set_params(model: Any, params: dict, *, version: Any = None) -> Any:
     Returns ``model``.  Raises ``ValueError`` on NaN/inf parameters.
     """
     numeric.check_finite(params)
-    adapter_for(model).set_params(model, copy.deepcopy(params))
+    adapter_for(model).set_params(model, numeric.copy_tree(params))
     if version is not None:
         remember_base(model, version)
     return model

@@ -80,11 +80,32 @@ def _is_moments(v: Any) -> bool:
     return isinstance(v, tuple)
 
 
+def _flat(*maps: dict) -> bool:
+    """True when every map's first value is a plain number (the maps of weights and counts: the fast paths below
+    do the same arithmetic in one loop, and fall back to the recursive one on a ``TypeError``)."""
+    for m in maps:
+        for v in m.values():
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                return False
+            break
+    return True
+
+
 def subtract(p: Any, base: Any, kind: str) -> Any:
     """Delta tree ``p - base`` for one kind (union of keys; missing = zero)."""
     if isinstance(p, dict) or isinstance(base, dict):
         p = p if isinstance(p, dict) else {}
         base = base if isinstance(base, dict) else {}
+        if kind != MOMENTS and _flat(p, base):
+            try:
+                get = base.get
+                out = {k: v - get(k, 0) for k, v in p.items()}
+                if len(out) < len(base) or not base.keys() <= out.keys():
+                    out = {**{k: 0 - v for k, v in base.items()}, **out}
+                    out = {k: out[k] for k in {**base, **p}}  # the key order of the recursive form
+                return out
+            except TypeError:
+                pass
         out = {}
         for k in {**base, **p}:
             out[k] = subtract(p.get(k, _zero_like(base.get(k))), base.get(k, _zero_like(p.get(k))), kind)
@@ -111,6 +132,11 @@ def combine(base: Any, deltas: Sequence[Any], coeffs: Sequence[float], kind: str
     if isinstance(base, dict) or any(isinstance(d, dict) for d in deltas):
         base = base if isinstance(base, dict) else {}
         ds = [d if isinstance(d, dict) else {} for d in deltas]
+        if kind != MOMENTS and _flat(base, *ds):
+            try:
+                return _combine_flat(base, ds, coeffs, kind)
+            except TypeError:
+                pass
         keys: dict = dict.fromkeys(base)
         for d in ds:
             keys.update(dict.fromkeys(d))
@@ -130,6 +156,38 @@ def combine(base: Any, deltas: Sequence[Any], coeffs: Sequence[float], kind: str
     for d, c in zip(deltas, coeffs):
         total = total + c * (d or 0)
     return float(total)
+
+
+def _combine_flat(base: dict, ds: list, coeffs: Sequence[float], kind: str) -> dict:
+    """:func:`combine` of maps of plain numbers: the same sums in the same order, one pass per delta."""
+    out = dict(base)
+    get = out.get
+    for d, c in zip(ds, coeffs if kind != ADDITIVE else [None] * len(ds)):
+        if kind == ADDITIVE:
+            for k, v in d.items():
+                out[k] = (get(k) or 0) + v
+        else:
+            for k, v in d.items():
+                out[k] = (get(k) or 0) + c * v
+    if kind == ADDITIVE:
+        return {k: (v or 0) for k, v in out.items()}
+    return {k: float(v or 0) for k, v in out.items()}
+
+
+def copy_tree(tree: Any) -> Any:
+    """A copy of a parameter tree that shares no dict with it (leaves are immutable: numbers and tuples).
+
+    >>> t = {"w": {"a": 1.0}, "m": (1, 0.5, 0.0)}
+    >>> c = copy_tree(t); c["w"]["a"] = 2.0; t["w"]["a"]
+    1.0
+    """
+    if isinstance(tree, dict):
+        if _flat(tree):
+            return dict(tree)
+        return {k: copy_tree(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [copy_tree(v) for v in tree]
+    return tree
 
 
 def sq_norm(tree: Any) -> float:
@@ -165,6 +223,12 @@ def dot(a: Any, b: Any) -> float:
 def check_finite(tree: Any, path: str = "params") -> None:
     """Raise ``ValueError`` naming the first NaN or infinite leaf under ``tree``."""
     if isinstance(tree, dict):
+        if _flat(tree):
+            try:
+                if all(map(math.isfinite, tree.values())):
+                    return
+            except TypeError:
+                pass
         for k, v in tree.items():
             check_finite(v, f"{path}[{k!r}]")
         return

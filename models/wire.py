@@ -79,6 +79,8 @@ def allowed_classes() -> dict[str, type]:
 # -- value codecs --------------------------------------------------------------
 def encode_params(tree: Any, path: str = "params") -> Any:
     if isinstance(tree, dict):
+        if _plain_floats(tree):  # a map of weights: the same pairs, checked in bulk
+            return [[k, v] for k, v in tree.items()]
         pairs = []
         for k, v in tree.items():
             if not isinstance(k, _KEY_TYPES):
@@ -88,6 +90,12 @@ def encode_params(tree: Any, path: str = "params") -> Any:
     if isinstance(tree, tuple):
         return [_number(v, path) for v in tree]
     return _number(tree, path)
+
+
+def _plain_floats(tree: dict) -> bool:
+    """True when every key may go on the wire and every value is a finite ``float`` (checked at C speed)."""
+    return (all(type(v) is float for v in tree.values()) and all(map(math.isfinite, tree.values()))
+            and all(isinstance(k, _KEY_TYPES) for k in tree))
 
 
 def _number(v: Any, path: str) -> float | int:

@@ -39,6 +39,9 @@ def plain_error(path: str, code: int, body: str) -> str:
     'the cluster has no default savepoint directory: pass --savepoint-dir DIR'
     >>> plain_error("/jobs/x", 404, '{"errors":["java.lang.Exception: Job x not found"]}')
     'Flink REST /jobs/x answered 404: Job x not found'
+    >>> plain_error("/overview", 503, '{"errors":["Service temporarily unavailable due to an ongoing leader '
+    ...             'election. Please refresh."]}')[-40:]
+    'ongoing leader election. Please refresh.'
     """
     for needle, sentence in _KNOWN:
         if needle in body:
@@ -49,7 +52,9 @@ def plain_error(path: str, code: int, body: str) -> str:
         errors = [body]
     lines = [ln.strip() for e in errors for ln in str(e).splitlines() if ln.strip() and not ln.strip().startswith("at ")]
     text = lines[-1] if lines else body
-    text = text.split(": ", 1)[1] if text.split(": ", 1)[0].count(".") >= 2 else text  # drop a Java class name
+    head, sep, rest = text.partition(": ")
+    if sep and head.count(".") >= 2 and " " not in head:  # drop a Java class name
+        text = rest
     return f"Flink REST {path} answered {code}: {text[:200]}"
 
 

@@ -60,6 +60,22 @@ def test_versions_strictly_increase_and_every_replica_contributed(run):
     assert run.model_events == EVENTS  # every learned event was merged exactly once
 
 
+def test_the_final_model_holds_every_event_exactly_once_by_content(run, kafka_bootstrap):
+    """The final version's scaler statistics equal River's on the 5,000 valid events (a counter would not see a
+    delta lost or applied twice)."""
+    from riverflink.pipelines import kafka_io
+    from riverflink.pipelines.config import Topics
+    from riverflink.pipelines.sources import river_events
+    from tests.exact_content import assert_scaler_holds_each_event_once
+
+    reader = kafka_io.TopicReader(kafka_bootstrap, Topics.for_run(RUN_ID).models)
+    docs = [d for d in reader.poll_json(3000) if d]
+    reader.close()
+    final = max(docs, key=lambda d: d["meta"]["version"])
+    assert final["meta"]["events"] == EVENTS
+    assert_scaler_holds_each_event_once(final, river_events("Phishing", EVENTS))
+
+
 def test_every_request_is_answered_with_a_version(run):
     assert run.answered == run.requests
     assert run.no_model_yet == 0
@@ -146,6 +162,9 @@ def test_demo_on_a_regression_file_in_batch_mode(kafka_bootstrap, tmp_path):
     The served MAE of so short a stream mostly measures how far the serving job trails training
     (1.3x to 13x River's across runs), so the model's quality is checked on the final merged
     version, which holds every event exactly once: against River trained on the same events.
+    At 500 events/s the replicas keep up on a loaded 2-core machine; at 2,000 they fell behind on CI,
+    single merged versions mid-run overshot (up to 18x River's MAE, staleness 3-6; NOTES.md) and the
+    final version's quality depended on where the stream stopped (2.6x and 2.7x in two CI runs).
     """
     import math
 
@@ -162,7 +181,7 @@ def test_demo_on_a_regression_file_in_batch_mode(kafka_bootstrap, tmp_path):
     path.write_bytes(b"".join(orjson.dumps({"x": x, "y": y}) + b"\n" for x, y in events))
     spec = "StandardScaler|LinearRegression"
     cfg = demo.DemoConfig(bootstrap_servers=kafka_bootstrap, file=str(path), model_spec=spec, mode="batch",
-                          events=3000, rate=2000, replicas=4, model_name="e2e-reg", run_id="e2e-reg", timeout=300,
+                          events=3000, rate=500, replicas=4, model_name="e2e-reg", run_id="e2e-reg", timeout=300,
                           show=0, log_dir=tmp_path / "logs")
     result = demo.run(cfg, out=lambda *_: None)
     assert result.task == "regression"

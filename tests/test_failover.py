@@ -19,6 +19,7 @@ from riverflink.pipelines import flink_rest, kafka_io
 from riverflink.pipelines.broker import stop_pid
 from riverflink.pipelines.config import Topics
 from riverflink.pipelines.sources import MALFORMED, encode_events, river_events
+from tests.exact_content import assert_scaler_holds_each_event_once
 from riverflink.pipelines.standalone import StandaloneCluster
 
 pytestmark = pytest.mark.integration
@@ -84,6 +85,8 @@ def test_killed_taskmanager_loses_and_duplicates_nothing_in_the_model(kafka_boot
     metas = [d["meta"] for d in docs if d]
     assert killed_at is not None and len(metas) > killed_at, "no model after the failover"
     assert metas[-1]["events"] == EVENTS, [m["events"] for m in metas[-8:]]
+    final = max((d for d in docs if d), key=lambda d: d["meta"]["version"])
+    assert_scaler_holds_each_event_once(final, river_events("Phishing", EVENTS))  # by content, not a counter
     versions = [m["version"] for m in metas]
     assert versions == sorted(set(versions)), "versions must strictly increase across the failover"
     jobs = flink_rest.jobs(cluster.address)

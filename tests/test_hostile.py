@@ -29,6 +29,7 @@ from riverflink.pipelines import flink_rest, kafka_io
 from riverflink.pipelines.broker import stop_pid
 from riverflink.pipelines.config import Topics
 from riverflink.pipelines.sources import encode_events, river_events
+from tests.exact_content import assert_scaler_holds_each_event_once
 from tests.netlisten import flink_rest_port
 
 pytestmark = pytest.mark.integration
@@ -306,6 +307,9 @@ def test_final_model_is_finite_and_within_a_point_of_river_on_the_valid_events(r
             and verify(d, run["verifier"]) is None]
     final = max(ours, key=lambda d: d["meta"]["version"])
     assert final["meta"]["events"] == VALID + WIDE
+    # by content: the Phishing features' statistics hold each valid event once (the wide events' own features
+    # are partly dropped by the feature bound, and no hostile event reached the model)
+    assert_scaler_holds_each_event_once(final, run["valid"], features=run["valid"][0][0].keys())
     model = models.from_wire(final)
     river = build_model(SPEC)
     river_baseline(river, run["valid"])

@@ -17,6 +17,7 @@ import pytest
 from riverflink.pipelines import flink_rest, kafka_io
 from riverflink.pipelines.config import Topics
 from riverflink.pipelines.sources import encode_events, river_events
+from tests.exact_content import assert_scaler_holds_each_event_once
 from riverflink.pipelines.standalone import StandaloneCluster
 
 pytestmark = pytest.mark.integration
@@ -71,6 +72,9 @@ def test_savepoint_and_rescale_keep_state_exact(kafka_bootstrap, tmp_path):
 
         after = docs[-1]["meta"]
         assert after["events"] == 2 * HALF  # nothing replayed from the new group's earliest offset
+        # by content: the scaler of the last version holds each event once, across the savepoint and rescale
+        assert_scaler_holds_each_event_once(max(docs, key=lambda d: d["meta"]["version"]),
+                                            river_events("Phishing", 2 * HALF))
         assert after["sequence"] > before["sequence"]  # the merger's state came back
         versions = [d["meta"]["version"] for d in docs]
         assert versions == sorted(set(versions))
