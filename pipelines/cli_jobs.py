@@ -43,13 +43,21 @@ def _run_job(build, cfg, kind: str, args) -> int:
     print(f"running {name} on the local mini-cluster (Ctrl-C stops it)", flush=True)
     from riverflink.pipelines import job_status
 
-    job_status.start(kind, cfg, args.status_every)
+    status = job_status.start(kind, cfg, args.status_every)
     try:
         env.execute(name)
     except Exception as e:  # noqa: BLE001 - a failed job ends with its root cause on one line
         if type(e).__name__ == "KeyboardInterrupt":
             raise
-        raise ConfigError(f"job {name} failed: {root_cause(e)}") from e
+        cause = root_cause(e)
+        if "cancel" in cause.lower():
+            raise ConfigError(f"job {name} was cancelled") from e
+        raise ConfigError(f"job {name} failed: {cause}") from e
+    # a streaming job only finishes when 'riverflink stop' (or Flink's stop-with-savepoint) stopped it
+    if status is not None:
+        status.set()
+    print(f"{name} stopped (with a savepoint: resume with --from-savepoint, as 'riverflink stop' printed)",
+          flush=True)
     return 0
 
 

@@ -112,6 +112,10 @@ def test_the_readme_tour(tmp_path):
         hint = re.search(r"resume with: riverflink train \.\.\. \(the same flags\) --from-savepoint (\S+)", res.stdout)
         assert hint and "--jobmanager" not in res.stdout.split("resume with:")[1], res.stdout
         tour.wait_for("the stopped job's exit", lambda: train.poll() is not None, timeout=60)
+        lines = [ln for ln in train_log.read_text().splitlines() if ln.strip()]
+        assert train.returncode == 0, lines[-5:]
+        assert any(ln.startswith("riverflink-train-phishing stopped") for ln in lines[-2:]), lines[-5:]
+        assert "Traceback" not in train_log.read_text()  # nothing from the shutdown itself
         tour.start("train-resumed", "train", "--model-name", "phishing", "--from-savepoint", hint[1])
         tour.run("produce", "--dataset", "Phishing", "--limit", str(MORE), "--seed", "7", "--quiet")
         tour.wait_for("the resumed job's model with every event",
