@@ -50,12 +50,13 @@ def _run_job(build, cfg, kind: str, args) -> int:
         if type(e).__name__ == "KeyboardInterrupt":
             raise
         cause = root_cause(e)
-        if "cancel" in cause.lower():
+        if "JobCancellationException" in f"{cause} {e}":  # py4j's text carries the Java exception chain
             raise ConfigError(f"job {name} was cancelled") from e
         raise ConfigError(f"job {name} failed: {cause}") from e
+    finally:
+        if status is not None:  # no status line after the job's last word
+            status.set()
     # a streaming job only finishes when 'riverflink stop' (or Flink's stop-with-savepoint) stopped it
-    if status is not None:
-        status.set()
     print(f"{name} stopped (with a savepoint: resume with --from-savepoint, as 'riverflink stop' printed)",
           flush=True)
     return 0

@@ -55,5 +55,16 @@ def test_local_job_binds_loopback_and_refuses_jar_upload(kafka_bootstrap, tmp_pa
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(req, timeout=5)
         assert refused.value.code in (400, 403, 404, 405)
+        # a cancel (Flink's REST still accepts one on the local cluster: issue 17) ends the command with one line
+        import json
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/jobs", timeout=5) as r:
+            jid = json.load(r)["jobs"][0]["id"]
+        cancel = urllib.request.Request(f"http://127.0.0.1:{port}/jobs/{jid}?mode=cancel", method="PATCH")
+        urllib.request.urlopen(cancel, timeout=10).close()
+        assert proc.wait(timeout=60) == 2
+        log = (tmp_path / "train.log").read_text()
+        assert log.rstrip().splitlines()[-1] == f"riverflink: error: job riverflink-train-{run} was cancelled", log[-1500:]
+        assert "Traceback" not in log
     finally:
         stop_pid(proc.pid)
