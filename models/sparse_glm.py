@@ -28,7 +28,16 @@ OPTIMIZERS = (optim.SGD, optim.FTRLProximal)
 
 
 class SparseGLM:
-    """O(active features) ``learn_one`` and raw dot product for a River GLM subclass (see the module)."""
+    """O(active features) ``learn_one`` and raw dot product for a River GLM subclass (see the module).
+
+    Its constructor takes River's GLM parameters and refuses (``ValueError``) what would make an update touch
+    every weight."""
+
+    def __init__(self, optimizer=None, loss=None, l2=0.0, l1=0.0, intercept_init=0.0, intercept_lr=0.01,
+                 clip_gradient=1e12, initializer=None):
+        super().__init__(optimizer=optimizer, loss=loss, l2=l2, l1=l1, intercept_init=intercept_init,
+                         intercept_lr=intercept_lr, clip_gradient=clip_gradient, initializer=initializer)
+        self._check_sparse()
 
     def _check_sparse(self) -> None:
         if type(self.optimizer) not in OPTIMIZERS:

@@ -25,9 +25,3 @@ class SparseLogisticRegression(SparseGLM, linear_model.LogisticRegression):
     Refuses (``ValueError``) what would make an update touch every weight: optimizers other than SGD and
     FTRLProximal, a model-level ``l1``/``l2``, initializers other than Zeros.
     """
-
-    def __init__(self, optimizer=None, loss=None, l2=0.0, l1=0.0, intercept_init=0.0, intercept_lr=0.01,
-                 clip_gradient=1e12, initializer=None):
-        super().__init__(optimizer=optimizer, loss=loss, l2=l2, l1=l1, intercept_init=intercept_init,
-                         intercept_lr=intercept_lr, clip_gradient=clip_gradient, initializer=initializer)
-        self._check_sparse()
