@@ -210,7 +210,8 @@ class ReplicaSide:
         score, updates, predictions = replica.train(xs, ys, mode=self.s.mode, policy=self.s.sync,
                                                     model_name=self.s.model_name, replica=replica_id(key),
                                                     keep_predictions=keep_predictions, coalesce=coalesce)
-        return BatchOutcome(version, score, [b for u in updates for b in self.encode(u, replica)], predictions=predictions,
+        pieces = [b for u in updates for b in self.encode(u, replica)]
+        return BatchOutcome(version, score, pieces, predictions=predictions,
                             unsent_started=idle and replica.since_sync > 0, new_classes=new_classes)
 
     def on_timer(self, replica: Replica, key: Any, now: float | None = None) -> list[bytes]:

@@ -235,8 +235,8 @@ class MergerState:
         failover.
         """
         version = meta.version
-        if version is None or version <= self.version:
-            return False
+        if version is None or version <= self.version or (meta.shard, meta.shards) != (self.shard, self.shards):
+            return False  # (another shard's slice, or another shard count's, is not this merger's to adopt)
         self.version = version
         if self.merges == 0:
             self.params = params()

@@ -138,3 +138,15 @@ def test_four_shards_learn_exactly_what_one_merger_learns(spec, stream_name, del
         assert abs(one.served.abs_error - four.served.abs_error) < 1e-6 * one.served.abs_error
     else:
         assert one.served.correct == four.served.correct
+
+
+def test_a_merger_shard_adopts_only_its_own_slices_read_back():
+    from riverflink.models.document import ModelMeta
+    from riverflink.operators.loop import LoopSettings, MergerSide
+
+    side = MergerSide(LoopSettings("m", shards=4, epoch=1), build("LogisticRegression(ftrl=true)"))
+    merger = side.fresh(shard=2)
+    model = build("LogisticRegression(ftrl=true)")
+    assert not side.on_model(merger, ModelMeta(name="m", version=50, shard=1, shards=4), model)
+    assert not side.on_model(merger, ModelMeta(name="m", version=50, shard=2, shards=2), model)
+    assert side.on_model(merger, ModelMeta(name="m", version=50, shard=2, shards=4), model) and merger.version == 50
