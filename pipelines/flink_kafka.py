@@ -135,8 +135,11 @@ def text_sink(servers: str, topic: str, compression: str = "none", properties: K
         .set_record_serializer(serializer.build())
         .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
     )
+    # idempotence off: at-least-once is the contract (consumers dedupe), and an idempotent producer whose broker
+    # forgot its producer id (the embedded broker restarted; on Kafka, producer state expired) was answered
+    # UNKNOWN_PRODUCER_ID on its partitions for good by Tansu: those partitions' records never arrived
     defaults = {"linger.ms": "5", "request.timeout.ms": "15000", "delivery.timeout.ms": "30000",
-                "compression.type": compression}
+                "compression.type": compression, "enable.idempotence": "false"}
     for k, v in {**defaults, **properties.as_dict()}.items():
         builder = builder.set_property(k, v)
     return builder.build()

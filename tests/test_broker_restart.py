@@ -18,6 +18,7 @@ from riverflink.pipelines import kafka_io
 from riverflink.pipelines.broker import EmbeddedBroker, stop_pid
 from riverflink.pipelines.config import Topics
 from riverflink.pipelines.sources import river_events
+from tests.exact_content import assert_scaler_holds_each_event_once
 
 pytestmark = pytest.mark.integration
 
@@ -72,6 +73,15 @@ def test_every_event_produced_after_a_broker_restart_is_learned(tmp_path):
         reader.close()
         assert after == {f"after-{i}" for i in range(AFTER)}, (
             f"{AFTER - len(after)} of {AFTER} events produced after the restart were not learned")
+        # by content: the merged model (published again on the new broker) holds every event exactly once
+        models_reader, final = kafka_io.TopicReader(broker.bootstrap, t.models), None
+        deadline = time.time() + 120
+        while time.time() < deadline and (final is None or final["meta"]["events"] < BEFORE + AFTER):
+            docs = [d for d in models_reader.poll_json(500) if d]
+            final = max(docs + ([final] if final else []), key=lambda d: d["meta"]["version"], default=None)
+        models_reader.close()
+        assert final is not None and final["meta"]["events"] == BEFORE + AFTER, final and final["meta"]["events"]
+        assert_scaler_holds_each_event_once(final, events)
     finally:
         if job is not None:
             stop_pid(job.pid)
