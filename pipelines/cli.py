@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ConfigError as e:
         _log_trace(e)
+        if _INTERRUPTED:  # what failed was cut short by the Ctrl-C (a JVM gateway half started)
+            _end_now(130)
         print(f"riverflink: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -138,8 +140,14 @@ def main(argv: list[str] | None = None) -> int:
         raise
     except Exception as e:  # noqa: BLE001 - anything else: one line here, the trace in the log file
         log = _log_trace(e)
+        if _INTERRUPTED:
+            _end_now(130)
         print(f"riverflink: error: {root_cause(e)} (trace: {log})", file=sys.stderr)
         return 1
+
+
+#: a Ctrl-C came: whatever fails after it is its consequence, and the command ends as a Ctrl-C (130)
+_INTERRUPTED = False
 
 
 def _interrupt(signum, frame) -> None:
@@ -147,6 +155,11 @@ def _interrupt(signum, frame) -> None:
     whatever the interrupted call does with it."""
     import threading
 
+    import logging
+
+    global _INTERRUPTED
+    _INTERRUPTED = True
+    logging.getLogger("py4j").setLevel(logging.CRITICAL + 1)  # its failed reconnects are the Ctrl-C's doing
     watchdog = threading.Timer(10.0, _end_now, args=(130,))
     watchdog.daemon = True
     watchdog.start()
