@@ -30,6 +30,20 @@ def tansu_binary() -> Path:
 
 
 def free_port() -> int:
+    """A port free on 127.0.0.1 now, drawn at random from 20000-32767 (below Linux's ephemeral range): two
+    processes asking the kernel for a port at the same moment were given the same one (the training and serving
+    jobs' web UIs, started together, then failed with a BindException)."""
+    import random
+
+    rng = random.SystemRandom()
+    for _ in range(100):
+        port = rng.randint(20000, 32767)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
