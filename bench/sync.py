@@ -201,16 +201,14 @@ def simulate(spec: str, events: list, s: Setting, warmup: int, baseline: tuple[S
         if manifest is not None:
             in_transit.append((rnd + s.delay, ("manifest", manifest, None)))
             versions += 1
-            final = _assembled(manifest, [slice_metas[(i, v)] for i, v in enumerate(manifest.slices)], None)
+            final = _joined([m.params for m in mergers])  # what the mergers hold: the slices just named
 
-    def _assembled(manifest, metas, parts) -> _Version | Any:
-        if parts is None:  # the final model, for Outcome: assembled from what the mergers hold
-            model = build_model(spec)
-            models.set_params(model, sharding.join(model, [m.params for m in mergers]))
-            return model
+    def _joined(parts) -> Any:
         model = build_model(spec)
-        models.set_params(model, sharding.join(model, list(parts)))
-        return _Version(model, lambda side, r, k: side.on_sharded_model(r, k, manifest, metas, lambda: parts))
+        return models.set_params(model, sharding.join(model, list(parts)))
+
+    def _assembled(manifest, metas, parts) -> _Version:
+        return _Version(_joined(parts), lambda side, r, k: side.on_sharded_model(r, k, manifest, metas, lambda: parts))
 
     def arrive(item) -> _Version | None:
         if isinstance(item, _Version):
