@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 WHEEL = "shigawire-apache-flink-libraries==2.0.0.post1"
 CONNECTOR_JARS = ("flink-connector-kafka.jar", "kafka-clients.jar")
-OPERATORS_JAR = "riverflink-operators.jar"  # the record-frame schema, key selector, batcher, line splitter
+OPERATORS_JAR = "riverflink-operators.jar"  # record frames, keys, the batcher, rewinding sources, the REST guard
 JAVA_SRC = REPO / "pipelines" / "java"
 
 
@@ -80,7 +80,8 @@ def fetch() -> None:
 def build_operators_jar(out: Path) -> None:
     target = out / OPERATORS_JAR
     sources = sorted(JAVA_SRC.rglob("*.java"))
-    if target.exists() and target.stat().st_mtime >= max(s.stat().st_mtime for s in sources):
+    resources = sorted(p for p in (JAVA_SRC / "META-INF").rglob("*") if p.is_file())  # ServiceLoader entries
+    if target.exists() and target.stat().st_mtime >= max(s.stat().st_mtime for s in [*sources, *resources]):
         return
     javac, jar = shutil.which("javac"), shutil.which("jar")
     if not javac or not jar:
@@ -92,6 +93,7 @@ def build_operators_jar(out: Path) -> None:
     cp = os.pathsep.join([*map(str, glob.glob(str(flink_lib / "flink-dist*.jar"))), *map(str, connector_jars())])
     with tempfile.TemporaryDirectory() as classes:
         subprocess.run([javac, "--release", "11", "-d", classes, "-cp", cp, *map(str, sources)], check=True)
+        shutil.copytree(JAVA_SRC / "META-INF", Path(classes) / "META-INF")
         subprocess.run([jar, "cf", str(target), "-C", classes, "."], check=True)
 
 

@@ -88,10 +88,13 @@ public class RewindingKafkaSource<OUT> extends KafkaSource<OUT> {
             }
         });
         KafkaSourceReaderMetrics metrics = new KafkaSourceReaderMetrics(context.metricGroup());
-        Counter rewinds = context.metricGroup().addGroup("riverflink").counter("source_rewinds");
+        MetricGroup group = context.metricGroup().addGroup("riverflink");
+        Counter rewinds = group.counter("source_rewinds");
+        Counter stalls = group.counter("source_stalls");
+        Counter repeats = group.counter("source_repeats_skipped");
         String rack = rackId == null ? null : rackId.get();
         Supplier<SplitReader<ConsumerRecord<byte[], byte[]>, KafkaPartitionSplit>> readers =
-                () -> new RewindingSplitReader(properties, context, metrics, rack, checkMs, rewinds);
+                () -> new RewindingSplitReader(properties, context, metrics, rack, checkMs, rewinds, stalls, repeats);
         return new KafkaSourceReader<>(queue, new KafkaSourceFetcherManager(queue, readers, ids -> { }),
                 new KafkaRecordEmitter<>(deserializer), getConfiguration(), context, metrics);
     }
