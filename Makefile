@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-$(JARS): $(STAMP) pipelines/jars.py $(shell find pipelines/java -type f)
+$(JARS): $(STAMP) pipelines/jars.py $(shell find pipelines/java pipelines/java-loopback -type f)
 	$(PY) -m riverflink.pipelines.jars fetch
 
 clean:

@@ -30,6 +30,10 @@ WHEEL = "shigawire-apache-flink-libraries==2.0.0.post1"
 CONNECTOR_JARS = ("flink-connector-kafka.jar", "kafka-clients.jar")
 OPERATORS_JAR = "riverflink-operators.jar"  # record frames, keys, the batcher, rewinding sources, the REST guard
 JAVA_SRC = REPO / "pipelines" / "java"
+LOOPBACK_JAR = "riverflink-loopback.jar"  # Beam's gRPC server factory, listening on 127.0.0.1 only
+LOOPBACK_SRC = REPO / "pipelines" / "java-loopback" / "src"
+LOOPBACK_STUB = REPO / "pipelines" / "java-loopback" / "stub"  # compiled against, never packaged
+LOOPBACK_MANIFEST = REPO / "pipelines" / "java-loopback" / "MANIFEST.MF"  # a Java agent's
 
 
 def jars_dir() -> Path:
@@ -73,28 +77,61 @@ def fetch() -> None:
                 for j in CONNECTOR_JARS:
                     with z.open(f"pyflink/lib/{j}") as src, open(out / j, "wb") as dst:
                         shutil.copyfileobj(src, dst)
-    build_operators_jar(out)
+    build_jar(out / OPERATORS_JAR, JAVA_SRC, connector_jars())
+    build_jar(out / LOOPBACK_JAR, LOOPBACK_SRC, glob.glob(str(_pyflink_dir() / "opt" / "flink-python*.jar")),
+              stub=LOOPBACK_STUB, manifest=LOOPBACK_MANIFEST)
     print(f"jars ready in {out}")
 
 
-def build_operators_jar(out: Path) -> None:
-    target = out / OPERATORS_JAR
-    sources = sorted(JAVA_SRC.rglob("*.java"))
-    resources = sorted(p for p in (JAVA_SRC / "META-INF").rglob("*") if p.is_file())  # ServiceLoader entries
-    if target.exists() and target.stat().st_mtime >= max(s.stat().st_mtime for s in [*sources, *resources]):
+def _pyflink_dir() -> Path:
+    import pyflink
+
+    return Path(pyflink.__file__).parent
+
+
+def pyflink_lib_dir() -> Path:
+    """PyFlink's own ``lib/`` (what PyFlink puts in ``FLINK_LIB_DIR`` when it is imported)."""
+    return _pyflink_dir() / "lib"
+
+
+def build_jar(target: Path, src: Path, classpath: list, stub: Path | None = None, manifest: Path | None = None) -> None:
+    """Compiles ``src`` (with its ``META-INF`` resources, if any) into ``target`` against Flink's own jar and
+    ``classpath``, unless ``target`` is newer than every file of ``src``.  ``stub``: sources compiled with
+    ``src`` (ahead of ``classpath``) whose classes are left out of the jar.  ``manifest``: the jar's manifest.
+    Without a JDK: a warning, no jar."""
+    files = sorted(p for p in src.rglob("*") if p.is_file())
+    stubs = sorted(stub.rglob("*.java")) if stub else []
+    inputs = [*files, *stubs, *([manifest] if manifest else [])]
+    if target.exists() and target.stat().st_mtime >= max(f.stat().st_mtime for f in inputs):
         return
     javac, jar = shutil.which("javac"), shutil.which("jar")
     if not javac or not jar:
-        print("warning: no javac; dead-letter records will carry no source offsets", file=sys.stderr)
+        print(f"warning: no javac; {target.name} not built (dead-letter records will carry no source offsets)",
+              file=sys.stderr)
         return
-    import pyflink
-
-    flink_lib = Path(pyflink.__file__).parent / "lib"
-    cp = os.pathsep.join([*map(str, glob.glob(str(flink_lib / "flink-dist*.jar"))), *map(str, connector_jars())])
+    flink_dist = glob.glob(str(pyflink_lib_dir() / "flink-dist*.jar"))
+    cp = os.pathsep.join(map(str, [*flink_dist, *classpath]))
     with tempfile.TemporaryDirectory() as classes:
-        subprocess.run([javac, "--release", "11", "-d", classes, "-cp", cp, *map(str, sources)], check=True)
-        shutil.copytree(JAVA_SRC / "META-INF", Path(classes) / "META-INF")
-        subprocess.run([jar, "cf", str(target), "-C", classes, "."], check=True)
+        sources = [str(f) for f in [*files, *stubs] if f.suffix == ".java"]
+        subprocess.run([javac, "--release", "11", "-d", classes, "-cp", cp, *sources], check=True)
+        if stubs:  # leave out exactly the classes the stubs compile to
+            with tempfile.TemporaryDirectory() as stub_classes:
+                subprocess.run([javac, "--release", "11", "-d", stub_classes, "-cp", cp, *map(str, stubs)], check=True)
+                for c in Path(stub_classes).rglob("*.class"):
+                    (Path(classes) / c.relative_to(stub_classes)).unlink()
+        if (src / "META-INF").is_dir():
+            shutil.copytree(src / "META-INF", Path(classes) / "META-INF")
+        if manifest:
+            subprocess.run([jar, "cfm", str(target), str(manifest), "-C", classes, "."], check=True)
+        else:
+            subprocess.run([jar, "cf", str(target), "-C", classes, "."], check=True)
+
+
+def loopback_agent() -> Path | None:
+    """``riverflink-loopback.jar``, a Java agent for a local run's JVM that makes Beam's gRPC servers for the
+    Python workers listen on 127.0.0.1 only (pipelines/java-loopback); None if it was not built."""
+    p = jars_dir() / LOOPBACK_JAR
+    return p if p.exists() else None
 
 
 if __name__ == "__main__":

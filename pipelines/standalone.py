@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from riverflink.pipelines import flink_rest
+from riverflink.pipelines import flink_rest, jars
 from riverflink.pipelines.broker import die_with_parent, free_port, stop_pid
 from riverflink.pipelines.config import ConfigError
 
@@ -65,6 +65,9 @@ def write_conf(conf_dir: Path, rest_port: int, slots: int = 4) -> None:
         "heartbeat.interval": 2000,
         "env.java.opts.all": JAVA_OPTS,
     }
+    agent = jars.loopback_agent()
+    if agent is not None:  # the Python workers' gRPC servers on 127.0.0.1 only (pipelines/java-loopback)
+        conf["env.java.opts.taskmanager"] = f"-javaagent:{agent}"
     (conf_dir / "config.yaml").write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in conf.items()))
     src = flink_home() / "conf"
     for name in ("log4j.properties", "log4j-console.properties"):

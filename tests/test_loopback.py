@@ -1,10 +1,9 @@
-"""The local mini-cluster's REST endpoint listens on loopback only and refuses jar uploads, jar listings
-and job cancels (riverflink's REST guard, pipelines/java/riverflink/RestGuard.java).
+"""A local job listens on loopback only, and its REST endpoint refuses jar uploads, jar listings and job
+cancels (riverflink's REST guard, pipelines/java/riverflink/RestGuard.java).
 
-Flink's other endpoints that it lets us bind (RPC, task manager) are set to 127.0.0.1 too.  Some
-internal servers of the JVM (measured: about a dozen ephemeral ports, Beam's gRPC servers for the
-Python workers among them) still listen on every interface; Flink offers no setting for them in
-local mode that we found.  The test prints them, so a change shows.
+Flink's own endpoints (REST, RPC, task manager) are bound to 127.0.0.1 by configuration.  Beam's gRPC servers
+for the Python workers (six per Python operator) listened on every interface, twelve sockets for the training
+job, until riverflink-loopback.jar (a Java agent, pipelines/java-loopback) replaced Beam's server factory.
 """
 
 from __future__ import annotations
@@ -51,7 +50,8 @@ def test_local_job_binds_loopback_and_refuses_jars_and_cancel(kafka_bootstrap, t
         # the run printed where its web UI is
         assert f"web UI (this machine only): http://127.0.0.1:{port}" in (tmp_path / "train.log").read_text()
         exposed = [a for addrs in sockets.values() for a in addrs if not a.startswith(LOOPBACK)]
-        print(f"REST on {rest}; internal sockets beyond loopback: {len(exposed)}")
+        assert len([a for addrs in sockets.values() for a in addrs]) > 6, sockets  # the workers' servers are up
+        assert not exposed, f"listening beyond loopback: {exposed}"
         # Flink's REST answers a cancel whatever web.cancel.enable says; riverflink's guard refuses it, and
         # every /jars request (Flink answers an upload 400 even with submission enabled, so 400 proves nothing)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/jobs", timeout=5) as r:
