@@ -117,6 +117,15 @@ class Signer:
         return Verifier(self._key().public_key().public_bytes(serialization.Encoding.Raw,
                                                               serialization.PublicFormat.Raw))
 
+    def matches(self, public_raw: bytes) -> bool:
+        """Whether ``public_raw`` (a raw Ed25519 public key) is this key's public half.
+
+        >>> key = Signer.generate()
+        >>> key.matches(key.verifier().public_raw), key.matches(Signer.generate().verifier().public_raw)
+        (True, False)
+        """
+        return self.verifier().public_raw == public_raw
+
     def sign(self, message: bytes) -> bytes:
         return self._key().sign(message)
 

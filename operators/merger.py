@@ -32,9 +32,12 @@ log = logging.getLogger("riverflink")
 
 class Merger(KeyedCoProcessFunction):
     def __init__(self, settings: LoopSettings, model_spec: str, max_skew_ms: int = 60_000,
-                 signing_key: str | None = None, max_doc_bytes: int = 900_000):
+                 signing_key: str | None = None, max_doc_bytes: int = 900_000, verify_key: bytes | None = None):
+        """``signing_key``: the path of the private key on the task manager; ``verify_key``: the raw public key
+        the replicas were given, which the private key must match."""
         self.settings, self.spec = settings, model_spec
         self.max_skew_ms, self.signing_key, self.max_doc_bytes = max_skew_ms, signing_key, max_doc_bytes
+        self.verify_key = verify_key
 
     def open(self, ctx: RuntimeContext):
         sampling_profiler.start_if_asked()
@@ -42,6 +45,9 @@ class Merger(KeyedCoProcessFunction):
         self.side = MergerSide(self.settings, build_model(self.spec))
         # the private key is read on the task manager, never shipped inside the job graph
         self.signer = Signer.load(self.signing_key) if self.signing_key else None
+        if self.signer and self.verify_key is not None and not self.signer.matches(self.verify_key):
+            raise ValueError(f"the signing key {self.signing_key} is not the private half of the verify key the "
+                             "replicas were given: they would refuse every merged version")
         self.rules = FeedRules(self.settings.model_name, self.max_skew_ms,
                                verifier=self.signer.verifier() if self.signer else None)
         self.oversized = 0

@@ -168,9 +168,13 @@ class TrainConfig:
     max_model_features: int = option(10_000, "distinct features the model may hold; each replica admits its share "
                                      "(this / --replicas) first come, first served, and drops (and counts) later "
                                      "new ones")
-    signing_key: str | None = option(None, "Ed25519 private key: the merger signs every model document and "
-                                     "replicas accept only signed ones (default: $RIVERFLINK_SIGNING_KEY; make one "
-                                     "with 'riverflink keys')", env="RIVERFLINK_SIGNING_KEY", metavar="PEM")
+    signing_key: str | None = option(None, "Ed25519 private key, read by the merger's task managers alone: the "
+                                     "merger signs every model document and replicas accept only signed ones "
+                                     "(default: $RIVERFLINK_SIGNING_KEY; make one with 'riverflink keys')",
+                                     env="RIVERFLINK_SIGNING_KEY", metavar="PEM")
+    signing_verify_key: str | None = option(None, "the public half of --signing-key, which this command reads and "
+                                            "the replicas check documents with (default: verify.pem next to the "
+                                            "signing key)", metavar="PEM")
     classes: str | None = option(None, "classifiers: the labels to accept, comma-separated (others are "
                                  "dead-lettered); default: any label, and a label first seen mid-stream is logged "
                                  "and counted (metric new_classes)", metavar="A,B,...")
@@ -199,7 +203,12 @@ class TrainConfig:
         if self.merge_policy not in POLICIES:
             raise ConfigError(f"--merge-policy must be one of {', '.join(POLICIES)}, got {self.merge_policy!r}")
         check_batching(self.batch_size, self.batch_ms)
-        load_signer(self.signing_key)
+        self.verifier()
+        from riverflink.pipelines.remote import inside_flink_run
+
+        if self.signing_key and not self.flink.jobmanager and not inside_flink_run() and not Path(self.signing_key).is_file():
+            # a local run's task manager reads it on this machine: say so now (without reading it here)
+            raise ConfigError(f"--signing-key {self.signing_key}: no such file")
         if self.merge_wait_ms < 1:
             raise ConfigError(f"--merge-wait-ms must be >= 1, got {self.merge_wait_ms}")
         try:
@@ -218,6 +227,18 @@ class TrainConfig:
             self.sync_policy()
         except ValueError as e:
             raise ConfigError(str(e)) from None
+
+    def verifier(self):
+        """The public half of the signing key (``--signing-verify-key``, else ``verify.pem`` next to
+        ``--signing-key``), or ``None`` without signing.  The private key itself is never read here: only the
+        merger's task managers read it (a client submitting to a cluster may not even have it)."""
+        if not self.signing_key:
+            return None
+        path = self.signing_verify_key or str(Path(self.signing_key).with_name("verify.pem"))
+        if not self.signing_verify_key and not Path(path).is_file():
+            raise ConfigError(f"--signing-key: the replicas need its public half, and {path} does not exist; pass "
+                              "--signing-verify-key (riverflink keys writes verify.pem next to signing.pem)")
+        return load_verifier(path)
 
     def loop_settings(self) -> "LoopSettings":
         """The replica <-> merger loop's settings (:mod:`riverflink.operators.loop`)."""
@@ -262,13 +283,6 @@ class ServeConfig:
         self.flink.validate()
         check_batching(self.batch_size, self.batch_ms)
         load_verifier(self.verify_key)
-
-
-def load_signer(path: str | None):
-    """The merger's signing key, or ``None``; a bad file is a ``ConfigError``."""
-    from riverflink.models.signing import Signer
-
-    return _load_key("--signing-key", path, Signer.load)
 
 
 def load_verifier(path: str | None):

@@ -29,7 +29,7 @@ from riverflink.operators.flink_state import DEAD_LETTER, LATEST_MODEL, METRICS,
 from riverflink.operators.merger import Merger
 from riverflink.operators.replica_trainer import ReplicaTrainer, TrainerSettings
 from riverflink.pipelines import java_ops
-from riverflink.pipelines.config import TrainConfig, load_signer
+from riverflink.pipelines.config import TrainConfig
 from riverflink.pipelines.flink_kafka import MODELS_TAIL, frame_source, text_sink, text_source
 from riverflink.pipelines.flink_runtime import make_env
 
@@ -45,7 +45,7 @@ def build(cfg: TrainConfig):
     env = make_env(cfg.flink, f"riverflink-train-{cfg.model_name}")
     t, servers, props = cfg.topics, cfg.bootstrap_servers, cfg.kafka.properties
     loop = cfg.loop_settings()
-    signer = load_signer(cfg.signing_key)
+    verifier = cfg.verifier()  # the public key; the private one is read by the merger's task managers alone
 
     # bytes: one binary record frame per Kafka record of `events` (partition, offset, key, value)
     raw = frame_source(env, servers, t.events, cfg.group_id, "events", cfg.limits, props).uid("source-events")
@@ -64,7 +64,7 @@ def build(cfg: TrainConfig):
         loop=loop, model_spec=cfg.model_spec, sync_check_ms=int(1000 * (cfg.sync_every_seconds or 1.0)),
         key_field=cfg.key_field, source_topic=t.events, batched=batched,
         training_predictions=cfg.training_predictions, limits=cfg.limits,
-        verifier=signer.verifier() if signer else None,
+        verifier=verifier,
         job_tag=f"{cfg.model_name}@{time.strftime('%Y-%m-%dT%H:%M:%S')}",
     ))
     updates = (
@@ -84,8 +84,8 @@ def build(cfg: TrainConfig):
 
     # str: each new version's JSON document (signed when --signing-key is set); one merger per model
     name = cfg.model_name
-    merger = Merger(loop, cfg.model_spec,
-                    signing_key=str(Path(cfg.signing_key).resolve()) if cfg.signing_key else None)
+    merger = Merger(loop, cfg.model_spec, signing_key=str(Path(cfg.signing_key).resolve()) if cfg.signing_key else None,
+                    verify_key=verifier.public_raw if verifier else None)
     merged = (
         updates.connect(model_docs)
         .key_by(lambda _update: name, _model_name, key_type=Types.STRING())

@@ -84,3 +84,29 @@ def test_live_model_keeps_the_genuine_version_when_only_the_signature_can_stop_a
         assert not guarded.offer(doc)
     assert guarded.version == version and guarded.ignored == 2
     assert open_door.offer(forged[0]) and open_door.version == version + 5_000  # what the key prevented
+
+
+def test_the_submitting_client_reads_only_the_public_key(tmp_path):
+    """Only the merger's task managers read the private key: a client submitting to a cluster needs just
+    ``verify.pem`` (here the private key does not even exist on the client)."""
+    import pytest
+
+    from riverflink.pipelines.config import ConfigError, FlinkConfig, TrainConfig
+
+    Signer.generate().write(tmp_path)
+    private = tmp_path / "signing.pem"
+    private.unlink()  # it lives on the merger's task managers alone
+    cfg = TrainConfig("127.0.0.1:9092", signing_key=str(private), flink=FlinkConfig(jobmanager="127.0.0.1:8081"))
+    cfg.validate()
+    assert cfg.verifier() == Verifier.load(tmp_path / "verify.pem")
+    # a local run's task manager is this machine: a missing key is one error before Flink starts
+    with pytest.raises(ConfigError, match="no such file"):
+        TrainConfig("127.0.0.1:9092", signing_key=str(private)).validate()
+    # the public half is needed, and a private key is refused in its place
+    (tmp_path / "verify.pem").unlink()
+    with pytest.raises(ConfigError, match="--signing-verify-key"):
+        cfg.validate()
+    Signer.generate().write(tmp_path / "other")
+    with pytest.raises(ConfigError, match="private"):
+        TrainConfig("127.0.0.1:9092", signing_key=str(private), signing_verify_key=str(tmp_path / "other" / "signing.pem"),
+                    flink=FlinkConfig(jobmanager="127.0.0.1:8081")).validate()
