@@ -35,7 +35,18 @@ def flink_home() -> Path:
     return Path(pyflink.__file__).parent
 
 
-def write_conf(conf_dir: Path, rest_port: int, slots: int = 4) -> None:
+#: the adaptive scheduler, tuned to follow task managers within seconds (Flink's defaults wait up to a minute):
+#: a job runs at the parallelism the cluster's free slots allow, up to its own, and rescales from its latest
+#: checkpoint when task managers come or go
+ADAPTIVE = {
+    "jobmanager.scheduler": "adaptive",
+    "jobmanager.adaptive-scheduler.submission.resource-stabilization-timeout": "2 s",
+    "jobmanager.adaptive-scheduler.executing.resource-stabilization-timeout": "3 s",
+    "jobmanager.adaptive-scheduler.executing.cooldown-after-rescaling": "5 s",
+}
+
+
+def write_conf(conf_dir: Path, rest_port: int, slots: int = 4, elastic: bool = False) -> None:
     conf_dir.mkdir(parents=True, exist_ok=True)
     ports = {k: free_port() for k in ("rpc", "tm_rpc", "data", "blob")}
     conf = {
@@ -65,6 +76,8 @@ def write_conf(conf_dir: Path, rest_port: int, slots: int = 4) -> None:
         "heartbeat.interval": 2000,
         "env.java.opts.all": JAVA_OPTS,
     }
+    if elastic:
+        conf.update(ADAPTIVE)
     agent = jars.loopback_agent()
     if agent is not None:  # the Python workers' gRPC servers on 127.0.0.1 only (pipelines/java-loopback)
         conf["env.java.opts.taskmanager"] = f"-javaagent:{agent}"
@@ -79,6 +92,8 @@ def write_conf(conf_dir: Path, rest_port: int, slots: int = 4) -> None:
 class StandaloneCluster:
     work_dir: Path
     slots: int = 4
+    #: the adaptive scheduler (:data:`ADAPTIVE`): jobs follow task managers that are added or removed
+    elastic: bool = False
     rest_port: int = 0
     jobmanager: subprocess.Popen | None = None
     taskmanagers: list = field(default_factory=list)
@@ -100,7 +115,7 @@ class StandaloneCluster:
 
     def start(self, timeout: float = 90) -> "StandaloneCluster":
         self.rest_port = self.rest_port or free_port()
-        write_conf(self.work_dir / "conf", self.rest_port, self.slots)
+        write_conf(self.work_dir / "conf", self.rest_port, self.slots, self.elastic)
         self.jobmanager = self._spawn("jobmanager.sh", "jobmanager.out")
         self.add_taskmanager()
         deadline = time.time() + timeout
