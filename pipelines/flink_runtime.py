@@ -101,10 +101,9 @@ def make_env(cfg: FlinkConfig, job_name: str):
     if local:
         # The mini-cluster's JVM compiles with C1 only: C2's compiler threads took a whole core for
         # the first minutes on these 2-core machines (serving 184 -> 114 CPU-us per request, training
-        # 75 -> 63 CPU-us per event in batch mode, same run; NOTES.md).  An existing JVM_ARGS wins (and then
-        # the Python workers' gRPC servers listen on every interface, as Beam makes them).
-        # Beam's gRPC servers for the Python workers listen on 127.0.0.1 only: riverflink-loopback.jar, a Java
-        # agent, loads a server factory that binds them there in place of Beam's (pipelines/java-loopback)
+        # 75 -> 63 CPU-us per event in batch mode, same run; NOTES.md).  riverflink-loopback.jar, a Java agent,
+        # makes Beam's gRPC servers for the Python workers listen on 127.0.0.1 only (pipelines/java-loopback).
+        # An existing JVM_ARGS wins (and then neither applies).
         agent = jars.loopback_agent()
         os.environ.setdefault("JVM_ARGS", LOCAL_JVM_ARGS + (f" -javaagent:{agent}" if agent else ""))
     if local and cfg.metrics_port:

@@ -5,7 +5,9 @@ Maven is not reachable here, so the thin connector (``flink-connector-kafka``
 ``shigawire-apache-flink-libraries``: ``fetch`` downloads it with pip and
 extracts just those two jars.  ``riverflink-operators.jar`` is compiled from
 ``pipelines/java`` with ``javac`` (it hands PyFlink every record's bytes,
-partition and offset).
+partition and offset, batches them by key, rewinds sources past a lost log and
+guards the REST API), ``riverflink-loopback.jar`` from ``pipelines/java-loopback``
+(a Java agent: the Python workers' gRPC servers on 127.0.0.1 only).
 
 Overrides: ``RIVERFLINK_JARS_DIR`` (a folder holding all three jars) or
 ``RIVERFLINK_KAFKA_JARS`` (an ``os.pathsep``-separated list of connector jars,
@@ -89,11 +91,6 @@ def _pyflink_dir() -> Path:
     return Path(pyflink.__file__).parent
 
 
-def pyflink_lib_dir() -> Path:
-    """PyFlink's own ``lib/`` (what PyFlink puts in ``FLINK_LIB_DIR`` when it is imported)."""
-    return _pyflink_dir() / "lib"
-
-
 def build_jar(target: Path, src: Path, classpath: list, stub: Path | None = None, manifest: Path | None = None) -> None:
     """Compiles ``src`` (with its ``META-INF`` resources, if any) into ``target`` against Flink's own jar and
     ``classpath``, unless ``target`` is newer than every file of ``src``.  ``stub``: sources compiled with
@@ -109,7 +106,7 @@ def build_jar(target: Path, src: Path, classpath: list, stub: Path | None = None
         print(f"warning: no javac; {target.name} not built (dead-letter records will carry no source offsets)",
               file=sys.stderr)
         return
-    flink_dist = glob.glob(str(pyflink_lib_dir() / "flink-dist*.jar"))
+    flink_dist = glob.glob(str(_pyflink_dir() / "lib" / "flink-dist*.jar"))
     cp = os.pathsep.join(map(str, [*flink_dist, *classpath]))
     with tempfile.TemporaryDirectory() as classes:
         sources = [str(f) for f in [*files, *stubs] if f.suffix == ".java"]
