@@ -26,6 +26,11 @@ Contract
   v does not hold yet) + (learning not sent yet)``.  Without the in-flight
   part, a replica that rebases onto a version merged before its last update
   arrived would lose that update's learning until the next version.
+
+Why one file of about 370 lines: learning, taking an update and rebasing read
+and write the same fields (snapshot, in-flight updates, curvature and
+stiffness of the period), and the save point lists them all; split apart, each
+part would reach into the others' state.
 """
 
 from __future__ import annotations
