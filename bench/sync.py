@@ -60,6 +60,7 @@ from riverflink.operators.slice_assembly import ManifestWriter, SliceAssembler, 
 
 CLASSIFIER = "StandardScaler|LogisticRegression"
 REGRESSOR = "StandardScaler|LinearRegression"
+MULTICLASS = "StandardScaler|SoftmaxRegression"
 
 
 def _repeat(base: list, n: int, seed: int = 7) -> list:
@@ -88,6 +89,11 @@ def _stream(name: str, n: int | None = None) -> tuple[str, list]:
         for i, variant in enumerate((0, 1, 2, 3)):
             out += [(x, y) for x, y in synth.SEA(variant=variant, seed=i).take(n // 4)]
         return CLASSIFIER, out
+    if name == "ImageSegments":  # 7 classes, 18 correlated features
+        return MULTICLASS, _repeat([(dict(x), y) for x, y in datasets.ImageSegments()], n or 20_000)
+    if name == "RBFDrift":  # 4 classes whose centroids move all the time
+        return MULTICLASS, list(synth.RandomRBFDrift(seed_model=7, seed_sample=8, n_classes=4, n_features=10,
+                                                     change_speed=0.0005, n_drift_centroids=25).take(n or 50_000))
     if name == "TrumpApproval":
         return REGRESSOR, _repeat([(dict(x), y) for x, y in datasets.TrumpApproval()], n or 20_000)
     if name == "Friedman":
@@ -279,7 +285,8 @@ def grid(ks: list[int], quick: bool) -> list[Setting]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--streams", default="Phishing,Hyperplane,SEA,TrumpApproval,Friedman")
+    ap.add_argument("--streams", default="Phishing,Hyperplane,SEA,TrumpApproval,Friedman",
+                    help="also: ImageSegments, RBFDrift (multiclass, StandardScaler|SoftmaxRegression)")
     ap.add_argument("--k", default="2,4,8")
     ap.add_argument("--events", type=int, help="events per stream (default: each stream's own size)")
     ap.add_argument("--warmup", type=int, default=1000)
