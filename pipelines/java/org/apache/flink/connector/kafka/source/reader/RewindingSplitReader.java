@@ -41,8 +41,8 @@ import org.slf4j.LoggerFactory;
  *
  * <p><b>A partition that stopped moving</b>: the same check seeks a partition to its own position again
  * (a warning and one count on {@code stalls}) when a whole interval of polls left it where it was although
- * the log reaches beyond it.  After a rewind while the new log was being written, the consumer was seen to
- * stop for good in the middle of a Tansu log (stuck at 199 of 400 records, every poll empty).
+ * the log reaches beyond it.  After an embedded-broker restart a consumer was seen at its old offset 150
+ * for seconds while the new log reached 340, every poll empty; the seek set it going again.
  *
  * <p>A reported log end is not enough: Tansu 0.6 reports the last batch's base offset plus one, so a
  * reader that has read a batch of many records is "beyond the end" of a healthy log.  A partition
