@@ -7,22 +7,18 @@ event exactly once across both changes (by content, not a counter).
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from riverflink.pipelines import flink_rest, kafka_io
 from riverflink.pipelines.broker import stop_pid
-from riverflink.pipelines.config import Topics
 from riverflink.pipelines.sources import encode_events, river_events
 from riverflink.pipelines.standalone import StandaloneCluster
+from tests.cluster_jobs import submit_training
 from tests.exact_content import assert_scaler_holds_each_event_once
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[1]
 PART = 1500
 
 
@@ -49,14 +45,7 @@ def test_the_job_follows_task_managers_that_come_and_go(kafka_bootstrap, tmp_pat
     cluster.start()
     try:
         run = f"elastic{int(time.time())}"
-        t = Topics.for_run(run)
-        kafka_io.create_topics(kafka_bootstrap, t.to_create("events", "dead_letter", "predictions", "models"))
-        submit = subprocess.run(
-            [sys.executable, "-m", "riverflink.pipelines.cli", "train", "--bootstrap-servers", kafka_bootstrap,
-             "--jobmanager", cluster.address, "--model-name", run, "--group-id", run, "--checkpoint-ms", "1000",
-             "--parallelism", "4", *t.cli_args()],
-            cwd=REPO, capture_output=True, text=True, timeout=240)
-        assert submit.returncode == 0, submit.stderr[-2000:]
+        t = submit_training(kafka_bootstrap, cluster.address, run, "--parallelism", "4")
         job = _wait("the job", lambda: next((j["jid"] for j in flink_rest.jobs(cluster.address)
                                              if j["name"] == f"riverflink-train-{run}"), None))
         events = list(river_events("Phishing", 3 * PART))

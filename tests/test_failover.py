@@ -8,22 +8,18 @@ the topic must keep strictly increasing although the merger rolled back.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from riverflink.pipelines import flink_rest, kafka_io
 from riverflink.pipelines.broker import stop_pid
-from riverflink.pipelines.config import Topics
 from riverflink.pipelines.sources import MALFORMED, encode_events, river_events
+from tests.cluster_jobs import submit_training
 from tests.exact_content import assert_scaler_holds_each_event_once
 from riverflink.pipelines.standalone import StandaloneCluster
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[1]
 EVENTS = 6000
 
 
@@ -39,16 +35,7 @@ def cluster(tmp_path):
 
 def test_killed_taskmanager_loses_and_duplicates_nothing_in_the_model(kafka_bootstrap, cluster):
     run = f"failover{int(time.time())}"
-    t = Topics.for_run(run)
-    kafka_io.create_topics(kafka_bootstrap, t.to_create("events", "dead_letter", "predictions", "models"))
-    submit = subprocess.run(
-        [sys.executable, "-m", "riverflink.pipelines.cli", "train", "--bootstrap-servers", kafka_bootstrap,
-         "--jobmanager", cluster.address, "--model-name", run, "--group-id", run, "--checkpoint-ms", "1000",
-         *t.cli_args()],
-        cwd=REPO, capture_output=True, text=True, timeout=240,
-    )
-    assert submit.returncode == 0, submit.stderr
-    assert "Job has been submitted" in submit.stdout
+    t = submit_training(kafka_bootstrap, cluster.address, run)
 
     models = kafka_io.TopicReader(kafka_bootstrap, t.models)
     docs: list = []
