@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,8 +125,9 @@ class FlinkConfig:
             raise ConfigError(f"--parallelism must be >= 1, got {self.parallelism}")
         if self.checkpoint_ms is not None and self.checkpoint_ms < 100:
             raise ConfigError(f"--checkpoint-ms must be >= 100, got {self.checkpoint_ms}")
-        inside_flink_run = os.environ.get("RIVERFLINK_IN_FLINK_RUN") == "1" or "PYFLINK_GATEWAY_PORT" in os.environ
-        if self.savepoint and not self.jobmanager and not inside_flink_run:
+        from riverflink.pipelines.remote import inside_flink_run  # (remote imports this module)
+
+        if self.savepoint and not self.jobmanager and not inside_flink_run():
             # a local run restores from this machine's file system; check it before starting Flink
             local = re.sub(r"^file:(//)?", "", self.savepoint)
             if "://" not in local and not Path(local).exists():
@@ -204,7 +204,7 @@ class TrainConfig:
             raise ConfigError(f"--merge-policy must be one of {', '.join(POLICIES)}, got {self.merge_policy!r}")
         check_batching(self.batch_size, self.batch_ms)
         self.verifier()
-        from riverflink.pipelines.remote import inside_flink_run
+        from riverflink.pipelines.remote import inside_flink_run  # (remote imports this module)
 
         if self.signing_key and not self.flink.jobmanager and not inside_flink_run() and not Path(self.signing_key).is_file():
             # a local run's task manager reads it on this machine: say so now (without reading it here)
