@@ -21,10 +21,11 @@ from riverflink import models
 from riverflink.models.document import of_dict
 from riverflink.models.signing import Signer, sign
 from riverflink.models.spec import build as build_model
-from riverflink.operators import sampling_profiler
+from riverflink.operators import loop_trace, sampling_profiler
 from riverflink.operators.flink_state import MERGER
 from riverflink.operators.loop import LoopSettings, MergeOutcome, MergerSide
 from riverflink.operators.merge_state import MergerState
+from riverflink.operators.messages import decode_update
 from riverflink.operators.model_feed import FeedRules, accept
 
 log = logging.getLogger("riverflink")
@@ -41,6 +42,8 @@ class Merger(KeyedCoProcessFunction):
 
     def open(self, ctx: RuntimeContext):
         sampling_profiler.start_if_asked()
+        self.trace = loop_trace.from_environment()
+        self.restored_seen = False
         self.state = ctx.get_state(MERGER)
         self.side = MergerSide(self.settings, build_model(self.spec))
         # the private key is read on the task manager, never shipped inside the job graph
@@ -62,10 +65,21 @@ class Merger(KeyedCoProcessFunction):
             group.gauge(name, lambda name=name: int(self.last[name]))
 
     def _merger(self) -> MergerState:
-        return self.side.configure(self.state.value())
+        state = self.state.value()
+        if self.trace.on and not self.restored_seen:
+            self.restored_seen = True
+            self.trace.write("merger_restored" if state is not None else "merger_fresh",
+                             **({"version": state.version, "merges": state.merges, "events": state.events,
+                                 "acked": state.acked, "pending": [(u.replica, u.seq, u.events) for u in state.pending]}
+                                if state is not None else {}))
+        return self.side.configure(state)
 
     def process_element1(self, update: bytes, ctx):
         merger = self._merger()
+        if self.trace.on:
+            head = decode_update(update)
+            self.trace.write("update_in", replica=head.replica, seq=head.seq, events=head.events,
+                             base_version=head.base_version, acked=merger.acked.get(head.replica))
         out = self.side.on_update(merger, update)
         if out.wait:
             ctx.timer_service().register_processing_time_timer(int(time.time() * 1000) + self.settings.trigger.wait_ms)
@@ -80,6 +94,9 @@ class Merger(KeyedCoProcessFunction):
             log.warning("ignoring a record on the models topic: %s", problem)
             self.m_refused_models.inc()
         elif entry is not None and self.side.on_model(merger, entry.meta, model):
+            if self.trace.on:
+                self.trace.write("merger_adopt", version=entry.meta.version, events=entry.meta.events,
+                                 merges=merger.merges)
             self.state.update(merger)
 
     def on_timer(self, timestamp, ctx):
@@ -96,6 +113,9 @@ class Merger(KeyedCoProcessFunction):
         if out.document is None:
             return
         doc, meta = out.document, of_dict(out.document).meta
+        if self.trace.on:
+            self.trace.write("merged", version=meta.version, events=meta.events, counts=meta.counts,
+                             acked=meta.acked)
         self.m_merges.inc()
         if (meta.held or "").startswith("worse"):
             self.m_held_back.inc()

@@ -32,7 +32,7 @@ from pyflink.datastream.functions import KeyedBroadcastProcessFunction, RuntimeC
 from riverflink import models
 from riverflink.models.signing import Verifier
 from riverflink.models.spec import build as build_model
-from riverflink.operators import sampling_profiler
+from riverflink.operators import loop_trace, sampling_profiler
 from riverflink.operators.dead_letters import REASON_CLASSES, reason_class
 from riverflink.operators.flink_state import DEAD_LETTER, LATEST_MODEL, METRICS, PREDICTIONS, REPLICA
 from riverflink.operators.frames import records
@@ -72,6 +72,8 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
 
     def open(self, ctx: RuntimeContext):
         sampling_profiler.start_if_asked()
+        self.trace = loop_trace.from_environment()
+        self.subtask = ctx.get_index_of_this_subtask()
         self.state = ctx.get_state(REPLICA)
         self.side = ReplicaSide(self.s.loop, build_model(self.s.model_spec))
         self.name = self.s.loop.model_name
@@ -105,7 +107,11 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
     def _replica(self, key) -> Replica:
         r = self.live.get(key)
         if r is None:
-            r = self.state.value() or self.side.fresh()
+            r = self.state.value()
+            if self.trace.on:
+                self.trace.write("replica_restored" if r is not None else "replica_fresh", replica=key,
+                                 subtask=self.subtask, **(_replica_summary(r) if r is not None else {}))
+            r = r or self.side.fresh()
             self.live[key] = r
         return r
 
@@ -116,13 +122,22 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         if latest is not None:
             if not self.base_created_at:  # after a restore, before any new version
                 self.base_created_at = latest.meta.created_at or 0.0
+            before = (replica.base_version, [u[0] for u in replica.in_flight]) if self.trace.on else None
             self.side.on_model(replica, key, latest.meta, lambda: self._merged_params(latest.version, latest.text))
+            if before is not None and replica.base_version != before[0]:
+                self.trace.write("rebase", replica=key, version=replica.base_version, was=before[0],
+                                 acked=latest.meta.acked.get(replica_id(key)), in_flight_before=before[1],
+                                 in_flight_after=[u[0] for u in replica.in_flight], since_sync=replica.since_sync)
         out = self.side.on_records(replica, key, records(value, self.s.batched), key_field=self.s.key_field,
                                    limits=self.s.limits, keep_predictions=self.s.training_predictions)
         yield from self._emit(key, replica, out, ctx)
         self.state.update(replica)
 
     def _emit(self, key, replica: Replica, out: BatchOutcome, ctx):
+        if self.trace.on:
+            self.trace.write("batch", replica=key, subtask=self.subtask, learned=out.score.events if out.score else 0,
+                             offsets=[(ev.partition, ev.offset) for ev in out.events],
+                             updates=len(out.updates), seq=replica.seq, since_sync=replica.since_sync)
         for rejected in out.rejected:
             self.m_dead_by[reason_class(rejected.reason)].inc()
             yield DEAD_LETTER, rejected.to_json(self.s.source_topic, self.s.limits.dead_letter_prefix)
@@ -159,6 +174,8 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
             return
         pieces = self.side.on_timer(replica, key)
         if pieces:
+            if self.trace.on:
+                self.trace.write("timer_update", replica=key, seq=replica.seq)
             self.m_syncs.inc()
             yield from pieces
             self.state.update(replica)
@@ -177,6 +194,11 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
             self.base_created_at = entry.meta.created_at or 0.0
             # the rebase needs its parameters: keep them from the model just built and checked
             self.params_cache = {entry.version: models.get_params(model)}
+
+
+def _replica_summary(r: Replica) -> dict:
+    return {"seq": r.seq, "since_sync": r.since_sync, "in_flight": [(u[0], u[2]) for u in r.in_flight],
+            "base_version": r.base_version, "events_learned": r.events_learned}
 
 
 def _metrics_record(job: str, replica: ReplicaId, version: int, task: str, score: Score | None, dead: int, events: list,

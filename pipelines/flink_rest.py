@@ -97,6 +97,11 @@ def checkpoint_interval_ms(address: str, job_id: str) -> int:
     return int(_call(address, f"/jobs/{job_id}/checkpoints/config").get("interval", 0))
 
 
+def checkpoint_mode(address: str, job_id: str) -> str:
+    """The job's checkpointing mode as Flink's REST API names it: ``exactly_once`` or ``at_least_once``."""
+    return str(_call(address, f"/jobs/{job_id}/checkpoints/config").get("mode", ""))
+
+
 def restarts(address: str, job_id: str) -> int:
     """Failures the job recovered from (entries in its exception history)."""
     return len(failures(address, job_id))

@@ -7,6 +7,12 @@
 * Checkpoints on a file system (a temporary directory on local runs), and a
   few failed checkpoints ridden out before a restart: a restart replays
   records, so it must not come from one slow checkpoint.
+* Checkpoints are always *exactly-once* (aligned barriers), whatever a
+  cluster's configuration says: the replicas and the merger read several
+  input channels, and at-least-once checkpoints let an operator take in
+  records that follow the barrier on one channel before its snapshot, so a
+  restore learns (or merges) them twice.  Seen as 89 of 4,500 events merged
+  twice across an adaptive rescale (``tests/test_elastic.py``).
 * The Kafka connector jars (:mod:`riverflink.pipelines.jars`).
 * A running cluster is reached through ``flink run`` (:mod:`pipelines.remote`);
   inside it, this environment is the cluster client's, and the cluster's
@@ -164,7 +170,9 @@ def make_env(cfg: FlinkConfig, job_name: str):
     env.set_max_parallelism(128)
     cluster_checkpoints = not local and env.get_checkpoint_config().is_checkpointing_enabled()
     if not cluster_checkpoints or cfg.checkpoint_ms is not None:
-        env.enable_checkpointing(cfg.checkpoint_ms or 5000, CheckpointingMode.AT_LEAST_ONCE)
+        env.enable_checkpointing(cfg.checkpoint_ms or 5000, CheckpointingMode.EXACTLY_ONCE)
+    # exactly-once state: a restore must never replay what a snapshot already holds (module docstring)
+    env.get_checkpoint_config().set_checkpointing_mode(CheckpointingMode.EXACTLY_ONCE)
     if local:
         env.get_checkpoint_config().set_tolerable_checkpoint_failure_number(cfg.tolerable_failed_checkpoints)
     patch_kafka_class_names()

@@ -59,6 +59,7 @@ def test_savepoint_and_rescale_keep_state_exact(kafka_bootstrap, tmp_path):
         wait_for_events(models, docs, HALF)
         first = flink_rest.find_running(cluster.address, f"riverflink-train-{run}")
         assert flink_rest.checkpoint_interval_ms(cluster.address, first) == 1000  # --checkpoint-ms given: it wins
+        assert flink_rest.checkpoint_mode(cluster.address, first) == "exactly_once"
         out = riverflink("stop", "--jobmanager", cluster.address, "--name", f"riverflink-train-{run}",
                          "--savepoint-dir", str(tmp_path / "savepoints")).stdout
         savepoint = out.split("savepoint: ")[1].split()[0]
@@ -84,5 +85,6 @@ def test_savepoint_and_rescale_keep_state_exact(kafka_bootstrap, tmp_path):
         assert any("replica-trainer" in name and p == 3 for name, p in chains.items()), chains
         # no --checkpoint-ms: the job keeps the cluster's own checkpoint interval (3 s), not riverflink's 5 s
         assert flink_rest.checkpoint_interval_ms(cluster.address, resumed[0]["jid"]) == 3000
+        assert flink_rest.checkpoint_mode(cluster.address, resumed[0]["jid"]) == "exactly_once"
     finally:
         cluster.stop()
