@@ -111,6 +111,13 @@ class Adapter:
                 out[k] = numeric.combine(a.get(k), [b.get(k)], [factor], numeric.LEARNED)
         return out
 
+    def derive(self, model: Any, params: dict, deltas: Sequence[dict]) -> dict:
+        """``params`` with the parameters that are functions of others recomputed where ``deltas`` touched them.
+
+        The merger calls it after merging updates learned on a base that other replicas' merges have since moved
+        (stale updates): their learned leaves were corrected, not recomputed.  The default derives nothing."""
+        return params
+
     def sum_deltas(self, model: Any, deltas: Sequence[dict]) -> dict:
         """One delta equal to applying ``deltas`` one after another (a replica's consecutive syncs)."""
         out = {}

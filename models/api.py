@@ -72,17 +72,21 @@ def apply_deltas(
     policy: "str | MergePolicy | None" = None,
     *,
     version: Any = None,
+    derive_from: Sequence[dict] = (),
 ) -> Any:
     """A new model: ``base`` plus ``deltas`` combined per ``policy``.
 
     ``template`` is any model of the family (its hyper-parameters are cloned).
-    With ``version`` the result remembers itself as that base.
+    With ``version`` the result remembers itself as that base.  ``derive_from``: deltas (of stale updates)
+    whose touched parameters that are functions of others are recomputed afterwards (``Adapter.derive``).
     """
     _check_weights(weights, len(deltas))
     for i, d in enumerate(deltas):
         numeric.check_finite(d, f"replica {i}")
     adapter = adapter_for(template)
     params = adapter.apply(template, base, deltas, weights, as_policy(policy))
+    if derive_from:
+        params = adapter.derive(template, params, derive_from)
     numeric.check_finite(params, "merged")
     model = template.clone()
     return set_params(model, params, version=version)

@@ -18,9 +18,9 @@ True
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
-from river import linear_model, utils
+from river import linear_model, optim, utils
 
 from riverflink.models import numeric, optimizer_state
 from riverflink.models.adapter import Adapter, register
@@ -40,6 +40,24 @@ class LinearAdapter(Adapter):
             "intercept": float(model.intercept),
             **optimizer_state.get_state(model.optimizer),
         }
+
+    def derive(self, model: Any, params: dict, deltas: Sequence[dict]) -> dict:
+        """FTRL-Proximal: a weight is a function of its ``z`` and ``n``
+        (:func:`~riverflink.models.optimizer_state.ftrl_weight`), and River recomputes it from them at each
+        step that touches it.  Merged ``z`` and ``n`` are exact sums while a stale update's weight delta was
+        learned against other sums, so the weights of the features such updates touched are recomputed from the
+        merged ``z`` and ``n`` (kept where ``|z| <= l1``, River's rule).  Measured in ``bench/sync.py``'s loop on
+        6,000 Clicks events, K=4: the final merged model 0.648 accuracy against River's 0.718 before, 0.737
+        after; served accuracy after warm-up -4.13 points against River before, -0.22 after."""
+        opt = model.optimizer
+        if not isinstance(opt, optim.FTRLProximal) or not deltas:
+            return params
+        weights, z, n = dict(params.get("weights", {})), params.get("opt_z", {}), params.get("opt_n", {})
+        for key in {k for d in deltas for k in d.get("opt_z", ())}:
+            w = optimizer_state.ftrl_weight(opt, z.get(key, 0.0), n.get(key, 0.0))
+            if w is not None:
+                weights[key] = w
+        return {**params, "weights": weights}
 
     def set_params(self, model: Any, params: dict) -> None:
         model._weights = utils.VectorDict(dict(params.get("weights", {})), model.initializer)

@@ -26,6 +26,7 @@ error instead of being merged silently wrong.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from river import optim
@@ -83,6 +84,20 @@ def set_state(opt: Any, params: dict) -> None:
     elif isinstance(opt, optim.FTRLProximal):
         opt.z = collections.defaultdict(float, params.get("opt_z", {}))
         opt.n = collections.defaultdict(float, params.get("opt_n", {}))
+
+
+def ftrl_weight(opt: Any, z: float, n: float) -> float | None:
+    """The weight FTRL-Proximal ``opt`` regenerates from a coordinate's ``z`` and ``n`` at the start of a step
+    (River's formula), or ``None`` where ``|z| <= l1`` (River then leaves the weight as it was).
+
+    >>> ftrl_weight(optim.FTRLProximal(alpha=0.1, beta=1.0, l1=0.5, l2=1.0), z=-2.5, n=9.0)
+    0.04878048780487805
+    >>> ftrl_weight(optim.FTRLProximal(l1=0.5), z=0.3, n=1.0) is None
+    True
+    """
+    if abs(z) <= opt.l1:
+        return None
+    return -(((opt.beta + n ** 0.5) / opt.alpha + opt.l2) ** -1) * (z - math.copysign(opt.l1, z))
 
 
 def scale_lr(opt: Any, factor: float) -> Any:

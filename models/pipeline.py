@@ -45,6 +45,10 @@ class PipelineAdapter(Adapter):
         pairs = zip(self.step_adapters(model), steps(model), a["steps"], b["steps"], strict=True)
         return {"steps": [ad.add_learned(s, x, y, factor) for ad, s, x, y in pairs]}
 
+    def derive(self, model: Any, params: dict, deltas: Sequence[dict]) -> dict:
+        pairs = zip(self.step_adapters(model), steps(model), params["steps"], strict=True)
+        return {"steps": [a.derive(s, p, [d["steps"][i] for d in deltas]) for i, (a, s, p) in enumerate(pairs)]}
+
     def sum_deltas(self, model: Any, deltas: Sequence[dict]) -> dict:
         return {
             "steps": [

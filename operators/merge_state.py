@@ -219,8 +219,11 @@ class MergerState:
             corrected[r] = family.sum_deltas(self.template, [c for _, c in earlier])
             raw[r] = family.sum_deltas(self.template, [d for d, _ in earlier])
         weights = [sum(u.events for u in us) for us in by_replica.values()]
+        # parameters derived from others (FTRL's weights from z and n) are recomputed where stale updates touched them
+        stale = [u.delta for u in updates if self.staleness(u) > 0]
         try:
-            return models.apply_deltas(self.template, self.params, list(corrected.values()), weights, policy), raw
+            return models.apply_deltas(self.template, self.params, list(corrected.values()), weights, policy,
+                                       derive_from=stale), raw
         except (ValueError, OverflowError):
             return None, {}
 

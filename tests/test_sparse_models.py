@@ -111,3 +111,30 @@ def test_one_replica_through_the_loop_equals_river():
     for x, _ in EVENTS[2000:2300]:
         p = river.predict_proba_one(dict(hasher.transform_one(x)))[True]
         assert abs(final.predict_proba_one(x)[True] - p) < 1e-9
+
+
+def test_a_stale_ftrl_update_gets_its_weights_from_the_merged_z_and_n():
+    """Two replicas learn on the same base; the second one's update arrives after the first was merged (stale):
+    the weights of the features it touched are FTRL's own function of the merged (exactly summed) ``z`` and
+    ``n``, where ``|z| > l1``; the first, fresh update's weights are merged as learned, as at K=1."""
+    from riverflink.models.optimizer_state import ftrl_weight
+
+    spec = "LogisticRegression(ftrl_l1=0.5)"
+    settings = LoopSettings("m", sync=SyncPolicy(every_events=100, every_seconds=None), precision="float64")
+    replica_side, merger_side = ReplicaSide(settings, build(spec)), MergerSide(settings, build(spec))
+    merger, replicas = merger_side.fresh(), [replica_side.fresh(), replica_side.fresh()]
+    pieces = []
+    for k, replica in enumerate(replicas):
+        batch = EVENTS[100 * k: 100 * (k + 1)]
+        pieces += replica_side.on_events(replica, k, [x for x, _ in batch], [y for _, y in batch]).updates
+    first = merger_side.on_update(merger, pieces[0], now=1.0).document
+    after_first = models.get_params(models.from_wire(first))
+    assert after_first["weights"] == models.get_params(replicas[0].model)["weights"]  # fresh: as learned
+    params = models.get_params(models.from_wire(merger_side.on_update(merger, pieces[1], now=2.0).document))
+    opt = build(spec).optimizer
+    touched = models.get_params(replicas[1].model)["opt_z"]
+    derived = {k: ftrl_weight(opt, params["opt_z"][k], params["opt_n"][k]) for k in touched}
+    assert sum(w is not None for w in derived.values()) > 20
+    for k, w in derived.items():
+        if w is not None:
+            assert params["weights"][k] == pytest.approx(w, rel=1e-12), k
