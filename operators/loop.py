@@ -126,10 +126,16 @@ class ReplicaSide:
     def on_model(self, replica: Replica, key: Any, meta: ModelMeta, params: Callable[[], dict]) -> bool:
         """Rebase ``replica`` onto a validated merged version if it is newer; ``params()`` gives its parameters.
 
-        Updates of this replica that the version lists as refused are sent again with its next update."""
-        if meta.version is None or meta.version <= replica.base_version:
-            return False
+        Updates of this replica that the version lists as refused are sent again with its next update.  An
+        assembled sharded model (``meta.slices``, :class:`~riverflink.operators.model_feed.ModelFeed`) is
+        acknowledged shard by shard."""
+        if meta.version is None or meta.version <= replica.base_version or max(1, len(meta.slices)) != self.s.shards:
+            return False  # (a model of another shard count is another job's: its acknowledgements are not ours)
         rid = replica_id(key)
+        if meta.slices:
+            return self._rebase_sharded(replica, rid, meta.version, tuple(s.version for s in meta.slices),
+                                        [s.acked.get(rid, 0) for s in meta.slices],
+                                        [s.refused_updates.get(rid, ()) for s in meta.slices], params())
         resent = replica.rebase(params(), meta.version, meta.acked.get(rid, 0), meta.refused_updates.get(rid, ()))
         if resent:
             log.warning("replica %s sends the learning of %d refused update(s) again", rid, resent)
@@ -143,9 +149,13 @@ class ReplicaSide:
         if manifest.version <= replica.base_version:
             return False
         rid = replica_id(key)
-        resent = replica.rebase(sharding.join(self.template, slices()), manifest.version,
-                                [m.acked.get(rid, 0) for m in metas], [m.refused_updates.get(rid, ()) for m in metas],
-                                slices=manifest.slices)
+        return self._rebase_sharded(replica, rid, manifest.version, manifest.slices,
+                                    [m.acked.get(rid, 0) for m in metas], [m.refused_updates.get(rid, ()) for m in metas],
+                                    sharding.join(self.template, slices()))
+
+    def _rebase_sharded(self, replica: Replica, rid: str, version: int, slice_versions: tuple, acks: list,
+                        refusals: list, params: dict) -> bool:
+        resent = replica.rebase(params, version, acks, refusals, slices=slice_versions)
         if resent:
             log.warning("replica %s sends the learning of %d refused update piece(s) again", rid, resent)
         return True

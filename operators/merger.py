@@ -1,5 +1,9 @@
 """``Merger``: keyed by model name.  Input 1: replica updates (bytes); input 2: the ``models`` topic.
 
+With ``--shards M`` it is keyed by ``<model>#<shard>`` (:func:`~riverflink.models.manifest.shard_key`): each key
+merges its shard's slice, outputs each slice document as ``"<model>#<shard>\n<JSON>"`` (the record carries its
+Kafka key) and tells the manifest writer (:data:`SLICES_PUBLISHED`, ``"<shard> <slice version>"``).
+
 A Flink shell over :class:`~riverflink.operators.loop.MergerSide` (the loop's
 merger half): it keeps the :class:`~riverflink.operators.merge_state.MergerState`
 in keyed state, registers the ``wait_ms`` timer, signs and size-checks each
@@ -19,10 +23,12 @@ from pyflink.datastream.functions import KeyedCoProcessFunction, RuntimeContext
 
 from riverflink import models
 from riverflink.models.document import of_dict
+from riverflink.models import manifest as manifest_doc
+from riverflink.models.manifest import shard_key
 from riverflink.models.signing import Signer, sign
 from riverflink.models.spec import build as build_model
 from riverflink.operators import loop_trace, sampling_profiler
-from riverflink.operators.flink_state import MERGER
+from riverflink.operators.flink_state import MERGER, SLICES_PUBLISHED
 from riverflink.operators.loop import LoopSettings, MergeOutcome, MergerSide
 from riverflink.operators.merge_state import MergerState
 from riverflink.operators.messages import decode_update
@@ -64,18 +70,26 @@ class Merger(KeyedCoProcessFunction):
         for name in self.last:
             group.gauge(name, lambda name=name: int(self.last[name]))
 
-    def _merger(self) -> MergerState:
+    def _merger(self, key: str) -> MergerState:
         state = self.state.value()
+        shards = self.settings.shards
+        if state is not None and state.shards != shards:
+            log.warning("merger %s: its saved state is a slice of %d shard(s), this job has %d: it starts this "
+                        "slice afresh (moving a job to another --shards: docs/model-families.md)", key, state.shards,
+                        shards)
+            state = None
         if self.trace.on and not self.restored_seen:
             self.restored_seen = True
             self.trace.write("merger_restored" if state is not None else "merger_fresh",
                              **({"version": state.version, "merges": state.merges, "events": state.events,
                                  "acked": state.acked, "pending": [(u.replica, u.seq, u.events) for u in state.pending]}
                                 if state is not None else {}))
+        if state is None and shards > 1:
+            return self.side.fresh(int(key.rsplit("#", 1)[1]))
         return self.side.configure(state)
 
     def process_element1(self, update: bytes, ctx):
-        merger = self._merger()
+        merger = self._merger(ctx.get_current_key())
         if self.trace.on:
             head = decode_update(update)
             self.trace.write("update_in", replica=head.replica, seq=head.seq, events=head.events,
@@ -87,7 +101,9 @@ class Merger(KeyedCoProcessFunction):
         self.state.update(merger)
 
     def process_element2(self, value, ctx):
-        merger = self._merger()
+        if self.settings.shards > 1 and value.startswith(manifest_doc.PREFIX):
+            return  # the manifest publisher's, not a merger shard's business
+        merger = self._merger(ctx.get_current_key())
         # its own documents come back too: only a newer version is validated (and adopted)
         entry, model, problem = accept(value, self.rules, merger.version)
         if problem:
@@ -100,7 +116,7 @@ class Merger(KeyedCoProcessFunction):
             self.state.update(merger)
 
     def on_timer(self, timestamp, ctx):
-        merger = self._merger()
+        merger = self._merger(ctx.get_current_key())
         if merger.pending:
             yield from self._emit(merger, self.side.on_timer(merger))
             self.state.update(merger)
@@ -133,4 +149,8 @@ class Merger(KeyedCoProcessFunction):
                       "published (%d so far); bound the model's features (--max-model-features) or raise the limit",
                       meta.version, len(text), self.max_doc_bytes, self.oversized)
             return
-        yield text.decode()
+        if merger.shards > 1:
+            yield f"{shard_key(merger.name, merger.shard)}\n{text.decode()}"
+            yield SLICES_PUBLISHED, f"{merger.shard} {meta.version}"
+        else:
+            yield text.decode()

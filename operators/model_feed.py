@@ -19,13 +19,19 @@ Anything else is logged, counted and ignored: it never crashes a job.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from riverflink import models
+from riverflink.models import manifest as manifest_doc
+from riverflink.models import sharding
 from riverflink.models.document import ModelMeta, read_document
+from riverflink.models.manifest import Manifest, SliceMeta
 from riverflink.models.signing import Verifier, verify
 
 log = logging.getLogger("riverflink")
@@ -68,27 +74,152 @@ def accept(value: str | bytes, rules: FeedRules, current: int | None,
     document = read_document(value)
     if document is None:
         return None, None, "not a riverflink.model/1 document"
-    doc, meta = document.doc, document.meta
-    if meta.name is None:
-        return None, None, "model document without a model name"
-    if meta.name != rules.model_name:
-        return None, None, None
-    version = meta.version
+    return _accept_document(document.doc, document.meta, value, rules, current, now)
+
+
+def _checked(doc: dict, name: Any, version: Any, rules: FeedRules, current: int | None,
+             now: float | None) -> tuple[bool, str | None]:
+    """``(True, None)`` when a document of model ``name`` at ``version`` is this reader's, newer than
+    ``current``, within the version window and (if asked) signed; else ``(False, reason or None)``."""
+    if name is None:
+        return False, "model document without a model name"
+    if name != rules.model_name:
+        return False, None
     now = time.time() if now is None else now
     if version is None or not 1 <= version <= int(now * 1000) + rules.max_skew_ms:
         shown = str(doc["meta"].get("version"))[:40]
-        return None, None, f"version {shown!r} is not an integer in [1, now + {rules.max_skew_ms} ms]"
+        return False, f"version {shown!r} is not an integer in [1, now + {rules.max_skew_ms} ms]"
     if current is not None and version <= current:
-        return None, None, None
+        return False, None
     if rules.verifier is not None:
         bad = verify(doc, rules.verifier)
         if bad:
-            return None, None, f"version {version} refused: {bad}"
+            return False, f"version {version} refused: {bad}"
+    return True, None
+
+
+def _accept_document(doc: dict, meta: ModelMeta, value: str | bytes, rules: FeedRules, current: int | None,
+                     now: float | None) -> tuple[Accepted | None, Any, str | None]:
+    ok, problem = _checked(doc, meta.name, meta.version, rules, current, now)
+    if not ok:
+        return None, None, problem
     try:
         model = models.from_wire(doc)
     except Exception as e:  # noqa: BLE001 - any invalid document is refused, whatever it breaks
-        return None, None, f"version {version} refused: {type(e).__name__}: {str(e)[:200]}"
+        return None, None, f"version {meta.version} refused: {type(e).__name__}: {str(e)[:200]}"
     if rules.serving and meta.held:
         return None, None, None  # replicas learn on from it; serving keeps the previous version
     text = value.decode() if isinstance(value, bytes) else value
     return Accepted(meta, text), model, None
+
+
+class ModelFeed:
+    """The ``models`` topic as one reader sees it, sharded models included: offer every record in order.
+
+    * A whole-model document goes through :func:`accept`.
+    * A *slice* (a model document with ``meta.shards`` > 1) and a *manifest*
+      (:mod:`riverflink.models.manifest`) are each validated like a document
+      (model name, version window, signature; a slice is rebuilt by
+      ``from_wire``) and handed to a :class:`SliceAssembler`.  When a manifest
+      newer than ``current`` has all the slices it names, :meth:`offer` answers
+      the assembled model as an ordinary :class:`Accepted` entry: a whole-model
+      document (never published, so unsigned) whose version is the manifest's
+      and whose ``meta.slices`` lists each slice's version and acknowledgements,
+      so that replicas rebase shard by shard.
+    * A slice or manifest answers ``(None, None, None)`` while it waits, and a
+      reason when it is refused.
+
+    Restored readers call :meth:`seed` with the entry they kept, so that a later
+    manifest naming some of the same slices can still be assembled.  A slice
+    read before the restore point but not yet part of an assembled model is
+    not kept: such a reader assembles again once that shard publishes a newer
+    slice (every update of every replica makes each shard publish one).
+    """
+
+    def __init__(self, rules: FeedRules):
+        from riverflink.operators.slice_assembly import SliceAssembler
+
+        self.rules = rules
+        self.assembler = SliceAssembler(rules.model_name)
+        #: manifest version -> its created_at
+        self._created: dict[int, float] = {}
+
+    def offer(self, value: str | bytes, current: Accepted | None,
+              now: float | None = None) -> tuple[Accepted | None, Any, str | None]:
+        rules = self.rules
+        if len(value) > rules.max_bytes:
+            return None, None, f"model document of {len(value)} bytes exceeds {rules.max_bytes}"
+        try:
+            doc = orjson.loads(value)
+        except (ValueError, TypeError):
+            return None, None, "not a riverflink.model/1 document"
+        if current is not None and self.assembler.current is None:
+            self.seed(current)
+        at = None if current is None else current.version
+        if manifest_doc.is_manifest(doc):
+            return self._manifest(doc, at, now)
+        document = read_document(value)
+        if document is None:
+            return None, None, "not a riverflink.model/1 document"
+        if document.meta.shards <= 1:
+            return _accept_document(document.doc, document.meta, value, rules, at, now)
+        return self._slice(document.doc, document.meta, now)
+
+    def _manifest(self, doc: dict, current: int | None, now: float | None):
+        manifest = manifest_doc.manifest_of(doc)
+        if manifest is None:
+            return None, None, "a malformed riverflink.manifest/1 document"
+        ok, problem = _checked(doc, manifest.name, manifest.version, self.rules, current, now)
+        if not ok:
+            return None, None, problem
+        created = doc["meta"].get("created_at")
+        self._created = {manifest.version: float(created) if isinstance(created, (int, float)) else 0.0}
+        return self._assembled(self.assembler.on_manifest(manifest))
+
+    def _slice(self, doc: dict, meta: ModelMeta, now: float | None):
+        if not 0 <= meta.shard < meta.shards:
+            return None, None, f"slice {meta.shard} of {meta.shards} shards"
+        ok, problem = _checked(doc, meta.name, meta.version, self.rules, None, now)
+        if not ok:
+            return None, None, problem
+        try:
+            model = models.from_wire(doc)
+        except Exception as e:  # noqa: BLE001 - any invalid document is refused, whatever it breaks
+            return None, None, f"slice {meta.shard} version {meta.version} refused: {type(e).__name__}: {str(e)[:200]}"
+        head = SliceMeta(meta.name, meta.epoch, meta.shards, meta.shard, meta.version)  # type: ignore[arg-type]
+        return self._assembled(self.assembler.on_slice(head, (meta, model)))
+
+    def _assembled(self, out) -> tuple[Accepted | None, Any, str | None]:
+        if out is None:
+            return None, None, None
+        manifest, parts = out.manifest, out.slices
+        metas = [m for m, _ in parts]
+        model = parts[0][1].clone(include_attributes=True) if hasattr(parts[0][1], "clone") else parts[0][1]
+        params = sharding.join(model, [models.get_params(m) for _, m in parts])
+        models.set_params(model, params, version=manifest.version)
+        first = metas[0]  # shard 0 keeps the model's counts
+        doc = models.to_wire(
+            model, name=manifest.name, version=manifest.version, counts=first.counts,
+            created_at=self._created.get(manifest.version) or first.created_at, events=first.events,
+            shards=manifest.shards, epoch=manifest.epoch,
+            slices=[{"shard": s, "version": v, "acked": m.acked, "refused_updates": m.refused_updates}
+                    for s, (v, m) in enumerate(zip(manifest.slices, metas))])
+        text = models.dumps(doc).decode()
+        return Accepted(ModelMeta.read(doc["meta"]), text), model, None
+
+    def seed(self, entry: Accepted) -> None:
+        """Hold the slices of an assembled entry kept in state (a restored reader), as if just read."""
+        if not entry.meta.slices or self.assembler.current is not None:
+            return
+        model = models.from_wire(entry.text)
+        slices = sharding.split(model, models.get_params(model), len(entry.meta.slices))
+        base = ModelMeta.read(orjson.loads(entry.text).get("meta"))
+        for info, params in zip(entry.meta.slices, slices):
+            part = model.clone(include_attributes=True)
+            models.set_params(part, params)
+            meta = dataclasses.replace(base, shard=info.shard, version=info.version, acked=info.acked,
+                                       refused_updates=info.refused_updates, slices=())
+            self.assembler.on_slice(SliceMeta(base.name, base.epoch, base.shards, info.shard, info.version),  # type: ignore[arg-type]
+                                    (meta, part))
+        self.assembler.on_manifest(Manifest(base.name, entry.version, base.epoch,  # type: ignore[arg-type]
+                                            tuple(i.version for i in entry.meta.slices)))

@@ -21,7 +21,7 @@ from riverflink import models
 from riverflink.models.signing import Verifier
 from riverflink.operators import sampling_profiler
 from riverflink.operators.flink_state import LATEST_MODEL
-from riverflink.operators.model_feed import FeedRules, accept
+from riverflink.operators.model_feed import FeedRules, ModelFeed
 from riverflink.operators.dead_letters import Rejected
 from riverflink.operators.events import parse_event
 from riverflink.operators.frames import Record, records
@@ -50,6 +50,7 @@ class Predictor(KeyedBroadcastProcessFunction):
         sampling_profiler.start_if_asked()
         self.version, self.created_at, self.model = None, None, None
         self.accepted: dict = {}
+        self.feed = ModelFeed(self.rules)  # whole documents, or a sharded model's slices and manifests
         group = ctx.get_metrics_group().add_group("riverflink")
         self.m_answers = {s: group.counter(f"answers_{s}") for s in ("ok", "bad_request", "no_model_yet")}
         self.m_prediction_errors = group.counter("prediction_errors")
@@ -102,7 +103,7 @@ class Predictor(KeyedBroadcastProcessFunction):
     def process_broadcast_element(self, value, ctx):
         state = ctx.get_broadcast_state(LATEST_MODEL)
         current = state.get(self.name)
-        entry, model, problem = accept(value, self.rules, None if current is None else current.version)
+        entry, model, problem = self.feed.offer(value, current)
         if problem:
             log.warning("ignoring a record on the models topic: %s", problem)
             if self.m_refused_models is not None:

@@ -39,7 +39,7 @@ from riverflink.operators.frames import records
 from riverflink.operators.limits import DEFAULT_LIMITS, Limits
 from riverflink.operators.loop import BatchOutcome, LoopSettings, ReplicaSide
 from riverflink.operators.messages import ReplicaId, replica_id
-from riverflink.operators.model_feed import FeedRules, accept
+from riverflink.operators.model_feed import FeedRules, ModelFeed
 from riverflink.operators.records import prediction_record
 from riverflink.operators.replica import Replica
 from riverflink.operators.scoring import Score
@@ -78,6 +78,7 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         self.side = ReplicaSide(self.s.loop, build_model(self.s.model_spec))
         self.name = self.s.loop.model_name
         self.rules = FeedRules(self.name, self.s.max_skew_ms, verifier=self.s.verifier)
+        self.feed = ModelFeed(self.rules)  # whole documents, or a sharded model's slices and manifests
         self.live: dict = {}
         self.params_cache: dict = {}
         # Flink metrics (web UI, any reporter; riverflink's Prometheus endpoint with --metrics-port)
@@ -185,7 +186,7 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
     def process_broadcast_element(self, value, ctx):
         state = ctx.get_broadcast_state(LATEST_MODEL)
         current = state.get(self.name)
-        entry, model, problem = accept(value, self.rules, None if current is None else current.version)
+        entry, model, problem = self.feed.offer(value, current)
         if problem:
             self.m_refused_models.inc()
             log.warning("ignoring a record on the models topic: %s", problem)

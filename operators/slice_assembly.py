@@ -28,33 +28,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from riverflink.models.manifest import Manifest, SliceMeta
+
 #: slice versions a reader keeps per shard while it waits for the manifest that names them
 KEEP_PER_SHARD = 8
-
-
-@dataclass(frozen=True)
-class SliceMeta:
-    """What a slice document says of itself (its ``meta``)."""
-
-    name: str
-    epoch: int
-    shards: int
-    shard: int
-    version: int
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """One model version of a sharded model: the slice version of each shard, in shard order."""
-
-    name: str
-    version: int
-    epoch: int
-    slices: tuple[int, ...]
-
-    @property
-    def shards(self) -> int:
-        return len(self.slices)
 
 
 @dataclass(frozen=True)

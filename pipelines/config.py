@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from riverflink.models.manifest import MAX_SHARDS
 from riverflink.models.policies import POLICIES, MergePolicy
 from riverflink.models.update_codec import PRECISIONS
 from riverflink.operators.merge_state import MergeTrigger
@@ -167,7 +169,11 @@ class TrainConfig:
         "than MARGIN; serving keeps the previous version (default: off)", metavar="MARGIN")
     max_model_features: int = option(10_000, "distinct features the model may hold; each replica admits its share "
                                      "(this / --replicas) first come, first served, and drops (and counts) later "
-                                     "new ones")
+                                     "new ones (no bound with --shards > 1)")
+    shards: int = option(1, "M: merger shards; each merges and publishes the parameters of the features it owns "
+                         "(a stable hash of the feature), and a manifest names the slices of each version "
+                         "(linear models, StandardScaler, FeatureHasher, OneHotEncoder; docs/model-families.md)",
+                         metavar="M")
     signing_key: str | None = option(None, "Ed25519 private key, read by the merger's task managers alone: the "
                                      "merger signs every model document and replicas accept only signed ones "
                                      "(default: $RIVERFLINK_SIGNING_KEY; make one with 'riverflink keys')",
@@ -193,6 +199,10 @@ class TrainConfig:
             raise ConfigError(f"--replicas must be >= 1, got {self.replicas}")
         if self.quality_gate is not None and not self.quality_gate >= 0:
             raise ConfigError(f"--quality-gate must be >= 0, got {self.quality_gate}")
+        if not 1 <= self.shards <= MAX_SHARDS:
+            raise ConfigError(f"--shards must be in [1, {MAX_SHARDS}], got {self.shards}")
+        if self.shards > 1 and self.quality_gate is not None:
+            raise ConfigError("--quality-gate does not work with --shards > 1 yet (each shard would judge alone)")
         if self.max_model_features < self.replicas:
             raise ConfigError(f"--max-model-features must be >= --replicas ({self.replicas}), "
                               f"got {self.max_model_features}")
@@ -224,6 +234,10 @@ class TrainConfig:
                 from riverflink.models import scale_learning_rate
 
                 scale_learning_rate(model, self.replicas)
+            if self.shards > 1:
+                from riverflink.models.sharding import check_shardable
+
+                check_shardable(model)
             self.sync_policy()
         except ValueError as e:
             raise ConfigError(str(e)) from None
@@ -247,7 +261,8 @@ class TrainConfig:
         return LoopSettings(
             model_name=self.model_name, mode=self.mode, sync=self.sync_policy(), precision=self.update_precision,
             policy=self.policy(), trigger=self.trigger(), quality_gate=self.quality_gate,
-            replica_features=self.max_model_features // self.replicas,
+            replica_features=self.max_model_features // self.replicas if self.shards <= 1 else None,
+            shards=self.shards, epoch=int(time.time() * 1000) if self.shards > 1 else 0,
             lr_scale=float(self.replicas) if self.merge_policy == "scaled_average" else 1.0,
             classes=frozenset(c.strip().lower() if c.strip().lower() in ("true", "false") else c.strip()
                               for c in self.classes.split(",") if c.strip()) if self.classes else None)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from riverflink.models.document import read_document
+from riverflink.models.manifest import read_manifest
 from riverflink.models.spec import build as build_model
 from riverflink.pipelines import kafka_io
 from riverflink.pipelines.broker import die_with_parent, stop_pid
@@ -61,6 +62,8 @@ class DemoConfig:
     file: str | None = option(None, "a labelled .jsonl or .csv file instead of --dataset")
     target: str | None = option(None, "label column of a CSV file")
     mode: str = option("exact", "how replicas learn", choices=MODES)
+    shards: int = option(1, "M merger shards (--shards of train; the summary adds model_features and "
+                         "largest_slice_bytes)", metavar="M")
     model_name: str = "demo"
     parallelism: int = option(2, "subtasks per operator")
     timeout: float = 240.0
@@ -74,7 +77,7 @@ class DemoConfig:
         """The training job this run starts."""
         return TrainConfig(self.bootstrap_servers, model_spec=self.model_spec, model_name=self.model_name,
                            replicas=self.replicas, sync_every_events=self.sync_every,
-                           merge_policy=self.merge_policy, mode=self.mode, topics=self.topics,
+                           merge_policy=self.merge_policy, mode=self.mode, topics=self.topics, shards=self.shards,
                            group_id=f"riverflink-train{self._suffix}", flink=FlinkConfig(parallelism=self.parallelism))
 
     def serve_config(self) -> ServeConfig:
@@ -112,6 +115,9 @@ class DemoResult:
     serving_versions: list
     model_age_ms: list  # age of the model behind each answer
     latency_ms: list  # request sent -> answer produced
+    #: a sharded model: its features (per-feature parameters of the final step) and its largest slice document
+    model_features: int = 0
+    largest_slice_bytes: int = 0
 
     def percentiles(self, values: list) -> str:
         if not values:
@@ -125,6 +131,8 @@ class DemoResult:
             f"summary: events={self.events} learned={self.learned} dead_lettered={self.dead_lettered} "
             f"model_versions={len(self.model_versions)} served_{metric}={self.served_accuracy:.4f} "
             f"baseline_{metric}={self.baseline_accuracy:.4f} predictions={self.predictions}"
+            + (f" model_features={self.model_features} largest_slice_bytes={self.largest_slice_bytes}"
+               if self.largest_slice_bytes else "")
         )
 
 
@@ -194,6 +202,8 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
     # one metrics record per replica batch, keyed by its source offsets: a replay after a failure counts once
     batches: dict = {}
     serving, versions, dead = {}, [], []
+    slices: dict = {}  # a sharded model: shard -> its newest slice document
+    manifests: list = []  # ... and its manifests (serving assembles a model from one and its slices)
     labels = {i: y for i, (_, y) in enumerate(labelled)}
     shown, last_shown = 0, 0.0
 
@@ -214,8 +224,14 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
                         f"(truth {truth!s:<5}) model v{rec['model_version']} age {rec['model_age_ms']:.0f} ms")
         for value in model_reader.poll(0):
             document = read_document(value)
-            if document is not None:
+            if document is None:
+                manifest = read_manifest(value)
+                if manifest is not None:
+                    manifests.append(manifest)
+            else:
                 versions.append(document.meta)
+                if document.meta.shards > 1:
+                    slices[document.meta.shard] = document
         dead.extend(r for r in dlq.poll_json(0) if r)
         for m in metrics.poll_json(0):
             if m and m.get("events"):
@@ -246,7 +262,7 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
     bad = list(MALFORMED)
     for start in range(0, len(events), batch):
         if start >= warmup:
-            while not versions:
+            while not versions or (cfg.shards > 1 and not manifests):
                 _check_alive(jobs, cfg)
                 if time.time() > deadline:
                     raise ConfigError(f"no model on {t.models} within {cfg.timeout:.0f}s")
@@ -307,4 +323,19 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
         serving_versions=[serving[i]["model_version"] for i in answered],
         model_age_ms=[serving[i]["model_age_ms"] for i in answered],
         latency_ms=[1000 * (serving[i]["ts"] - request_sent[i]) for i in answered if i in request_sent],
+        model_features=_model_features(slices.values()),
+        largest_slice_bytes=max((d.size for d in slices.values()), default=0),
     )
+
+
+def _model_features(slices) -> int:
+    """Features with a parameter in the final step of a sharded model (a weight, or FTRL's ``z``/``n`` of a
+    weight still 0), over its newest slice documents."""
+    from riverflink import models
+    from riverflink.models.labels import final_step
+
+    total = 0
+    for document in slices:
+        params = models.get_params(final_step(models.from_wire(document.doc)))
+        total += len({k for leaf in params.values() if isinstance(leaf, dict) for k in leaf})
+    return total

@@ -123,7 +123,7 @@ def text_kafka_source(servers: str, topic: str, group_id: str, properties: Kafka
 
 
 def text_sink(servers: str, topic: str, compression: str = "none", properties: KafkaProperties = KafkaProperties(),
-              key: str | None = None) -> KafkaSink:
+              key: str | None = None, keyed_lines: bool = False) -> KafkaSink:
     """At-least-once string sink: consumers dedupe by id / model version.
 
     ``compression``: the producer's ``compression.type`` (model documents go
@@ -131,10 +131,19 @@ def text_sink(servers: str, topic: str, compression: str = "none", properties: K
     ``properties``: Kafka client properties, over riverflink's defaults.
     ``key``: the same record key on every record (the model name on ``models``, so that a
     compacted topic keeps each model's newest document).
+    ``keyed_lines``: each record is ``"<key>\n<value>"`` and carries its own key (a sharded model's slices and
+    manifests); needs riverflink's jar.
     """
-    serializer = (KafkaRecordSerializationSchema.builder().set_topic(topic)
-                  .set_value_serialization_schema(SimpleStringSchema()))
-    if key is not None and jars.operators_jar() is not None:  # without riverflink's jar: unkeyed records
+    serializer = KafkaRecordSerializationSchema.builder().set_topic(topic)
+    if keyed_lines:
+        from pyflink.common.serialization import SerializationSchema
+
+        line = get_gateway().jvm.riverflink.KeyedLineSchema
+        serializer = (serializer.set_value_serialization_schema(SerializationSchema(line(False)))
+                      .set_key_serialization_schema(SerializationSchema(line(True))))
+    else:
+        serializer = serializer.set_value_serialization_schema(SimpleStringSchema())
+    if key is not None and not keyed_lines and jars.operators_jar() is not None:  # without the jar: unkeyed
         serializer = serializer.set_key_serialization_schema(_constant_key(key))
     builder = (
         KafkaSink.builder()

@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Any
 
-from riverflink.operators.model_feed import FeedRules, accept
+from riverflink.operators.model_feed import FeedRules, ModelFeed
 
 log = logging.getLogger("riverflink")
 
@@ -48,6 +48,9 @@ class LiveModel:
                                serving=True)
         #: (version, created_at, River model) of the newest accepted version, swapped as a whole
         self._current: tuple[int, float, Any] | None = None
+        #: whole documents, or a sharded model's slices and manifests, assembled (operators.model_feed)
+        self._feed = ModelFeed(self.rules)
+        self._entry = None
         self.ignored = 0
         self._stop = threading.Event()
         self._arrived = threading.Event()
@@ -94,13 +97,13 @@ class LiveModel:
 
     def offer(self, value: bytes | str) -> bool:
         """Consider one record of the models topic; ``True`` if it became the held version."""
-        current = self._current
-        entry, model, problem = accept(value, self.rules, None if current is None else current[0])
+        entry, model, problem = self._feed.offer(value, self._entry)
         if entry is None:
             if problem:
                 self.ignored += 1
                 log.warning("LiveModel %s ignored a record: %s", self.model_name, problem)
             return False
+        self._entry = entry
         self._current = (entry.version, entry.meta.created_at or 0.0, model)
         self._arrived.set()
         return True

@@ -12,6 +12,14 @@
        │                        ▼
        └──────────────── Merger ◄── models (adopt newer versions after a restart)
 
+With ``--shards M`` the merger runs as M keys ``<model>#<shard>``, each merging the pieces of the updates for
+the features it owns and publishing its slice; a manifest publisher names each model version's slices::
+
+    replica updates ─► (one piece per shard) ─► Merger[model#0 .. model#M-1] ──► models (slices, key model#s)
+                                                      │ "<shard> <slice version>"
+                                                      ▼
+                                               ManifestPublisher ──────────────► models (manifests, key model)
+
 :func:`build` reads top to bottom as the dataflow; the comment before each
 step says what flows out of it.  The loop's logic is in
 :mod:`riverflink.operators.loop`; the steps here only wire it to Kafka.
@@ -25,8 +33,11 @@ from pathlib import Path
 from pyflink.common import Types
 
 from riverflink.models.document import read_document
-from riverflink.operators.flink_state import DEAD_LETTER, LATEST_MODEL, METRICS, PREDICTIONS
+from riverflink.models.manifest import shard_key
+from riverflink.operators.flink_state import DEAD_LETTER, LATEST_MODEL, METRICS, PREDICTIONS, SLICES_PUBLISHED
+from riverflink.operators.manifest_publisher import ManifestPublisher
 from riverflink.operators.merger import Merger
+from riverflink.operators.messages import update_shard
 from riverflink.operators.replica_trainer import ReplicaTrainer, TrainerSettings
 from riverflink.pipelines import java_ops
 from riverflink.pipelines.config import TrainConfig
@@ -37,6 +48,23 @@ from riverflink.pipelines.flink_runtime import make_env
 def _model_name(text: str) -> str:
     document = read_document(text)
     return "" if document is None else str(document.meta.name)
+
+
+def _shard_keys(name: str, shards: int):
+    """Key selectors of the sharded merger: ``(update key, document key)``.  An update goes to the shard in its
+    head (a shard out of range to shard 0, which refuses it); a slice read back to its own shard's key, anything
+    else on the topic to shard 0's (whose validation ignores or refuses it)."""
+    def update_key(update: bytes) -> str:
+        shard = update_shard(update)
+        return shard_key(name, shard if shard < shards else 0)
+
+    def document_key(text: str) -> str:
+        document = read_document(text)
+        meta = None if document is None else document.meta
+        ok = meta is not None and meta.shards == shards and 0 <= meta.shard < shards
+        return shard_key(name, meta.shard if ok else 0)  # type: ignore[union-attr]
+
+    return update_key, document_key
 
 
 def build(cfg: TrainConfig):
@@ -82,20 +110,43 @@ def build(cfg: TrainConfig):
                                                                properties=props)).name(
             "sink-training-predictions").uid("sink-training-predictions")
 
-    # str: each new version's JSON document (signed when --signing-key is set); one merger per model
+    # str: each new version's JSON document (signed when --signing-key is set); one merger per model, or with
+    # --shards M one per shard, each publishing its slice as "<model>#<shard>\n<JSON>"
     name = cfg.model_name
-    merger = Merger(loop, cfg.model_spec, signing_key=str(Path(cfg.signing_key).resolve()) if cfg.signing_key else None,
-                    verify_key=verifier.public_raw if verifier else None)
-    merged = (
+    signing_key = str(Path(cfg.signing_key).resolve()) if cfg.signing_key else None
+    merger = Merger(loop, cfg.model_spec, signing_key=signing_key, verify_key=verifier.public_raw if verifier else None)
+    if loop.shards <= 1:
+        merged = (
+            updates.connect(model_docs)
+            .key_by(lambda _update: name, _model_name, key_type=Types.STRING())
+            .process(merger, output_type=Types.STRING())
+            .name("merger")
+            .uid("merger")
+            .set_parallelism(1)
+        )
+        # the serving topic, compacted and keyed by model name
+        models_sink = text_sink(servers, t.models, compression="gzip", properties=props, key=name)
+        merged.sink_to(models_sink).name("sink-models").uid("sink-models").set_parallelism(1)
+        return env
+
+    update_key, document_key = _shard_keys(name, loop.shards)
+    slices = (
         updates.connect(model_docs)
-        .key_by(lambda _update: name, _model_name, key_type=Types.STRING())
+        .key_by(update_key, document_key, key_type=Types.STRING())
         .process(merger, output_type=Types.STRING())
-        .name("merger")
-        .uid("merger")
+        .name("merger-shards")
+        .uid("merger-shards")
+    )
+    # str: "<model>\n<manifest JSON>", one per slice published once every shard has published one
+    manifests = (
+        slices.get_side_output(SLICES_PUBLISHED)
+        .key_by(lambda _slice: name, key_type=Types.STRING())
+        .process(ManifestPublisher(loop, signing_key=signing_key), output_type=Types.STRING())
+        .name("manifest-publisher")
+        .uid("manifest-publisher")
         .set_parallelism(1)
     )
-
-    # the serving topic, compacted and keyed by model name
-    models_sink = text_sink(servers, t.models, compression="gzip", properties=props, key=name)
-    merged.sink_to(models_sink).name("sink-models").uid("sink-models").set_parallelism(1)
+    # slices under "<model>#<shard>", manifests under "<model>": a compacted topic keeps each one's newest
+    models_sink = text_sink(servers, t.models, compression="gzip", properties=props, keyed_lines=True)
+    slices.union(manifests).sink_to(models_sink).name("sink-models").uid("sink-models").set_parallelism(1)
     return env

@@ -1,0 +1,111 @@
+"""Readers of a sharded model (pure): slices and manifests read off ``models`` become one whole model, validated
+like every document, and replicas rebase on it shard by shard (``operators.model_feed.ModelFeed``)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from riverflink import models
+from riverflink.models import manifest as manifest_doc
+from riverflink.models.manifest import Manifest
+from riverflink.models.sharding import join
+from riverflink.models.signing import Signer, sign
+from riverflink.models.spec import build
+from riverflink.operators.loop import LoopSettings, MergerSide, ReplicaSide
+from riverflink.operators.messages import update_shard
+from riverflink.operators.model_feed import FeedRules, ModelFeed
+from riverflink.operators.slice_assembly import ManifestWriter
+from riverflink.pipelines.click_stream import click_events
+
+SPEC = "FeatureHasher(n_features=4096)|LogisticRegression(ftrl=true)"
+
+
+def _run(shards: int, signer: Signer, rounds: int = 3):
+    """Two replicas learn click events; each update's pieces go to their merger shard; every new slice is
+    signed and followed by the manifest a ManifestWriter names.  Returns (records in publication order, the
+    replica side, the replicas, the mergers)."""
+    settings = LoopSettings("m", shards=shards, epoch=7)
+    replicas, mergers = ReplicaSide(settings, build(SPEC)), MergerSide(settings, build(SPEC))
+    states = [mergers.fresh(s) for s in range(shards)]
+    writer = ManifestWriter("m", epoch=7, shards=shards)
+    reps = [replicas.fresh() for _ in range(2)]
+    events = list(click_events(200 * rounds, seed=9))
+    out = []
+    for r in range(rounds):
+        for k, rep in enumerate(reps):
+            chunk = events[(2 * r + k) * 100: (2 * r + k + 1) * 100]
+            learned = replicas.on_events(rep, k, [x for x, _ in chunk], [y for _, y in chunk])
+            pieces = learned.updates or replicas.encode(rep.take_update("m", str(k)), rep)
+            for piece in pieces:
+                doc = mergers.on_update(states[update_shard(piece)], piece, now=1000.0 + len(out)).document
+                if doc is None:
+                    continue
+                out.append(models.dumps(sign(doc, signer)))
+                manifest = writer.on_slice(doc["meta"]["shard"], doc["meta"]["version"], version=2_000_000 + len(out))
+                if manifest is not None:
+                    out.append(manifest_doc.dumps(sign(manifest_doc.manifest_document(manifest, 1.0), signer)))
+    return out, replicas, reps, states
+
+
+def test_a_reader_assembles_exactly_the_slices_a_manifest_names_and_replicas_rebase_on_it():
+    signer = Signer.generate()
+    records, side, reps, states = _run(3, signer)
+    feed = ModelFeed(FeedRules("m", verifier=signer.verifier()))
+    current, assembled = None, []
+    for value in records:
+        entry, model, problem = feed.offer(value, current, now=5_000.0)
+        assert problem is None
+        if entry is not None:
+            current = entry
+            assembled.append(entry.version)
+            assert models.get_params(model) == models.get_params(models.from_wire(entry.text))
+    assert len(assembled) >= 5 and assembled == sorted(assembled)
+    # the last assembled model is exactly the merger shards' slices joined
+    template = build(SPEC)
+    assert models.get_params(models.from_wire(current.text)) == join(template, [s.params for s in states])
+    meta = current.meta
+    assert [s.version for s in meta.slices] == [s.version for s in states]
+    assert meta.events == states[0].events == 600
+    # a replica rebases on it shard by shard: every piece acknowledged, nothing in flight
+    rep = reps[0]
+    assert side.on_model(rep, 0, meta, lambda: models.get_params(models.from_wire(current.text)))
+    assert rep.base_version == meta.version and rep.base_slices == tuple(s.version for s in meta.slices)
+    assert rep.in_flight == []
+
+
+def test_forged_slices_and_manifests_are_refused_with_a_reason():
+    signer, forger = Signer.generate(), Signer.generate()
+    records, *_ = _run(2, forger, rounds=1)
+    feed = ModelFeed(FeedRules("m", verifier=signer.verifier()))
+    problems = [feed.offer(v, None, now=5_000.0)[2] for v in records]
+    assert problems and all(p and "refused" in p for p in problems), problems
+    bad = manifest_doc.dumps({"schema": manifest_doc.SCHEMA, "meta": {"name": "m", "version": 5, "slices": [1]}})
+    assert "malformed" in ModelFeed(FeedRules("m")).offer(bad, None)[2]
+
+
+def test_a_restored_reader_seeded_with_its_entry_assembles_a_manifest_that_reuses_old_slices():
+    signer = Signer.generate()
+    records, *_ = _run(2, signer)
+    first = ModelFeed(FeedRules("m"))
+    current = None
+    history = []
+    for value in records:
+        entry = first.offer(value, current, now=5_000.0)[0]
+        current = entry or current
+        history.append(current)
+    # restore right after the second-to-last assembly (the manifest that completed it); replay what came after
+    cut = min(i for i, e in enumerate(history) if e is not None and e.version == current.version) - 1
+    while history[cut] is history[cut - 1]:
+        cut -= 1
+    kept = history[cut]
+    restored = ModelFeed(FeedRules("m"))
+    again = None
+    for value in records[cut + 1:]:
+        again = restored.offer(value, kept, now=5_000.0)[0] or again
+    assert again is not None and again.version == current.version and again.text == current.text
+    assert dataclasses.replace(again.meta) == current.meta
+
+
+def test_a_manifest_from_the_writer_reads_back():
+    m = Manifest("m", version=12, epoch=3, slices=(4, 9, 2))
+    assert manifest_doc.read_manifest(manifest_doc.dumps(manifest_doc.manifest_document(m, 1.0))) == m
