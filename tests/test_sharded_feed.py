@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from riverflink import models
 from riverflink.models import manifest as manifest_doc
 from riverflink.models.manifest import Manifest
@@ -109,3 +111,17 @@ def test_a_restored_reader_seeded_with_its_entry_assembles_a_manifest_that_reuse
 def test_a_manifest_from_the_writer_reads_back():
     m = Manifest("m", version=12, epoch=3, slices=(4, 9, 2))
     assert manifest_doc.read_manifest(manifest_doc.dumps(manifest_doc.manifest_document(m, 1.0))) == m
+
+
+def test_manifests_match_their_json_schema():
+    import json
+    import pathlib
+
+    import jsonschema
+
+    schema = json.loads((pathlib.Path(models.__file__).parent / "schema" / "manifest.schema.json").read_text())
+    doc = sign(manifest_doc.manifest_document(Manifest("m", version=12, epoch=3, slices=(4, 9)), 1.0),
+               Signer.generate())
+    jsonschema.validate(doc, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**doc, "meta": {**doc["meta"], "slices": [4]}}, schema)
