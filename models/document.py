@@ -55,22 +55,6 @@ class SliceInfo:
     #: replica -> pieces this shard refused (their learning is sent again)
     refused_updates: dict[str, list[int]] = field(default_factory=dict)
 
-    @classmethod
-    def read(cls, v: Any) -> "SliceInfo | None":
-        if not isinstance(v, dict) or _int(v.get("shard")) is None or _int(v.get("version")) is None:
-            return None
-        return cls(v["shard"], v["version"], _int_map(v.get("acked")), _seq_lists(v.get("refused_updates")))
-
-
-def _slices(v: Any) -> tuple[SliceInfo, ...]:
-    """The slices of an assembled model, in shard order; empty unless every entry is well formed."""
-    if not isinstance(v, list):
-        return ()
-    infos = [SliceInfo.read(x) for x in v]
-    if any(i is None for i in infos) or [i.shard for i in infos] != list(range(len(infos))):  # type: ignore[union-attr]
-        return ()
-    return tuple(infos)  # type: ignore[arg-type]
-
 
 @dataclass(frozen=True)
 class ModelMeta:
@@ -108,8 +92,8 @@ class ModelMeta:
     shard: int = 0
     shards: int = 1
     epoch: int = 0
-    #: an assembled sharded model (never published; built by a reader from a manifest and its slices): the
-    #: slices it was assembled from, in shard order (empty for anything else)
+    #: an assembled sharded model (built by a reader, operators.model_feed.ModelFeed, never read from a
+    #: document): the slices it was assembled from, in shard order (empty for anything else)
     slices: tuple[SliceInfo, ...] = ()
 
     @classmethod
@@ -138,7 +122,6 @@ class ModelMeta:
             shard=_int(meta.get("shard")) or 0,
             shards=max(1, _int(meta.get("shards")) or 1),
             epoch=_int(meta.get("epoch")) or 0,
-            slices=_slices(meta.get("slices")),
         )
 
 

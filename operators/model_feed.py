@@ -19,7 +19,6 @@ Anything else is logged, counted and ignored: it never crashes a job.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -30,8 +29,8 @@ import orjson
 from riverflink import models
 from riverflink.models import manifest as manifest_doc
 from riverflink.models import sharding
-from riverflink.models.document import ModelMeta, read_document
-from riverflink.models.manifest import Manifest, SliceMeta
+from riverflink.models.document import ModelMeta, SliceInfo, read_document
+from riverflink.models.manifest import SliceMeta
 from riverflink.models.signing import Verifier, verify
 
 log = logging.getLogger("riverflink")
@@ -51,10 +50,14 @@ class FeedRules:
 
 @dataclass(frozen=True)
 class Accepted:
-    """A validated version: its metadata and its JSON text (to rebuild the model after a restore)."""
+    """A validated version: its metadata and its JSON text (to rebuild the model after a restore).
+
+    An assembled sharded model (:class:`ModelFeed`) keeps its manifest as ``text`` and its slice documents as
+    ``parts`` (shard order); :func:`entry_model` rebuilds either kind."""
 
     meta: ModelMeta
     text: str
+    parts: tuple[str, ...] = ()
 
     @property
     def version(self) -> int:
@@ -141,8 +144,8 @@ class ModelFeed:
 
         self.rules = rules
         self.assembler = SliceAssembler(rules.model_name)
-        #: manifest version -> its created_at
-        self._created: dict[int, float] = {}
+        #: manifest version -> (its text, its created_at)
+        self._manifests: dict[int, tuple[str, float]] = {}
 
     def offer(self, value: str | bytes, current: Accepted | None,
               now: float | None = None) -> tuple[Accepted | None, Any, str | None]:
@@ -156,16 +159,17 @@ class ModelFeed:
         if current is not None and self.assembler.current is None:
             self.seed(current)
         at = None if current is None else current.version
+        text = value.decode() if isinstance(value, bytes) else value
         if manifest_doc.is_manifest(doc):
-            return self._manifest(doc, at, now)
+            return self._manifest(doc, text, at, now)
         document = read_document(value)
         if document is None:
             return None, None, "not a riverflink.model/1 document"
         if document.meta.shards <= 1:
             return _accept_document(document.doc, document.meta, value, rules, at, now)
-        return self._slice(document.doc, document.meta, now)
+        return self._slice(document.doc, document.meta, text, now)
 
-    def _manifest(self, doc: dict, current: int | None, now: float | None):
+    def _manifest(self, doc: dict, text: str, current: int | None, now: float | None):
         manifest = manifest_doc.manifest_of(doc)
         if manifest is None:
             return None, None, "a malformed riverflink.manifest/1 document"
@@ -173,10 +177,10 @@ class ModelFeed:
         if not ok:
             return None, None, problem
         created = doc["meta"].get("created_at")
-        self._created = {manifest.version: float(created) if isinstance(created, (int, float)) else 0.0}
+        self._manifests = {manifest.version: (text, float(created) if isinstance(created, (int, float)) else 0.0)}
         return self._assembled(self.assembler.on_manifest(manifest))
 
-    def _slice(self, doc: dict, meta: ModelMeta, now: float | None):
+    def _slice(self, doc: dict, meta: ModelMeta, text: str, now: float | None):
         if not 0 <= meta.shard < meta.shards:
             return None, None, f"slice {meta.shard} of {meta.shards} shards"
         ok, problem = _checked(doc, meta.name, meta.version, self.rules, None, now)
@@ -187,39 +191,48 @@ class ModelFeed:
         except Exception as e:  # noqa: BLE001 - any invalid document is refused, whatever it breaks
             return None, None, f"slice {meta.shard} version {meta.version} refused: {type(e).__name__}: {str(e)[:200]}"
         head = SliceMeta(meta.name, meta.epoch, meta.shards, meta.shard, meta.version)  # type: ignore[arg-type]
-        return self._assembled(self.assembler.on_slice(head, (meta, model)))
+        return self._assembled(self.assembler.on_slice(head, (meta, model, text)))
 
     def _assembled(self, out) -> tuple[Accepted | None, Any, str | None]:
+        """The complete set as an entry (its manifest's text, its slices' texts) and the joined model."""
         if out is None:
             return None, None, None
         manifest, parts = out.manifest, out.slices
-        metas = [m for m, _ in parts]
-        model = parts[0][1].clone(include_attributes=True) if hasattr(parts[0][1], "clone") else parts[0][1]
-        params = sharding.join(model, [models.get_params(m) for _, m in parts])
-        models.set_params(model, params, version=manifest.version)
+        metas = [m for m, _, _ in parts]
+        model = _joined([m for _, m, _ in parts], manifest.version)
         first = metas[0]  # shard 0 keeps the model's counts
-        doc = models.to_wire(
-            model, name=manifest.name, version=manifest.version, counts=first.counts,
-            created_at=self._created.get(manifest.version) or first.created_at, events=first.events,
-            shards=manifest.shards, epoch=manifest.epoch,
-            slices=[{"shard": s, "version": v, "acked": m.acked, "refused_updates": m.refused_updates}
-                    for s, (v, m) in enumerate(zip(manifest.slices, metas))])
-        text = models.dumps(doc).decode()
-        return Accepted(ModelMeta.read(doc["meta"]), text), model, None
+        text, created = self._manifests.get(manifest.version, ("", 0.0))
+        meta = ModelMeta(name=manifest.name, version=manifest.version, created_at=created or first.created_at,
+                         events=first.events, counts=first.counts, shards=manifest.shards, epoch=manifest.epoch,
+                         slices=tuple(SliceInfo(s, v, m.acked, m.refused_updates)
+                                      for s, (v, m) in enumerate(zip(manifest.slices, metas))))
+        return Accepted(meta, text, tuple(t for _, _, t in parts)), model, None
 
     def seed(self, entry: Accepted) -> None:
         """Hold the slices of an assembled entry kept in state (a restored reader), as if just read."""
-        if not entry.meta.slices or self.assembler.current is not None:
+        if not entry.parts or self.assembler.current is not None:
             return
-        model = models.from_wire(entry.text)
-        slices = sharding.split(model, models.get_params(model), len(entry.meta.slices))
-        base = ModelMeta.read(orjson.loads(entry.text).get("meta"))
-        for info, params in zip(entry.meta.slices, slices):
-            part = model.clone(include_attributes=True)
-            models.set_params(part, params)
-            meta = dataclasses.replace(base, shard=info.shard, version=info.version, acked=info.acked,
-                                       refused_updates=info.refused_updates, slices=())
-            self.assembler.on_slice(SliceMeta(base.name, base.epoch, base.shards, info.shard, info.version),  # type: ignore[arg-type]
-                                    (meta, part))
-        self.assembler.on_manifest(Manifest(base.name, entry.version, base.epoch,  # type: ignore[arg-type]
-                                            tuple(i.version for i in entry.meta.slices)))
+        for text in entry.parts:
+            document = read_document(text)
+            if document is not None:
+                meta = document.meta
+                head = SliceMeta(meta.name, meta.epoch, meta.shards, meta.shard, meta.version)  # type: ignore[arg-type]
+                self.assembler.on_slice(head, (meta, models.from_wire(document.doc), text))
+        manifest = manifest_doc.read_manifest(entry.text)
+        if manifest is not None:
+            self._manifests = {manifest.version: (entry.text, entry.meta.created_at or 0.0)}
+            self.assembler.on_manifest(manifest)
+
+
+def _joined(slice_models: list, version: int) -> Any:
+    """One model holding every slice's parameters (the first slice's hyper-parameters)."""
+    model = slice_models[0].clone(include_attributes=True)
+    return models.set_params(model, sharding.join(model, [models.get_params(m) for m in slice_models]),
+                             version=version)
+
+
+def entry_model(entry: Accepted) -> Any:
+    """The estimator an accepted entry holds: its document rebuilt, or an assembled model's slices joined."""
+    if entry.parts:
+        return _joined([models.from_wire(orjson.loads(t)) for t in entry.parts], entry.version)
+    return models.from_wire(entry.text)

@@ -17,11 +17,10 @@ import time
 from pyflink.datastream.functions import KeyedBroadcastProcessFunction, RuntimeContext
 from river.utils import inspect as river_inspect
 
-from riverflink import models
 from riverflink.models.signing import Verifier
 from riverflink.operators import sampling_profiler
 from riverflink.operators.flink_state import LATEST_MODEL
-from riverflink.operators.model_feed import FeedRules, ModelFeed
+from riverflink.operators.model_feed import FeedRules, ModelFeed, entry_model
 from riverflink.operators.dead_letters import Rejected
 from riverflink.operators.events import parse_event
 from riverflink.operators.frames import Record, records
@@ -65,7 +64,7 @@ class Predictor(KeyedBroadcastProcessFunction):
         if entry is not None and entry.version != self.version:
             self.version, self.created_at = entry.version, entry.meta.created_at
             built = self.accepted.pop(entry.version, None)  # the model accept() built, if this subtask saw it
-            self.model = built if built is not None else models.from_wire(entry.text)
+            self.model = built if built is not None else entry_model(entry)
             self.classifier = river_inspect.isclassifier(self.model)  # once per version, not per request
         now_ms = int(time.time() * 1000)
         answers = [self._answer(record, now_ms) for record in records(value, self.batched)]

@@ -39,7 +39,7 @@ from riverflink.operators.frames import records
 from riverflink.operators.limits import DEFAULT_LIMITS, Limits
 from riverflink.operators.loop import BatchOutcome, LoopSettings, ReplicaSide
 from riverflink.operators.messages import ReplicaId, replica_id
-from riverflink.operators.model_feed import FeedRules, ModelFeed
+from riverflink.operators.model_feed import Accepted, FeedRules, ModelFeed, entry_model
 from riverflink.operators.records import prediction_record
 from riverflink.operators.replica import Replica
 from riverflink.operators.scoring import Score
@@ -99,11 +99,11 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         group.gauge("staleness_ms", lambda: int(1000 * (time.time() - self.base_created_at))
                     if self.base_created_at else 0)
 
-    def _merged_params(self, version: int, text: str) -> dict:
-        """Parameters of ``version``; parsed again only after a restore emptied the cache."""
-        if version not in self.params_cache:
-            self.params_cache = {version: models.get_params(models.from_wire(orjson.loads(text)))}
-        return self.params_cache[version]
+    def _merged_params(self, entry: Accepted) -> dict:
+        """Parameters of an accepted version; rebuilt from its document(s) only after a restore emptied the cache."""
+        if entry.version not in self.params_cache:
+            self.params_cache = {entry.version: models.get_params(entry_model(entry))}
+        return self.params_cache[entry.version]
 
     def _replica(self, key) -> Replica:
         r = self.live.get(key)
@@ -124,7 +124,7 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
             if not self.base_created_at:  # after a restore, before any new version
                 self.base_created_at = latest.meta.created_at or 0.0
             before = (replica.base_version, [u[0] for u in replica.in_flight]) if self.trace.on else None
-            self.side.on_model(replica, key, latest.meta, lambda: self._merged_params(latest.version, latest.text))
+            self.side.on_model(replica, key, latest.meta, lambda: self._merged_params(latest))
             if before is not None and replica.base_version != before[0]:
                 self.trace.write("rebase", replica=key, version=replica.base_version, was=before[0],
                                  acked=latest.meta.acked.get(replica_id(key)), in_flight_before=before[1],

@@ -85,12 +85,17 @@ def cmd_tail(args) -> int:
         if args.what == "models":
             from riverflink.models.document import read_document
 
+            from riverflink.models.manifest import read_manifest
+
             document = read_document(value)
-            if document is None:
+            manifest = read_manifest(value) if document is None else None
+            if manifest is not None:
+                text = f"manifest {manifest.name[:40]} v{manifest.version} slices={list(manifest.slices)}"
+            elif document is None:
                 text = f"(not a model document: {len(value)} bytes)"
             else:
                 meta = document.meta
-                text = (f"model {str(meta.name)[:40]} v{meta.version} events={meta.events} "
+                text = (f"model {_shown_name(meta)} v{meta.version} events={meta.events} "
                         f"counts={str(meta.counts)[:200]} bytes={len(value)} "
                         f"{'signed' if document.signed else 'unsigned'}")
         print(text, flush=True)
@@ -121,11 +126,16 @@ def cmd_models(args) -> int:
             if len(values) < last or any(d and wanted(d.meta) for d in map(read_document, values)):
                 break
             last *= 8
-    rows, foreign, refusals = [], 0, []
+    from riverflink.models.manifest import read_manifest
+
+    rows, foreign, manifests, refusals = [], 0, 0, []
     for value in values:
         document = read_document(value)
         if document is None:
-            foreign += 1
+            if read_manifest(value) is not None:
+                manifests += 1
+            else:
+                foreign += 1
             continue
         if not wanted(document.meta):
             continue
@@ -141,33 +151,43 @@ def cmd_models(args) -> int:
         for document, check in rows:
             if verifier is not None and check != "verified":
                 continue  # with a key, the newest version is the newest one it verifies
-            held = latest.get(document.meta.name)
+            key = (document.meta.name, document.meta.shard)  # a sharded model: each shard's newest slice
+            held = latest.get(key)
             if held is None or (document.meta.version or 0) > (held[0].meta.version or 0):
-                latest[document.meta.name] = (document, check)
+                latest[key] = (document, check)
         rows = list(latest.values())
     print(f"{'name':12} {'version':>14} {'seq':>5} {'events':>8} {'bytes':>7}  {'created_at':20} {'signature':10} "
           f"counts / quality gate")
     previous: dict = {}
     for document, check in rows:
         m = document.meta
-        before = previous.get(m.name)
-        previous[m.name] = (m, check)
+        before = previous.get((m.name, m.shard))
+        previous[(m.name, m.shard)] = (m, check)
         if before is not None and not args.latest:
             marker = _new_history(before, (m, check))
             if marker:
                 print(f"-- {str(m.name)[:40]}: a new history starts here: {marker}")
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m.created_at or 0))
         serving = f"held: {m.held}" if m.held else ("served" if m.gated else "-")
-        print(f"{str(m.name)[:12]:12} {str(m.version)[:14]:>14} {str(m.sequence)[:5]:>5} {str(m.events)[:8]:>8} "
+        print(f"{_shown_name(m)[:12]:12} {str(m.version)[:14]:>14} {str(m.sequence)[:5]:>5} {str(m.events)[:8]:>8} "
               f"{document.size:>7}  {stamp:20} {check:10} {str(m.counts)[:200]}  {serving[:200]}")
     if foreign:
         print(f"({foreign} record(s) on {args.models_topic} were not model documents and were skipped)")
+    if manifests:
+        print(f"({manifests} manifest(s) of sharded models: MODEL#S rows are shard S's slices; 'riverflink tail "
+              "models' shows the manifests)")
     for refusal in refusals[:20]:
         print(f"(REFUSED {refusal})")
     print("(seq: merges by the job that published the version; events: events the model holds; counts: events "
           "each replica key added to this version; signature: checked with --verify-key; quality gate: served "
           "unless held)")
     return 0
+
+
+def _shown_name(meta) -> str:
+    """A model's name, or ``name#shard`` for a slice of a sharded model."""
+    name = str(meta.name)[:40]
+    return f"{name}#{meta.shard}" if meta.shards > 1 else name
 
 
 def _new_history(before: tuple, after: tuple) -> str:
