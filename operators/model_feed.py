@@ -101,15 +101,24 @@ def _checked(doc: dict, name: Any, version: Any, rules: FeedRules, current: int 
     return True, None
 
 
-def _accept_document(doc: dict, meta: ModelMeta, value: str | bytes, rules: FeedRules, current: int | None,
-                     now: float | None) -> tuple[Accepted | None, Any, str | None]:
+def _validated(doc: dict, meta: ModelMeta, rules: FeedRules, current: int | None, now: float | None,
+               what: str) -> tuple[Any, str | None]:
+    """``(model, None)`` for a document this reader takes (:func:`_checked`, then rebuilt by ``from_wire``);
+    ``(None, reason or None)`` otherwise.  ``what`` names the document in a reason."""
     ok, problem = _checked(doc, meta.name, meta.version, rules, current, now)
     if not ok:
-        return None, None, problem
+        return None, problem
     try:
-        model = models.from_wire(doc)
+        return models.from_wire(doc), None
     except Exception as e:  # noqa: BLE001 - any invalid document is refused, whatever it breaks
-        return None, None, f"version {meta.version} refused: {type(e).__name__}: {str(e)[:200]}"
+        return None, f"{what} refused: {type(e).__name__}: {str(e)[:200]}"
+
+
+def _accept_document(doc: dict, meta: ModelMeta, value: str | bytes, rules: FeedRules, current: int | None,
+                     now: float | None) -> tuple[Accepted | None, Any, str | None]:
+    model, problem = _validated(doc, meta, rules, current, now, f"version {meta.version}")
+    if model is None:
+        return None, None, problem
     if rules.serving and meta.held:
         return None, None, None  # replicas learn on from it; serving keeps the previous version
     text = value.decode() if isinstance(value, bytes) else value
@@ -183,13 +192,9 @@ class ModelFeed:
     def _slice(self, doc: dict, meta: ModelMeta, text: str, now: float | None):
         if not 0 <= meta.shard < meta.shards:
             return None, None, f"slice {meta.shard} of {meta.shards} shards"
-        ok, problem = _checked(doc, meta.name, meta.version, self.rules, None, now)
-        if not ok:
+        model, problem = _validated(doc, meta, self.rules, None, now, f"slice {meta.shard} version {meta.version}")
+        if model is None:
             return None, None, problem
-        try:
-            model = models.from_wire(doc)
-        except Exception as e:  # noqa: BLE001 - any invalid document is refused, whatever it breaks
-            return None, None, f"slice {meta.shard} version {meta.version} refused: {type(e).__name__}: {str(e)[:200]}"
         head = SliceMeta(meta.name, meta.epoch, meta.shards, meta.shard, meta.version)  # type: ignore[arg-type]
         return self._assembled(self.assembler.on_slice(head, (meta, model, text)))
 
