@@ -144,9 +144,14 @@ def read_document(value: str | bytes) -> ModelDocument | None:
         doc = orjson.loads(value)
     except (ValueError, TypeError):
         return None
+    return document_of(doc, len(value))
+
+
+def document_of(doc: Any, size: int) -> ModelDocument | None:
+    """A record's already parsed JSON as a document of ``size`` bytes; ``None`` unless a ``riverflink.model/1``."""
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA or not isinstance(doc.get("meta"), dict):
         return None
-    return ModelDocument(doc, ModelMeta.read(doc["meta"]), len(value))
+    return ModelDocument(doc, ModelMeta.read(doc["meta"]), size)
 
 
 def of_dict(doc: dict) -> ModelDocument:

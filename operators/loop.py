@@ -266,6 +266,23 @@ class MergerSide:
         return self.configure(MergerState(self.s.model_name, self.template, trigger=self.s.trigger, shard=shard,
                                           shards=self.s.shards, epoch=self.s.epoch))
 
+    def restore(self, merger: MergerState | None, shard: int = 0) -> MergerState:
+        """Shard ``shard``'s merger from its saved state (``None``: none yet): configured with this job's settings,
+        or fresh when it was saved as a slice of another shard count (logged; moving a job to another
+        ``--shards``: ``docs/model-families.md``).
+
+        >>> from riverflink.models.spec import build as build_model
+        >>> side = MergerSide(LoopSettings("m", shards=2, epoch=5), build_model("LogisticRegression"))
+        >>> restored = side.restore(MergerState("m", build_model("LogisticRegression"), version=9, shards=4), shard=1)
+        >>> restored.version, restored.shard, restored.shards, restored.epoch
+        (0, 1, 2, 5)
+        """
+        if merger is not None and merger.shards != self.s.shards:
+            log.warning("merger shard %d: its saved state is a slice of %d shard(s), this job has %d: it starts its "
+                        "slice afresh", shard, merger.shards, self.s.shards)
+            merger = None
+        return self.fresh(shard) if merger is None else self.configure(merger)
+
     def configure(self, merger: MergerState | None) -> MergerState:
         """A new merger, or a restored one with this job's settings (they win over a restored state's)."""
         merger = merger or MergerState(self.s.model_name, self.template, trigger=self.s.trigger)

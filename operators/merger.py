@@ -72,21 +72,13 @@ class Merger(KeyedCoProcessFunction):
 
     def _merger(self, key: str) -> MergerState:
         state = self.state.value()
-        shards = self.settings.shards
-        if state is not None and state.shards != shards:
-            log.warning("merger %s: its saved state is a slice of %d shard(s), this job has %d: it starts this "
-                        "slice afresh (moving a job to another --shards: docs/model-families.md)", key, state.shards,
-                        shards)
-            state = None
         if self.trace.on and not self.restored_seen:
             self.restored_seen = True
             self.trace.write("merger_restored" if state is not None else "merger_fresh",
                              **({"version": state.version, "merges": state.merges, "events": state.events,
                                  "acked": state.acked, "pending": [(u.replica, u.seq, u.events) for u in state.pending]}
                                 if state is not None else {}))
-        if state is None and shards > 1:
-            return self.side.fresh(int(key.rsplit("#", 1)[1]))
-        return self.side.configure(state)
+        return self.side.restore(state, int(key.rsplit("#", 1)[1]) if self.settings.shards > 1 else 0)
 
     def process_element1(self, update: bytes, ctx):
         merger = self._merger(ctx.get_current_key())

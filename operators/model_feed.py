@@ -29,9 +29,10 @@ import orjson
 from riverflink import models
 from riverflink.models import manifest as manifest_doc
 from riverflink.models import sharding
-from riverflink.models.document import ModelMeta, SliceInfo, read_document
+from riverflink.models.document import ModelMeta, SliceInfo, document_of, read_document
 from riverflink.models.manifest import SliceMeta
 from riverflink.models.signing import Verifier, verify
+from riverflink.operators.slice_assembly import SliceAssembler
 
 log = logging.getLogger("riverflink")
 
@@ -121,8 +122,11 @@ def _accept_document(doc: dict, meta: ModelMeta, value: str | bytes, rules: Feed
         return None, None, problem
     if rules.serving and meta.held:
         return None, None, None  # replicas learn on from it; serving keeps the previous version
-    text = value.decode() if isinstance(value, bytes) else value
-    return Accepted(meta, text), model, None
+    return Accepted(meta, _text(value)), model, None
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class ModelFeed:
@@ -149,8 +153,6 @@ class ModelFeed:
     """
 
     def __init__(self, rules: FeedRules):
-        from riverflink.operators.slice_assembly import SliceAssembler
-
         self.rules = rules
         self.assembler = SliceAssembler(rules.model_name)
         #: manifest version -> (its text, its created_at)
@@ -168,15 +170,14 @@ class ModelFeed:
         if current is not None and self.assembler.current is None:
             self.seed(current)
         at = None if current is None else current.version
-        text = value.decode() if isinstance(value, bytes) else value
         if manifest_doc.is_manifest(doc):
-            return self._manifest(doc, text, at, now)
-        document = read_document(value)
+            return self._manifest(doc, _text(value), at, now)
+        document = document_of(doc, len(value))  # (parsed once, whatever the record holds)
         if document is None:
             return None, None, "not a riverflink.model/1 document"
         if document.meta.shards <= 1:
             return _accept_document(document.doc, document.meta, value, rules, at, now)
-        return self._slice(document.doc, document.meta, text, now)
+        return self._slice(document.doc, document.meta, _text(value), now)
 
     def _manifest(self, doc: dict, text: str, current: int | None, now: float | None):
         manifest = manifest_doc.manifest_of(doc)

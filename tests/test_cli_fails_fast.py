@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from riverflink.pipelines.broker import free_port
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def riverflink(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "riverflink.pipelines.cli", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
+from tests.cluster_jobs import riverflink
 
 
 @pytest.mark.parametrize(

@@ -8,26 +8,23 @@ a new consumer group (so only the savepoint can tell it where to continue).
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from riverflink.pipelines import flink_rest, kafka_io
 from riverflink.pipelines.config import Topics
 from riverflink.pipelines.sources import encode_events, river_events
+from tests import cluster_jobs
 from tests.exact_content import assert_scaler_holds_each_event_once
 from riverflink.pipelines.standalone import StandaloneCluster
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[1]
 HALF = 2000
 
 
 def riverflink(*args: str) -> subprocess.CompletedProcess:
-    res = subprocess.run([sys.executable, "-m", "riverflink.pipelines.cli", *args], cwd=REPO, capture_output=True, text=True,
-                         timeout=240)
+    res = cluster_jobs.riverflink(*args, timeout=240)
     assert res.returncode == 0, res.stderr[-2000:]
     return res
 

@@ -5,7 +5,6 @@ answering with the assembled model, counts reconciled, and every event in the fi
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
@@ -87,12 +86,7 @@ def test_slices_manifests_and_the_assembled_model_hold_every_event_once(run, kaf
 
 
 def test_the_cli_shows_slices_and_manifests(run, kafka_bootstrap):
-    import subprocess
-    import sys
-
-    def riverflink(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "riverflink.pipelines.cli", *args], capture_output=True,
-                              text=True, timeout=60, cwd=Path(__file__).resolve().parents[1])
+    from tests.cluster_jobs import riverflink
 
     cfg, _ = run
     topic = ["--bootstrap-servers", kafka_bootstrap, "--models-topic", cfg.topics.models]
