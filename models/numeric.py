@@ -20,7 +20,12 @@ adapter per top-level key:
     policy (Adam's ``m``/``v``: summing them would overshoot).
 
 Sparse semantics: a key missing from a tree counts as 0 (or as the empty
-moment ``(0, 0.0, 0.0)``); results hold the union of keys and never drop one.
+moment ``(0, 0.0, 0.0)``).  :func:`combine` results hold the union of keys and
+never drop one; a delta (:func:`subtract`) of flat maps leaves out the entries
+equal in both trees, so a delta's size is what changed, not the model's.
+
+>>> subtract({"a": 1.0, "b": 2.0, "c": 0.0}, {"a": 1.0, "b": 1.5}, LEARNED)
+{'b': 0.5, 'c': 0.0}
 """
 
 from __future__ import annotations
@@ -99,10 +104,10 @@ def subtract(p: Any, base: Any, kind: str) -> Any:
         if kind != MOMENTS and _flat(p, base):
             try:
                 get = base.get
-                out = {k: v - get(k, 0) for k, v in p.items()}
-                if len(out) < len(base) or not base.keys() <= out.keys():
-                    out = {**{k: 0 - v for k, v in base.items()}, **out}
-                    out = {k: out[k] for k in {**base, **p}}  # the key order of the recursive form
+                # entries equal in both are left out (they are 0): a delta holds what changed, not the model
+                out = {k: v - get(k, 0) for k, v in p.items() if v != get(k, _ABSENT)}
+                if len(p) < len(base) or not base.keys() <= p.keys():
+                    out.update({k: 0 - v for k, v in base.items() if k not in p})
                 return out
             except TypeError:
                 pass
@@ -113,6 +118,9 @@ def subtract(p: Any, base: Any, kind: str) -> Any:
     if kind == MOMENTS:
         return chan_subtract(p or EMPTY_MOMENTS, base or EMPTY_MOMENTS)
     return (p or 0) - (base or 0)
+
+
+_ABSENT = object()
 
 
 def _zero_like(v: Any) -> Any:
@@ -168,10 +176,8 @@ def _combine_flat(base: dict, ds: list, coeffs: Sequence[float], kind: str) -> d
                 out[k] = (get(k) or 0) + v
         else:
             for k, v in d.items():
-                out[k] = (get(k) or 0) + c * v
-    if kind == ADDITIVE:
-        return {k: (v or 0) for k, v in out.items()}
-    return {k: float(v or 0) for k, v in out.items()}
+                out[k] = float((get(k) or 0) + c * v)
+    return out  # entries no delta holds are the base's own (the work is the deltas' size, not the model's)
 
 
 def copy_tree(tree: Any) -> Any:

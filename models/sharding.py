@@ -28,6 +28,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any, Sequence
 
@@ -54,6 +55,13 @@ def shard_of(feature: Any, shards: int) -> int:
         return 0
     if isinstance(feature, bool) or not isinstance(feature, (int, str)):
         raise TypeError(f"feature {feature!r}: only str and int features can be sharded")
+    return _hashed_shard(feature, shards)
+
+
+@functools.lru_cache(maxsize=1 << 20)
+def _hashed_shard(feature: int | str, shards: int) -> int:
+    # cached: a stream's frequent features come back every few events (bools never reach here, so 1 and True
+    # cannot share an entry)
     tag = b"i" if isinstance(feature, int) else b"s"
     digest = hashlib.blake2b(tag + str(feature).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") % shards

@@ -33,6 +33,7 @@ import math
 import time
 from typing import Any
 
+import orjson
 from river import compose, optim
 
 from riverflink.models import numeric
@@ -80,7 +81,7 @@ def allowed_classes() -> dict[str, type]:
 def encode_params(tree: Any, path: str = "params") -> Any:
     if isinstance(tree, dict):
         if _plain_floats(tree):  # a map of weights: the same pairs, checked in bulk
-            return [[k, v] for k, v in tree.items()]
+            return list(map(list, tree.items()))
         pairs = []
         for k, v in tree.items():
             if not isinstance(k, _KEY_TYPES):
@@ -113,6 +114,12 @@ def decode_params(value: Any) -> Any:
     if isinstance(value, list):
         if value and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
             return tuple(value)
+        try:  # a map of numbers (a model's weights): built at C speed
+            out = dict(value)
+        except (TypeError, ValueError):
+            out = None
+        if out is not None and not any(type(v) is list for v in out.values()):
+            return out
         return {p[0]: decode_params(p[1]) for p in value}
     return value
 
@@ -224,5 +231,19 @@ def from_wire(doc: dict | str | bytes) -> Any:
 
 
 def dumps(doc: dict) -> bytes:
-    """Compact UTF-8 JSON bytes for Kafka (``allow_nan=False``)."""
-    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+    """Compact UTF-8 JSON bytes for Kafka; ``ValueError`` for a NaN or infinity anywhere (JSON has none).
+
+    >>> dumps({"a": [1, 0.5]})
+    b'{"a":[1,0.5]}'
+    >>> dumps({"a": float("nan")})
+    Traceback (most recent call last):
+    ...
+    ValueError: Out of range float values are not JSON compliant
+    """
+    try:
+        out = orjson.dumps(doc)  # about 10x the standard library's speed on a large slice
+    except TypeError:  # an integer beyond 64 bits: the standard library writes it
+        out = None
+    if out is None or b"null" in out:  # orjson writes NaN and infinities as null: let json name them
+        return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+    return out
