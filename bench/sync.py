@@ -47,6 +47,7 @@ from river import datasets
 from river.datasets import synth
 
 from riverflink import models
+from riverflink.models import manifest as manifest_doc
 from riverflink.models import sharding
 from riverflink.models.policies import MergePolicy
 from riverflink.models.spec import build as build_model
@@ -54,9 +55,9 @@ from riverflink.models.sync import SyncPolicy
 from riverflink.operators.messages import decode_update, update_shard
 from riverflink.operators.loop import LoopSettings, MergerSide, ReplicaSide
 from riverflink.operators.merge_state import MergeTrigger
-from riverflink.operators.model_feed import FeedRules, accept
+from riverflink.operators.model_feed import FeedRules, ModelFeed
 from riverflink.operators.scoring import Score, predict, river_baseline
-from riverflink.operators.slice_assembly import ManifestWriter, SliceAssembler, SliceMeta
+from riverflink.operators.slice_assembly import ManifestWriter
 
 CLASSIFIER = "StandardScaler|LogisticRegression"
 REGRESSOR = "StandardScaler|LinearRegression"
@@ -113,8 +114,9 @@ class Setting:
     precision: str = "float16"
     #: False: sync mid-batch as the first slice did (only for the "every 10 events" byte baseline)
     coalesce: bool = True
-    #: merger shards (``--shards``)
+    #: merger shards (``--shards``), and patches between whole slices (``LoopSettings.patches``)
     shards: int = 1
+    patches: int = 0
 
     def label(self) -> str:
         s = self.sync
@@ -165,11 +167,11 @@ class _Version:
 
 def simulate(spec: str, events: list, s: Setting, warmup: int, baseline: tuple[Score, Score]) -> Outcome:
     """Drive the job's loop (``ReplicaSide``/``MergerSide``) as the module says; with ``s.shards`` > 1, one
-    merger per shard, slice documents and manifests assembled by the readers' ``SliceAssembler``."""
+    merger per shard, slice documents (whole or patches) and manifests assembled by the readers' ``ModelFeed``."""
     settings = LoopSettings("sim", mode=s.mode, sync=s.sync, precision=s.precision,
                             policy=MergePolicy(s.policy, clip=math.inf), trigger=s.trigger,
                             lr_scale=float(s.replicas) if s.policy == "scaled_average" else 1.0,
-                            shards=s.shards, epoch=1 if s.shards > 1 else 0)
+                            shards=s.shards, epoch=1 if s.shards > 1 else 0, patches=s.patches)
     replica_side, merger_side = ReplicaSide(settings, build_model(spec)), MergerSide(settings, build_model(spec))
     replicas = [replica_side.fresh() for _ in range(s.replicas)]
     mergers = [merger_side.fresh(shard) for shard in range(s.shards)]
@@ -177,54 +179,40 @@ def simulate(spec: str, events: list, s: Setting, warmup: int, baseline: tuple[S
     task = replicas[0].task
     served, served_late, own = Score(), Score(), Score()
     visible: _Version | None = None  # the newest version replicas and serving see
-    in_transit: list = []  # (visible from round, _Version)
+    in_transit: list = []  # (visible from round, a record of the models topic)
     updates = update_bytes = json_bytes = versions = 0
     per_round = s.replicas * s.batch
     clock = 0.0
     final = None
     writer = ManifestWriter("sim", epoch=1, shards=s.shards)
-    assembler = SliceAssembler("sim")
-    slice_metas: dict = {}  # (shard, slice version) -> its meta
+    feed = ModelFeed(rules)  # what every reader runs: whole documents, or slices (and patches) and manifests
+    current = None  # the feed's newest entry
 
     def publish(doc: dict | None, rnd: int) -> None:
         nonlocal versions, final
         if doc is None:
             return
-        entry, model, problem = accept(models.dumps(doc), rules, None)
-        assert problem is None, problem
+        in_transit.append((rnd + s.delay, models.dumps(doc)))
+        meta = doc["meta"]
         if s.shards == 1:
             versions += 1
-            final = model
-            params = models.get_params(model)
-            in_transit.append((rnd + s.delay, _Version(
-                model, lambda side, r, k, m=entry.meta: side.on_model(r, k, m, lambda: params))))
+            final = models.from_wire(doc)
             return
-        meta = entry.meta
-        slice_metas[(meta.shard, meta.version)] = meta
-        in_transit.append((rnd + s.delay, ("slice", SliceMeta("sim", meta.epoch, meta.shards, meta.shard,
-                                                              meta.version), models.get_params(model))))
-        manifest = writer.on_slice(meta.shard, meta.version, version=meta.version)
+        manifest = writer.on_slice(meta["shard"], meta["version"], version=meta["version"])
         if manifest is not None:
-            in_transit.append((rnd + s.delay, ("manifest", manifest, None)))
+            in_transit.append((rnd + s.delay, manifest_doc.dumps(manifest_doc.manifest_document(manifest, clock))))
             versions += 1
-            final = _joined([m.params for m in mergers])  # what the mergers hold: the slices just named
+            model = build_model(spec)  # what the mergers hold: the slices just named
+            final = models.set_params(model, sharding.join(model, [m.params for m in mergers]))
 
-    def _joined(parts) -> Any:
-        model = build_model(spec)
-        return models.set_params(model, sharding.join(model, list(parts)))
-
-    def _assembled(manifest, metas, parts) -> _Version:
-        return _Version(_joined(parts), lambda side, r, k: side.on_sharded_model(r, k, manifest, metas, lambda: parts))
-
-    def arrive(item) -> _Version | None:
-        if isinstance(item, _Version):
-            return item
-        kind, head, payload = item
-        out = assembler.on_slice(head, payload) if kind == "slice" else assembler.on_manifest(head)
-        if out is None:
+    def arrive(value: bytes) -> _Version | None:
+        nonlocal current
+        entry, model, problem = feed.offer(value, current)
+        assert problem is None, problem
+        if entry is None:
             return None
-        metas = [slice_metas[(i, v)] for i, v in enumerate(out.manifest.slices)]
-        return _assembled(out.manifest, metas, out.slices)
+        current, params = entry, models.get_params(model)
+        return _Version(model, lambda side, r, k, m=entry.meta: side.on_model(r, k, m, lambda: params))
 
     for start in range(0, len(events), per_round):
         rnd = start // per_round

@@ -92,6 +92,9 @@ class ModelMeta:
     shard: int = 0
     shards: int = 1
     epoch: int = 0
+    #: a slice published as a *patch*: the slice version it applies to (its entries are those the merge touched;
+    #: :func:`riverflink.models.sharding.patched`); None: the whole slice
+    patch_of: int | None = None
     #: an assembled sharded model (built by a reader, operators.model_feed.ModelFeed, never read from a
     #: document): the slices it was assembled from, in shard order (empty for anything else)
     slices: tuple[SliceInfo, ...] = ()
@@ -122,6 +125,7 @@ class ModelMeta:
             shard=_int(meta.get("shard")) or 0,
             shards=max(1, _int(meta.get("shards")) or 1),
             epoch=_int(meta.get("epoch")) or 0,
+            patch_of=_int(meta.get("patch_of")),
         )
 
 

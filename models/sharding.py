@@ -109,3 +109,65 @@ def join(model: Any, slices: Sequence[dict]) -> dict:
             else:
                 out.setdefault(key, value)
     return out
+
+
+def touched(model: Any, params: dict, deltas: Sequence[dict]) -> dict:
+    """A *patch*: ``params`` (a slice's parameters after a merge) cut down to the entries of the features that
+    ``deltas`` (what the merge added) touch, in every per-feature map of the component (a merge may derive one
+    map's entry from another's: FTRL's weight from its ``z`` and ``n``), with the dense part whole.  Its size is
+    what the merge touched, not the slice's.  :func:`patched` applies it to the parameters before the merge.
+
+    >>> from riverflink.models.spec import build
+    >>> model = build("LogisticRegression")
+    >>> touched(model, {"weights": {"a": 1.0, "b": 2.0, "c": 3.0}, "opt_z": {"c": 0.2}, "intercept": 0.5},
+    ...         [{"weights": {"b": 0.1}, "opt_z": {"c": 0.1}}])
+    {'weights': {'b': 2.0, 'c': 3.0}, 'opt_z': {'c': 0.2}, 'intercept': 0.5}
+    """
+    if isinstance(model, compose.Pipeline):
+        return {"steps": [touched(step, p, [d["steps"][i] for d in deltas if "steps" in d])
+                          for i, (step, p) in enumerate(zip(model.steps.values(), params["steps"], strict=True))]}
+    keys: set = set()
+    for d in deltas:
+        for value in d.values():
+            if isinstance(value, dict):
+                keys.update(value)
+    out: dict = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            out[key] = {k: value[k] for k in sorted((k for k in keys if k in value), key=repr)}
+        else:
+            out[key] = value
+    return out
+
+
+def patched(model: Any, params: dict, patch: dict) -> dict:
+    """``params`` with ``patch`` (:func:`touched`) applied: its per-feature entries replace or add to
+    ``params``'s, its dense leaves replace them.  A new tree (``params`` is left as it is).
+
+    >>> from riverflink.models.spec import build
+    >>> patched(build("LogisticRegression"), {"weights": {"a": 1.0, "b": 1.0}, "intercept": 0.0},
+    ...         {"weights": {"b": 2.0}, "intercept": 0.5})
+    {'weights': {'a': 1.0, 'b': 2.0}, 'intercept': 0.5}
+    """
+    if isinstance(model, compose.Pipeline):
+        return {"steps": [patched(step, p, q) for step, p, q in
+                          zip(model.steps.values(), params["steps"], patch["steps"], strict=True)]}
+    out = dict(params)
+    for key, value in patch.items():
+        if isinstance(value, dict):
+            out[key] = {**params.get(key, {}), **value}
+        else:
+            out[key] = value
+    return out
+
+
+def entries(model: Any, params: dict) -> int:
+    """How many per-feature entries ``params`` holds (the size a patch is weighed against).
+
+    >>> from riverflink.models.spec import build
+    >>> entries(build("LogisticRegression"), {"weights": {"a": 1.0, "b": 2.0}, "intercept": 0.5})
+    2
+    """
+    if isinstance(model, compose.Pipeline):
+        return sum(entries(step, p) for step, p in zip(model.steps.values(), params["steps"], strict=True))
+    return sum(len(v) for v in params.values() if isinstance(v, dict))

@@ -82,6 +82,8 @@ class LoopSettings:
     shards: int = 1
     #: the sharding epoch: a new one whenever ``shards`` changes (slices of other epochs never mix)
     epoch: int = 0
+    #: sharded: slices published as patches between whole ones, at most this many in a row (0: always whole)
+    patches: int = 0
 
 
 @dataclass
@@ -287,6 +289,7 @@ class MergerSide:
         """A new merger, or a restored one with this job's settings (they win over a restored state's)."""
         merger = merger or MergerState(self.s.model_name, self.template, trigger=self.s.trigger)
         merger.trigger = self.s.trigger
+        merger.patches = self.s.patches
         margin = self.s.quality_gate
         if margin is None:
             merger.gate = None

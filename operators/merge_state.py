@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from riverflink import models
+from riverflink.models import sharding
 from riverflink.models.document import ModelMeta
 from riverflink.models.policies import MergePolicy
 from riverflink.operators.delay_compensation import PARAMS_MIN, Compensator
@@ -98,6 +99,10 @@ class MergerState:
     shard: int = 0
     shards: int = 1
     epoch: int = 0
+    #: a sharded model: slices published as patches (only what a merge touched) between whole ones, at most
+    #: this many in a row (0: every slice whole); merges since the last whole slice (None: the next is whole)
+    patches: int = 0
+    since_whole: int | None = None
 
     def __post_init__(self) -> None:
         if self.params is None:
@@ -144,12 +149,12 @@ class MergerState:
             return None
         updates = list(self.pending)
         used, refused = updates, []
-        model, applied = self._combine(updates, policy)
+        model, applied, added = self._combine(updates, policy)
         if model is None:  # some update poisons the merge: keep, in order, each one the merge survives
             used = []
             for u in updates:
                 (used if self._combine(used + [u], policy)[0] is not None else refused).append(u)
-            model, applied = self._combine(used, policy) if used else (None, {})
+            model, applied, added = self._combine(used, policy) if used else (None, {}, [])
         now = time.time() if now is None else now
         acked = dict(self.acked)
         for u in updates:
@@ -159,6 +164,8 @@ class MergerState:
             refused_updates[u.replica] = (refused_updates.get(u.replica, []) + [u.seq])[-_REFUSED_MEMORY:]
         doc = None
         gate = copy.deepcopy(self.gate)
+        params = models.get_params(model) if model is not None else None
+        patch = self._patch(params, added) if model is not None else None
         if model is not None:
             version = next_version(self.version, now)
             held = None
@@ -171,7 +178,7 @@ class MergerState:
                 counts[u.replica] = counts.get(u.replica, 0) + u.events
             events = self.events + sum(counts.values())
             doc = models.to_wire(
-                model,
+                model if patch is None else models.set_params(self.template.clone(), patch),
                 name=self.name,
                 version=version,
                 counts=counts,
@@ -187,6 +194,7 @@ class MergerState:
                 **({"held": held, "served": gate.served_version, "held_back": gate.held_back}
                    if gate is not None else {}),
                 **({"shard": self.shard, "shards": self.shards, "epoch": self.epoch} if self.shards > 1 else {}),
+                **({"patch_of": self.version} if patch is not None else {}),
             )
         # the document exists (or every update was refused): only now does the state change
         self.pending = []
@@ -199,13 +207,27 @@ class MergerState:
         self.gate = gate
         self.merges += 1
         self.events = doc["meta"]["events"]
-        self.params = models.get_params(model)
+        self.params = params
+        self.since_whole = 0 if patch is None else self.since_whole + 1
         self.compensator.remember(self.version, self.params, frozenset(u.replica for u in used), applied,
                                   self.merges)
         return doc
 
-    def _combine(self, updates: list, policy: MergePolicy) -> tuple[Any, dict]:
-        """``(merged model, replica -> the sum of its updates' raw deltas)``; ``(None, {})`` if not finite."""
+    def _patch(self, params: dict, added: list) -> dict | None:
+        """The slice to publish as a patch on this merger's version (:func:`~riverflink.models.sharding.touched`),
+        or ``None`` when it goes out whole: not sharded, patches off, a whole slice due (the first, every
+        ``patches + 1``-th), or a patch that would hold half the slice's entries or more."""
+        if self.shards <= 1 or self.patches <= 0 or self.since_whole is None or self.since_whole >= self.patches \
+                or self.version <= 0:
+            return None
+        patch = sharding.touched(self.template, params, added)
+        if 2 * sharding.entries(self.template, patch) >= sharding.entries(self.template, params):
+            return None
+        return patch
+
+    def _combine(self, updates: list, policy: MergePolicy) -> tuple[Any, dict, list]:
+        """``(merged model, replica -> the sum of its updates' raw deltas, every delta the merge added)``;
+        ``(None, {}, [])`` if not finite."""
         by_replica: dict = {}
         for u in updates:
             by_replica.setdefault(u.replica, []).append(u)
@@ -223,9 +245,9 @@ class MergerState:
         stale = [u.delta for u in updates if self.staleness(u) > 0]
         try:
             return models.apply_deltas(self.template, self.params, list(corrected.values()), weights, policy,
-                                       derive_from=stale), raw
+                                       derive_from=stale), raw, [*corrected.values(), *stale]
         except (ValueError, OverflowError):
-            return None, {}
+            return None, {}, []
 
     def adopt(self, meta: ModelMeta, params: Any) -> bool:
         """See a validated version read back from ``models``; ``True`` when it changed this state.
@@ -235,13 +257,15 @@ class MergerState:
         counter.  Its parameters are taken only while this merger has never
         merged: afterwards the merger's own (checkpointed) parameters are the
         truth, and a newer document can only be one it published before a
-        failover.
+        failover.  A patch (``meta.patch_of``) raises the counter but holds no
+        whole slice to take.
         """
         version = meta.version
         if version is None or version <= self.version or (meta.shard, meta.shards) != (self.shard, self.shards):
             return False  # (another shard's slice, or another shard count's, is not this merger's to adopt)
         self.version = version
-        if self.merges == 0:
+        self.since_whole = None  # what readers hold is not known: the next slice goes out whole
+        if self.merges == 0 and meta.patch_of is None:
             self.params = params()
             self.compensator.restart_from(version, self.params)
             self.events = meta.events if meta.events is not None else self.events

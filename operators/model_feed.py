@@ -144,6 +144,12 @@ class ModelFeed:
       so that replicas rebase shard by shard.
     * A slice or manifest answers ``(None, None, None)`` while it waits, and a
       reason when it is refused.
+    * A slice published as a *patch* (``meta.patch_of``: only the entries its
+      merge touched) is applied to the slice version it names, when this reader
+      holds it; otherwise it is counted in :attr:`unusable_patches` and the
+      reader waits for that shard's next whole slice.  An assembled entry's
+      ``parts`` then hold each shard's chain (the whole slice, then its
+      patches), so that a restore can replay it.
 
     Restored readers call :meth:`seed` with the entry they kept, so that a later
     manifest naming some of the same slices can still be assembled.  A slice
@@ -157,6 +163,8 @@ class ModelFeed:
         self.assembler = SliceAssembler(rules.model_name)
         #: manifest version -> (its text, its created_at)
         self._manifests: dict[int, tuple[str, float]] = {}
+        #: patches whose base slice this reader did not hold (it waited for a whole slice instead)
+        self.unusable_patches = 0
 
     def offer(self, value: str | bytes, current: Accepted | None,
               now: float | None = None) -> tuple[Accepted | None, Any, str | None]:
@@ -196,8 +204,20 @@ class ModelFeed:
         model, problem = _validated(doc, meta, self.rules, None, now, f"slice {meta.shard} version {meta.version}")
         if model is None:
             return None, None, problem
+        return self._assembled(self._hold(meta, model, text))
+
+    def _hold(self, meta: ModelMeta, model: Any, text: str):
+        """Hand a validated slice (a patch applied to its base first) to the assembler; its answer, or ``None``
+        for a patch whose base this reader does not hold."""
+        texts: tuple[str, ...] = (text,)
+        if meta.patch_of is not None:
+            base = self.assembler.held.get((meta.epoch, meta.shard), {}).get(meta.patch_of)
+            if base is None:
+                self.unusable_patches += 1
+                return None
+            model, texts = _patched(base[1], model), base[2] + texts
         head = SliceMeta(meta.name, meta.epoch, meta.shards, meta.shard, meta.version)  # type: ignore[arg-type]
-        return self._assembled(self.assembler.on_slice(head, (meta, model, text)))
+        return self.assembler.on_slice(head, (meta, model, texts))
 
     def _assembled(self, out) -> tuple[Accepted | None, Any, str | None]:
         """The complete set as an entry (its manifest's text, its slices' texts) and the joined model."""
@@ -212,22 +232,25 @@ class ModelFeed:
                          events=first.events, counts=first.counts, shards=manifest.shards, epoch=manifest.epoch,
                          slices=tuple(SliceInfo(s, v, m.acked, m.refused_updates)
                                       for s, (v, m) in enumerate(zip(manifest.slices, metas))))
-        return Accepted(meta, text, tuple(t for _, _, t in parts)), model, None
+        return Accepted(meta, text, tuple(t for _, _, chain in parts for t in chain)), model, None
 
     def seed(self, entry: Accepted) -> None:
         """Hold the slices of an assembled entry kept in state (a restored reader), as if just read."""
         if not entry.parts or self.assembler.current is not None:
             return
-        for text in entry.parts:
+        for text in entry.parts:  # each shard's chain in order: a patch finds the version it applies to
             document = read_document(text)
             if document is not None:
-                meta = document.meta
-                head = SliceMeta(meta.name, meta.epoch, meta.shards, meta.shard, meta.version)  # type: ignore[arg-type]
-                self.assembler.on_slice(head, (meta, models.from_wire(document.doc), text))
+                self._hold(document.meta, models.from_wire(document.doc), text)
         manifest = manifest_doc.read_manifest(entry.text)
         if manifest is not None:
             self._manifests = {manifest.version: (entry.text, entry.meta.created_at or 0.0)}
             self.assembler.on_manifest(manifest)
+
+
+def _patched(base: Any, patch: Any) -> Any:
+    """The slice ``patch`` (a patch document's model) gives applied to slice ``base``: a new model."""
+    return models.set_params(patch, sharding.patched(patch, models.get_params(base), models.get_params(patch)))
 
 
 def _joined(slice_models: list, version: int) -> Any:
@@ -240,5 +263,11 @@ def _joined(slice_models: list, version: int) -> Any:
 def entry_model(entry: Accepted) -> Any:
     """The estimator an accepted entry holds: its document rebuilt, or an assembled model's slices joined."""
     if entry.parts:
-        return _joined([models.from_wire(orjson.loads(t)) for t in entry.parts], entry.version)
+        slices: dict = {}  # shard -> its model so far (the chains are in order: a whole slice, then patches)
+        for text in entry.parts:
+            document = read_document(text)
+            if document is not None:
+                model, shard = models.from_wire(document.doc), document.meta.shard
+                slices[shard] = _patched(slices[shard], model) if document.meta.patch_of is not None else model
+        return _joined([slices[s] for s in sorted(slices)], entry.version)
     return models.from_wire(entry.text)

@@ -97,7 +97,8 @@ def cmd_tail(args) -> int:
                 meta = document.meta
                 text = (f"model {_shown_name(meta)} v{meta.version} events={meta.events} "
                         f"counts={str(meta.counts)[:200]} bytes={len(value)} "
-                        f"{'signed' if document.signed else 'unsigned'}")
+                        f"{'signed' if document.signed else 'unsigned'}"
+                        + (f" patch_of=v{meta.patch_of}" if meta.patch_of is not None else ""))
         print(text, flush=True)
         n += 1
         if args.limit and n >= args.limit:
@@ -169,13 +170,15 @@ def cmd_models(args) -> int:
                 print(f"-- {str(m.name)[:40]}: a new history starts here: {marker}")
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m.created_at or 0))
         serving = f"held: {m.held}" if m.held else ("served" if m.gated else "-")
+        if m.patch_of is not None:
+            serving = f"patch of v{m.patch_of}"
         print(f"{_shown_name(m)[:12]:12} {str(m.version)[:14]:>14} {str(m.sequence)[:5]:>5} {str(m.events)[:8]:>8} "
               f"{document.size:>7}  {stamp:20} {check:10} {str(m.counts)[:200]}  {serving[:200]}")
     if foreign:
         print(f"({foreign} record(s) on {args.models_topic} were not model documents and were skipped)")
     if manifests:
-        print(f"({manifests} manifest(s) of sharded models: MODEL#S rows are shard S's slices; 'riverflink tail "
-              "models' shows the manifests)")
+        print(f"({manifests} manifest(s) of sharded models: MODEL#S rows are shard S's slices, whole or a patch "
+              "of an earlier one; 'riverflink tail models' shows the manifests)")
     for refusal in refusals[:20]:
         print(f"(REFUSED {refusal})")
     print("(seq: merges by the job that published the version; events: events the model holds; counts: events "

@@ -27,6 +27,9 @@ class ConfigError(ValueError):
     """A bad setting; its message is the one line the CLI prints."""
 
 
+#: with --shards: each merger shard publishes this many patches (what a merge touched) between whole slices; a
+#: reader that missed a patch's base (it started, or compaction dropped it) waits for the next whole slice
+SLICE_PATCHES = 15
 _HOSTPORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 
 
@@ -263,6 +266,7 @@ class TrainConfig:
             policy=self.policy(), trigger=self.trigger(), quality_gate=self.quality_gate,
             replica_features=self.max_model_features // self.replicas if self.shards <= 1 else None,
             shards=self.shards, epoch=int(time.time() * 1000) if self.shards > 1 else 0,
+            patches=SLICE_PATCHES if self.shards > 1 else 0,
             lr_scale=float(self.replicas) if self.merge_policy == "scaled_average" else 1.0,
             classes=frozenset(c.strip().lower() if c.strip().lower() in ("true", "false") else c.strip()
                               for c in self.classes.split(",") if c.strip()) if self.classes else None)

@@ -202,13 +202,14 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
     # one metrics record per replica batch, keyed by its source offsets: a replay after a failure counts once
     batches: dict = {}
     serving, versions, dead = {}, [], []
-    slices: dict = {}  # a sharded model: shard -> its newest slice document
+    slices: dict = {}  # a sharded model: shard -> its newest whole slice document and the patches after it
+    largest_slice = 0
     manifests: list = []  # ... and its manifests (serving assembles a model from one and its slices)
     labels = {i: y for i, (_, y) in enumerate(labelled)}
     shown, last_shown = 0, 0.0
 
     def pump():
-        nonlocal shown, last_shown
+        nonlocal shown, last_shown, largest_slice
         for rec in preds.poll_json(100):
             if rec is None:
                 continue
@@ -231,7 +232,9 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
             else:
                 versions.append(document.meta)
                 if document.meta.shards > 1:
-                    slices[document.meta.shard] = document
+                    chain = slices.setdefault(document.meta.shard, [])
+                    chain[:] = (chain if document.meta.patch_of is not None else []) + [document]
+                    largest_slice = max(largest_slice, document.size)
         dead.extend(r for r in dlq.poll_json(0) if r)
         for m in metrics.poll_json(0):
             if m and m.get("events"):
@@ -324,18 +327,22 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
         model_age_ms=[serving[i]["model_age_ms"] for i in answered],
         latency_ms=[1000 * (serving[i]["ts"] - request_sent[i]) for i in answered if i in request_sent],
         model_features=_model_features(slices.values()),
-        largest_slice_bytes=max((d.size for d in slices.values()), default=0),
+        largest_slice_bytes=largest_slice,
     )
 
 
-def _model_features(slices) -> int:
+def _model_features(chains) -> int:
     """Features with a parameter in the final step of a sharded model (a weight, or FTRL's ``z``/``n`` of a
-    weight still 0), over its newest slice documents."""
+    weight still 0), over each shard's newest whole slice and the patches after it (a patch adds features,
+    never removes one)."""
     from riverflink import models
     from riverflink.models.labels import final_step
 
     total = 0
-    for document in slices:
-        params = models.get_params(final_step(models.from_wire(document.doc)))
-        total += len({k for leaf in params.values() if isinstance(leaf, dict) for k in leaf})
+    for chain in chains:
+        features: set = set()
+        for document in chain:
+            params = models.get_params(final_step(models.from_wire(document.doc)))
+            features.update(k for leaf in params.values() if isinstance(leaf, dict) for k in leaf)
+        total += len(features)
     return total

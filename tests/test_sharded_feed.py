@@ -11,6 +11,7 @@ from riverflink import models
 from riverflink.models import manifest as manifest_doc
 from riverflink.models.manifest import Manifest
 from riverflink.models.sharding import join
+from riverflink.models.document import ModelMeta, read_document
 from riverflink.models.signing import Signer, sign
 from riverflink.models.spec import build
 from riverflink.operators.loop import LoopSettings, MergerSide, ReplicaSide
@@ -22,19 +23,28 @@ from riverflink.pipelines.click_stream import click_events
 SPEC = "FeatureHasher(n_features=4096)|LogisticRegression(ftrl=true)"
 
 
-def _run(shards: int, signer: Signer, rounds: int = 3):
+def _run(shards: int, signer: Signer, rounds: int = 3, patches: int = 0, rebase: bool = False):
     """Two replicas learn click events; each update's pieces go to their merger shard; every new slice is
     signed and followed by the manifest a ManifestWriter names.  Returns (records in publication order, the
-    replica side, the replicas, the mergers)."""
-    settings = LoopSettings("m", shards=shards, epoch=7)
+    replica side, the replicas, the mergers).  ``patches``: slices published as patches between whole ones;
+    ``rebase``: the replicas rebase on every model a reader assembles, as in the job (else they never do)."""
+    settings = LoopSettings("m", shards=shards, epoch=7, patches=patches)
     replicas, mergers = ReplicaSide(settings, build(SPEC)), MergerSide(settings, build(SPEC))
     states = [mergers.fresh(s) for s in range(shards)]
     writer = ManifestWriter("m", epoch=7, shards=shards)
     reps = [replicas.fresh() for _ in range(2)]
     events = list(click_events(200 * rounds, seed=9))
     out = []
+    feed, current, read = ModelFeed(FeedRules("m")), None, 0
     for r in range(rounds):
         for k, rep in enumerate(reps):
+            for value in out[read:] if rebase else ():  # what was published since this replica's last batch
+                entry, model, _ = feed.offer(value, current, now=5_000.0)
+                if entry is not None:
+                    current, params = entry, models.get_params(model)
+                    for j, other in enumerate(reps):
+                        replicas.on_model(other, j, entry.meta, lambda: params)
+            read = len(out)
             chunk = events[(2 * r + k) * 100: (2 * r + k + 1) * 100]
             learned = replicas.on_events(rep, k, [x for x, _ in chunk], [y for _, y in chunk])
             pieces = learned.updates or replicas.encode(rep.take_update("m", str(k)), rep)
@@ -85,9 +95,10 @@ def test_forged_slices_and_manifests_are_refused_with_a_reason():
     assert "malformed" in ModelFeed(FeedRules("m")).offer(bad, None)[2]
 
 
-def test_a_restored_reader_seeded_with_its_entry_assembles_a_manifest_that_reuses_old_slices():
+@pytest.mark.parametrize("patches", [0, 3])
+def test_a_restored_reader_seeded_with_its_entry_assembles_a_manifest_that_reuses_old_slices(patches):
     signer = Signer.generate()
-    records, *_ = _run(2, signer)
+    records, *_ = _run(2, signer, rounds=6 if patches else 3, patches=patches, rebase=bool(patches))
     first = ModelFeed(FeedRules("m"))
     current = None
     history = []
@@ -106,6 +117,57 @@ def test_a_restored_reader_seeded_with_its_entry_assembles_a_manifest_that_reuse
         again = restored.offer(value, kept, now=5_000.0)[0] or again
     assert again is not None and again.version == current.version and again.text == current.text and again.parts == current.parts
     assert dataclasses.replace(again.meta) == current.meta
+    assert not patches or any(read_document(t).meta.patch_of for t in kept.parts)  # a chain was replayed
+
+
+def _assembled(records: list, start: int = 0) -> tuple[dict, ModelFeed]:
+    """Every model a reader that starts reading at ``records[start]`` assembles: version -> parameters."""
+    feed, current, out = ModelFeed(FeedRules("m")), None, {}
+    for value in records[start:]:
+        entry, model, problem = feed.offer(value, current, now=5_000.0)
+        assert problem is None
+        if entry is not None:
+            current, out[entry.version] = entry, models.get_params(model)
+            assert models.get_params(entry_model(entry)) == out[entry.version]
+    return out, feed
+
+
+@pytest.mark.parametrize("shards", [2, 3])
+def test_slices_published_as_patches_assemble_exactly_the_models_whole_slices_do(shards):
+    signer = Signer.generate()
+    whole, *_ = _run(shards, signer, rounds=6, rebase=True)
+    patched, _, _, states = _run(shards, signer, rounds=6, patches=3, rebase=True)
+    docs = [read_document(v) for v in patched if read_document(v) is not None]
+    patches = [d for d in docs if d.meta.patch_of is not None]
+    assert len(docs) == len(patches) + len([d for d in docs if d.meta.patch_of is None])
+    assert len(patches) >= shards and len(docs) - len(patches) >= shards  # whole slices every 4th, per shard
+    full, _ = _assembled(whole)
+    assembled, feed = _assembled(patched)
+    assert len(full) >= 10 and assembled == full and feed.unusable_patches == 0
+    assert list(assembled.values())[-1] == join(build(SPEC), [s.params for s in states])
+    # a patch holds what its merge touched: smaller than the whole slice of the same shard and version
+    sizes = {(read_document(v).meta.shard, read_document(v).meta.version): len(v) for v in whole
+             if read_document(v) is not None}
+    assert all(d.size < sizes[(d.meta.shard, d.meta.version)] for d in patches)
+
+
+def test_a_reader_that_missed_a_patch_base_waits_for_the_next_whole_slice():
+    signer = Signer.generate()
+    records, *_ = _run(2, signer, rounds=6, patches=3, rebase=True)
+    reference, _ = _assembled(records)
+    late_start = next(i for i, v in enumerate(records) if (d := read_document(v)) is not None and d.meta.patch_of)
+    late, feed = _assembled(records, late_start + 1)
+    assert feed.unusable_patches > 0 and late  # it skipped patches, then caught up on whole slices
+    assert all(late[v] == reference[v] for v in late) and max(late) == max(reference)
+
+
+def test_a_merger_adopting_a_patch_takes_its_version_but_not_its_parameters():
+    settings = LoopSettings("m", shards=2, epoch=7, patches=3)
+    merger = MergerSide(settings, build(SPEC)).fresh(1)
+    before = merger.params
+    meta = ModelMeta(name="m", version=50, shard=1, shards=2, epoch=7, patch_of=40)
+    assert merger.adopt(meta, lambda: {"bad": "never taken"})
+    assert merger.version == 50 and merger.params is before and merger.since_whole is None
 
 
 def test_a_manifest_from_the_writer_reads_back():

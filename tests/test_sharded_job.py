@@ -73,9 +73,11 @@ def test_slices_manifests_and_the_assembled_model_hold_every_event_once(run, kaf
         model = live.model
     params = models.get_params(model)
     assert params["opt_steps"] == EVENTS
-    newest = {d.meta.shard: d for d in slices if d.meta.version == manifests[-1].slices[d.meta.shard]}
-    owned = [set(models.get_params(final_step(models.from_wire(newest[s].doc)))["opt_z"]) for s in (0, 1)]
+    # (a shard's features: those of its slices up to the one named, whole or patches; a patch never drops one)
+    owned = [set().union(*(models.get_params(final_step(models.from_wire(d.doc)))["opt_z"] for d in slices
+                           if d.meta.shard == s and d.meta.version <= manifests[-1].slices[s])) for s in (0, 1)]
     assert not owned[0] & owned[1] and owned[0] | owned[1] == set(params["opt_z"])
+    assert any(d.meta.patch_of for d in slices) and any(d.meta.patch_of is None for d in slices)
 
     # the assembled final model against River trained once on the same events (scored on them afterwards)
     events = list(dataset_events("Clicks", EVENTS))
