@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from riverflink.models import numeric
+from riverflink.models import journal, numeric
 from riverflink.models.policies import MergePolicy, average_coefficients
 
 _ADAPTERS: list["Adapter"] = []
@@ -44,11 +44,18 @@ class Adapter:
         raise NotImplementedError
 
     # -- merge ---------------------------------------------------------------
-    def delta(self, model: Any, params: dict, base: dict | None) -> dict:
-        """What a replica learned since ``base`` (``None``: since an empty model)."""
+    def delta(self, model: Any, params: dict, base: dict | None, journaled: bool = False) -> dict:
+        """What a replica learned since ``base`` (``None``: since an empty model).
+
+        ``journaled``: ``base`` is the snapshot ``model``'s journal was last cleared at
+        (:mod:`~riverflink.models.journal`): per-feature maps are then compared on the journal's features
+        alone (the same delta, at the cost of what changed)."""
         base = base or {}
+        keys = journal.touched(model) if journaled else None
         return {
-            k: numeric.subtract(params.get(k), base.get(k), kind)
+            k: numeric.subtract_at(params.get(k), base.get(k), keys)
+            if keys is not None and isinstance(params.get(k), dict) and kind != numeric.MOMENTS
+            else numeric.subtract(params.get(k), base.get(k), kind)
             for k, kind in self.kinds.items()
             if k in params or k in base
         }

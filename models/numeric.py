@@ -31,6 +31,7 @@ equal in both trees, so a delta's size is what changed, not the model's.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any, Sequence
 
 ADDITIVE = "additive"
@@ -123,6 +124,28 @@ def subtract(p: Any, base: Any, kind: str) -> Any:
 _ABSENT = object()
 
 
+def subtract_at(p: dict | None, base: dict | None, keys: Any) -> dict:
+    """:func:`subtract` of two flat maps where they can differ only at ``keys`` (a journal): the same delta,
+    visiting ``keys`` alone.
+
+    >>> subtract_at({"a": 1.0, "b": 2.5, "c": 0.0}, {"a": 1.0, "b": 2.0}, {"b", "c"}) == {'b': 0.5, 'c': 0.0}
+    True
+    """
+    p, base = p or {}, base or {}
+    pget, bget = p.get, base.get
+    out = {}
+    for k in keys:
+        v, b = pget(k, _ABSENT), bget(k, _ABSENT)
+        if v is _ABSENT:
+            if b is not _ABSENT:
+                out[k] = 0 - b
+        elif b is _ABSENT:
+            out[k] = v - 0
+        elif v != b:
+            out[k] = v - b
+    return out
+
+
 def _zero_like(v: Any) -> Any:
     if isinstance(v, dict):
         return {}
@@ -199,6 +222,12 @@ def copy_tree(tree: Any) -> Any:
 def sq_norm(tree: Any) -> float:
     """Sum of squares of all numeric leaves (moments count their mean)."""
     if isinstance(tree, dict):
+        if _flat(tree):
+            try:
+                values = list(map(float, tree.values()))
+                return float(sum(map(operator.mul, values, values)))
+            except TypeError:
+                pass
         return sum(sq_norm(v) for v in tree.values())
     if _is_moments(tree):
         return float(tree[1]) ** 2

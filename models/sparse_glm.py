@@ -23,6 +23,8 @@ from typing import Any
 
 from river import optim, utils
 
+from riverflink.models.journal import ATTR as JOURNAL
+
 #: optimizers whose step touches only the gradient's keys
 OPTIMIZERS = (optim.SGD, optim.FTRLProximal)
 
@@ -54,7 +56,11 @@ class SparseGLM:
         return sum(get(k, 0.0) * v for k, v in x.items()) + self.intercept
 
     def learn_one(self, x: dict, y: Any, w: float = 1.0) -> None:
-        """River's ``GLM._fit`` on the event's features alone: same gradient, intercept step and optimizer step."""
+        """River's ``GLM._fit`` on the event's features alone: same gradient, intercept step and optimizer step.
+        A replica's journal (:mod:`~riverflink.models.journal`) records the features."""
+        touched = self.__dict__.get(JOURNAL)
+        if touched is not None:
+            touched.update(x)
         loss_gradient = self.loss.gradient(y_true=y, y_pred=self._raw_dot_one(x)) * w
         loss_gradient = float(utils.math.clamp(loss_gradient, -self.clip_gradient, self.clip_gradient))
         self.intercept -= self._get_intercept_update(loss_gradient)
@@ -65,3 +71,10 @@ class SparseGLM:
         for k, v in local.items():
             if v != 0.0 or k in weights:
                 weights[k] = v
+
+    def learn_many(self, X, y, w: float = 1) -> None:
+        """River's own ``learn_many`` (O(columns of ``X``)), its columns recorded in a replica's journal."""
+        touched = self.__dict__.get(JOURNAL)
+        if touched is not None:
+            touched.update(X.columns)
+        super().learn_many(X, y, w)

@@ -78,9 +78,10 @@ class SyncPolicy:
         return False
 
 
-def learned_distance(model: Any, since: dict) -> float:
-    """L2 norm of the learned (policy-governed) parameters' change since ``since``."""
-    delta = adapter_for(model).delta(model, adapter_for(model).get_params(model), since)
+def learned_distance(model: Any, since: dict, journaled: bool = False) -> float:
+    """L2 norm of the learned (policy-governed) parameters' change since ``since`` (``journaled``: the snapshot
+    ``model``'s journal was cleared at, :mod:`~riverflink.models.journal`)."""
+    delta = adapter_for(model).delta(model, adapter_for(model).get_params(model), since, journaled)
     return math.sqrt(_learned_sq(model, delta))
 
 

@@ -255,7 +255,7 @@ def _patched(base: Any, patch: Any) -> Any:
 
 def _joined(slice_models: list, version: int) -> Any:
     """One model holding every slice's parameters (the first slice's hyper-parameters)."""
-    model = slice_models[0].clone(include_attributes=True)
+    model = slice_models[0].clone()  # (hyper-parameters: set_params writes every learned leaf)
     return models.set_params(model, sharding.join(model, [models.get_params(m) for m in slice_models]),
                              version=version)
 

@@ -44,7 +44,7 @@ from typing import Any, Sequence
 
 from riverflink import models
 from riverflink.models.labels import final_step, task_of
-from riverflink.models import sharding
+from riverflink.models import journal, sharding
 from riverflink.models.policies import MergePolicy
 from riverflink.models.sync import SyncPolicy, learned_distance, learned_norm
 from riverflink.operators import delay_compensation
@@ -108,19 +108,23 @@ class Replica:
         return (models.get_params(self.model), self.since_sync, self.first_unsynced_at, self.seq,
                 list(self.in_flight), self.snapshot, copy.copy(self.unsynced_score), self.curvature, self.mid,
                 copy.copy(self.probe), self.events_learned, copy.deepcopy(self.detector), set(self.classes_seen),
-                self.stiffness, list(self.stiffness_sample), self.stiffness_due)
+                self.stiffness, list(self.stiffness_sample), self.stiffness_due, journal.save(self.model))
 
     def restore(self, point: tuple) -> None:
         """Back to :meth:`save_point`: a batch that raised part way leaves no trace in the replica."""
         (params, self.since_sync, self.first_unsynced_at, self.seq, self.in_flight, self.snapshot,
          self.unsynced_score, self.curvature, self.mid, self.probe, self.events_learned, self.detector,
-         self.classes_seen, self.stiffness, self.stiffness_sample, self.stiffness_due) = point
+         self.classes_seen, self.stiffness, self.stiffness_sample, self.stiffness_due, journals) = point
         models.set_params(self.model, params)
+        journal.restore(self.model, journals)
 
     @classmethod
     def fresh(cls, template: Any) -> "Replica":
-        """An untrained replica at version 0; it rebases once a merged model arrives."""
+        """An untrained replica at version 0; it rebases once a merged model arrives.  Its sparse components
+        keep a journal of the features they learn (:mod:`~riverflink.models.journal`): a sync costs what the
+        period's events touched, not the model's size."""
         model = template.clone()
+        journal.start(model)
         return cls(model=model, snapshot=models.get_params(model))
 
     @functools.cached_property
@@ -264,7 +268,7 @@ class Replica:
     def sync_due(self, policy: SyncPolicy, now: float | None = None, drift: bool = False) -> bool:
         now = time.time() if now is None else now
         waited = now - self.first_unsynced_at if self.first_unsynced_at is not None else 0.0
-        return policy.due(self.since_sync, waited, lambda: learned_distance(self.model, self.snapshot),
+        return policy.due(self.since_sync, waited, lambda: learned_distance(self.model, self.snapshot, True),
                           scale=self.base_norm, drift=drift)
 
     def _stiffness(self) -> float:
@@ -281,11 +285,11 @@ class Replica:
     def take_update(self, model_name: str, replica: ReplicaId) -> ReplicaUpdate:
         params = models.get_params(self.model)
         adapter = models.adapter_for(self.model)
-        delta = adapter.delta(self.model, params, self.snapshot)
+        delta = adapter.delta(self.model, params, self.snapshot, journaled=True)
         rho = shared = None
         if self.mid is not None:
-            first = adapter.delta(self.model, self.mid, self.snapshot)
-            second = adapter.delta(self.model, params, self.mid)
+            first = adapter.delta(self.model, self.mid, self.snapshot, journaled=True)
+            second = adapter.delta(self.model, params, self.mid, journaled=True)
             rho, shared = self.probe.observe(self.model, first, second)
         self.seq += 1
         update = ReplicaUpdate(
@@ -306,6 +310,7 @@ class Replica:
         self.curvature = 0.0
         self.in_flight.append((self.seq, delta, update.events))
         self.snapshot = params
+        journal.clear(self.model)  # the model is its snapshot again
         self.since_sync = 0
         self.first_unsynced_at = None
         self.unsynced_score = Score()
@@ -332,7 +337,7 @@ class Replica:
         shards = max(1, len(slices))
         acks = list(acked) if shards > 1 else [acked]
         refusals = [set(r) for r in refused] if shards > 1 else [set(refused)]
-        unsent = adapter.delta(self.model, models.get_params(self.model), self.snapshot)
+        unsent = adapter.delta(self.model, models.get_params(self.model), self.snapshot, journaled=True)
 
         def held(seq: int, shard: int) -> bool:
             return acks[shard] is None or seq <= acks[shard]
@@ -356,12 +361,14 @@ class Replica:
         snapshot = adapter.apply(self.model, merged_params, missing, [1.0] * len(missing), _REPLAY) if missing \
             else merged_params
         params = adapter.apply(self.model, snapshot, [unsent] + resend, [1.0] * (1 + len(resend)), _REPLAY)
+        for again in resend:  # learning the model now holds beyond its new snapshot, not learned by it
+            journal.note(self.model, again)
         if resend:
             self.since_sync += resent_events
             self.first_unsynced_at = self.first_unsynced_at or time.time()
         if self.mid is not None:  # keep the probe's first half, moved onto the new base
-            self.mid = adapter.apply(self.model, snapshot, [adapter.delta(self.model, self.mid, self.snapshot)],
-                                     [1.0], _REPLAY)
+            self.mid = adapter.apply(self.model, snapshot, [adapter.delta(self.model, self.mid, self.snapshot,
+                                                                           journaled=True)], [1.0], _REPLAY)
         models.set_params(self.model, params, version=version)
         self.base_version = version
         self.base_slices = tuple(slices)
