@@ -88,6 +88,8 @@ class Adapter:
             numeric.check_finite({k: merged[k] for k in learned})
         except ValueError:
             return self.apply(None, base, deltas, weights, MergePolicy("average"))
+        if math.isinf(policy.clip):  # no clip: the step's size (a walk over every parameter) is not needed
+            return merged
         step = {k: numeric.subtract(merged[k], base.get(k), numeric.LEARNED) for k in learned}
         step_norm = math.sqrt(numeric.sq_norm(step))
         replica_step = max(

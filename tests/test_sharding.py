@@ -61,7 +61,7 @@ def test_readers_never_assemble_a_mix_of_manifests_whatever_the_arrival_order():
     shards = 3
     writer = ManifestWriter("m", epoch=1, shards=shards)
     messages, named = [], {}
-    for step in range(60):
+    for step in range(120):  # (a manifest once every shard has published anew, or after 3 new slices)
         shard = rng.randrange(shards)
         version = step + 1
         messages.append(("slice", SliceMeta("m", 1, shards, shard, version), (shard, version)))

@@ -1,0 +1,248 @@
+"""Sharded sparse models: the replica <-> merger loop with M merger shards against single-node River, on Clicks.
+
+What runs: the training job's own loop classes in one process (``ReplicaSide``,
+``MergerSide`` per shard, the readers' ``ModelFeed`` with slices, patches and
+manifests, updates through the real codec), driven as ``bench/sync.py`` drives
+them: K replicas, micro-batches of B events each, every merged record visible
+one round later; the served model (the newest assembled one) predicts every
+event before a replica learns it.  It is **not** the Flink job: there is one
+reader here where the job has K replicas and a serving job each reading every
+record, and no broker.
+
+Baselines, same events, same order, same run:
+
+* the project's O(active features) ``SparseLogisticRegression`` (FTRL),
+  predict-then-learn: equal to River's ``LogisticRegression`` to roundoff
+  (``tests/test_sparse_models.py``), so it stands in for River on the whole
+  stream;
+* River 0.23's own ``LogisticRegression`` with the same FTRL optimizer, timed on
+  a prefix only (its cost per event grows with the model: hours at 1M events).
+
+Printed per M: served accuracy and log loss against River's, the distinct
+features and parameters (entries of the per-feature maps: ``w``, ``z``, ``n``),
+parameters per shard and the balance (max / mean), the largest record on the
+models topic (whole slices and patches), update bytes per touched parameter,
+CPU-µs per event of the loop (learning, merging, publishing, reading) for the
+first and the last tenth of the stream (the model is small, then large), and
+against the baselines.  Memory is shown as parameters held (a replica holds the
+whole model; a merger shard its slice), not bytes.
+
+Last line: ``sharded: M=<m> accuracy_delta=<D> largest_slice_kb=<S> shard_balance=<max/mean> bytes_per_key=<B>
+speedup_vs_river=<X>`` for M=4 (or the last M run), with ``speedup_vs_river`` the loop's CPU per event against
+River 0.23's on its prefix.
+
+    python -m bench.sharded [--events 50000] [--shards 1,4,16] [--replicas 4] [--river-prefix 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import dataclass, field
+
+from river import linear_model
+
+from riverflink import models
+from riverflink.models import manifest as manifest_doc
+from riverflink.models import sharding
+from riverflink.models.spec import build
+from riverflink.models.sync import SyncPolicy
+from riverflink.operators.loop import LoopSettings, MergerSide, ReplicaSide
+from riverflink.operators.messages import decode_update, update_shard
+from riverflink.operators.model_feed import FeedRules, ModelFeed
+from riverflink.operators.slice_assembly import ManifestWriter
+from riverflink.pipelines.click_stream import click_events
+
+SPEC = "LogisticRegression(ftrl=true)"
+PATCHES = 15
+
+
+@dataclass
+class Scores:
+    events: int = 0
+    correct: int = 0
+    log_loss: float = 0.0
+
+    def add(self, proba: dict | None, y: bool) -> None:
+        p = min(1 - 1e-15, max(1e-15, (proba or {}).get(True, 0.5)))
+        self.events += 1
+        self.correct += int((p >= 0.5) == bool(y))
+        self.log_loss -= math.log(p if y else 1 - p)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / max(1, self.events)
+
+    @property
+    def mean_log_loss(self) -> float:
+        return self.log_loss / max(1, self.events)
+
+
+@dataclass
+class Run:
+    shards: int
+    served: Scores = field(default_factory=Scores)
+    #: CPU seconds over the first and the last ``window`` events, and over all
+    cpu_first: float = 0.0
+    cpu_last: float = 0.0
+    window: int = 0
+    last_window: int = 0
+    cpu_total: float = 0.0
+    features: int = 0
+    per_shard: list = field(default_factory=list)
+    replica_params: int = 0
+    largest_record: int = 0
+    update_bytes: int = 0
+    touched: int = 0
+    patches: int = 0
+    wholes: int = 0
+    unusable: int = 0
+
+
+def _entries(tree: dict) -> int:
+    return sum(len(v) for v in tree.values() if isinstance(v, dict))
+
+
+def river_alone(events: list) -> tuple[Scores, float]:
+    """The O(active) stand-in for River, predict-then-learn: (scores, CPU seconds)."""
+    model, scores = build(SPEC), Scores()
+    start = time.process_time()
+    for x, y in events:
+        scores.add(model.predict_proba_one(x), y)
+        model.learn_one(x, y)
+    return scores, time.process_time() - start
+
+
+def river_023(events: list) -> float:
+    """River 0.23's own LogisticRegression (same FTRL optimizer) on ``events``: CPU-µs per event."""
+    ours = build(SPEC)
+    model = linear_model.LogisticRegression(optimizer=ours.optimizer.clone(), intercept_lr=ours.intercept_lr)
+    start = time.process_time()
+    for x, y in events:
+        model.predict_proba_one(x)
+        model.learn_one(x, y)
+    return 1e6 * (time.process_time() - start) / len(events)
+
+
+def loop(events: list, shards: int, replicas: int, batch: int) -> Run:
+    settings = LoopSettings("bench", shards=shards, epoch=1 if shards > 1 else 0, patches=PATCHES if shards > 1 else 0,
+                            sync=SyncPolicy(every_events=batch, every_seconds=None))
+    side, merger_side = ReplicaSide(settings, build(SPEC)), MergerSide(settings, build(SPEC))
+    reps = [side.fresh() for _ in range(replicas)]
+    mergers = [merger_side.fresh(s) for s in range(shards)]
+    feed, writer = ModelFeed(FeedRules("bench")), ManifestWriter("bench", epoch=1, shards=shards)
+    run, current, served_model = Run(shards), None, None
+    in_transit: list = []
+    clock = 0.0
+    per_round = replicas * batch
+    tenth = max(per_round, len(events) // 10 // per_round * per_round)
+    last_begin = (len(events) - tenth) // per_round * per_round
+    last_start = None
+
+    def publish(doc: dict | None) -> None:
+        if doc is None:
+            return
+        value = models.dumps(doc)
+        run.largest_record = max(run.largest_record, len(value))
+        in_transit.append(value)
+        if shards > 1:
+            if doc["meta"].get("patch_of") is not None:
+                run.patches += 1
+            else:
+                run.wholes += 1
+            manifest = writer.on_slice(doc["meta"]["shard"], doc["meta"]["version"], version=doc["meta"]["version"])
+            if manifest is not None:
+                in_transit.append(manifest_doc.dumps(manifest_doc.manifest_document(manifest, clock)))
+
+    start = time.process_time()
+    for begin in range(0, len(events), per_round):
+        if begin == tenth:
+            run.cpu_first = time.process_time() - start
+        if begin == last_begin:
+            last_start = time.process_time()
+        arrived, in_transit[:] = list(in_transit), []
+        for value in arrived:  # what was published last round is visible now
+            entry, model, problem = feed.offer(value, current, now=1e9)
+            assert problem is None, problem
+            if entry is not None:
+                current, served_model, params = entry, model, models.get_params(model)
+                for k, r in enumerate(reps):
+                    side.on_model(r, k, entry.meta, lambda: params)
+        chunk = events[begin: begin + per_round]
+        for k, r in enumerate(reps):
+            part = chunk[k::replicas]
+            if not part:
+                continue
+            clock += 0.01
+            for x, y in part:
+                run.served.add(served_model.predict_proba_one(x) if served_model is not None else None, y)
+            out = side.on_events(r, k, [x for x, _ in part], [y for _, y in part])
+            for data in out.updates:
+                run.update_bytes += len(data)
+                run.touched += _touched(decode_update(data).delta)
+                publish(merger_side.on_update(mergers[update_shard(data)], data, now=clock).document)
+        for m in mergers:
+            publish(merger_side.on_timer(m, now=clock).document)
+    end = time.process_time()
+    run.cpu_total = end - start
+    run.cpu_last = end - (last_start if last_start is not None else start)
+    run.window, run.last_window = tenth, len(events) - last_begin
+    run.per_shard = [_entries(m.params) for m in mergers]
+    joined = sharding.join(build(SPEC), [m.params for m in mergers])
+    run.features = len(set(joined.get("opt_z", {})) | set(joined.get("weights", {})))
+    run.replica_params = _entries(models.get_params(reps[0].model))
+    run.unusable = feed.unusable_patches
+    return run
+
+
+def _touched(delta: dict) -> int:
+    return sum(len(v) for v in delta.values() if isinstance(v, dict))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=50_000, help="the issue asks for 1M (hours today: NOTES.md)")
+    parser.add_argument("--shards", default="1,4,16")
+    parser.add_argument("--replicas", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=250, help="events per replica micro-batch (and sync)")
+    parser.add_argument("--river-prefix", type=int, default=5_000, help="events River 0.23 itself is timed on")
+    parser.add_argument("--seed", type=int, default=3)
+    args = parser.parse_args()
+    events = list(click_events(args.events, seed=args.seed))
+    river, river_cpu = river_alone(events)
+    river_us = 1e6 * river_cpu / len(events)
+    prefix = events[: args.river_prefix]
+    river023_us = river_023(prefix)
+    prefix_ours_us = 1e6 * river_alone(prefix)[1] / len(prefix)
+    print(f"Clicks seed {args.seed}: {len(events):,} events, K={args.replicas} replicas, batches of {args.batch}, "
+          f"{PATCHES} patches between whole slices")
+    print(f"River (O(active) stand-in, all events): accuracy {river.accuracy:.4f}  log loss {river.mean_log_loss:.4f}"
+          f"  {river_us:.0f} CPU-µs/event")
+    print(f"River 0.23 itself, first {len(prefix):,} events: {river023_us:.0f} CPU-µs/event "
+          f"(the stand-in on the same prefix: {prefix_ours_us:.0f})")
+    print(f"{'M':>3} {'accuracy':>9} {'Δ pts':>6} {'log loss':>9} {'features':>9} {'params/shard (max/mean)':>24} "
+          f"{'largest KB':>10} {'B/param':>8} {'µs first':>9} {'µs last':>8} {'µs all':>7} {'patches':>8}")
+    runs = {}
+    for m in [int(s) for s in args.shards.split(",")]:
+        r = loop(events, m, args.replicas, args.batch)
+        balance = max(r.per_shard) / (sum(r.per_shard) / len(r.per_shard))
+        us = 1e6 * r.cpu_total / len(events)
+        print(f"{m:>3} {r.served.accuracy:>9.4f} {100 * (r.served.accuracy - river.accuracy):>+6.2f} "
+              f"{r.served.mean_log_loss:>9.4f} {r.features:>9,} {max(r.per_shard):>13,} ({balance:.2f})"
+              f"{r.largest_record / 1024:>14.0f} {r.update_bytes / max(1, r.touched):>8.1f} "
+              f"{1e6 * r.cpu_first / r.window:>9.0f} {1e6 * r.cpu_last / r.last_window:>8.0f} {us:>7.0f} "
+              f"{r.patches:>4}/{r.wholes:<3}")
+        if r.unusable:
+            print(f"    ({r.unusable} patches could not be applied by the reader)")
+        runs[m] = (m, r, balance, us)
+    m, r, balance, us = runs.get(4) or runs[m]
+    print(f"(replica holds {r.replica_params:,} parameters; CPU per event of the loop is one process doing every "
+          "replica's, merger's and one reader's work)")
+    print(f"sharded: M={m} accuracy_delta={100 * (r.served.accuracy - river.accuracy):+.2f} "
+          f"largest_slice_kb={r.largest_record / 1024:.0f} shard_balance={balance:.2f} "
+          f"bytes_per_key={r.update_bytes / max(1, r.touched):.1f} speedup_vs_river={river023_us / us:.2f}")
+
+
+if __name__ == "__main__":
+    main()
