@@ -21,7 +21,8 @@ Baselines, same events, same order, same run:
 Printed per M: served accuracy and log loss against River's, the distinct
 features and parameters (entries of the per-feature maps: ``w``, ``z``, ``n``),
 parameters per shard and the balance (max / mean), the largest record on the
-models topic (whole slices and patches), update bytes per touched parameter,
+models topic (whole slices and patches; over the merger's 900 KB limit a record is merged but not
+published, as in the job, and counted), update bytes per touched parameter,
 CPU-µs per event of the loop (learning, merging, publishing, reading) for the
 first and the last tenth of the stream (the model is small, then large), and
 against the baselines.  Memory is shown as parameters held (a replica holds the
@@ -56,6 +57,8 @@ from riverflink.pipelines.click_stream import click_events
 
 SPEC = "LogisticRegression(ftrl=true)"
 PATCHES = 15
+#: the merger's limit (``MergerFunction.max_doc_bytes``): a larger record is merged but not published
+MAX_RECORD = 900_000
 
 
 @dataclass
@@ -98,10 +101,8 @@ class Run:
     patches: int = 0
     wholes: int = 0
     unusable: int = 0
-
-
-def _entries(tree: dict) -> int:
-    return sum(len(v) for v in tree.values() if isinstance(v, dict))
+    #: records over MAX_RECORD (the job merges them but cannot publish them)
+    oversized: int = 0
 
 
 def river_alone(events: list) -> tuple[Scores, float]:
@@ -145,6 +146,9 @@ def loop(events: list, shards: int, replicas: int, batch: int) -> Run:
             return
         value = models.dumps(doc)
         run.largest_record = max(run.largest_record, len(value))
+        if len(value) > MAX_RECORD:
+            run.oversized += 1
+            return
         in_transit.append(value)
         if shards > 1:
             if doc["meta"].get("patch_of") is not None:
@@ -180,7 +184,7 @@ def loop(events: list, shards: int, replicas: int, batch: int) -> Run:
             out = side.on_events(r, k, [x for x, _ in part], [y for _, y in part])
             for data in out.updates:
                 run.update_bytes += len(data)
-                run.touched += _touched(decode_update(data).delta)
+                run.touched += sharding.entries(side.template, decode_update(data).delta)
                 publish(merger_side.on_update(mergers[update_shard(data)], data, now=clock).document)
         for m in mergers:
             publish(merger_side.on_timer(m, now=clock).document)
@@ -188,16 +192,12 @@ def loop(events: list, shards: int, replicas: int, batch: int) -> Run:
     run.cpu_total = end - start
     run.cpu_last = end - (last_start if last_start is not None else start)
     run.window, run.last_window = tenth, len(events) - last_begin
-    run.per_shard = [_entries(m.params) for m in mergers]
+    run.per_shard = [sharding.entries(side.template, m.params) for m in mergers]
     joined = sharding.join(build(SPEC), [m.params for m in mergers])
     run.features = len(set(joined.get("opt_z", {})) | set(joined.get("weights", {})))
-    run.replica_params = _entries(models.get_params(reps[0].model))
+    run.replica_params = sharding.entries(side.template, models.get_params(reps[0].model))
     run.unusable = feed.unusable_patches
     return run
-
-
-def _touched(delta: dict) -> int:
-    return sum(len(v) for v in delta.values() if isinstance(v, dict))
 
 
 def main() -> None:
@@ -233,8 +233,9 @@ def main() -> None:
               f"{r.largest_record / 1024:>14.0f} {r.update_bytes / max(1, r.touched):>8.1f} "
               f"{1e6 * r.cpu_first / r.window:>9.0f} {1e6 * r.cpu_last / r.last_window:>8.0f} {us:>7.0f} "
               f"{r.patches:>4}/{r.wholes:<3}")
-        if r.unusable:
-            print(f"    ({r.unusable} patches could not be applied by the reader)")
+        if r.unusable or r.oversized:
+            print(f"    ({r.oversized} records over the job's {MAX_RECORD:,}-byte limit, not published; "
+                  f"{r.unusable} patches the reader could not apply)")
         runs[m] = (m, r, balance, us)
     m, r, balance, us = runs.get(4) or runs[m]
     print(f"(replica holds {r.replica_params:,} parameters; CPU per event of the loop is one process doing every "

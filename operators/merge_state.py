@@ -25,6 +25,11 @@ Contract
 * **Quality gate** (optional, :mod:`~riverflink.operators.quality_gate`): a
   version is published with ``meta.held`` set (why) when it is not to be
   served yet; replicas rebase onto every version, serving skips held ones.
+* **Patches** (a sharded model with ``patches`` > 0): a version's slice goes
+  out as the entries its merge touched (``meta.patch_of``: the version it
+  applies to; :func:`~riverflink.models.sharding.touched`), whole at first,
+  after ``patches`` patches, after the merger read back a newer version than
+  its own (a restart), or when a patch would hold half the slice.
 * A merger that has never merged (a new job without a savepoint) adopts the
   newest model on the topic as its starting point (:meth:`MergerState.adopt`).
 * **How parameters combine** is the model family's business
