@@ -156,7 +156,7 @@ def cmd_models(args) -> int:
             held = latest.get(key)
             if held is None or (document.meta.version or 0) > (held[0].meta.version or 0):
                 latest[key] = (document, check)
-        rows = list(latest.values())
+        rows = sorted(latest.values(), key=lambda row: (str(row[0].meta.name), row[0].meta.shard))
     print(f"{'name':12} {'version':>14} {'seq':>5} {'events':>8} {'bytes':>7}  {'created_at':20} {'signature':10} "
           f"counts / quality gate")
     previous: dict = {}
