@@ -45,12 +45,11 @@ from dataclasses import dataclass, field
 from river import linear_model
 
 from riverflink import models
-from riverflink.models import manifest as manifest_doc
 from riverflink.models import sharding
 from riverflink.models.spec import build
 from riverflink.models.sync import SyncPolicy
 from riverflink.operators.loop import LoopSettings, MergerSide, ReplicaSide
-from riverflink.operators.messages import decode_update, update_shard
+from riverflink.operators.messages import update_shard
 from riverflink.operators.model_feed import FeedRules, ModelFeed
 from riverflink.operators.slice_assembly import ManifestWriter
 from riverflink.pipelines.click_stream import click_events
@@ -155,9 +154,9 @@ def loop(events: list, shards: int, replicas: int, batch: int) -> Run:
                 run.patches += 1
             else:
                 run.wholes += 1
-            manifest = writer.on_slice(doc["meta"]["shard"], doc["meta"]["version"], version=doc["meta"]["version"])
+            manifest = writer.record_for(doc, clock)
             if manifest is not None:
-                in_transit.append(manifest_doc.dumps(manifest_doc.manifest_document(manifest, clock)))
+                in_transit.append(manifest)
 
     start = time.process_time()
     for begin in range(0, len(events), per_round):
@@ -182,9 +181,10 @@ def loop(events: list, shards: int, replicas: int, batch: int) -> Run:
             for x, y in part:
                 run.served.add(served_model.predict_proba_one(x) if served_model is not None else None, y)
             out = side.on_events(r, k, [x for x, _ in part], [y for _, y in part])
+            if out.updates:  # the update just taken, whole (its pieces hold these entries between them)
+                run.touched += sharding.entries(side.template, r.in_flight[-1][1])
             for data in out.updates:
                 run.update_bytes += len(data)
-                run.touched += sharding.entries(side.template, decode_update(data).delta)
                 publish(merger_side.on_update(mergers[update_shard(data)], data, now=clock).document)
         for m in mergers:
             publish(merger_side.on_timer(m, now=clock).document)

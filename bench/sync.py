@@ -47,7 +47,6 @@ from river import datasets
 from river.datasets import synth
 
 from riverflink import models
-from riverflink.models import manifest as manifest_doc
 from riverflink.models import sharding
 from riverflink.models.policies import MergePolicy
 from riverflink.models.spec import build as build_model
@@ -193,14 +192,13 @@ def simulate(spec: str, events: list, s: Setting, warmup: int, baseline: tuple[S
         if doc is None:
             return
         in_transit.append((rnd + s.delay, models.dumps(doc)))
-        meta = doc["meta"]
         if s.shards == 1:
             versions += 1
             final = models.from_wire(doc)
             return
-        manifest = writer.on_slice(meta["shard"], meta["version"], version=meta["version"])
+        manifest = writer.record_for(doc, clock)
         if manifest is not None:
-            in_transit.append((rnd + s.delay, manifest_doc.dumps(manifest_doc.manifest_document(manifest, clock))))
+            in_transit.append((rnd + s.delay, manifest))
             versions += 1
             model = build_model(spec)  # what the mergers hold: the slices just named
             final = models.set_params(model, sharding.join(model, [m.params for m in mergers]))

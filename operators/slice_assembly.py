@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from riverflink.models import manifest as manifest_doc
 from riverflink.models.manifest import Manifest, SliceMeta
 
 #: slice versions a reader keeps per shard while it waits for the manifest that names them
@@ -137,3 +138,10 @@ class ManifestWriter:
         self.fresh, self.since = frozenset(), 0
         self.version = max(version, self.version + 1)
         return Manifest(self.name, self.version, self.epoch, tuple(self.latest[s] for s in range(self.shards)))
+
+    def record_for(self, doc: dict, created_at: float) -> bytes | None:
+        """A published slice document ``doc`` seen by :meth:`on_slice` (its version as the manifest version): the
+        manifest record to publish after it, or ``None``."""
+        meta = doc["meta"]
+        manifest = self.on_slice(meta["shard"], meta["version"], version=meta["version"])
+        return None if manifest is None else manifest_doc.dumps(manifest_doc.manifest_document(manifest, created_at))

@@ -9,7 +9,6 @@ from riverflink import models
 from riverflink.models import journal
 from riverflink.models.spec import build
 from riverflink.operators.loop import LoopSettings, MergerSide, ReplicaSide
-from riverflink.models import manifest as manifest_doc
 from riverflink.operators.messages import decode_update, update_shard
 from riverflink.operators.model_feed import FeedRules, ModelFeed
 from riverflink.operators.slice_assembly import ManifestWriter
@@ -32,10 +31,9 @@ def _loop(spec: str, shards: int, mode: str = "exact") -> tuple[list, list]:
         if doc is None:
             return
         published.append(models.dumps(doc))
-        manifest = writer.on_slice(doc["meta"]["shard"], doc["meta"]["version"], version=doc["meta"]["version"]) \
-            if shards > 1 else None
+        manifest = writer.record_for(doc, 1.0) if shards > 1 else None
         if manifest is not None:
-            published.append(manifest_doc.dumps(manifest_doc.manifest_document(manifest, 1.0)))
+            published.append(manifest)
 
     for start in range(0, len(events), 150):
         for k, replica in enumerate(replicas):
