@@ -240,6 +240,10 @@ def simulate(spec: str, events: list, s: Setting, warmup: int, baseline: tuple[S
                 publish(merger_side.on_update(mergers[update_shard(data)], data, now=clock).document, rnd)
         for merger in mergers:  # nothing waits longer than a round
             publish(merger_side.on_timer(merger, now=clock).document, rnd)
+        waiting = writer.flush_record(clock) if s.shards > 1 else None  # the manifest publisher's timer
+        if waiting is not None:
+            in_transit.append((rnd + s.delay, waiting))
+            versions += 1
     return Outcome(served, served_late, baseline[0], baseline[1], own, updates, update_bytes, json_bytes,
                    versions, task, final)
 

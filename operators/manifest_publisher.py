@@ -1,4 +1,4 @@
-"""``ManifestPublisher``: a sharded model's manifests, one per slice published.  Keyed by model name.
+"""``ManifestPublisher``: a sharded model's manifests, about one per update merged everywhere.  Keyed by model name.
 
 Input: ``"<shard> <slice version>"`` from the merger shards
 (:data:`~riverflink.operators.flink_state.SLICES_PUBLISHED`).  Output: each
@@ -6,7 +6,10 @@ manifest (:mod:`riverflink.models.manifest`) as ``"<model>\\n<JSON>"`` for the
 ``models`` sink, signed when the merger signs.  The pure part is
 :class:`~riverflink.operators.slice_assembly.ManifestWriter`, kept in keyed
 state: a restored writer goes on naming the slices it last knew, and its
-manifest versions keep increasing (``max(previous + 1, now in ms)``).
+manifest versions keep increasing (``max(previous + 1, now in ms)``).  Slices the
+writer holds back (it waits for every shard's newer slice) are named by a
+processing-time timer :data:`~riverflink.operators.slice_assembly.FLUSH_AFTER_MS`
+later at most, so a stream's last slices are named too.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from riverflink.models import manifest as manifest_doc
 from riverflink.models.signing import Signer, sign
 from riverflink.operators.flink_state import MANIFEST_WRITER
 from riverflink.operators.loop import LoopSettings
-from riverflink.operators.slice_assembly import ManifestWriter
+from riverflink.operators.slice_assembly import FLUSH_AFTER_MS, ManifestWriter
 
 log = logging.getLogger("riverflink")
 
@@ -47,9 +50,23 @@ class ManifestPublisher(KeyedProcessFunction):
         manifest = writer.on_slice(shard, slice_version, version=int(time.time() * 1000))
         self.state.update(writer)
         if manifest is None:
+            if writer.waiting:  # (one timer per period: Flink keeps one per key and timestamp)
+                now = ctx.timer_service().current_processing_time()
+                ctx.timer_service().register_processing_time_timer((now // FLUSH_AFTER_MS + 1) * FLUSH_AFTER_MS)
             return
+        yield self._record(manifest)
+
+    def on_timer(self, timestamp: int, ctx):
+        writer = self.state.value()
+        manifest = None if writer is None else writer.flush(version=int(time.time() * 1000))
+        if manifest is None:
+            return
+        self.state.update(writer)
+        yield self._record(manifest)
+
+    def _record(self, manifest) -> str:
         doc = manifest_doc.manifest_document(manifest, created_at=time.time())
         if self.signer is not None:
             sign(doc, self.signer)
         self.m_manifests.inc()
-        yield f"{s.model_name}\n{manifest_doc.dumps(doc).decode()}"
+        return f"{self.settings.model_name}\n{manifest_doc.dumps(doc).decode()}"

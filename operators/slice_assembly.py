@@ -31,6 +31,8 @@ from typing import Any
 from riverflink.models import manifest as manifest_doc
 from riverflink.models.manifest import Manifest, SliceMeta
 
+#: how long a slice may wait for the manifest that names it (the publisher's processing-time timer)
+FLUSH_AFTER_MS = 100
 #: slice versions a reader keeps per shard while it waits for the manifest that names them
 KEEP_PER_SHARD = 8
 
@@ -95,10 +97,15 @@ class SliceAssembler:
 
 @dataclass
 class ManifestWriter:
-    """The writer side: remembers each shard's newest published slice version and names them in a manifest once
-    every shard of the epoch has published one, then after every new slice.  ``on_slice`` returns the manifest to
-    publish, or ``None``.  (Naming one only once every shard had published anew cut the readers' work M-fold,
-    but left the last slices of a stream unnamed: it needs a timer that names what waits; NOTES.md.)
+    """The writer side: remembers each shard's newest published slice version and names them in a manifest.
+
+    The first manifest comes once every shard of the epoch has published a slice.  After it, a manifest comes
+    once every shard has published a newer slice (each replica update reaches every shard, so that is once per
+    update merged everywhere), or once ``shards`` new slices have come since the last manifest (a shard that
+    stopped publishing holds nobody back).  A manifest per slice would make every reader assemble and adopt the
+    model M times per update.  Slices that wait are named by :meth:`flush`, which the publisher calls from a
+    processing-time timer (:data:`FLUSH_AFTER_MS`), so the last slices of a stream are named too.  ``on_slice``
+    and ``flush`` return the manifest to publish, or ``None``.
 
     >>> w = ManifestWriter("clicks", epoch=1, shards=2)
     >>> w.on_slice(0, 5, version=100) is None  # shard 1 has published nothing yet
@@ -107,6 +114,14 @@ class ManifestWriter:
     Manifest(name='clicks', version=101, epoch=1, slices=(5, 7))
     >>> w.on_slice(1, 6, version=102) is None  # an older slice than the one named
     True
+    >>> w.on_slice(1, 8, version=103) is None, w.waiting  # shard 0 has nothing newer yet
+    (True, True)
+    >>> w.on_slice(0, 9, version=104)
+    Manifest(name='clicks', version=104, epoch=1, slices=(9, 8))
+    >>> w.on_slice(1, 10, version=105) is None, w.on_slice(1, 11, version=106)  # shard 0 went quiet
+    (True, Manifest(name='clicks', version=106, epoch=1, slices=(9, 11)))
+    >>> w.on_slice(1, 12, version=107) is None, w.flush(version=108), w.flush(version=109)  # the timer names it
+    (True, Manifest(name='clicks', version=108, epoch=1, slices=(9, 12)), None)
     """
 
     name: str
@@ -114,14 +129,32 @@ class ManifestWriter:
     shards: int
     latest: dict = field(default_factory=dict)
     version: int = 0
+    #: shards with a slice newer than the last manifest names, and new slices since it (immutable defaults: a
+    #: writer saved before these fields existed restores with them)
+    fresh: frozenset = frozenset()
+    since: int = 0
+
+    @property
+    def waiting(self) -> bool:
+        """Whether a slice newer than the last manifest names waits to be named."""
+        return bool(self.fresh) and len(self.latest) == self.shards
 
     def on_slice(self, shard: int, slice_version: int, version: int) -> Manifest | None:
         """Shard ``shard`` published ``slice_version``; ``version`` is the manifest version to use (monotonic)."""
         if not 0 <= shard < self.shards or slice_version <= self.latest.get(shard, -1):
             return None
         self.latest[shard] = slice_version
-        if len(self.latest) < self.shards:
+        self.fresh, self.since = self.fresh | {shard}, self.since + 1
+        if len(self.latest) < self.shards or (self.version and len(self.fresh) < self.shards
+                                              and self.since < self.shards):
             return None
+        return self.flush(version)
+
+    def flush(self, version: int) -> Manifest | None:
+        """The manifest naming the slices that wait, or ``None`` when nothing waits."""
+        if not self.waiting:
+            return None
+        self.fresh, self.since = frozenset(), 0
         self.version = max(version, self.version + 1)
         return Manifest(self.name, self.version, self.epoch, tuple(self.latest[s] for s in range(self.shards)))
 
@@ -130,4 +163,9 @@ class ManifestWriter:
         manifest record to publish after it, or ``None``."""
         meta = doc["meta"]
         manifest = self.on_slice(meta["shard"], meta["version"], version=meta["version"])
+        return None if manifest is None else manifest_doc.dumps(manifest_doc.manifest_document(manifest, created_at))
+
+    def flush_record(self, created_at: float) -> bytes | None:
+        """The manifest record naming the slices that wait (the publisher's timer, in a simulation), or ``None``."""
+        manifest = self.flush(version=self.version + 1)
         return None if manifest is None else manifest_doc.dumps(manifest_doc.manifest_document(manifest, created_at))

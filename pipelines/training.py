@@ -137,7 +137,7 @@ def build(cfg: TrainConfig):
         .name("merger-shards")
         .uid("merger-shards")
     )
-    # str: "<model>\n<manifest JSON>", one per slice published once every shard has published one
+    # str: "<model>\n<manifest JSON>", once every shard has published anew (a timer names what waits)
     manifests = (
         slices.get_side_output(SLICES_PUBLISHED)
         .key_by(lambda _slice: name, key_type=Types.STRING())

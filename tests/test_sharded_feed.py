@@ -25,7 +25,7 @@ SPEC = "FeatureHasher(n_features=4096)|LogisticRegression(ftrl=true)"
 
 def _run(shards: int, signer: Signer, rounds: int = 3, patches: int = 0, rebase: bool = False):
     """Two replicas learn click events; each update's pieces go to their merger shard; every new slice is
-    signed and followed by the manifest a ManifestWriter names.  Returns (records in publication order, the
+    signed; the manifests a ManifestWriter names follow (and, at each round's end, the one its timer names).  Returns (records in publication order, the
     replica side, the replicas, the mergers).  ``patches``: slices published as patches between whole ones;
     ``rebase``: the replicas rebase on every model a reader assembles, as in the job (else they never do)."""
     settings = LoopSettings("m", shards=shards, epoch=7, patches=patches)
@@ -56,6 +56,9 @@ def _run(shards: int, signer: Signer, rounds: int = 3, patches: int = 0, rebase:
                 manifest = writer.on_slice(doc["meta"]["shard"], doc["meta"]["version"], version=2_000_000 + len(out))
                 if manifest is not None:
                     out.append(manifest_doc.dumps(sign(manifest_doc.manifest_document(manifest, 1.0), signer)))
+        waiting = writer.flush(version=2_000_000 + len(out))  # the publisher's timer names what waits
+        if waiting is not None:
+            out.append(manifest_doc.dumps(sign(manifest_doc.manifest_document(waiting, 1.0), signer)))
     return out, replicas, reps, states
 
 
