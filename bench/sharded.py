@@ -21,8 +21,9 @@ Baselines, same events, same order, same run:
 Printed per M: served accuracy and log loss against River's, the distinct
 features and parameters (entries of the per-feature maps: ``w``, ``z``, ``n``),
 parameters per shard and the balance (max / mean), the largest record on the
-models topic (whole slices and patches; over the merger's 900 KB limit a record is merged but not
-published, as in the job, and counted), update bytes per touched parameter,
+models topic (whole slices and patches; a sharded slice over the merger's 900 KB limit goes out as pages,
+as in the job; an unsharded model over it is merged but not published, and counted), update bytes per touched
+parameter,
 CPU-µs per event of the loop (learning, merging, publishing, reading) for the
 first and the last tenth of the stream (the model is small, then large), and
 against the baselines.  Memory is shown as parameters held (a replica holds the
@@ -46,6 +47,7 @@ from river import linear_model
 
 from riverflink import models
 from riverflink.models import sharding
+from riverflink.models.paging import paginate
 from riverflink.models.spec import build
 from riverflink.models.sync import SyncPolicy
 from riverflink.operators.loop import LoopSettings, MergerSide, ReplicaSide
@@ -95,6 +97,9 @@ class Run:
     per_shard: list = field(default_factory=list)
     replica_params: int = 0
     largest_record: int = 0
+    #: the largest slice version (whole or patch) before paging, and the pages published
+    largest_slice: int = 0
+    pages: int = 0
     update_bytes: int = 0
     touched: int = 0
     patches: int = 0
@@ -144,11 +149,16 @@ def loop(events: list, shards: int, replicas: int, batch: int) -> Run:
         if doc is None:
             return
         value = models.dumps(doc)
-        run.largest_record = max(run.largest_record, len(value))
-        if len(value) > MAX_RECORD:
+        run.largest_slice = max(run.largest_slice, len(value))
+        values = [value]
+        if shards > 1 and len(value) > MAX_RECORD:  # as the job's merger does: pages of the same version
+            values = [models.dumps(page) for page in paginate(doc, len(value), MAX_RECORD)]
+            run.pages += len(values)
+        run.largest_record = max(run.largest_record, *map(len, values))
+        if max(map(len, values)) > MAX_RECORD:
             run.oversized += 1
             return
-        in_transit.append(value)
+        in_transit.extend(values)
         if shards > 1:
             if doc["meta"].get("patch_of") is not None:
                 run.patches += 1
@@ -236,8 +246,9 @@ def main() -> None:
               f"{r.largest_record / 1024:>14.0f} {r.update_bytes / max(1, r.touched):>8.1f} "
               f"{1e6 * r.cpu_first / r.window:>9.0f} {1e6 * r.cpu_last / r.last_window:>8.0f} {us:>7.0f} "
               f"{r.patches:>4}/{r.wholes:<3}")
-        if r.unusable or r.oversized:
-            print(f"    ({r.oversized} records over the job's {MAX_RECORD:,}-byte limit, not published; "
+        if r.unusable or r.oversized or r.pages:
+            print(f"    (largest slice version {r.largest_slice / 1024:.0f} KB: {r.pages} pages published; "
+                  f"{r.oversized} records over the job's {MAX_RECORD:,}-byte limit, not published; "
                   f"{r.unusable} patches the reader could not apply)")
         runs[m] = (m, r, balance, us)
     m, r, balance, us = runs.get(4) or runs[m]

@@ -95,6 +95,11 @@ class ModelMeta:
     #: a slice published as a *patch*: the slice version it applies to (its entries are those the merge touched;
     #: :func:`riverflink.models.sharding.patched`); None: the whole slice
     patch_of: int | None = None
+    #: a slice version too large for one record goes out as ``pages`` documents, this one page ``page`` of them
+    #: (each a valid slice document holding a share of the per-feature entries and the whole dense part;
+    #: :mod:`riverflink.models.paging`); 0 of 1: the whole version in this document
+    page: int = 0
+    pages: int = 1
     #: an assembled sharded model (built by a reader, operators.model_feed.ModelFeed, never read from a
     #: document): the slices it was assembled from, in shard order (empty for anything else)
     slices: tuple[SliceInfo, ...] = ()
@@ -126,6 +131,8 @@ class ModelMeta:
             shards=max(1, _int(meta.get("shards")) or 1),
             epoch=_int(meta.get("epoch")) or 0,
             patch_of=_int(meta.get("patch_of")),
+            page=_int(meta.get("page")) or 0,
+            pages=max(1, _int(meta.get("pages")) or 1),
         )
 
 

@@ -171,3 +171,30 @@ def entries(model: Any, params: dict) -> int:
     if isinstance(model, compose.Pipeline):
         return sum(entries(step, p) for step, p in zip(model.steps.values(), params["steps"], strict=True))
     return sum(len(v) for v in params.values() if isinstance(v, dict))
+
+
+def pages(model: Any, params: dict, n: int) -> list[dict]:
+    """``params`` (a slice, whole or a patch) as ``n`` parameter trees of the model's shape: each holds about
+    ``1/n`` of every per-feature map's entries and the whole dense part.  :func:`join` of them gives ``params``
+    back; so does applying them one after the other with :func:`patched`.
+
+    >>> from riverflink.models.spec import build
+    >>> params = {"weights": {"a": 1.0, "b": 2.0, "c": 3.0}, "intercept": 0.5}
+    >>> pages(build("LogisticRegression"), params, 2)
+    [{'weights': {'a': 1.0}, 'intercept': 0.5}, {'weights': {'b': 2.0, 'c': 3.0}, 'intercept': 0.5}]
+    >>> join(build("LogisticRegression"), _) == params
+    True
+    """
+    if isinstance(model, compose.Pipeline):
+        per_step = [pages(step, p, n) for step, p in zip(model.steps.values(), params["steps"], strict=True)]
+        return [{"steps": [s[i] for s in per_step]} for i in range(n)]
+    out: list[dict] = [{} for _ in range(n)]
+    for key, value in params.items():
+        if isinstance(value, dict):
+            items = list(value.items())
+            for i, page in enumerate(out):
+                page[key] = dict(items[i * len(items) // n: (i + 1) * len(items) // n])
+        else:
+            for page in out:
+                page[key] = value
+    return out

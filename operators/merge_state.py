@@ -262,15 +262,17 @@ class MergerState:
         counter.  Its parameters are taken only while this merger has never
         merged: afterwards the merger's own (checkpointed) parameters are the
         truth, and a newer document can only be one it published before a
-        failover.  A patch (``meta.patch_of``) raises the counter but holds no
-        whole slice to take.
+        failover.  A patch (``meta.patch_of``) or a page of a slice
+        (``meta.pages`` > 1) raises the counter but holds no whole slice to
+        take (a new job over a topic whose newest slice is paged starts its
+        slice afresh).
         """
         version = meta.version
         if version is None or version <= self.version or (meta.shard, meta.shards) != (self.shard, self.shards):
             return False  # (another shard's slice, or another shard count's, is not this merger's to adopt)
         self.version = version
         self.since_whole = None  # what readers hold is not known: the next slice goes out whole
-        if self.merges == 0 and meta.patch_of is None:
+        if self.merges == 0 and meta.patch_of is None and meta.pages <= 1:
             self.params = params()
             self.compensator.restart_from(version, self.params)
             self.events = meta.events if meta.events is not None else self.events

@@ -2,7 +2,8 @@
 
 With ``--shards M`` it is keyed by ``<model>#<shard>`` (:func:`~riverflink.models.manifest.shard_key`): each key
 merges its shard's slice, outputs each slice document as ``"<model>#<shard>\n<JSON>"`` (the record carries its
-Kafka key) and tells the manifest writer (:data:`SLICES_PUBLISHED`, ``"<shard> <slice version>"``).
+Kafka key; a slice over ``max_doc_bytes`` goes out as pages, :mod:`riverflink.models.paging`) and tells the
+manifest writer (:data:`SLICES_PUBLISHED`, ``"<shard> <slice version>"``).
 
 A Flink shell over :class:`~riverflink.operators.loop.MergerSide` (the loop's
 merger half): it keeps the :class:`~riverflink.operators.merge_state.MergerState`
@@ -24,6 +25,7 @@ from pyflink.datastream.functions import KeyedCoProcessFunction, RuntimeContext
 from riverflink import models
 from riverflink.models.document import of_dict
 from riverflink.models import manifest as manifest_doc
+from riverflink.models import paging
 from riverflink.models.manifest import shard_key
 from riverflink.models.signing import Signer, sign
 from riverflink.models.spec import build as build_model
@@ -130,19 +132,32 @@ class Merger(KeyedCoProcessFunction):
             log.warning("model version %s held back by the quality gate (version %s keeps serving): %s",
                         meta.version, meta.served, meta.held)
         self.last.update(version_seconds=meta.version // 1000, events=meta.events, staleness=meta.staleness)
-        if self.signer is not None:
-            sign(doc, self.signer)
-        text = models.dumps(doc)
-        if len(text) > self.max_doc_bytes:
-            # the version is merged (replicas keep their learning) but cannot be published
-            self.oversized += 1
-            self.m_oversized.inc()
-            log.error("model version %s is %d bytes, over the %d-byte limit of the models topic: not "
-                      "published (%d so far); bound the model's features (--max-model-features) or raise the limit",
-                      meta.version, len(text), self.max_doc_bytes, self.oversized)
+        texts = self._texts(doc, merger.shards > 1)
+        if texts is None:
             return
         if merger.shards > 1:
-            yield f"{shard_key(merger.name, merger.shard)}\n{text.decode()}"
-            yield SLICES_PUBLISHED, f"{merger.shard} {meta.version}"
+            for text in texts:
+                yield f"{shard_key(merger.name, merger.shard)}\n{text.decode()}"
+            yield SLICES_PUBLISHED, f"{merger.shard} {meta.version}"  # (after its last page)
         else:
-            yield text.decode()
+            yield texts[0].decode()
+
+    def _texts(self, doc: dict, paged: bool) -> list[bytes] | None:
+        """The records of a new version: its document, signed when the merger signs; a slice larger than
+        ``max_doc_bytes`` as its pages (:mod:`riverflink.models.paging`).  ``None`` (logged, counted) when a
+        record would still be too large: the version is merged (replicas keep their learning) but not published."""
+        signed = sign(dict(doc), self.signer) if self.signer is not None else doc
+        texts = [models.dumps(signed)]
+        if paged and len(texts[0]) > self.max_doc_bytes:
+            pages = paging.paginate(doc, len(texts[0]), self.max_doc_bytes)
+            texts = [models.dumps(sign(p, self.signer) if self.signer is not None else p) for p in pages]
+        largest = max(len(t) for t in texts)
+        if largest <= self.max_doc_bytes:
+            return texts
+        self.oversized += 1
+        self.m_oversized.inc()
+        log.error("model version %s is %d bytes, over the %d-byte limit of the models topic: not "
+                  "published (%d so far); bound the model's features (--max-model-features), shard it "
+                  "(--shards) or raise the limit", doc["meta"]["version"], largest, self.max_doc_bytes,
+                  self.oversized)
+        return None

@@ -34,6 +34,9 @@ from riverflink.models.manifest import SliceMeta
 from riverflink.models.signing import Verifier, verify
 from riverflink.operators.slice_assembly import SliceAssembler
 
+#: pages one slice version may take (a reader holds them until the last comes)
+MAX_PAGES = 4096
+
 log = logging.getLogger("riverflink")
 
 
@@ -150,6 +153,9 @@ class ModelFeed:
       reader waits for that shard's next whole slice.  An assembled entry's
       ``parts`` then hold each shard's chain (the whole slice, then its
       patches), so that a restore can replay it.
+    * A slice version published as pages (``meta.pages`` > 1,
+      :mod:`riverflink.models.paging`) is taken once every page has come; its
+      parts then hold every page's text.
 
     Restored readers call :meth:`seed` with the entry they kept, so that a later
     manifest naming some of the same slices can still be assembled.  A slice
@@ -165,6 +171,8 @@ class ModelFeed:
         self._manifests: dict[int, tuple[str, float]] = {}
         #: patches whose base slice this reader did not hold (it waited for a whole slice instead)
         self.unusable_patches = 0
+        #: (epoch, shard) -> ((version, pages), {page: (model, text)}): the pages of a version still coming
+        self._paging: dict = {}
 
     def offer(self, value: str | bytes, current: Accepted | None,
               now: float | None = None) -> tuple[Accepted | None, Any, str | None]:
@@ -201,15 +209,35 @@ class ModelFeed:
     def _slice(self, doc: dict, meta: ModelMeta, text: str, now: float | None):
         if not 0 <= meta.shard < meta.shards:
             return None, None, f"slice {meta.shard} of {meta.shards} shards"
+        if not 0 <= meta.page < meta.pages <= MAX_PAGES:
+            return None, None, f"page {meta.page} of {meta.pages} (at most {MAX_PAGES})"
         model, problem = _validated(doc, meta, self.rules, None, now, f"slice {meta.shard} version {meta.version}")
         if model is None:
             return None, None, problem
-        return self._assembled(self._hold(meta, model, text))
+        return self._assembled(self._take(meta, model, text))
 
-    def _hold(self, meta: ModelMeta, model: Any, text: str):
-        """Hand a validated slice (a patch applied to its base first) to the assembler; its answer, or ``None``
-        for a patch whose base this reader does not hold."""
-        texts: tuple[str, ...] = (text,)
+    def _take(self, meta: ModelMeta, model: Any, text: str):
+        """A validated slice document: held (:meth:`_hold`) at once, or, a page (:mod:`riverflink.models.paging`),
+        once every page of its version has come (joined, their texts in page order); the assembler's answer."""
+        if meta.pages <= 1:
+            return self._hold(meta, model, (text,))
+        key = (meta.epoch, meta.shard)
+        version, pages = self._paging.get(key, (None, {}))
+        if version != (meta.version, meta.pages):  # a newer version's pages: the older one's are dropped
+            version, pages = (meta.version, meta.pages), {}
+            self._paging[key] = (version, pages)
+        pages[meta.page] = (model, text)
+        if len(pages) < meta.pages:
+            return None
+        del self._paging[key]
+        ordered = [pages[i] for i in range(meta.pages)]
+        joined = models.set_params(ordered[0][0], sharding.join(ordered[0][0],
+                                                                [models.get_params(m) for m, _ in ordered]))
+        return self._hold(meta, joined, tuple(t for _, t in ordered))
+
+    def _hold(self, meta: ModelMeta, model: Any, texts: tuple[str, ...]):
+        """Hand a validated slice version (its documents' ``texts``; a patch applied to its base first) to the
+        assembler; its answer, or ``None`` for a patch whose base this reader does not hold."""
         if meta.patch_of is not None:
             base = self.assembler.held.get((meta.epoch, meta.shard), {}).get(meta.patch_of)
             if base is None:
@@ -241,7 +269,7 @@ class ModelFeed:
         for text in entry.parts:  # each shard's chain in order: a patch finds the version it applies to
             document = read_document(text)
             if document is not None:
-                self._hold(document.meta, models.from_wire(document.doc), text)
+                self._take(document.meta, models.from_wire(document.doc), text)
         manifest = manifest_doc.read_manifest(entry.text)
         if manifest is not None:
             self._manifests = {manifest.version: (entry.text, entry.meta.created_at or 0.0)}
@@ -268,6 +296,7 @@ def entry_model(entry: Accepted) -> Any:
             document = read_document(text)
             if document is not None:
                 model, shard = models.from_wire(document.doc), document.meta.shard
-                slices[shard] = _patched(slices[shard], model) if document.meta.patch_of is not None else model
+                more = document.meta.patch_of is not None or document.meta.page > 0  # (a patch, or a later page)
+                slices[shard] = _patched(slices[shard], model) if more else model
         return _joined([slices[s] for s in sorted(slices)], entry.version)
     return models.from_wire(entry.text)

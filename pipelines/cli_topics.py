@@ -98,7 +98,8 @@ def cmd_tail(args) -> int:
                 text = (f"model {_shown_name(meta)} v{meta.version} events={meta.events} "
                         f"counts={str(meta.counts)[:200]} bytes={len(value)} "
                         f"{'signed' if document.signed else 'unsigned'}"
-                        + (f" patch_of=v{meta.patch_of}" if meta.patch_of is not None else ""))
+                        + (f" patch_of=v{meta.patch_of}" if meta.patch_of is not None else "")
+                        + (f" page={meta.page + 1}/{meta.pages}" if meta.pages > 1 else ""))
         print(text, flush=True)
         n += 1
         if args.limit and n >= args.limit:
@@ -172,6 +173,8 @@ def cmd_models(args) -> int:
         serving = f"held: {m.held}" if m.held else ("served" if m.gated else "-")
         if m.patch_of is not None:
             serving = f"patch of v{m.patch_of}"
+        if m.pages > 1:
+            serving += f" (page {m.page + 1} of {m.pages})"
         print(f"{_shown_name(m)[:12]:12} {str(m.version)[:14]:>14} {str(m.sequence)[:5]:>5} {str(m.events)[:8]:>8} "
               f"{document.size:>7}  {stamp:20} {check:10} {str(m.counts)[:200]}  {serving[:200]}")
     if foreign:

@@ -177,6 +177,10 @@ class TrainConfig:
                          "(a stable hash of the feature), and a manifest names the slices of each version "
                          "(linear models, StandardScaler, FeatureHasher, OneHotEncoder; docs/model-families.md)",
                          metavar="M")
+    max_record_bytes: int = option(900_000, "largest model document the merger publishes on MODELS (keep it under "
+                                   "the brokers' message.max.bytes); with --shards > 1 a larger slice goes out as "
+                                   "pages, without it a larger model is not published (counted, logged)",
+                                   metavar="BYTES")
     signing_key: str | None = option(None, "Ed25519 private key, read by the merger's task managers alone: the "
                                      "merger signs every model document and replicas accept only signed ones "
                                      "(default: $RIVERFLINK_SIGNING_KEY; make one with 'riverflink keys')",
@@ -206,6 +210,8 @@ class TrainConfig:
             raise ConfigError(f"--shards must be in [1, {MAX_SHARDS}], got {self.shards}")
         if self.shards > 1 and self.quality_gate is not None:
             raise ConfigError("--quality-gate does not work with --shards > 1 yet (each shard would judge alone)")
+        if not 10_000 <= self.max_record_bytes <= 100 << 20:
+            raise ConfigError(f"--max-record-bytes must be in [10000, {100 << 20}], got {self.max_record_bytes}")
         if self.max_model_features < self.replicas:
             raise ConfigError(f"--max-model-features must be >= --replicas ({self.replicas}), "
                               f"got {self.max_model_features}")

@@ -65,6 +65,8 @@ class DemoConfig:
     shards: int = option(1, "M merger shards (--shards of train; the summary adds model_features and "
                          "largest_slice_bytes)", metavar="M")
     model_name: str = "demo"
+    #: --max-record-bytes of train (a sharded model's larger slices go out as pages)
+    max_record_bytes: int = 900_000
     parallelism: int = option(2, "subtasks per operator")
     timeout: float = 240.0
     show: int = 12
@@ -78,7 +80,7 @@ class DemoConfig:
         return TrainConfig(self.bootstrap_servers, model_spec=self.model_spec, model_name=self.model_name,
                            replicas=self.replicas, sync_every_events=self.sync_every,
                            merge_policy=self.merge_policy, mode=self.mode, topics=self.topics, shards=self.shards,
-                           group_id=f"riverflink-train{self._suffix}", flink=FlinkConfig(parallelism=self.parallelism))
+                           max_record_bytes=self.max_record_bytes, group_id=f"riverflink-train{self._suffix}", flink=FlinkConfig(parallelism=self.parallelism))
 
     def serve_config(self) -> ServeConfig:
         """The serving job this run starts."""
@@ -233,7 +235,8 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
                 versions.append(document.meta)
                 if document.meta.shards > 1:
                     chain = slices.setdefault(document.meta.shard, [])
-                    chain[:] = (chain if document.meta.patch_of is not None else []) + [document]
+                    more = document.meta.patch_of is not None or document.meta.page > 0  # a patch, a later page
+                    chain[:] = (chain if more else []) + [document]
                     largest_slice = max(largest_slice, document.size)
         dead.extend(r for r in dlq.poll_json(0) if r)
         for m in metrics.poll_json(0):

@@ -114,7 +114,8 @@ def build(cfg: TrainConfig):
     # --shards M one per shard, each publishing its slice as "<model>#<shard>\n<JSON>"
     name = cfg.model_name
     signing_key = str(Path(cfg.signing_key).resolve()) if cfg.signing_key else None
-    merger = Merger(loop, cfg.model_spec, signing_key=signing_key, verify_key=verifier.public_raw if verifier else None)
+    merger = Merger(loop, cfg.model_spec, signing_key=signing_key, verify_key=verifier.public_raw if verifier else None,
+                    max_doc_bytes=cfg.max_record_bytes)
     if loop.shards <= 1:
         merged = (
             updates.connect(model_docs)

@@ -10,6 +10,7 @@ import pytest
 from riverflink import models
 from riverflink.models import manifest as manifest_doc
 from riverflink.models.manifest import Manifest
+from riverflink.models.paging import paginate
 from riverflink.models.sharding import join
 from riverflink.models.document import ModelMeta, read_document
 from riverflink.models.signing import Signer, sign
@@ -23,11 +24,13 @@ from riverflink.pipelines.click_stream import click_events
 SPEC = "FeatureHasher(n_features=4096)|LogisticRegression(ftrl=true)"
 
 
-def _run(shards: int, signer: Signer, rounds: int = 3, patches: int = 0, rebase: bool = False):
+def _run(shards: int, signer: Signer, rounds: int = 3, patches: int = 0, rebase: bool = False,
+         page_bytes: int | None = None):
     """Two replicas learn click events; each update's pieces go to their merger shard; every new slice is
     signed; the manifests a ManifestWriter names follow (and, at each round's end, the one its timer names).  Returns (records in publication order, the
     replica side, the replicas, the mergers).  ``patches``: slices published as patches between whole ones;
-    ``rebase``: the replicas rebase on every model a reader assembles, as in the job (else they never do)."""
+    ``rebase``: the replicas rebase on every model a reader assembles, as in the job (else they never do);
+    ``page_bytes``: slice documents larger than this go out as pages, as the merger publishes them."""
     settings = LoopSettings("m", shards=shards, epoch=7, patches=patches)
     replicas, mergers = ReplicaSide(settings, build(SPEC)), MergerSide(settings, build(SPEC))
     states = [mergers.fresh(s) for s in range(shards)]
@@ -52,7 +55,8 @@ def _run(shards: int, signer: Signer, rounds: int = 3, patches: int = 0, rebase:
                 doc = mergers.on_update(states[update_shard(piece)], piece, now=1000.0 + len(out)).document
                 if doc is None:
                     continue
-                out.append(models.dumps(sign(doc, signer)))
+                pages = paginate(doc, len(models.dumps(doc)), page_bytes) if page_bytes else [doc]
+                out.extend(models.dumps(sign(page, signer)) for page in pages)
                 manifest = writer.on_slice(doc["meta"]["shard"], doc["meta"]["version"], version=2_000_000 + len(out))
                 if manifest is not None:
                     out.append(manifest_doc.dumps(sign(manifest_doc.manifest_document(manifest, 1.0), signer)))
@@ -98,10 +102,11 @@ def test_forged_slices_and_manifests_are_refused_with_a_reason():
     assert "malformed" in ModelFeed(FeedRules("m")).offer(bad, None)[2]
 
 
-@pytest.mark.parametrize("patches", [0, 3])
-def test_a_restored_reader_seeded_with_its_entry_assembles_a_manifest_that_reuses_old_slices(patches):
+@pytest.mark.parametrize("patches, page_bytes", [(0, None), (3, None), (3, 6_000)])
+def test_a_restored_reader_seeded_with_its_entry_assembles_a_manifest_that_reuses_old_slices(patches, page_bytes):
     signer = Signer.generate()
-    records, *_ = _run(2, signer, rounds=6 if patches else 3, patches=patches, rebase=bool(patches))
+    records, *_ = _run(2, signer, rounds=6 if patches else 3, patches=patches, rebase=bool(patches),
+                       page_bytes=page_bytes)
     first = ModelFeed(FeedRules("m"))
     current = None
     history = []
@@ -121,6 +126,7 @@ def test_a_restored_reader_seeded_with_its_entry_assembles_a_manifest_that_reuse
     assert again is not None and again.version == current.version and again.text == current.text and again.parts == current.parts
     assert dataclasses.replace(again.meta) == current.meta
     assert not patches or any(read_document(t).meta.patch_of for t in kept.parts)  # a chain was replayed
+    assert not page_bytes or any(read_document(t).meta.page for t in kept.parts)  # pages were replayed
 
 
 def _assembled(records: list, start: int = 0) -> tuple[dict, ModelFeed]:
@@ -154,6 +160,33 @@ def test_slices_published_as_patches_assemble_exactly_the_models_whole_slices_do
     assert all(d.size < sizes[(d.meta.shard, d.meta.version)] for d in patches)
 
 
+@pytest.mark.parametrize("patches", [0, 3])
+def test_slices_published_as_pages_assemble_exactly_the_models_single_documents_do(patches):
+    signer = Signer.generate()
+    single, *_ = _run(2, signer, rounds=6, patches=patches, rebase=True)
+    paged, *_ = _run(2, signer, rounds=6, patches=patches, rebase=True, page_bytes=6_000)
+    docs = [d for v in paged if (d := read_document(v)) is not None]
+    assert max(d.meta.pages for d in docs) >= 3 and all(d.size < 6_000 for d in docs)
+    assert max(len(v) for v in single) > 12_000  # (the same slices, unpaged)
+    full, _ = _assembled(single)
+    assembled, feed = _assembled(paged)  # (manifest versions differ: the test numbers them by record)
+    assert len(full) >= 10 and list(assembled.values()) == list(full.values()) and feed.unusable_patches == 0
+
+
+def test_a_slice_version_missing_a_page_is_never_assembled_and_a_bad_page_number_is_refused():
+    signer = Signer.generate()
+    records, *_ = _run(2, signer, rounds=3, page_bytes=6_000)
+    paged = [i for i, v in enumerate(records) if (d := read_document(v)) is not None and d.meta.page == 1]
+    gone = read_document(records[paged[-1]]).meta
+    version = max(_assembled(records)[0])
+    without, _ = _assembled(records[:paged[-1]] + records[paged[-1] + 1:])
+    assert version not in without and max(without) < version  # the manifests naming that slice version wait
+    doc = read_document(records[paged[0]]).doc
+    bad = models.dumps(sign({**doc, "meta": {**doc["meta"], "page": 5, "pages": 2}}, signer))
+    assert "page 5 of 2" in ModelFeed(FeedRules("m")).offer(bad, None, now=5_000.0)[2]
+    assert gone.pages >= 2
+
+
 def test_a_reader_that_missed_a_patch_base_waits_for_the_next_whole_slice():
     signer = Signer.generate()
     records, *_ = _run(2, signer, rounds=6, patches=3, rebase=True)
@@ -164,11 +197,12 @@ def test_a_reader_that_missed_a_patch_base_waits_for_the_next_whole_slice():
     assert all(late[v] == reference[v] for v in late) and max(late) == max(reference)
 
 
-def test_a_merger_adopting_a_patch_takes_its_version_but_not_its_parameters():
+@pytest.mark.parametrize("kind", [{"patch_of": 40}, {"page": 0, "pages": 3}])
+def test_a_merger_adopting_a_patch_or_a_page_takes_its_version_but_not_its_parameters(kind):
     settings = LoopSettings("m", shards=2, epoch=7, patches=3)
     merger = MergerSide(settings, build(SPEC)).fresh(1)
     before = merger.params
-    meta = ModelMeta(name="m", version=50, shard=1, shards=2, epoch=7, patch_of=40)
+    meta = ModelMeta(name="m", version=50, shard=1, shards=2, epoch=7, **kind)
     assert merger.adopt(meta, lambda: {"bad": "never taken"})
     assert merger.version == 50 and merger.params is before and merger.since_whole is None
 
