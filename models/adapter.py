@@ -44,14 +44,16 @@ class Adapter:
         raise NotImplementedError
 
     # -- merge ---------------------------------------------------------------
-    def delta(self, model: Any, params: dict, base: dict | None, journaled: bool = False) -> dict:
+    def delta(self, model: Any, params: dict, base: dict | None, journaled: bool = False,
+              at: Any = None) -> dict:
         """What a replica learned since ``base`` (``None``: since an empty model).
 
         ``journaled``: ``base`` is the snapshot ``model``'s journal was last cleared at
         (:mod:`~riverflink.models.journal`): per-feature maps are then compared on the journal's features
-        alone (the same delta, at the cost of what changed)."""
+        alone (the same delta, at the cost of what changed).  ``at``: the same with the features given (a set
+        holding every feature whose entries can differ between ``params`` and ``base``)."""
         base = base or {}
-        keys = journal.touched(model) if journaled else None
+        keys = journal.touched(model) if journaled else at
         return {
             k: numeric.subtract_at(params.get(k), base.get(k), keys)
             if keys is not None and isinstance(params.get(k), dict) and kind != numeric.MOMENTS

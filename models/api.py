@@ -37,13 +37,17 @@ def get_params(model: Any) -> dict:
     return adapter_for(model).get_params(model)
 
 
-def set_params(model: Any, params: dict, *, version: Any = None) -> Any:
+def set_params(model: Any, params: dict, *, version: Any = None, trusted: bool = False) -> Any:
     """Overwrite ``model``'s learned state; with ``version``, remember it as the base.
 
-    Returns ``model``.  Raises ``ValueError`` on NaN/inf parameters.
+    Returns ``model``.  Raises ``ValueError`` on NaN/inf parameters.  ``trusted``: the caller guarantees that
+    ``params`` is finite (built from validated documents) and shares no dict with anything else; it is then
+    taken without the check and the copy.
     """
-    numeric.check_finite(params)
-    adapter_for(model).set_params(model, numeric.copy_tree(params))
+    if not trusted:
+        numeric.check_finite(params)
+        params = numeric.copy_tree(params)
+    adapter_for(model).set_params(model, params)
     if version is not None:
         remember_base(model, version)
     return model

@@ -82,8 +82,9 @@ class KMeansAdapter(Adapter):
         if hasattr(model, "counts"):
             model.counts = collections.Counter({int(j): int(round(n)) for j, n in params["counts"].items()})
 
-    def delta(self, model: Any, params: dict, base: dict | None, journaled: bool = False) -> dict:
-        """Absolute centers plus the counts gained since ``base`` (no journal: k-means keeps none)."""
+    def delta(self, model: Any, params: dict, base: dict | None, journaled: bool = False,
+              at: Any = None) -> dict:
+        """Absolute centers plus the counts gained since ``base`` (no journal, ``at`` unused: a few centers)."""
         base_counts = (base or {}).get("counts", {})
         return {
             "centers": params["centers"],

@@ -259,10 +259,10 @@ def check_finite(tree: Any, path: str = "params") -> None:
     """Raise ``ValueError`` naming the first NaN or infinite leaf under ``tree``."""
     if isinstance(tree, dict):
         if _flat(tree):
-            try:
-                if all(map(math.isfinite, tree.values())):
+            try:  # (a sum of numbers is finite only when every one is; an overflowing sum takes the long way)
+                if math.isfinite(sum(tree.values())) or all(map(math.isfinite, tree.values())):
                     return
-            except TypeError:
+            except (TypeError, OverflowError):
                 pass
         for k, v in tree.items():
             check_finite(v, f"{path}[{k!r}]")
@@ -273,3 +273,25 @@ def check_finite(tree: Any, path: str = "params") -> None:
         return
     if isinstance(tree, (int, float)) and not isinstance(tree, bool) and not math.isfinite(tree):
         raise ValueError(f"non-finite parameter {path} = {tree!r}: refusing to merge or serialize it")
+
+
+def keys_of(deltas: Any) -> set:
+    """The keys of every map of maps in ``deltas`` (parameter trees, or lists of them): the features whose
+    per-feature entries they touch.
+
+    >>> sorted(keys_of([{"weights": {"a": 1.0}, "intercept": 0.5}, {"steps": [{}, {"opt_z": {"b": 0.1}}]}]))
+    ['a', 'b']
+    """
+    out: set = set()
+    stack = [deltas]
+    while stack:
+        tree = stack.pop()
+        if isinstance(tree, list):
+            stack.extend(tree)
+        elif isinstance(tree, dict):
+            for value in tree.values():
+                if isinstance(value, dict):
+                    out.update(value)
+                elif isinstance(value, list):
+                    stack.extend(value)
+    return out

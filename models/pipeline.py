@@ -32,10 +32,11 @@ class PipelineAdapter(Adapter):
     def step_adapters(self, model: Any) -> list[Adapter]:
         return [adapter_for(s) for s in steps(model)]
 
-    def delta(self, model: Any, params: dict, base: dict | None, journaled: bool = False) -> dict:
+    def delta(self, model: Any, params: dict, base: dict | None, journaled: bool = False,
+              at: Any = None) -> dict:
         bases = base["steps"] if base else [None] * len(params["steps"])
         pairs = zip(self.step_adapters(model), steps(model), params["steps"], bases, strict=True)
-        return {"steps": [a.delta(s, p, b, journaled) for a, s, p, b in pairs]}
+        return {"steps": [a.delta(s, p, b, journaled, at) for a, s, p, b in pairs]}
 
     def scale_learned(self, model: Any, delta: dict, factor: float) -> dict:
         pairs = zip(self.step_adapters(model), steps(model), delta["steps"], strict=True)

@@ -93,10 +93,16 @@ def encode_params(tree: Any, path: str = "params") -> Any:
     return _number(tree, path)
 
 
+_FLOAT = {float}
+#: the exact key types of a plain map (subclasses take the checked way)
+_PLAIN_KEYS = {str, int, bool}
+
+
 def _plain_floats(tree: dict) -> bool:
     """True when every key may go on the wire and every value is a finite ``float`` (checked at C speed)."""
-    return (all(type(v) is float for v in tree.values()) and all(map(math.isfinite, tree.values()))
-            and all(isinstance(k, _KEY_TYPES) for k in tree))
+    values = tree.values()
+    return (set(map(type, values)) <= _FLOAT and (math.isfinite(sum(values)) or all(map(math.isfinite, values)))
+            and set(map(type, tree)) <= _PLAIN_KEYS)
 
 
 def _number(v: Any, path: str) -> float | int:

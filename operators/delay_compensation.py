@@ -168,6 +168,9 @@ class Compensator:
     applied: dict = field(default_factory=dict)
     #: how many versions ``params_at`` and ``applied`` keep (:func:`params_memory`, refreshed every 32 merges)
     keep_versions: int = PARAMS_MIN
+    #: version -> the features whose per-feature entries its merge changed (None: not known), for the versions
+    #: in ``params_at``: the offset of a stale update is then measured on those features alone
+    touched_at: dict = field(default_factory=dict)
 
     def staleness(self, base_version: int, replica: ReplicaId, version: int) -> int:
         """Merges of other replicas' updates between ``base_version`` and ``version`` (all remembered if older)."""
@@ -217,7 +220,7 @@ class Compensator:
             return family.scale_learned(self.template, update.delta, self.discount(update, version))
         if update.base_version == version and not earlier:
             return update.delta
-        offset = family.delta(self.template, params, base)
+        offset = family.delta(self.template, params, base, at=self._touched_since(update.base_version, version))
         for v, raw in self.applied.get(update.replica, []):
             if v > update.base_version:
                 offset = family.add_learned(self.template, offset, raw, -1.0)
@@ -226,19 +229,34 @@ class Compensator:
                                         corrected, 1.0)
         return family.add_learned(self.template, update.delta, offset, -min(1.0, max(0.0, update.kappa)))
 
-    def remember(self, version: int, params: dict, replicas: frozenset, raw: dict, merges: int) -> None:
-        """Record merged ``version``: its parameters, the replicas in it and each one's raw merged delta."""
+    def _touched_since(self, base_version: int, version: int) -> set | None:
+        """Every feature whose entries a merge after ``base_version`` up to ``version`` changed; ``None`` when
+        some such merge's features are not known (then the offset compares every entry: the same result)."""
+        known = getattr(self, "touched_at", None)  # (None: a compensator checkpointed before it kept them)
+        after = [v for v in self.params_at if base_version < v <= version]
+        if not after or known is None or any(known.get(v) is None for v in after):
+            return None
+        return set().union(*(known[v] for v in after))
+
+    def remember(self, version: int, params: dict, replicas: frozenset, raw: dict, merges: int,
+                 touched: set | None = None) -> None:
+        """Record merged ``version``: its parameters, the replicas in it and each one's raw merged delta;
+        ``touched``: the features whose entries its merge changed (``None``: not known)."""
         self.history.append((version, replicas))
         del self.history[:-VERSION_MEMORY]
         self.params_at[version] = params
+        self.touched_at = getattr(self, "touched_at", {})
+        self.touched_at[version] = touched
         if merges % 32 == 1:  # the model's size changes slowly: count its parameters now and then
             self.keep_versions = params_memory(params)
         keep = self.keep_versions
         if len(self.params_at) > keep:
             self.params_at = dict(list(self.params_at.items())[-keep:])
+            self.touched_at = {v: self.touched_at.get(v) for v in self.params_at}
         for r, step in raw.items():
             self.applied[r] = (self.applied.get(r, []) + [(version, step)])[-keep:]
 
     def restart_from(self, version: int, params: dict) -> None:
         """Forget every version but ``version`` (a merger adopting a model it did not merge)."""
         self.params_at = {version: params}
+        self.touched_at = {}

@@ -138,7 +138,8 @@ class ReplicaSide:
             return self._rebase_sharded(replica, rid, meta.version, tuple(s.version for s in meta.slices),
                                         [s.acked.get(rid, 0) for s in meta.slices],
                                         [s.refused_updates.get(rid, ()) for s in meta.slices], params())
-        resent = replica.rebase(params(), meta.version, meta.acked.get(rid, 0), meta.refused_updates.get(rid, ()))
+        resent = replica.rebase(params(), meta.version, meta.acked.get(rid, 0), meta.refused_updates.get(rid, ()),
+                                norm=self.s.sync.divergence is not None)
         if resent:
             log.warning("replica %s sends the learning of %d refused update(s) again", rid, resent)
         return True
@@ -157,7 +158,8 @@ class ReplicaSide:
 
     def _rebase_sharded(self, replica: Replica, rid: str, version: int, slice_versions: tuple, acks: list,
                         refusals: list, params: dict) -> bool:
-        resent = replica.rebase(params, version, acks, refusals, slices=slice_versions)
+        resent = replica.rebase(params, version, acks, refusals, slices=slice_versions,
+                                norm=self.s.sync.divergence is not None)
         if resent:
             log.warning("replica %s sends the learning of %d refused update piece(s) again", rid, resent)
         return True

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from riverflink import models
-from riverflink.models import sharding
+from riverflink.models import numeric, sharding
 from riverflink.models.document import ModelMeta
 from riverflink.models.policies import MergePolicy
 from riverflink.operators.delay_compensation import PARAMS_MIN, Compensator
@@ -215,7 +215,7 @@ class MergerState:
         self.params = params
         self.since_whole = 0 if patch is None else self.since_whole + 1
         self.compensator.remember(self.version, self.params, frozenset(u.replica for u in used), applied,
-                                  self.merges)
+                                  self.merges, touched=numeric.keys_of(added))
         return doc
 
     def _patch(self, params: dict, added: list) -> dict | None:

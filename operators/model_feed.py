@@ -231,8 +231,8 @@ class ModelFeed:
             return None
         del self._paging[key]
         ordered = [pages[i] for i in range(meta.pages)]
-        joined = models.set_params(ordered[0][0], sharding.join(ordered[0][0],
-                                                                [models.get_params(m) for m, _ in ordered]))
+        joined = models.set_params(ordered[0][0], sharding.join(ordered[0][0], [models.get_params(m) for m, _ in
+                                                                                ordered]), trusted=True)
         return self._hold(meta, joined, tuple(t for _, t in ordered))
 
     def _hold(self, meta: ModelMeta, model: Any, texts: tuple[str, ...]):
@@ -278,14 +278,16 @@ class ModelFeed:
 
 def _patched(base: Any, patch: Any) -> Any:
     """The slice ``patch`` (a patch document's model) gives applied to slice ``base``: a new model."""
-    return models.set_params(patch, sharding.patched(patch, models.get_params(base), models.get_params(patch)))
+    # (both validated when read; sharding.patched builds new maps)
+    return models.set_params(patch, sharding.patched(patch, models.get_params(base), models.get_params(patch)),
+                             trusted=True)
 
 
 def _joined(slice_models: list, version: int) -> Any:
     """One model holding every slice's parameters (the first slice's hyper-parameters)."""
     model = slice_models[0].clone()  # (hyper-parameters: set_params writes every learned leaf)
     return models.set_params(model, sharding.join(model, [models.get_params(m) for m in slice_models]),
-                             version=version)
+                             version=version, trusted=True)  # (validated slices; join builds new maps)
 
 
 def entry_model(entry: Accepted) -> Any:

@@ -317,7 +317,7 @@ class Replica:
         return update
 
     def rebase(self, merged_params: dict, version: int, acked: int | None | Sequence = None,
-               refused: Sequence = (), slices: Sequence[int] = ()) -> int:
+               refused: Sequence = (), slices: Sequence[int] = (), norm: bool = True) -> int:
         """Adopt merged ``version`` (newer than ours), keeping every bit of learning it does not hold.
 
         ``acked`` is the last of this replica's update sequence numbers that
@@ -332,6 +332,9 @@ class Replica:
         manifest of ``version``) is acknowledged shard by shard: ``acked`` and
         ``refused`` are then per shard, and an update is held, missing or
         re-sent piece by piece (:mod:`riverflink.models.sharding`).
+
+        ``norm``: measure the merged model's norm (``base_norm``, the scale of a
+        relative-divergence sync policy); without one it stays as it was.
         """
         adapter = models.adapter_for(self.model)
         shards = max(1, len(slices))
@@ -369,10 +372,11 @@ class Replica:
         if self.mid is not None:  # keep the probe's first half, moved onto the new base
             self.mid = adapter.apply(self.model, snapshot, [adapter.delta(self.model, self.mid, self.snapshot,
                                                                            journaled=True)], [1.0], _REPLAY)
-        models.set_params(self.model, params, version=version)
+        models.set_params(self.model, params)  # (its base is self.snapshot: no BaseRef copy of the model)
         self.base_version = version
         self.base_slices = tuple(slices)
         # future deltas are measured from the merged point plus what is already in flight
         self.snapshot = snapshot
-        self.base_norm = learned_norm(self.model, merged_params)
+        if norm:
+            self.base_norm = learned_norm(self.model, merged_params)
         return len(resend)

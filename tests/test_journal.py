@@ -8,6 +8,7 @@ import pytest
 from riverflink import models
 from riverflink.models import journal
 from riverflink.models.spec import build
+from riverflink.operators.delay_compensation import Compensator
 from riverflink.operators.loop import LoopSettings, MergerSide, ReplicaSide
 from riverflink.operators.messages import decode_update, update_shard
 from riverflink.operators.model_feed import FeedRules, ModelFeed
@@ -70,3 +71,21 @@ def test_updates_and_models_are_the_same_with_and_without_journals(spec, shards,
     plain = _loop(spec, shards, mode)
     assert len(journaled[0]) == len(plain[0]) >= 15
     assert journaled == plain
+
+
+@pytest.mark.parametrize("spec, shards", [("LogisticRegression(ftrl=true)", 2), ("StandardScaler|LogisticRegression", 1)])
+def test_delay_compensation_on_the_features_merged_since_a_base_equals_it_on_every_entry(spec, shards, monkeypatch):
+    """The merger measures a stale update's offset on the features merged since its base alone
+    (``Compensator.touched_at``): the same updates and models as comparing every entry."""
+    used = []
+    since = Compensator._touched_since
+
+    def counted(self, base_version, version):
+        used.append(since(self, base_version, version))
+        return used[-1]
+
+    monkeypatch.setattr(Compensator, "_touched_since", counted)
+    restricted = _loop(spec, shards)
+    assert sum(u is not None for u in used) >= 8  # stale updates were compensated on their features
+    monkeypatch.setattr(Compensator, "_touched_since", lambda self, base_version, version: None)
+    assert _loop(spec, shards) == restricted
