@@ -9,7 +9,10 @@ they get a binary form:
   (``precision="float32"`` forces float32, ``"float64"`` sends them exactly);
 * statistics (counts, moments, optimizer counters) exact, as float64;
 * a moments count ``n`` sent once when every feature shares it (dense events);
-* every key (feature or class name) once, in a key table shared by all stages;
+* every key (feature or class name) once, in a key table shared by all stages, or, for a map
+  whose keys are all integers in ``[0, 2**32)`` (hashed features), the integers themselves;
+* a map's keys once when the map before it in the tree has the same keys in the same order
+  (FTRL's ``z``, ``n`` and weights), as the narrowest unsigned integers that hold them;
 * a one-byte codec version first.
 
 Layout: ``version byte | uint32 header length | orjson header | arrays``.
@@ -37,7 +40,9 @@ import orjson
 from riverflink.models import numeric
 from riverflink.models.adapter import adapter_for
 
-VERSION = 1
+#: 2: raw integer keys (``ki``); version 1 updates (a savepoint's, in flight) still decode
+VERSION = 2
+VERSIONS = (1, 2)
 PRECISIONS = ("float16", "float32", "float64")
 _F16_MAX = 65504.0
 
@@ -47,10 +52,25 @@ class _Writer:
         self.precision = precision
         self.keys: dict = {}
         self.arrays: list[np.ndarray] = []
+        #: the last map's keys, how they went ("k": key-table ids, "ki": raw integers) and their array
+        self.last: tuple | None = None
 
-    def key_ids(self, keys) -> int:
-        ids = np.array([self.keys.setdefault(_key_token(k), len(self.keys)) for k in keys], dtype=np.uint32)
-        return self.array(ids)
+    def keys_array(self, keys, raw: bool = True) -> tuple[str, int]:
+        """``(how, array)`` for a map's ``keys``: the previous map's array when it has the same keys in the same
+        order (a component's maps mostly do); else, with ``raw``, the integers themselves when every key is an
+        int in ``[0, 2**32)`` (hashed features: no key table), or their ids in the key table.  Arrays use the
+        narrowest unsigned type that holds them."""
+        keys = list(keys)
+        if self.last is not None and self.last[0] == keys and (raw or self.last[1] == "k"):
+            return self.last[1], self.last[2]
+        if raw and keys and set(map(type, keys)) == {int} and min(keys) >= 0 and max(keys) < 1 << 32:
+            how, ids, bound = "ki", keys, max(keys) + 1
+        else:
+            how = "k"
+            ids = [self.keys.setdefault(_key_token(k), len(self.keys)) for k in keys]
+            bound = len(self.keys)
+        self.last = (keys, how, self.array(np.array(ids, dtype=_narrowest(bound))))
+        return how, self.last[2]
 
     def array(self, a: np.ndarray) -> int:
         self.arrays.append(np.ascontiguousarray(a))
@@ -63,6 +83,11 @@ class _Writer:
                 return self.array(a.astype(np.float16))
             return self.array(a.astype(np.float32))
         return self.array(a)
+
+
+def _narrowest(bound: int) -> type:
+    """The narrowest unsigned integer type holding ``0 .. bound - 1``."""
+    return np.uint8 if bound <= 1 << 8 else np.uint16 if bound <= 1 << 16 else np.uint32
 
 
 def _key_token(k: Any) -> Any:
@@ -87,12 +112,13 @@ def _encode(node: Any, learned: bool, w: _Writer) -> Any:
         if node and all(isinstance(v, tuple) for v in node.values()):
             ns = [v[0] for v in node.values()]
             shared = len(set(ns)) == 1
-            return {"m": w.key_ids(node), **({"n": ns[0]} if shared else {"na": w.values(ns, False)}),
+            return {"m": w.keys_array(node, raw=False)[1], **({"n": ns[0]} if shared else {"na": w.values(ns, False)}),
                     "mean": w.values([v[1] for v in node.values()], False),
                     "m2": w.values([v[2] for v in node.values()], False)}
         if node and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in node.values()):
             ints = all(isinstance(v, int) for v in node.values())
-            return {"k": w.key_ids(node), "v": w.values(list(node.values()), learned and not ints), "i": ints}
+            how, ids = w.keys_array(node)
+            return {how: ids, "v": w.values(list(node.values()), learned and not ints), "i": ints}
         return {"d": [[_key_token(k), _encode(v, learned, w)] for k, v in node.items()]}
     if isinstance(node, tuple):
         return {"t": list(node)}
@@ -132,7 +158,7 @@ def decode(data: bytes) -> dict:
 
 
 def _decode(data: bytes) -> dict:
-    if not data or data[0] != VERSION:
+    if not data or data[0] not in VERSIONS:
         raise ValueError(f"unknown update codec version {data[:1]!r}")
     (n,) = struct.unpack_from("<I", data, 1)
     header = orjson.loads(data[5 : 5 + n])
@@ -152,6 +178,9 @@ def _decode(data: bytes) -> dict:
         if "k" in e:
             vals = arrays[e["v"]].tolist()
             return {keys[i]: (int(v) if e["i"] else float(v)) for i, v in zip(arrays[e["k"]].tolist(), vals)}
+        if "ki" in e:  # raw integer keys (hashed features)
+            vals = arrays[e["v"]].tolist()
+            return dict(zip(arrays[e["ki"]].tolist(), map(int, vals) if e["i"] else map(float, vals)))
         if "d" in e:
             return {_key_value(k): node(v) for k, v in e["d"]}
         if "t" in e:
