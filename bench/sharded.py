@@ -178,10 +178,12 @@ def loop(events: list, shards: int, replicas: int, batch: int) -> Run:
         for value in arrived:  # what was published last round is visible now
             entry, model, problem = feed.offer(value, current, now=1e9)
             assert problem is None, problem
-            if entry is not None:
-                current, served_model, params = entry, model, models.get_params(model)
-                for k, r in enumerate(reps):
-                    side.on_model(r, k, entry.meta, lambda: params)
+            if entry is not None:  # (as the job: the replicas rebase on the newest one at their next batch)
+                current, served_model = entry, model
+        if current is not None and any(r.base_version < current.version for r in reps):
+            params = models.get_params(served_model)
+            for k, r in enumerate(reps):
+                side.on_model(r, k, current.meta, lambda: params)
         chunk = events[begin: begin + per_round]
         for k, r in enumerate(reps):
             part = chunk[k::replicas]

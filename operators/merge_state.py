@@ -28,8 +28,9 @@ Contract
 * **Patches** (a sharded model with ``patches`` > 0): a version's slice goes
   out as the entries its merge touched (``meta.patch_of``: the version it
   applies to; :func:`~riverflink.models.sharding.touched`), whole at first,
-  after ``patches`` patches, after the merger read back a newer version than
-  its own (a restart), or when a patch would hold half the slice.
+  after at least ``patches`` patches that held as many entries as the slice
+  together, after the merger read back a newer version than its own (a
+  restart), or when a patch would hold half the slice.
 * A merger that has never merged (a new job without a savepoint) adopts the
   newest model on the topic as its starting point (:meth:`MergerState.adopt`).
 * **How parameters combine** is the model family's business
@@ -108,6 +109,8 @@ class MergerState:
     #: this many in a row (0: every slice whole); merges since the last whole slice (None: the next is whole)
     patches: int = 0
     since_whole: int | None = None
+    #: entries the patches since the last whole slice held, together
+    patched_entries: int = 0
 
     def __post_init__(self) -> None:
         if self.params is None:
@@ -214,19 +217,26 @@ class MergerState:
         self.events = doc["meta"]["events"]
         self.params = params
         self.since_whole = 0 if patch is None else self.since_whole + 1
+        self.patched_entries = 0 if patch is None else \
+            getattr(self, "patched_entries", 0) + sharding.entries(self.template, patch)
         self.compensator.remember(self.version, self.params, frozenset(u.replica for u in used), applied,
                                   self.merges, touched=numeric.keys_of(added))
         return doc
 
     def _patch(self, params: dict, added: list) -> dict | None:
         """The slice to publish as a patch on this merger's version (:func:`~riverflink.models.sharding.touched`),
-        or ``None`` when it goes out whole: not sharded, patches off, a whole slice due (the first, every
-        ``patches + 1``-th), or a patch that would hold half the slice's entries or more."""
-        if self.shards <= 1 or self.patches <= 0 or self.since_whole is None or self.since_whole >= self.patches \
-                or self.version <= 0:
+        or ``None`` when it goes out whole: not sharded, patches off, the first, or a patch that would hold half
+        the slice's entries or more; and once ``patches`` patches have gone out since the last whole slice and
+        held together as many entries as the slice.  A reader replaying a chain (a whole slice and its patches)
+        then reads at most about twice the slice, and whole slices, which grow with the model, go out the
+        rarer the larger the model is against what a merge touches."""
+        if self.shards <= 1 or self.patches <= 0 or self.since_whole is None or self.version <= 0:
+            return None
+        size = sharding.entries(self.template, params)
+        if self.since_whole >= self.patches and getattr(self, "patched_entries", size) >= size:
             return None
         patch = sharding.touched(self.template, params, added)
-        if 2 * sharding.entries(self.template, patch) >= sharding.entries(self.template, params):
+        if 2 * sharding.entries(self.template, patch) >= size:
             return None
         return patch
 

@@ -100,10 +100,13 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
                     if self.base_created_at else 0)
 
     def _merged_params(self, entry: Accepted) -> dict:
-        """Parameters of an accepted version; rebuilt from its document(s) only after a restore emptied the cache."""
-        if entry.version not in self.params_cache:
-            self.params_cache = {entry.version: models.get_params(entry_model(entry))}
-        return self.params_cache[entry.version]
+        """Parameters of an accepted version, taken once from the model read with it; rebuilt from its
+        document(s) only after a restore emptied the cache."""
+        cached = self.params_cache.get(entry.version)
+        if not isinstance(cached, dict):  # (the model read with it, or nothing after a restore)
+            cached = models.get_params(cached if cached is not None else entry_model(entry))
+            self.params_cache = {entry.version: cached}
+        return cached
 
     def _replica(self, key) -> Replica:
         r = self.live.get(key)
@@ -193,8 +196,9 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         elif entry is not None:
             state.put(self.name, entry)
             self.base_created_at = entry.meta.created_at or 0.0
-            # the rebase needs its parameters: keep them from the model just built and checked
-            self.params_cache = {entry.version: models.get_params(model)}
+            # the rebase needs its parameters: keep the model just built and checked, and take its parameters
+            # when a replica rebases on it (most versions are passed over when several come per batch)
+            self.params_cache = {entry.version: model}
 
 
 def _replica_summary(r: Replica) -> dict:

@@ -11,6 +11,7 @@ from riverflink import models
 from riverflink.models import manifest as manifest_doc
 from riverflink.models.manifest import Manifest
 from riverflink.models.paging import paginate
+from riverflink.models import sharding
 from riverflink.models.sharding import join
 from riverflink.models.document import ModelMeta, read_document
 from riverflink.models.signing import Signer, sign
@@ -185,6 +186,24 @@ def test_a_slice_version_missing_a_page_is_never_assembled_and_a_bad_page_number
     bad = models.dumps(sign({**doc, "meta": {**doc["meta"], "page": 5, "pages": 2}}, signer))
     assert "page 5 of 2" in ModelFeed(FeedRules("m")).offer(bad, None, now=5_000.0)[2]
     assert gone.pages >= 2
+
+
+def test_whole_slices_come_once_the_patches_since_the_last_held_as_many_entries_as_the_slice():
+    """A chain (a whole slice and its patches) stays about twice the slice, and whole slices get rarer as the
+    model grows against what a merge touches (at least ``patches`` patches between two whole slices)."""
+    records, *_ = _run(2, Signer.generate(), rounds=10, patches=3, rebase=True)
+    template = build(SPEC)
+    for shard in (0, 1):
+        chain, stretched = [], 0
+        for d in (read_document(v) for v in records):
+            if d is None or d.meta.shard != shard:
+                continue
+            entries = sharding.entries(template, models.get_params(models.from_wire(d.doc)))
+            if d.meta.patch_of is None and len(chain) >= 3:  # (fewer: the first, or a patch of half the slice)
+                assert sum(chain) >= entries, (chain, entries)
+                stretched += len(chain) > 3
+            chain = [] if d.meta.patch_of is None else chain + [entries]
+        assert stretched  # the slice outgrew what four merges touch: more than three patches in a row
 
 
 def test_a_reader_that_missed_a_patch_base_waits_for_the_next_whole_slice():
