@@ -183,7 +183,8 @@ def loop(events: list, shards: int, replicas: int, batch: int) -> Run:
         if current is not None and any(r.base_version < current.version for r in reps):
             params = models.get_params(served_model)
             for k, r in enumerate(reps):
-                side.on_model(r, k, current.meta, lambda: params)
+                side.on_model(r, k, current.meta, lambda: params,
+                              changed=lambda base: feed.changed_between(base, current.version))
         chunk = events[begin: begin + per_round]
         for k, r in enumerate(reps):
             part = chunk[k::replicas]

@@ -43,6 +43,18 @@ class Adapter:
     def set_params(self, model: Any, params: dict) -> None:
         raise NotImplementedError
 
+    # -- in place, at some features (families that support it; ``None``/``False`` otherwise) --------------
+    def get_at(self, model: Any, keys: Any) -> dict | None:
+        """``get_params(model)`` with every per-feature map cut down to ``keys`` (the dense part whole), in
+        O(len(keys)); ``None`` when this family cannot."""
+        return None
+
+    def set_at(self, model: Any, params: dict, keys: Any) -> bool:
+        """Write ``params`` (a tree :meth:`get_at` could give for ``keys``) into ``model`` in place: for each of
+        ``keys`` its entry in ``params`` (the entry removed when absent there), and the dense part; every other
+        feature's entries stay.  ``False`` (nothing written) when this family cannot."""
+        return False
+
     # -- merge ---------------------------------------------------------------
     def delta(self, model: Any, params: dict, base: dict | None, journaled: bool = False,
               at: Any = None) -> dict:

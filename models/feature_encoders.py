@@ -43,6 +43,12 @@ class FeatureEncoderAdapter(Adapter):
     def set_params(self, model: Any, params: dict) -> None:
         check_stateless(model)
 
+    def get_at(self, model: Any, keys: Any) -> dict | None:
+        return {}
+
+    def set_at(self, model: Any, params: dict, keys: Any) -> bool:
+        return True
+
 
 def check_stateless(model: Any) -> None:
     """``UnsupportedModelError`` unless every process encodes an event as this encoder does (see the module)."""

@@ -91,3 +91,20 @@ def note(model: Any, delta: dict) -> None:
             for value in part.values():
                 if isinstance(value, dict):
                     keys.update(value)
+
+
+def keys(model: Any) -> set | None:
+    """Every feature any component of ``model`` touched since its journal was last cleared; ``None`` when a
+    component that learns per-feature state keeps no journal (then what it touched is not known)."""
+    from riverflink.models.adapter import adapter_for
+    from riverflink.models.feature_encoders import FeatureEncoderAdapter
+
+    out: set = set()
+    for component in _components(model):
+        keys_ = touched(component)
+        if keys_ is None:
+            if not isinstance(adapter_for(component), FeatureEncoderAdapter):
+                return None
+        else:
+            out |= keys_
+    return out

@@ -59,6 +59,20 @@ class LinearAdapter(Adapter):
                 weights[key] = w
         return {**params, "weights": weights}
 
+    def get_at(self, model: Any, keys: Any) -> dict | None:
+        state = optimizer_state.get_state_at(model.optimizer, keys)
+        if state is None:
+            return None
+        w = model._weights
+        return {"weights": {k: w[k] for k in keys if k in w}, "intercept": float(model.intercept), **state}
+
+    def set_at(self, model: Any, params: dict, keys: Any) -> bool:
+        if optimizer_state.get_state_at(model.optimizer, ()) is None:
+            return False
+        optimizer_state._write(model._weights, params.get("weights", {}), keys)
+        model.intercept = float(params.get("intercept", model.intercept_init))
+        return optimizer_state.set_state_at(model.optimizer, params, keys)
+
     def set_params(self, model: Any, params: dict) -> None:
         model._weights = utils.VectorDict(dict(params.get("weights", {})), model.initializer)
         model.intercept = float(params.get("intercept", model.intercept_init))

@@ -295,3 +295,51 @@ def keys_of(deltas: Any) -> set:
                 elif isinstance(value, list):
                     stack.extend(value)
     return out
+
+
+def restrict(tree: Any, keys: Any) -> Any:
+    """``tree`` (a parameter tree) with every map of per-feature entries cut down to ``keys``; other leaves whole.
+
+    >>> restrict({"weights": {"a": 1.0, "b": 2.0}, "intercept": 0.5, "steps": [{"w": {"b": 1}}]}, {"b"})
+    {'weights': {'b': 2.0}, 'intercept': 0.5, 'steps': [{'w': {'b': 1}}]}
+    """
+    if isinstance(tree, list):
+        return [restrict(t, keys) for t in tree]
+    if not isinstance(tree, dict):
+        return tree
+    out = {}
+    for name, value in tree.items():
+        if isinstance(value, dict):
+            out[name] = {k: value[k] for k in keys if k in value}
+        elif isinstance(value, list):
+            out[name] = restrict(value, keys)
+        else:
+            out[name] = value
+    return out
+
+
+def write_at(tree: dict, part: dict, keys: Any) -> None:
+    """Write ``part`` (``restrict(new tree, keys)``) into ``tree`` in place: each per-feature map takes ``part``'s
+    entries for ``keys`` (removing those ``part`` lacks), other leaves are replaced.
+
+    >>> t = {"weights": {"a": 1.0, "b": 2.0, "c": 3.0}, "intercept": 0.5}
+    >>> write_at(t, {"weights": {"b": 5.0}, "intercept": 0.7}, {"b", "c"}); t
+    {'weights': {'a': 1.0, 'b': 5.0}, 'intercept': 0.7}
+    """
+    if isinstance(tree, list):
+        for t, p in zip(tree, part, strict=True):
+            write_at(t, p, keys)
+        return
+    for name, value in part.items():
+        if isinstance(value, dict):
+            target = tree.setdefault(name, {})
+            for k in keys:
+                v = value.get(k, _ABSENT)
+                if v is not _ABSENT:
+                    target[k] = v
+                elif k in target:
+                    del target[k]
+        elif isinstance(value, list):
+            write_at(tree[name], value, keys)
+        else:
+            tree[name] = value

@@ -121,3 +121,47 @@ def scale_lr(opt: Any, factor: float) -> Any:
 def with_state(kinds: dict) -> dict:
     return {**kinds, **KINDS}
 
+
+
+#: an optimizer's per-feature state maps: (attribute, parameter name)
+_MAPS = {optim.Adam: (("m", "opt_m"), ("v", "opt_v")), optim.AdaGrad: (("g2", "opt_g2"),),
+         optim.FTRLProximal: (("z", "opt_z"), ("n", "opt_n"))}
+
+
+def get_state_at(opt: Any, keys: Any) -> dict | None:
+    """:func:`get_state` with its per-feature maps cut down to ``keys``; ``None`` for Adam before its first step
+    (its maps are created then)."""
+    check_supported(opt)
+    state: dict = {"opt_steps": opt.n_iterations}
+    for attr, name in _MAPS.get(type(opt), ()):
+        m = getattr(opt, attr)
+        if m is None:
+            return None
+        state[name] = {k: m[k] for k in keys if k in m}
+    return state
+
+
+def set_state_at(opt: Any, params: dict, keys: Any) -> bool:
+    """:func:`set_state` in place at ``keys`` (see ``Adapter.set_at``); ``False`` when the maps do not exist yet."""
+    check_supported(opt)
+    maps = [(getattr(opt, attr), params.get(name, {})) for attr, name in _MAPS.get(type(opt), ())]
+    if any(m is None for m, _ in maps):
+        return False
+    opt.n_iterations = int(round(params.get("opt_steps", 0)))
+    for m, new in maps:
+        _write(m, new, keys)
+    return True
+
+
+def _write(target: Any, new: dict, keys: Any) -> None:
+    """``target`` (a dict or a VectorDict) takes ``new``'s entry for each of ``keys``; keys absent from ``new``
+    are removed."""
+    for k in keys:
+        v = new.get(k, _ABSENT)
+        if v is not _ABSENT:
+            target[k] = v
+        elif k in target:
+            del target[k]
+
+
+_ABSENT = object()

@@ -29,6 +29,15 @@ class PipelineAdapter(Adapter):
         for step, p in zip(steps(model), params["steps"], strict=True):
             adapter_for(step).set_params(step, p)
 
+    def get_at(self, model: Any, keys: Any) -> dict | None:
+        parts = [adapter_for(s).get_at(s, keys) for s in steps(model)]
+        return None if any(p is None for p in parts) else {"steps": parts}
+
+    def set_at(self, model: Any, params: dict, keys: Any) -> bool:
+        if any(adapter_for(s).get_at(s, ()) is None for s in steps(model)):
+            return False  # (nothing written unless every step can take it)
+        return all([adapter_for(s).set_at(s, p, keys) for s, p in zip(steps(model), params["steps"], strict=True)])
+
     def step_adapters(self, model: Any) -> list[Adapter]:
         return [adapter_for(s) for s in steps(model)]
 

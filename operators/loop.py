@@ -125,19 +125,22 @@ class ReplicaSide:
         """An untrained replica at version 0."""
         return Replica.fresh(self.template)
 
-    def on_model(self, replica: Replica, key: Any, meta: ModelMeta, params: Callable[[], dict]) -> bool:
+    def on_model(self, replica: Replica, key: Any, meta: ModelMeta, params: Callable[[], dict],
+                 changed: Callable[[int], set | None] | None = None) -> bool:
         """Rebase ``replica`` onto a validated merged version if it is newer; ``params()`` gives its parameters.
 
         Updates of this replica that the version lists as refused are sent again with its next update.  An
         assembled sharded model (``meta.slices``, :class:`~riverflink.operators.model_feed.ModelFeed`) is
-        acknowledged shard by shard."""
+        acknowledged shard by shard; ``changed(base version)``, the features that changed since the version the
+        replica is based on (``ModelFeed.changed_between``), lets it rebase in place on them."""
         if meta.version is None or meta.version <= replica.base_version or max(1, len(meta.slices)) != self.s.shards:
             return False  # (a model of another shard count is another job's: its acknowledgements are not ours)
         rid = replica_id(key)
         if meta.slices:
             return self._rebase_sharded(replica, rid, meta.version, tuple(s.version for s in meta.slices),
                                         [s.acked.get(rid, 0) for s in meta.slices],
-                                        [s.refused_updates.get(rid, ()) for s in meta.slices], params())
+                                        [s.refused_updates.get(rid, ()) for s in meta.slices], params(),
+                                        changed(replica.base_version) if changed is not None else None)
         resent = replica.rebase(params(), meta.version, meta.acked.get(rid, 0), meta.refused_updates.get(rid, ()),
                                 norm=self.s.sync.divergence is not None)
         if resent:
@@ -157,9 +160,9 @@ class ReplicaSide:
                                     sharding.join(self.template, slices()))
 
     def _rebase_sharded(self, replica: Replica, rid: str, version: int, slice_versions: tuple, acks: list,
-                        refusals: list, params: dict) -> bool:
+                        refusals: list, params: dict, changed: set | None = None) -> bool:
         resent = replica.rebase(params, version, acks, refusals, slices=slice_versions,
-                                norm=self.s.sync.divergence is not None)
+                                norm=self.s.sync.divergence is not None, changed=changed)
         if resent:
             log.warning("replica %s sends the learning of %d refused update piece(s) again", rid, resent)
         return True
@@ -204,6 +207,7 @@ class ReplicaSide:
             out.rejected += [Rejected(reason, raw, ev.partition, ev.offset) for ev, raw in events]
             out.learning_failed = True
             return out
+        replica.commit()
         learned.rejected, learned.features_dropped = out.rejected, out.features_dropped
         if learned.new_classes:
             log.warning("replica %s learns new class(es) %s (declare --classes to refuse unknown labels)", key,

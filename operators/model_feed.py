@@ -28,14 +28,16 @@ import orjson
 
 from riverflink import models
 from riverflink.models import manifest as manifest_doc
-from riverflink.models import sharding
+from riverflink.models import numeric, sharding
 from riverflink.models.document import ModelMeta, SliceInfo, document_of, read_document
-from riverflink.models.manifest import SliceMeta
+from riverflink.models.manifest import Manifest, SliceMeta
 from riverflink.models.signing import Verifier, verify
 from riverflink.operators.slice_assembly import SliceAssembler
 
 #: pages one slice version may take (a reader holds them until the last comes)
 MAX_PAGES = 4096
+#: assembled versions whose changes a reader remembers (and patches per shard)
+LOG_LENGTH = 64
 
 log = logging.getLogger("riverflink")
 
@@ -173,6 +175,12 @@ class ModelFeed:
         self.unusable_patches = 0
         #: (epoch, shard) -> ((version, pages), {page: (model, text)}): the pages of a version still coming
         self._paging: dict = {}
+        #: (epoch, shard, slice version) -> (the version it patches, the features it holds), for recent patches
+        self._patch_keys: dict = {}
+        #: assembled version -> (the version assembled before it, the features whose entries changed between
+        #: them, or None when not known), for recent versions: :meth:`changed_between`
+        self._log: dict = {}
+        self._last: Manifest | None = None
 
     def offer(self, value: str | bytes, current: Accepted | None,
               now: float | None = None) -> tuple[Accepted | None, Any, str | None]:
@@ -243,15 +251,53 @@ class ModelFeed:
             if base is None:
                 self.unusable_patches += 1
                 return None
+            self._patch_keys[(meta.epoch, meta.shard, meta.version)] = (
+                meta.patch_of, frozenset(numeric.keys_of(models.get_params(model))))
+            if len(self._patch_keys) > LOG_LENGTH * max(1, meta.shards):
+                del self._patch_keys[next(iter(self._patch_keys))]
             model, texts = _patched(base[1], model), base[2] + texts
         head = SliceMeta(meta.name, meta.epoch, meta.shards, meta.shard, meta.version)  # type: ignore[arg-type]
         return self.assembler.on_slice(head, (meta, model, texts))
+
+    def changed_between(self, old: int, new: int) -> set | None:
+        """The features whose entries differ between assembled versions ``old`` and ``new`` (a replica based on
+        ``old`` rebases on ``new`` in place on them: ``Replica.rebase``), or ``None`` when this reader does not
+        know: a whole slice came in between, or ``old`` is not among the recent versions it assembled."""
+        out: set = set()
+        v = new
+        while v != old:
+            step = self._log.get(v)
+            if step is None or step[1] is None or step[0] < old:
+                return None
+            out |= step[1]
+            v = step[0]
+        return out
+
+    def _log_change(self, manifest: Manifest) -> None:
+        """Record what changed between the last assembled manifest and ``manifest`` (the patches in between)."""
+        last, self._last = self._last, manifest
+        if last is None or last.epoch != manifest.epoch or last.shards != manifest.shards:
+            return
+        keys: set | None = set()
+        for shard, (a, b) in enumerate(zip(last.slices, manifest.slices)):
+            v = b
+            while keys is not None and v != a:
+                step = self._patch_keys.get((manifest.epoch, shard, v))
+                if step is None or step[0] < a:
+                    keys = None  # a whole slice (or one this reader no longer knows) in between
+                else:
+                    keys |= step[1]
+                    v = step[0]
+        self._log[manifest.version] = (last.version, keys)
+        if len(self._log) > LOG_LENGTH:
+            del self._log[next(iter(self._log))]
 
     def _assembled(self, out) -> tuple[Accepted | None, Any, str | None]:
         """The complete set as an entry (its manifest's text, its slices' texts) and the joined model."""
         if out is None:
             return None, None, None
         manifest, parts = out.manifest, out.slices
+        self._log_change(manifest)
         metas = [m for m, _, _ in parts]
         model = _joined([m for _, m, _ in parts], manifest.version)
         first = metas[0]  # shard 0 keeps the model's counts

@@ -44,7 +44,7 @@ from typing import Any, Sequence
 
 from riverflink import models
 from riverflink.models.labels import final_step, task_of
-from riverflink.models import journal, sharding
+from riverflink.models import journal, numeric, sharding
 from riverflink.models.policies import MergePolicy
 from riverflink.models.sync import SyncPolicy, learned_distance, learned_norm
 from riverflink.operators import delay_compensation
@@ -95,6 +95,15 @@ class Replica:
     events_learned: int = 0
     #: classifiers: the labels this replica has learned (new ones are reported)
     classes_seen: set = field(default_factory=set)
+    #: whether ``snapshot`` is this replica's own tree (else it may be the merged parameters a reader shares
+    #: with other replicas: an in-place rebase copies it first)
+    snapshot_owned: bool = False
+    #: ``mid`` holds only these features' entries (they are the only ones where it differs from the snapshot);
+    #: None: ``mid`` is a whole tree
+    mid_keys: set | None = None
+    #: while a :meth:`save_point` is open: (the tree, features, its entries there before) of every in-place change
+    #: to ``snapshot`` since, so that :meth:`restore` can undo them (None: no save point open)
+    snapshot_undo: list | None = None
 
     def note_classes(self, ys: Sequence[Any]) -> list:
         """The labels of ``ys`` this replica had not learned before, in order (and remember them)."""
@@ -105,16 +114,27 @@ class Replica:
     def save_point(self) -> tuple:
         """What :meth:`restore` needs to undo everything learning a batch changes (the model's parameters and
         the replica's counters); about as cheap as one ``get_params``."""
+        self.snapshot_undo = []
         return (models.get_params(self.model), self.since_sync, self.first_unsynced_at, self.seq,
                 list(self.in_flight), self.snapshot, copy.copy(self.unsynced_score), self.curvature, self.mid,
                 copy.copy(self.probe), self.events_learned, copy.deepcopy(self.detector), set(self.classes_seen),
-                self.stiffness, list(self.stiffness_sample), self.stiffness_due, journal.save(self.model))
+                self.stiffness, list(self.stiffness_sample), self.stiffness_due, journal.save(self.model),
+                getattr(self, "mid_keys", None))
+
+    def commit(self) -> None:
+        """The batch since :meth:`save_point` is kept: its undo log goes."""
+        self.snapshot_undo = None
 
     def restore(self, point: tuple) -> None:
         """Back to :meth:`save_point`: a batch that raised part way leaves no trace in the replica."""
         (params, self.since_sync, self.first_unsynced_at, self.seq, self.in_flight, self.snapshot,
          self.unsynced_score, self.curvature, self.mid, self.probe, self.events_learned, self.detector,
-         self.classes_seen, self.stiffness, self.stiffness_sample, self.stiffness_due, journals) = point
+         self.classes_seen, self.stiffness, self.stiffness_sample, self.stiffness_due, journals,
+         self.mid_keys) = point
+        for target, keys, before in reversed(getattr(self, "snapshot_undo", None) or []):  # (changed in place)
+            if target is self.snapshot:
+                numeric.write_at(target, before, keys)
+        self.snapshot_undo = None
         models.set_params(self.model, params)
         journal.restore(self.model, journals)
 
@@ -246,7 +266,7 @@ class Replica:
             total.merge(score)
             predictions += preds
             if self.mid is None and self.since_sync >= half:
-                self.mid = models.get_params(self.model)
+                self._take_mid()
             drift = self._drift(score, policy)
             if (not coalesce or i >= len(xs)) and self.sync_due(policy, drift=drift):
                 updates.append(self.take_update(model_name, replica))
@@ -282,14 +302,45 @@ class Replica:
             self.stiffness_due = STIFFNESS_EVERY - 1
         return self.stiffness
 
+    def _take_mid(self) -> None:
+        """Keep the parameters half-way through the sync period (the curvature probe's point): the entries of
+        the features learned so far, when the journals know them, else the whole tree."""
+        keys = self._in_place_keys(set())
+        if keys is not None:
+            self.mid, self.mid_keys = models.adapter_for(self.model).get_at(self.model, keys), keys
+        else:
+            self.mid, self.mid_keys = models.get_params(self.model), None
+
+    def _mid_at(self, keys: set, snapshot: dict) -> dict:
+        """``mid`` restricted to ``keys`` (a superset of ``mid_keys``), from ``snapshot`` (restricted to them)."""
+        out = numeric.copy_tree(snapshot)
+        numeric.write_at(out, self.mid, self.mid_keys)
+        return out
+
+    def _write_snapshot(self, values: dict, keys: set) -> None:
+        """Write ``values`` (restricted to ``keys``) into the snapshot in place, remembering what it held while a
+        save point is open."""
+        if getattr(self, "snapshot_undo", None) is not None:
+            self.snapshot_undo.append((self.snapshot, keys, numeric.restrict(self.snapshot, keys)))
+        numeric.write_at(self.snapshot, values, keys)
+
     def take_update(self, model_name: str, replica: ReplicaId) -> ReplicaUpdate:
-        params = models.get_params(self.model)
         adapter = models.adapter_for(self.model)
-        delta = adapter.delta(self.model, params, self.snapshot, journaled=True)
+        keys = self._in_place_keys(set()) if self.mid is None or getattr(self, "mid_keys", None) is not None \
+            else None
+        if keys is not None:  # the features learned since the snapshot: the same delta, in O(those)
+            params = adapter.get_at(self.model, keys)
+            before = numeric.restrict(self.snapshot, keys)
+            delta = adapter.delta(self.model, params, before)
+        else:
+            params = models.get_params(self.model)
+            before = self.snapshot
+            delta = adapter.delta(self.model, params, self.snapshot, journaled=True)
         rho = shared = None
         if self.mid is not None:
-            first = adapter.delta(self.model, self.mid, self.snapshot, journaled=True)
-            second = adapter.delta(self.model, params, self.mid, journaled=True)
+            mid = self._mid_at(keys, before) if keys is not None else self.mid
+            first = adapter.delta(self.model, mid, before, journaled=keys is None)
+            second = adapter.delta(self.model, params, mid, journaled=keys is None)
             rho, shared = self.probe.observe(self.model, first, second)
         self.seq += 1
         update = ReplicaUpdate(
@@ -306,10 +357,13 @@ class Replica:
             kappa=delay_compensation.kappa(self.model, self.curvature / max(1, self.since_sync), self.since_sync,
                                            self._stiffness()),
         )
-        self.mid = None
+        self.mid, self.mid_keys = None, None
         self.curvature = 0.0
         self.in_flight.append((self.seq, delta, update.events))
-        self.snapshot = params
+        if keys is not None:
+            self._write_snapshot(params, keys)
+        else:
+            self.snapshot, self.snapshot_owned = params, True
         journal.clear(self.model)  # the model is its snapshot again
         self.since_sync = 0
         self.first_unsynced_at = None
@@ -317,7 +371,8 @@ class Replica:
         return update
 
     def rebase(self, merged_params: dict, version: int, acked: int | None | Sequence = None,
-               refused: Sequence = (), slices: Sequence[int] = (), norm: bool = True) -> int:
+               refused: Sequence = (), slices: Sequence[int] = (), norm: bool = True,
+               changed: set | None = None) -> int:
         """Adopt merged ``version`` (newer than ours), keeping every bit of learning it does not hold.
 
         ``acked`` is the last of this replica's update sequence numbers that
@@ -335,12 +390,32 @@ class Replica:
 
         ``norm``: measure the merged model's norm (``base_norm``, the scale of a
         relative-divergence sync policy); without one it stays as it was.
+
+        ``changed``: the features whose merged entries differ between the
+        version this replica is based on and ``version`` (a reader's
+        :meth:`~riverflink.operators.model_feed.ModelFeed.changed_between`), or
+        ``None`` when not known.  Known, and with journals on every learning
+        component, the rebase works in place on those features, the journal's
+        and the in-flight updates' alone (what can differ from the model and
+        snapshot held): the same parameters at O(what changed) instead of
+        O(model).
         """
         adapter = models.adapter_for(self.model)
         shards = max(1, len(slices))
         acks = list(acked) if shards > 1 else [acked]
         refusals = [set(r) for r in refused] if shards > 1 else [set(refused)]
-        unsent = adapter.delta(self.model, models.get_params(self.model), self.snapshot, journaled=True)
+        whole_merged = merged_params
+        whole_mid = self.mid is not None and getattr(self, "mid_keys", None) is None
+        at = None if changed is None or whole_mid else self._in_place_keys(
+            set(changed) | numeric.keys_of([d for _, d, _ in self.in_flight]))
+        current = adapter.get_at(self.model, at) if at is not None else None
+        if current is None:
+            at = None
+            unsent = adapter.delta(self.model, models.get_params(self.model), self.snapshot, journaled=True)
+        else:
+            base = numeric.restrict(self.snapshot, at)
+            merged_params = numeric.restrict(merged_params, at)
+            unsent = adapter.delta(self.model, current, base)
 
         def held(seq: int, shard: int) -> bool:
             return acks[shard] is None or seq <= acks[shard]
@@ -370,13 +445,43 @@ class Replica:
             self.since_sync += resent_events
             self.first_unsynced_at = self.first_unsynced_at or time.time()
         if self.mid is not None:  # keep the probe's first half, moved onto the new base
-            self.mid = adapter.apply(self.model, snapshot, [adapter.delta(self.model, self.mid, self.snapshot,
-                                                                           journaled=True)], [1.0], _REPLAY)
-        models.set_params(self.model, params)  # (its base is self.snapshot: no BaseRef copy of the model)
+            self._move_mid(adapter, snapshot, at)
+        if at is not None:  # in place, on the features that can differ (the same values as below)
+            numeric.check_finite(params)
+            adapter.set_at(self.model, params, at)
+            self._write_snapshot(snapshot, at)
+        else:
+            models.set_params(self.model, params)  # (its base is self.snapshot: no BaseRef copy of the model)
+            # future deltas are measured from the merged point plus what is already in flight
+            self.snapshot = snapshot
+            self.snapshot_owned = snapshot is not merged_params
         self.base_version = version
         self.base_slices = tuple(slices)
-        # future deltas are measured from the merged point plus what is already in flight
-        self.snapshot = snapshot
         if norm:
-            self.base_norm = learned_norm(self.model, merged_params)
+            self.base_norm = learned_norm(self.model, whole_merged)
         return len(resend)
+
+    def _move_mid(self, adapter: Any, snapshot: dict, at: set | None) -> None:
+        """Move the probe's point onto the new ``snapshot`` (restricted to ``at`` when not ``None``): it keeps
+        what it learned beyond the old snapshot."""
+        keys = getattr(self, "mid_keys", None)
+        if keys is None:  # (a whole-tree point: the rebase is not in place, see rebase)
+            self.mid = adapter.apply(self.model, snapshot, [adapter.delta(self.model, self.mid, self.snapshot,
+                                                                           journaled=True)], [1.0], _REPLAY)
+            return
+        old = numeric.restrict(self.snapshot, keys)
+        new = numeric.restrict(snapshot, keys)
+        self.mid = adapter.apply(self.model, new, [adapter.delta(self.model, self.mid, old)], [1.0], _REPLAY)
+
+    def _in_place_keys(self, more: set | None) -> set | None:
+        """The features an in-place step visits (``more`` and the journal's), or ``None`` when it cannot work in
+        place: ``more`` is not known, a learning component keeps no journal, or the model has no in-place
+        form.  Takes the snapshot over (one copy) when it is still shared with the merged parameters."""
+        if more is None:
+            return None
+        learned = journal.keys(self.model)
+        if learned is None or models.adapter_for(self.model).get_at(self.model, ()) is None:
+            return None
+        if not getattr(self, "snapshot_owned", False):
+            self.snapshot, self.snapshot_owned = numeric.copy_tree(self.snapshot), True
+        return more | learned

@@ -127,7 +127,8 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
             if not self.base_created_at:  # after a restore, before any new version
                 self.base_created_at = latest.meta.created_at or 0.0
             before = (replica.base_version, [u[0] for u in replica.in_flight]) if self.trace.on else None
-            self.side.on_model(replica, key, latest.meta, lambda: self._merged_params(latest))
+            self.side.on_model(replica, key, latest.meta, lambda: self._merged_params(latest),
+                               changed=lambda base: self.feed.changed_between(base, latest.version))
             if before is not None and replica.base_version != before[0]:
                 self.trace.write("rebase", replica=key, version=replica.base_version, was=before[0],
                                  acked=latest.meta.acked.get(replica_id(key)), in_flight_before=before[1],

@@ -16,7 +16,7 @@ from riverflink.operators.slice_assembly import ManifestWriter
 from riverflink.pipelines.click_stream import click_events
 
 
-def _loop(spec: str, shards: int, mode: str = "exact") -> tuple[list, list]:
+def _loop(spec: str, shards: int, mode: str = "exact", in_place: bool = False) -> tuple[list, list]:
     """Three replicas learn click events in batches of 50 and rebase on every model a reader assembles from what
     the mergers publish (whole documents, or slices and manifests).  Returns (every update's delta, in order;
     each replica's final parameters)."""
@@ -53,8 +53,9 @@ def _loop(spec: str, shards: int, mode: str = "exact") -> tuple[list, list]:
             assert problem is None
             if entry is not None:
                 current, params = entry, models.get_params(model)
+                changed = (lambda base, v=entry.version: feed.changed_between(base, v)) if in_place else None
                 for k, replica in enumerate(replicas):
-                    side.on_model(replica, k, entry.meta, lambda: params)
+                    side.on_model(replica, k, entry.meta, lambda: params, changed=changed)
         published.clear()
     return sent, [models.get_params(r.model) for r in replicas]
 
@@ -89,3 +90,22 @@ def test_delay_compensation_on_the_features_merged_since_a_base_equals_it_on_eve
     assert sum(u is not None for u in used) >= 8  # stale updates were compensated on their features
     monkeypatch.setattr(Compensator, "_touched_since", lambda self, base_version, version: None)
     assert _loop(spec, shards) == restricted
+
+
+@pytest.mark.parametrize("spec, mode", [("LogisticRegression(ftrl=true)", "exact"),
+                                        ("FeatureHasher(n_features=4096)|LogisticRegression(ftrl=true)", "exact"),
+                                        ("LogisticRegression(ftrl=true)", "batch")])
+def test_replicas_rebasing_in_place_on_what_changed_hold_the_same_models(spec, mode, monkeypatch):
+    """A replica told which features changed since its base (``ModelFeed.changed_between``) rebases in place on
+    them and the journal's: the same updates and models as rebasing on the whole merged model."""
+    known = []
+    between = ModelFeed.changed_between
+
+    def counted(self, old, new):
+        known.append(between(self, old, new))
+        return known[-1]
+
+    monkeypatch.setattr(ModelFeed, "changed_between", counted)
+    in_place = _loop(spec, 2, mode, in_place=True)
+    assert sum(k is not None for k in known) >= 10  # most rebases went in place (patches between whole slices)
+    assert _loop(spec, 2, mode) == in_place

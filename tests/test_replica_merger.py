@@ -11,6 +11,7 @@ import time
 from river import preprocessing
 
 from riverflink import models
+from riverflink.models import numeric
 from riverflink.models.document import ModelMeta
 from riverflink.models.spec import build
 from riverflink.models.sync import SyncPolicy
@@ -257,6 +258,37 @@ def test_a_batch_the_model_raises_on_is_dead_lettered_whole_and_never_learned():
     assert (replica.since_sync, replica.events_learned) == counters
     step.learn_one = original
     assert replica_side.on_records(replica, 0, batch).score.events == 4  # the same events learn once it can
+
+
+def test_a_batch_rolled_back_after_a_sync_in_it_restores_the_snapshot_changed_in_place():
+    """A journaled sparse model syncs in place (the snapshot takes the learned features' entries); a batch that
+    raises after such a sync leaves model, snapshot and in-flight updates as they were."""
+    import orjson
+
+    from riverflink.operators.frames import Record
+
+    replica_side, _ = loop("LogisticRegression(ftrl=true)", every=2)
+    replica = replica_side.fresh()
+
+    def records(start: int, n: int) -> list:
+        return [Record(0, start + i, None, None, orjson.dumps({"x": {f"f{(start + i) % 7}": 1.0,
+                                                                      f"g{(start + i) % 5}": 1.0},
+                                                                "y": (start + i) % 3 == 0})) for i in range(n)]
+
+    replica_side.on_records(replica, 0, records(0, 6))
+    snapshot = replica.snapshot
+    before = (models.get_params(replica.model), numeric.copy_tree(snapshot), list(replica.in_flight), replica.seq)
+
+    def fails(update, replica_):  # (raises after the sync wrote the snapshot in place)
+        assert replica_.snapshot is snapshot and replica_.snapshot != before[1]
+        raise RuntimeError("boom")
+
+    replica_side.encode = fails
+    out = replica_side.on_records(replica, 0, records(6, 4))
+    assert out.learning_failed
+    assert (models.get_params(replica.model), replica.snapshot, replica.in_flight, replica.seq) == before
+    del replica_side.encode
+    assert len(replica_side.on_records(replica, 0, records(6, 4)).updates) == 1
 
 
 def test_a_refused_update_is_sent_again_so_every_event_still_reaches_the_model_once():
