@@ -39,6 +39,7 @@ River 0.23's on its prefix.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -181,10 +182,11 @@ def loop(events: list, shards: int, replicas: int, batch: int) -> Run:
             if entry is not None:  # (as the job: the replicas rebase on the newest one at their next batch)
                 current, served_model = entry, model
         if current is not None and any(r.base_version < current.version for r in reps):
-            params = models.get_params(served_model)
+            whole = functools.cache(lambda m=served_model: models.get_params(m))  # (only if a rebase needs it)
             for k, r in enumerate(reps):
-                side.on_model(r, k, current.meta, lambda: params,
-                              changed=lambda base: feed.changed_between(base, current.version))
+                side.on_model(r, k, current.meta, whole,
+                              changed=lambda base: feed.changed_between(base, current.version),
+                              params_at=lambda keys, m=served_model: models.adapter_for(m).get_at(m, keys))
         chunk = events[begin: begin + per_round]
         for k, r in enumerate(reps):
             part = chunk[k::replicas]

@@ -40,7 +40,7 @@ import functools
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from riverflink import models
 from riverflink.models.labels import final_step, task_of
@@ -370,9 +370,9 @@ class Replica:
         self.unsynced_score = Score()
         return update
 
-    def rebase(self, merged_params: dict, version: int, acked: int | None | Sequence = None,
+    def rebase(self, merged_params: dict | Callable[[], dict], version: int, acked: int | None | Sequence = None,
                refused: Sequence = (), slices: Sequence[int] = (), norm: bool = True,
-               changed: set | None = None) -> int:
+               changed: set | None = None, merged_at: Callable[[set], dict | None] | None = None) -> int:
         """Adopt merged ``version`` (newer than ours), keeping every bit of learning it does not hold.
 
         ``acked`` is the last of this replica's update sequence numbers that
@@ -398,23 +398,26 @@ class Replica:
         component, the rebase works in place on those features, the journal's
         and the in-flight updates' alone (what can differ from the model and
         snapshot held): the same parameters at O(what changed) instead of
-        O(model).
+        O(model).  ``merged_params`` may then be a callable (called only when
+        the whole tree is needed), and ``merged_at(features)`` gives the merged
+        parameters restricted to ``features`` (``None``: restrict the whole).
         """
         adapter = models.adapter_for(self.model)
         shards = max(1, len(slices))
         acks = list(acked) if shards > 1 else [acked]
         refusals = [set(r) for r in refused] if shards > 1 else [set(refused)]
-        whole_merged = merged_params
+        whole = functools.cache(merged_params if callable(merged_params) else lambda: merged_params)
         whole_mid = self.mid is not None and getattr(self, "mid_keys", None) is None
         at = None if changed is None or whole_mid else self._in_place_keys(
             set(changed) | numeric.keys_of([d for _, d, _ in self.in_flight]))
         current = adapter.get_at(self.model, at) if at is not None else None
         if current is None:
             at = None
+            merged_params = whole()
             unsent = adapter.delta(self.model, models.get_params(self.model), self.snapshot, journaled=True)
         else:
             base = numeric.restrict(self.snapshot, at)
-            merged_params = numeric.restrict(merged_params, at)
+            merged_params = (merged_at(at) if merged_at is not None else None) or numeric.restrict(whole(), at)
             unsent = adapter.delta(self.model, current, base)
 
         def held(seq: int, shard: int) -> bool:
@@ -458,7 +461,7 @@ class Replica:
         self.base_version = version
         self.base_slices = tuple(slices)
         if norm:
-            self.base_norm = learned_norm(self.model, whole_merged)
+            self.base_norm = learned_norm(self.model, whole())
         return len(resend)
 
     def _move_mid(self, adapter: Any, snapshot: dict, at: set | None) -> None:

@@ -108,6 +108,14 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
             self.params_cache = {entry.version: cached}
         return cached
 
+    def _merged_params_at(self, entry: Accepted, keys: set) -> dict | None:
+        """The parameters of an accepted version at ``keys`` (an in-place rebase), from the model read with it
+        without taking its whole parameter tree; ``None`` when only the whole tree is at hand."""
+        cached = self.params_cache.get(entry.version)
+        if cached is None or isinstance(cached, dict):
+            return None
+        return models.adapter_for(cached).get_at(cached, keys)
+
     def _replica(self, key) -> Replica:
         r = self.live.get(key)
         if r is None:
@@ -128,7 +136,8 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
                 self.base_created_at = latest.meta.created_at or 0.0
             before = (replica.base_version, [u[0] for u in replica.in_flight]) if self.trace.on else None
             self.side.on_model(replica, key, latest.meta, lambda: self._merged_params(latest),
-                               changed=lambda base: self.feed.changed_between(base, latest.version))
+                               changed=lambda base: self.feed.changed_between(base, latest.version),
+                               params_at=lambda keys: self._merged_params_at(latest, keys))
             if before is not None and replica.base_version != before[0]:
                 self.trace.write("rebase", replica=key, version=replica.base_version, was=before[0],
                                  acked=latest.meta.acked.get(replica_id(key)), in_flight_before=before[1],

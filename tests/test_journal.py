@@ -7,6 +7,7 @@ import pytest
 
 from riverflink import models
 from riverflink.models import journal
+from riverflink.models.adapter import adapter_for
 from riverflink.models.spec import build
 from riverflink.operators.delay_compensation import Compensator
 from riverflink.operators.loop import LoopSettings, MergerSide, ReplicaSide
@@ -54,8 +55,9 @@ def _loop(spec: str, shards: int, mode: str = "exact", in_place: bool = False) -
             if entry is not None:
                 current, params = entry, models.get_params(model)
                 changed = (lambda base, v=entry.version: feed.changed_between(base, v)) if in_place else None
+                at = (lambda keys, m=model: adapter_for(m).get_at(m, keys)) if in_place else None
                 for k, replica in enumerate(replicas):
-                    side.on_model(replica, k, entry.meta, lambda: params, changed=changed)
+                    side.on_model(replica, k, entry.meta, lambda: params, changed=changed, params_at=at)
         published.clear()
     return sent, [models.get_params(r.model) for r in replicas]
 
