@@ -52,6 +52,11 @@ class FeedRules:
     verifier: Verifier | None = None
     #: a server (serving job, LiveModel) passes over versions the quality gate holds back; replicas take them
     serving: bool = False
+    #: a sharded model is assembled into the same model object each time, the features the patches changed
+    #: written in place when this reader knows them (:meth:`ModelFeed.changed_between`): O(what changed)
+    #: instead of a new join.  Only for a reader that uses the newest model alone (the replicas' trainer):
+    #: a model handed out earlier changes with it.
+    in_place: bool = False
 
 
 @dataclass(frozen=True)
@@ -181,6 +186,9 @@ class ModelFeed:
         #: them, or None when not known), for recent versions: :meth:`changed_between`
         self._log: dict = {}
         self._last: Manifest | None = None
+        #: with ``rules.in_place``: the model last assembled, and its version
+        self._model: Any = None
+        self._model_version: int | None = None
 
     def offer(self, value: str | bytes, current: Accepted | None,
               now: float | None = None) -> tuple[Accepted | None, Any, str | None]:
@@ -299,7 +307,7 @@ class ModelFeed:
         manifest, parts = out.manifest, out.slices
         self._log_change(manifest)
         metas = [m for m, _, _ in parts]
-        model = _joined([m for _, m, _ in parts], manifest.version)
+        model = self._join([m for _, m, _ in parts], manifest.version)
         first = metas[0]  # shard 0 keeps the model's counts
         text, created = self._manifests.get(manifest.version, ("", 0.0))
         meta = ModelMeta(name=manifest.name, version=manifest.version, created_at=created or first.created_at,
@@ -307,6 +315,25 @@ class ModelFeed:
                          slices=tuple(SliceInfo(s, v, m.acked, m.refused_updates)
                                       for s, (v, m) in enumerate(zip(manifest.slices, metas))))
         return Accepted(meta, text, tuple(t for _, _, chain in parts for t in chain)), model, None
+
+    def _join(self, slice_models: list, version: int) -> Any:
+        """The model the slices of ``version`` make: a new join, or (``rules.in_place``) the last one with the
+        features changed since written in place (the same parameters)."""
+        step = self._log.get(version)
+        model = self._model
+        if (self.rules.in_place and model is not None and step is not None and step[1] is not None
+                and step[0] == self._model_version):
+            adapter = models.adapter_for(model)
+            parts = [models.adapter_for(m).get_at(m, step[1]) for m in slice_models]
+            if adapter.get_at(model, ()) is not None and all(p is not None for p in parts):
+                adapter.set_at(model, sharding.join(model, parts), step[1])
+                self._model_version = version
+                return model
+        if not self.rules.in_place:
+            return _joined(slice_models, version)
+        # (no base remembered: it would go stale as the model changes in place)
+        self._model, self._model_version = _joined(slice_models, None), version
+        return self._model
 
     def seed(self, entry: Accepted) -> None:
         """Hold the slices of an assembled entry kept in state (a restored reader), as if just read."""
@@ -329,8 +356,9 @@ def _patched(base: Any, patch: Any) -> Any:
                              trusted=True)
 
 
-def _joined(slice_models: list, version: int) -> Any:
-    """One model holding every slice's parameters (the first slice's hyper-parameters)."""
+def _joined(slice_models: list, version: int | None) -> Any:
+    """One model holding every slice's parameters (the first slice's hyper-parameters); remembering ``version``
+    as its base (``models.base_of``) unless ``None``."""
     model = slice_models[0].clone()  # (hyper-parameters: set_params writes every learned leaf)
     return models.set_params(model, sharding.join(model, [models.get_params(m) for m in slice_models]),
                              version=version, trusted=True)  # (validated slices; join builds new maps)

@@ -119,7 +119,7 @@ class Replica:
                 list(self.in_flight), self.snapshot, copy.copy(self.unsynced_score), self.curvature, self.mid,
                 copy.copy(self.probe), self.events_learned, copy.deepcopy(self.detector), set(self.classes_seen),
                 self.stiffness, list(self.stiffness_sample), self.stiffness_due, journal.save(self.model),
-                getattr(self, "mid_keys", None))
+                getattr(self, "mid_keys", None), getattr(self, "snapshot_owned", False))
 
     def commit(self) -> None:
         """The batch since :meth:`save_point` is kept: its undo log goes."""
@@ -130,7 +130,7 @@ class Replica:
         (params, self.since_sync, self.first_unsynced_at, self.seq, self.in_flight, self.snapshot,
          self.unsynced_score, self.curvature, self.mid, self.probe, self.events_learned, self.detector,
          self.classes_seen, self.stiffness, self.stiffness_sample, self.stiffness_due, journals,
-         self.mid_keys) = point
+         self.mid_keys, self.snapshot_owned) = point
         for target, keys, before in reversed(getattr(self, "snapshot_undo", None) or []):  # (changed in place)
             if target is self.snapshot:
                 numeric.write_at(target, before, keys)

@@ -77,7 +77,8 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         self.state = ctx.get_state(REPLICA)
         self.side = ReplicaSide(self.s.loop, build_model(self.s.model_spec))
         self.name = self.s.loop.model_name
-        self.rules = FeedRules(self.name, self.s.max_skew_ms, verifier=self.s.verifier)
+        # (in place: the replicas use the newest model alone, and only at the features that changed)
+        self.rules = FeedRules(self.name, self.s.max_skew_ms, verifier=self.s.verifier, in_place=True)
         self.feed = ModelFeed(self.rules)  # whole documents, or a sharded model's slices and manifests
         self.live: dict = {}
         self.params_cache: dict = {}

@@ -111,6 +111,14 @@ def cmd_tail(args) -> int:
     return 0
 
 
+def _has_every_shard(metas: list) -> bool:
+    """Whether ``metas`` (model documents' metadata) hold a document of every shard of every model in them."""
+    shards: dict = {}
+    for m in metas:
+        shards.setdefault((m.name, m.shards), set()).add(m.shard)
+    return bool(shards) and all(seen >= set(range(n)) for (_, n), seen in shards.items())
+
+
 def cmd_models(args) -> int:
     from riverflink.models.document import read_document
     from riverflink.models.signing import verify
@@ -121,11 +129,12 @@ def cmd_models(args) -> int:
     verifier = load_verifier(args.verify_key)
     wanted = (lambda meta: not args.model_name or meta.name == args.model_name)
     values = kafka_io.consume(servers, args.models_topic, idle_timeout=args.idle)
-    if args.latest:  # the topic's tail only, widened until it holds a document of the model asked for
-        last = 16
+    if args.latest:  # the topic's tail only, widened until it holds a document of the model asked for (of each
+        last = 16    # shard of a sharded one: a paged slice can fill the tail with one shard's pages)
         while True:
             values = kafka_io.read_tail(servers, args.models_topic, last)
-            if len(values) < last or any(d and wanted(d.meta) for d in map(read_document, values)):
+            if len(values) < last or _has_every_shard([d.meta for d in map(read_document, values)
+                                                       if d and wanted(d.meta)]):
                 break
             last *= 8
     from riverflink.models.manifest import read_manifest

@@ -25,7 +25,8 @@ def _loop(spec: str, shards: int, mode: str = "exact", in_place: bool = False) -
     side, merger_side = ReplicaSide(settings, build(spec)), MergerSide(settings, build(spec))
     mergers = [merger_side.fresh(s) for s in range(shards)]
     replicas = [side.fresh() for _ in range(3)]
-    feed, writer, current = ModelFeed(FeedRules("m")), ManifestWriter("m", epoch=1, shards=shards), None
+    feed, current = ModelFeed(FeedRules("m", in_place=in_place)), None
+    writer = ManifestWriter("m", epoch=1, shards=shards)
     events = list(click_events(1800, seed=5))
     sent, published = [], []
 

@@ -18,7 +18,8 @@ from riverflink.models.signing import Signer, sign
 from riverflink.models.spec import build
 from riverflink.operators.loop import LoopSettings, MergerSide, ReplicaSide
 from riverflink.operators.messages import update_shard
-from riverflink.operators.model_feed import FeedRules, ModelFeed, entry_model
+from riverflink.operators import model_feed
+from riverflink.operators.model_feed import FeedRules, ModelFeed, _joined, entry_model
 from riverflink.operators.slice_assembly import ManifestWriter
 from riverflink.pipelines.click_stream import click_events
 
@@ -130,9 +131,9 @@ def test_a_restored_reader_seeded_with_its_entry_assembles_a_manifest_that_reuse
     assert not page_bytes or any(read_document(t).meta.page for t in kept.parts)  # pages were replayed
 
 
-def _assembled(records: list, start: int = 0) -> tuple[dict, ModelFeed]:
+def _assembled(records: list, start: int = 0, in_place: bool = False) -> tuple[dict, ModelFeed]:
     """Every model a reader that starts reading at ``records[start]`` assembles: version -> parameters."""
-    feed, current, out = ModelFeed(FeedRules("m")), None, {}
+    feed, current, out = ModelFeed(FeedRules("m", in_place=in_place)), None, {}
     for value in records[start:]:
         entry, model, problem = feed.offer(value, current, now=5_000.0)
         assert problem is None
@@ -204,6 +205,18 @@ def test_whole_slices_come_once_the_patches_since_the_last_held_as_many_entries_
                 stretched += len(chain) > 3
             chain = [] if d.meta.patch_of is None else chain + [entries]
         assert stretched  # the slice outgrew what four merges touch: more than three patches in a row
+
+
+def test_a_reader_assembling_in_place_holds_the_models_a_fresh_join_gives(monkeypatch):
+    """``FeedRules.in_place``: the features the patches changed are written into the last assembled model."""
+    records, *_ = _run(3, Signer.generate(), rounds=6, patches=3, rebase=True)
+    joined = []
+    monkeypatch.setattr(model_feed, "_joined", lambda *a: joined.append(a) or _joined(*a))
+    fresh, _ = _assembled(records)
+    joins = len(joined)
+    in_place, _ = _assembled(records, in_place=True)
+    assert len(fresh) >= 10 and in_place == fresh
+    assert joins - (len(joined) - joins) >= 5  # versions written in place (the others follow a whole slice)
 
 
 def test_a_reader_that_missed_a_patch_base_waits_for_the_next_whole_slice():
