@@ -69,7 +69,7 @@ class LinearAdapter(Adapter):
     def set_at(self, model: Any, params: dict, keys: Any) -> bool:
         if optimizer_state.get_state_at(model.optimizer, ()) is None:
             return False
-        optimizer_state._write(model._weights, params.get("weights", {}), keys)
+        numeric.write_entries(model._weights, params.get("weights", {}), keys)
         model.intercept = float(params.get("intercept", model.intercept_init))
         return optimizer_state.set_state_at(model.optimizer, params, keys)
 

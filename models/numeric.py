@@ -332,14 +332,23 @@ def write_at(tree: dict, part: dict, keys: Any) -> None:
         return
     for name, value in part.items():
         if isinstance(value, dict):
-            target = tree.setdefault(name, {})
-            for k in keys:
-                v = value.get(k, _ABSENT)
-                if v is not _ABSENT:
-                    target[k] = v
-                elif k in target:
-                    del target[k]
+            write_entries(tree.setdefault(name, {}), value, keys)
         elif isinstance(value, list):
             write_at(tree[name], value, keys)
         else:
             tree[name] = value
+
+
+def write_entries(target: Any, new: dict, keys: Any) -> None:
+    """``target`` (a map: a dict, a ``VectorDict``) takes ``new``'s entry for each of ``keys``; keys absent from
+    ``new`` are removed from it.
+
+    >>> t = {"a": 1.0, "b": 2.0}; write_entries(t, {"c": 3.0}, {"b", "c"}); t
+    {'a': 1.0, 'c': 3.0}
+    """
+    for k in keys:
+        v = new.get(k, _ABSENT)
+        if v is not _ABSENT:
+            target[k] = v
+        elif k in target:
+            del target[k]

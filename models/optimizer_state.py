@@ -149,19 +149,7 @@ def set_state_at(opt: Any, params: dict, keys: Any) -> bool:
         return False
     opt.n_iterations = int(round(params.get("opt_steps", 0)))
     for m, new in maps:
-        _write(m, new, keys)
+        numeric.write_entries(m, new, keys)
     return True
 
 
-def _write(target: Any, new: dict, keys: Any) -> None:
-    """``target`` (a dict or a VectorDict) takes ``new``'s entry for each of ``keys``; keys absent from ``new``
-    are removed."""
-    for k in keys:
-        v = new.get(k, _ABSENT)
-        if v is not _ABSENT:
-            target[k] = v
-        elif k in target:
-            del target[k]
-
-
-_ABSENT = object()

@@ -52,7 +52,7 @@ class _Writer:
         self.precision = precision
         self.keys: dict = {}
         self.arrays: list[np.ndarray] = []
-        #: the last map's keys, how they went ("k": key-table ids, "ki": raw integers) and their array
+        #: the last map's keys, how they went ("k": key-table ids, "ki": raw integers), their array and types
         self.last: tuple | None = None
 
     def keys_array(self, keys, raw: bool = True) -> tuple[str, int]:
@@ -61,7 +61,8 @@ class _Writer:
         int in ``[0, 2**32)`` (hashed features: no key table), or their ids in the key table.  Arrays use the
         narrowest unsigned type that holds them."""
         keys = list(keys)
-        if self.last is not None and self.last[0] == keys and (raw or self.last[1] == "k"):
+        kinds = list(map(type, keys))  # (1, 1.0 and True are equal keys, but three features)
+        if self.last is not None and self.last[0] == keys and self.last[3] == kinds and (raw or self.last[1] == "k"):
             return self.last[1], self.last[2]
         if raw and keys and set(map(type, keys)) == {int} and min(keys) >= 0 and max(keys) < 1 << 32:
             how, ids, bound = "ki", keys, max(keys) + 1
@@ -69,7 +70,7 @@ class _Writer:
             how = "k"
             ids = [self.keys.setdefault(_key_token(k), len(self.keys)) for k in keys]
             bound = len(self.keys)
-        self.last = (keys, how, self.array(np.array(ids, dtype=_narrowest(bound))))
+        self.last = (keys, how, self.array(np.array(ids, dtype=_narrowest(bound))), kinds)
         return how, self.last[2]
 
     def array(self, a: np.ndarray) -> int:

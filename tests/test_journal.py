@@ -77,18 +77,23 @@ def test_updates_and_models_are_the_same_with_and_without_journals(spec, shards,
     assert journaled == plain
 
 
+def _answers(monkeypatch, cls: type, name: str) -> list:
+    """Every answer ``cls.name`` gives from now on, in a list (the method still answers as before)."""
+    answers, method = [], getattr(cls, name)
+
+    def counted(self, *args):
+        answers.append(method(self, *args))
+        return answers[-1]
+
+    monkeypatch.setattr(cls, name, counted)
+    return answers
+
+
 @pytest.mark.parametrize("spec, shards", [("LogisticRegression(ftrl=true)", 2), ("StandardScaler|LogisticRegression", 1)])
 def test_delay_compensation_on_the_features_merged_since_a_base_equals_it_on_every_entry(spec, shards, monkeypatch):
     """The merger measures a stale update's offset on the features merged since its base alone
     (``Compensator.touched_at``): the same updates and models as comparing every entry."""
-    used = []
-    since = Compensator._touched_since
-
-    def counted(self, base_version, version):
-        used.append(since(self, base_version, version))
-        return used[-1]
-
-    monkeypatch.setattr(Compensator, "_touched_since", counted)
+    used = _answers(monkeypatch, Compensator, "_touched_since")
     restricted = _loop(spec, shards)
     assert sum(u is not None for u in used) >= 8  # stale updates were compensated on their features
     monkeypatch.setattr(Compensator, "_touched_since", lambda self, base_version, version: None)
@@ -101,14 +106,7 @@ def test_delay_compensation_on_the_features_merged_since_a_base_equals_it_on_eve
 def test_replicas_rebasing_in_place_on_what_changed_hold_the_same_models(spec, mode, monkeypatch):
     """A replica told which features changed since its base (``ModelFeed.changed_between``) rebases in place on
     them and the journal's: the same updates and models as rebasing on the whole merged model."""
-    known = []
-    between = ModelFeed.changed_between
-
-    def counted(self, old, new):
-        known.append(between(self, old, new))
-        return known[-1]
-
-    monkeypatch.setattr(ModelFeed, "changed_between", counted)
+    known = _answers(monkeypatch, ModelFeed, "changed_between")
     in_place = _loop(spec, 2, mode, in_place=True)
     assert sum(k is not None for k in known) >= 10  # most rebases went in place (patches between whole slices)
     assert _loop(spec, 2, mode) == in_place

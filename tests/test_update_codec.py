@@ -55,3 +55,4 @@ def test_updates_of_the_previous_codec_version_still_decode():
     assert update_codec.decode(bytes([1]) + data[1:]) == delta
     with pytest.raises(ValueError, match="unknown update codec version"):
         update_codec.decode(bytes([9]) + data[1:])
+
