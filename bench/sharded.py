@@ -137,7 +137,7 @@ def loop(events: list, shards: int, replicas: int, batch: int) -> Run:
     side, merger_side = ReplicaSide(settings, build(SPEC)), MergerSide(settings, build(SPEC))
     reps = [side.fresh() for _ in range(replicas)]
     mergers = [merger_side.fresh(s) for s in range(shards)]
-    # (in place, as the replicas' trainer reads; the serving job's reader joins each version anew)
+    # (in place, as the readers of the replicas' trainer and of the serving job assemble)
     feed, writer = ModelFeed(FeedRules("bench", in_place=True)), ManifestWriter("bench", epoch=1, shards=shards)
     run, current, served_model = Run(shards), None, None
     in_transit: list = []

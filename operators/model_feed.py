@@ -54,8 +54,8 @@ class FeedRules:
     serving: bool = False
     #: a sharded model is assembled into the same model object each time, the features the patches changed
     #: written in place when this reader knows them (:meth:`ModelFeed.changed_between`): O(what changed)
-    #: instead of a new join.  Only for a reader that uses the newest model alone (the replicas' trainer):
-    #: a model handed out earlier changes with it.
+    #: instead of a new join.  Only for a reader that uses the newest model alone (the replicas' trainer, the
+    #: serving job), never for one that hands models out (``LiveModel``): a model handed out earlier changes.
     in_place: bool = False
 
 

@@ -43,7 +43,8 @@ class Predictor(KeyedBroadcastProcessFunction):
     def __init__(self, model_name: str, batched: bool, limits: Limits = DEFAULT_LIMITS, max_skew_ms: int = 60_000,
                  verifier: Verifier | None = None):
         self.name, self.batched, self.limits = model_name, batched, limits
-        self.rules = FeedRules(model_name, max_skew_ms, verifier=verifier, serving=True)
+        # (in place: a subtask answers with the newest version alone, and takes it before answering a batch)
+        self.rules = FeedRules(model_name, max_skew_ms, verifier=verifier, serving=True, in_place=True)
 
     def open(self, ctx: RuntimeContext):
         sampling_profiler.start_if_asked()
