@@ -49,6 +49,10 @@ class Adapter:
         O(len(keys)); ``None`` when this family cannot."""
         return None
 
+    def in_place(self, model: Any) -> bool:
+        """Whether :meth:`get_at` and :meth:`set_at` work for ``model`` now."""
+        return self.get_at(model, ()) is not None
+
     def set_at(self, model: Any, params: dict, keys: Any) -> bool:
         """Write ``params`` (a tree :meth:`get_at` could give for ``keys``) into ``model`` in place: for each of
         ``keys`` its entry in ``params`` (the entry removed when absent there), and the dense part; every other

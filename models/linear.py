@@ -67,11 +67,11 @@ class LinearAdapter(Adapter):
         return {"weights": {k: w[k] for k in keys if k in w}, "intercept": float(model.intercept), **state}
 
     def set_at(self, model: Any, params: dict, keys: Any) -> bool:
-        if optimizer_state.get_state_at(model.optimizer, ()) is None:
+        if not optimizer_state.set_state_at(model.optimizer, params, keys):  # (writes nothing when it cannot)
             return False
         numeric.write_entries(model._weights, params.get("weights", {}), keys)
         model.intercept = float(params.get("intercept", model.intercept_init))
-        return optimizer_state.set_state_at(model.optimizer, params, keys)
+        return True
 
     def set_params(self, model: Any, params: dict) -> None:
         model._weights = utils.VectorDict(dict(params.get("weights", {})), model.initializer)

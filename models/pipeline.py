@@ -34,7 +34,7 @@ class PipelineAdapter(Adapter):
         return None if any(p is None for p in parts) else {"steps": parts}
 
     def set_at(self, model: Any, params: dict, keys: Any) -> bool:
-        if any(adapter_for(s).get_at(s, ()) is None for s in steps(model)):
+        if not all(adapter_for(s).in_place(s) for s in steps(model)):
             return False  # (nothing written unless every step can take it)
         return all([adapter_for(s).set_at(s, p, keys) for s, p in zip(steps(model), params["steps"], strict=True)])
 

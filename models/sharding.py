@@ -34,6 +34,7 @@ from typing import Any, Sequence
 
 from river import compose, linear_model, preprocessing
 
+from riverflink.models import numeric
 from riverflink.models.sparse_linear_regression import SparseLinearRegression
 from riverflink.models.sparse_logistic_regression import SparseLogisticRegression
 
@@ -126,11 +127,7 @@ def touched(model: Any, params: dict, deltas: Sequence[dict]) -> dict:
     if isinstance(model, compose.Pipeline):
         return {"steps": [touched(step, p, [d["steps"][i] for d in deltas if "steps" in d])
                           for i, (step, p) in enumerate(zip(model.steps.values(), params["steps"], strict=True))]}
-    keys: set = set()
-    for d in deltas:
-        for value in d.values():
-            if isinstance(value, dict):
-                keys.update(value)
+    keys = numeric.keys_of(list(deltas))
     out: dict = {}
     for key, value in params.items():
         if isinstance(value, dict):

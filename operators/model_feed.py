@@ -247,9 +247,7 @@ class ModelFeed:
             return None
         del self._paging[key]
         ordered = [pages[i] for i in range(meta.pages)]
-        joined = models.set_params(ordered[0][0], sharding.join(ordered[0][0], [models.get_params(m) for m, _ in
-                                                                                ordered]), trusted=True)
-        return self._hold(meta, joined, tuple(t for _, t in ordered))
+        return self._hold(meta, _joined([m for m, _ in ordered], None), tuple(t for _, t in ordered))
 
     def _hold(self, meta: ModelMeta, model: Any, texts: tuple[str, ...]):
         """Hand a validated slice version (its documents' ``texts``; a patch applied to its base first) to the
@@ -325,7 +323,7 @@ class ModelFeed:
                 and step[0] == self._model_version):
             adapter = models.adapter_for(model)
             parts = [models.adapter_for(m).get_at(m, step[1]) for m in slice_models]
-            if adapter.get_at(model, ()) is not None and all(p is not None for p in parts):
+            if adapter.in_place(model) and all(p is not None for p in parts):
                 adapter.set_at(model, sharding.join(model, parts), step[1])
                 self._model_version = version
                 return model

@@ -483,7 +483,7 @@ class Replica:
         if more is None:
             return None
         learned = journal.keys(self.model)
-        if learned is None or models.adapter_for(self.model).get_at(self.model, ()) is None:
+        if learned is None or not models.adapter_for(self.model).in_place(self.model):
             return None
         if not getattr(self, "snapshot_owned", False):
             self.snapshot, self.snapshot_owned = numeric.copy_tree(self.snapshot), True

@@ -162,10 +162,13 @@ class ManifestWriter:
         """A published slice document ``doc`` seen by :meth:`on_slice` (its version as the manifest version): the
         manifest record to publish after it, or ``None``."""
         meta = doc["meta"]
-        manifest = self.on_slice(meta["shard"], meta["version"], version=meta["version"])
-        return None if manifest is None else manifest_doc.dumps(manifest_doc.manifest_document(manifest, created_at))
+        return _record(self.on_slice(meta["shard"], meta["version"], version=meta["version"]), created_at)
 
     def flush_record(self, created_at: float) -> bytes | None:
         """The manifest record naming the slices that wait (the publisher's timer, in a simulation), or ``None``."""
-        manifest = self.flush(version=self.version + 1)
-        return None if manifest is None else manifest_doc.dumps(manifest_doc.manifest_document(manifest, created_at))
+        return _record(self.flush(version=self.version + 1), created_at)
+
+
+def _record(manifest: Manifest | None, created_at: float) -> bytes | None:
+    """The (unsigned) record of ``manifest``, or ``None``."""
+    return None if manifest is None else manifest_doc.dumps(manifest_doc.manifest_document(manifest, created_at))
