@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+BENCH_STAMP := $(VENV)/.bench-stamp
 JARS   := .riverflink/jars/flink-connector-kafka.jar
 
 .PHONY: demo test unit bench java clean
@@ -16,7 +17,7 @@ test: $(STAMP) $(JARS) java
 unit: $(STAMP)
 	$(PY) -m pytest -q -m "not integration"
 
-bench: $(STAMP) $(JARS) java
+bench: $(STAMP) $(BENCH_STAMP) $(JARS) java
 	$(PY) -m bench.throughput
 	$(PY) -m bench.sync
 	$(PY) -m bench.batch_mode
@@ -35,6 +36,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $(BENCH_STAMP)
 
 $(JARS): $(STAMP) pipelines/jars.py $(shell find pipelines/java pipelines/java-loopback -type f)
 	$(PY) -m riverflink.pipelines.jars fetch

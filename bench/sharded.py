@@ -44,6 +44,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import objsize
 from river import linear_model
 
 from riverflink import models
@@ -55,7 +56,10 @@ from riverflink.operators.loop import LoopSettings, MergerSide, ReplicaSide
 from riverflink.operators.messages import update_shard
 from riverflink.operators.model_feed import FeedRules, ModelFeed
 from riverflink.operators.slice_assembly import ManifestWriter
+from riverflink.pipelines.broker import EmbeddedBroker
 from riverflink.pipelines.click_stream import click_events
+
+from bench.peer_learners import PeerRun, kafka_python_peer, preload, quix_peer
 
 SPEC = "LogisticRegression(ftrl=true)"
 PATCHES = 15
@@ -108,6 +112,10 @@ class Run:
     unusable: int = 0
     #: records over MAX_RECORD (the job merges them but cannot publish them)
     oversized: int = 0
+    #: bytes held at the end (``objsize``): a replica (its largest), a merger shard (its largest), the reader
+    replica_bytes: int = 0
+    merger_bytes: int = 0
+    reader_bytes: int = 0
 
 
 def river_alone(events: list) -> tuple[Scores, float]:
@@ -120,15 +128,41 @@ def river_alone(events: list) -> tuple[Scores, float]:
     return scores, time.process_time() - start
 
 
+def river_023_model() -> linear_model.LogisticRegression:
+    """River 0.23's own LogisticRegression with the optimizer and intercept rate of :data:`SPEC`."""
+    ours = build(SPEC)
+    return linear_model.LogisticRegression(optimizer=ours.optimizer.clone(), intercept_lr=ours.intercept_lr)
+
+
 def river_023(events: list) -> float:
     """River 0.23's own LogisticRegression (same FTRL optimizer) on ``events``: CPU-µs per event."""
-    ours = build(SPEC)
-    model = linear_model.LogisticRegression(optimizer=ours.optimizer.clone(), intercept_lr=ours.intercept_lr)
+    model = river_023_model()
     start = time.process_time()
     for x, y in events:
         model.predict_proba_one(x)
         model.learn_one(x, y)
     return 1e6 * (time.process_time() - start) / len(events)
+
+
+def peers(events: list) -> list[tuple[PeerRun, Scores]]:
+    """The peers a user would run instead (:mod:`bench.peer_learners`), each with River 0.23's own
+    LogisticRegression predict-then-learn on ``events``, read from a topic of the embedded broker (127.0.0.1)."""
+    out = []
+    with EmbeddedBroker() as broker:
+        preload(broker.bootstrap, "clicks", events)
+        for peer in (kafka_python_peer, quix_peer):
+            model, scores = river_023_model(), Scores()
+
+            def step(x: dict, y: bool, model=model, scores=scores) -> None:
+                scores.add(model.predict_proba_one(x), y)
+                model.learn_one(x, y)
+
+            run = peer(broker.bootstrap, "clicks", len(events), step, broker_pid=broker.process.pid)
+            if run is not None:
+                out.append((run, scores))
+            else:
+                print("(Quix Streams is not installed: pip install -e '.[bench]')")
+    return out
 
 
 def loop(events: list, shards: int, replicas: int, batch: int) -> Run:
@@ -216,6 +250,9 @@ def loop(events: list, shards: int, replicas: int, batch: int) -> Run:
     run.features = len(set(joined.get("opt_z", {})) | set(joined.get("weights", {})))
     run.replica_params = sharding.entries(side.template, models.get_params(reps[0].model))
     run.unusable = feed.unusable_patches
+    run.replica_bytes = max(objsize.get_deep_size(r) for r in reps)
+    run.merger_bytes = max(objsize.get_deep_size(m) for m in mergers)
+    run.reader_bytes = objsize.get_deep_size(feed)
     return run
 
 
@@ -240,6 +277,10 @@ def main() -> None:
           f"  {river_us:.0f} CPU-µs/event")
     print(f"River 0.23 itself, first {len(prefix):,} events: {river023_us:.0f} CPU-µs/event "
           f"(the stand-in on the same prefix: {prefix_ours_us:.0f})")
+    for run, scores in peers(prefix):
+        print(f"{run.name} (River 0.23), the same prefix from the embedded broker: {run.events_per_s:,.0f} events/s, "
+              f"{run.cpu_us:.0f} CPU-µs/event (its process {1e6 * run.cpu_s / run.events:.0f}, the broker "
+              f"{1e6 * run.broker_cpu_s / run.events:.0f}), accuracy {scores.accuracy:.4f}")
     print(f"{'M':>3} {'accuracy':>9} {'Δ pts':>6} {'log loss':>9} {'features':>9} {'params/shard (max/mean)':>24} "
           f"{'largest KB':>10} {'B/param':>8} {'µs first':>9} {'µs last':>8} {'µs all':>7} {'patches':>8}")
     runs = {}
@@ -256,6 +297,8 @@ def main() -> None:
             print(f"    (largest slice version {r.largest_slice / 1024:.0f} KB: {r.pages} pages published; "
                   f"{r.oversized} records over the job's {MAX_RECORD:,}-byte limit, not published; "
                   f"{r.unusable} patches the reader could not apply)")
+        print(f"    held at the end: a replica {r.replica_bytes / 2**20:.1f} MiB, a merger shard "
+              f"{r.merger_bytes / 2**20:.1f} MiB (its largest), the reader {r.reader_bytes / 2**20:.1f} MiB")
         runs[m] = (m, r, balance, us)
     m, r, balance, us = runs.get(4) or runs[m]
     print(f"(replica holds {r.replica_params:,} parameters; CPU per event of the loop is one process doing every "
