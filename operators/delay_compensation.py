@@ -169,8 +169,13 @@ class Compensator:
     #: how many versions ``params_at`` and ``applied`` keep (:func:`params_memory`, refreshed every 32 merges)
     keep_versions: int = PARAMS_MIN
     #: version -> the features whose per-feature entries its merge changed (None: not known), for the versions
-    #: in ``params_at``: the offset of a stale update is then measured on those features alone
+    #: in ``params_at`` (or ``undo_at``): the offset of a stale update is then measured on those features alone
     touched_at: dict = field(default_factory=dict)
+    #: a merger that merges in place (a sharded one) keeps, instead of whole versions in ``params_at``, an *undo
+    #: record* per version: version -> (its parent version, the parent's parameters at the features the merge
+    #: changed, with the dense part).  A version's parameters at any features are the current ones with the
+    #: records since it applied, newest first (:meth:`params_of`).
+    undo_at: dict = field(default_factory=dict)
 
     def staleness(self, base_version: int, replica: ReplicaId, version: int) -> int:
         """Merges of other replicas' updates between ``base_version`` and ``version`` (all remembered if older)."""
@@ -215,12 +220,13 @@ class Compensator:
         Otherwise the scalar discount of :meth:`discount`.
         """
         family = models.adapter_for(self.template)
-        base = self.params_at.get(update.base_version)
+        keys = self._touched_since(update.base_version, version)
+        base = self.params_of(update.base_version, params, version, keys)
         if update.kappa is None or base is None:
             return family.scale_learned(self.template, update.delta, self.discount(update, version))
         if update.base_version == version and not earlier:
             return update.delta
-        offset = family.delta(self.template, params, base, at=self._touched_since(update.base_version, version))
+        offset = family.delta(self.template, params, base, at=keys)
         for v, raw in self.applied.get(update.replica, []):
             if v > update.base_version:
                 offset = family.add_learned(self.template, offset, raw, -1.0)
@@ -233,30 +239,70 @@ class Compensator:
         """Every feature whose entries a merge after ``base_version`` up to ``version`` changed; ``None`` when
         some such merge's features are not known (then the offset compares every entry: the same result)."""
         known = getattr(self, "touched_at", None)  # (None: a compensator checkpointed before it kept them)
-        after = [v for v in self.params_at if base_version < v <= version]
+        after = [v for v in (self.undo_at if self.in_place else self.params_at) if base_version < v <= version]
+        if not after and self.in_place:
+            return set()
         if not after or known is None or any(known.get(v) is None for v in after):
             return None
         return set().union(*(known[v] for v in after))
+
+    @property
+    def in_place(self) -> bool:
+        """Versions are kept as undo records (:meth:`remember_undo`), not whole (:meth:`remember`)."""
+        return bool(getattr(self, "undo_at", None))
+
+    def params_of(self, version: int, params: dict, now: int, keys: set | None) -> dict | None:
+        """The parameters of ``version`` (``params`` are version ``now``'s), at ``keys`` at least (every feature
+        when ``None``); ``None`` when they are not remembered.  Whole versions are kept as they were; with undo
+        records, a tree of ``keys``' entries and the dense part, built from ``params`` and the records since
+        ``version``: ``O(keys + the features merged since)``, not the model's size."""
+        whole = self.params_at.get(version)
+        if whole is not None or not self.in_place:
+            return whole
+        if version == now:
+            return params
+        records = sorted(v for v in self.undo_at if version < v <= now)
+        if keys is None or not records or self.undo_at[records[0]][0] != version:
+            return None  # (older than the oldest record, or not a version this merger merged)
+        out = numeric.restrict(params, keys)
+        for v in reversed(records):  # newest first: the oldest record after ``version`` writes last
+            numeric.write_at(out, self.undo_at[v][1], keys & self.touched_at[v])
+        return out
 
     def remember(self, version: int, params: dict, replicas: frozenset, raw: dict, merges: int,
                  touched: set | None = None) -> None:
         """Record merged ``version``: its parameters, the replicas in it and each one's raw merged delta;
         ``touched``: the features whose entries its merge changed (``None``: not known)."""
+        self.params_at[version] = params
+        self._record(version, replicas, raw, merges, touched, params)
+        if len(self.params_at) > self.keep_versions:
+            self.params_at = dict(list(self.params_at.items())[-self.keep_versions:])
+            self.touched_at = {v: self.touched_at.get(v) for v in self.params_at}
+
+    def remember_undo(self, version: int, parent: int, before: dict, replicas: frozenset, raw: dict, merges: int,
+                      touched: set) -> None:
+        """:meth:`remember` for a merger that merged ``version`` in place on ``parent``: ``before`` holds
+        ``parent``'s entries at ``touched`` (the features the merge changed) and its dense part."""
+        self.params_at = {}
+        self.undo_at[version] = (parent, before)
+        self._record(version, replicas, raw, merges, touched, before)
+        if len(self.undo_at) > self.keep_versions:
+            self.undo_at = dict(list(self.undo_at.items())[-self.keep_versions:])
+            self.touched_at = {v: self.touched_at[v] for v in self.undo_at}
+
+    def _record(self, version: int, replicas: frozenset, raw: dict, merges: int, touched: set | None,
+                sized: dict) -> None:
         self.history.append((version, replicas))
         del self.history[:-VERSION_MEMORY]
-        self.params_at[version] = params
         self.touched_at = getattr(self, "touched_at", {})
         self.touched_at[version] = touched
         if merges % 32 == 1:  # the model's size changes slowly: count its parameters now and then
-            self.keep_versions = params_memory(params)
-        keep = self.keep_versions
-        if len(self.params_at) > keep:
-            self.params_at = dict(list(self.params_at.items())[-keep:])
-            self.touched_at = {v: self.touched_at.get(v) for v in self.params_at}
+            self.keep_versions = params_memory(sized)
         for r, step in raw.items():
-            self.applied[r] = (self.applied.get(r, []) + [(version, step)])[-keep:]
+            self.applied[r] = (self.applied.get(r, []) + [(version, step)])[-self.keep_versions:]
 
     def restart_from(self, version: int, params: dict) -> None:
         """Forget every version but ``version`` (a merger adopting a model it did not merge)."""
         self.params_at = {version: params}
         self.touched_at = {}
+        self.undo_at = {}

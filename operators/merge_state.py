@@ -31,6 +31,9 @@ Contract
   after at least ``patches`` patches that held as many entries as the slice
   together, after the merger read back a newer version than its own (a
   restart), or when a patch would hold half the slice.
+* **In place** (a sharded model): a merge computes the touched features' entries alone and writes them into
+  the slice; the compensator keeps undo records of what it overwrote, not whole versions
+  (:attr:`MergerState.in_place`).  Unsharded mergers merge whole, as before.
 * A merger that has never merged (a new job without a savepoint) adopts the
   newest model on the topic as its starting point (:meth:`MergerState.adopt`).
 * **How parameters combine** is the model family's business
@@ -157,12 +160,12 @@ class MergerState:
             return None
         updates = list(self.pending)
         used, refused = updates, []
-        model, applied, added = self._combine(updates, policy)
+        model, applied, added, before = self._combine(updates, policy)
         if model is None:  # some update poisons the merge: keep, in order, each one the merge survives
             used = []
             for u in updates:
                 (used if self._combine(used + [u], policy)[0] is not None else refused).append(u)
-            model, applied, added = self._combine(used, policy) if used else (None, {}, [])
+            model, applied, added, before = self._combine(used, policy) if used else (None, {}, [], None)
         now = time.time() if now is None else now
         acked = dict(self.acked)
         for u in updates:
@@ -172,8 +175,14 @@ class MergerState:
             refused_updates[u.replica] = (refused_updates.get(u.replica, []) + [u.seq])[-_REFUSED_MEMORY:]
         doc = None
         gate = copy.deepcopy(self.gate)
+        # (merged in place: ``params`` holds the merged entries of the features the merge touched, and the dense part)
         params = models.get_params(model) if model is not None else None
+        touched = numeric.keys_of(added)
         patch = self._patch(params, added) if model is not None else None
+        if model is not None and patch is None and before is not None:  # a whole slice: the merged slice, whole
+            whole = numeric.copy_tree(self.params)
+            numeric.write_at(whole, params, touched)
+            model = models.set_params(self.template.clone(), whole, trusted=True)
         if model is not None:
             version = next_version(self.version, now)
             held = None
@@ -211,16 +220,20 @@ class MergerState:
         self.refused_updates = refused_updates
         if doc is None:
             return None
-        self.version = doc["meta"]["version"]
+        parent, self.version = self.version, doc["meta"]["version"]
         self.gate = gate
         self.merges += 1
         self.events = doc["meta"]["events"]
-        self.params = params
         self.since_whole = 0 if patch is None else self.since_whole + 1
         self.patched_entries = 0 if patch is None else \
             getattr(self, "patched_entries", 0) + sharding.entries(self.template, patch)
-        self.compensator.remember(self.version, self.params, frozenset(u.replica for u in used), applied,
-                                  self.merges, touched=numeric.keys_of(added))
+        replicas = frozenset(u.replica for u in used)
+        if before is None:
+            self.params = params
+            self.compensator.remember(self.version, self.params, replicas, applied, self.merges, touched=touched)
+        else:
+            numeric.write_at(self.params, params, touched)
+            self.compensator.remember_undo(self.version, parent, before, replicas, applied, self.merges, touched)
         return doc
 
     def _patch(self, params: dict, added: list) -> dict | None:
@@ -232,7 +245,7 @@ class MergerState:
         rarer the larger the model is against what a merge touches."""
         if self.shards <= 1 or self.patches <= 0 or self.since_whole is None or self.version <= 0:
             return None
-        size = sharding.entries(self.template, params)
+        size = self._entries_after(params)
         if self.since_whole >= self.patches and getattr(self, "patched_entries", size) >= size:
             return None
         patch = sharding.touched(self.template, params, added)
@@ -240,9 +253,39 @@ class MergerState:
             return None
         return patch
 
-    def _combine(self, updates: list, policy: MergePolicy) -> tuple[Any, dict, list]:
-        """``(merged model, replica -> the sum of its updates' raw deltas, every delta the merge added)``;
-        ``(None, {}, [])`` if not finite."""
+    @property
+    def in_place(self) -> bool:
+        """A sharded merger merges in place: it computes the merged entries of the features a merge touches
+        alone, writes them into its slice once the document exists, and keeps undo records of the entries it
+        overwrote (``Compensator.remember_undo``) instead of whole versions; the work and the memory of a merge
+        follow what it touches, not the slice's size.  (Tested equal to merging whole slices.)"""
+        return self.shards > 1
+
+    def _entries_after(self, merged: dict) -> int:
+        """The slice's entries once ``merged`` (the merge's result: whole, or its touched entries when merged in
+        place) is written into it."""
+        if not self.in_place:
+            return sharding.entries(self.template, merged)
+        new = 0
+        stack = [(merged, self.params)]
+        while stack:
+            part, held = stack.pop()
+            if isinstance(part, list):
+                stack.extend(zip(part, held))
+                continue
+            for name, value in part.items():
+                if isinstance(value, dict):
+                    have = held.get(name, {})
+                    new += sum(1 for k in value if k not in have)
+                elif isinstance(value, list):
+                    stack.append((value, held[name]))
+        return sharding.entries(self.template, self.params) + new
+
+    def _combine(self, updates: list, policy: MergePolicy) -> tuple[Any, dict, list, dict | None]:
+        """``(merged model, replica -> the sum of its updates' raw deltas, every delta the merge added, the
+        entries the merge overwrites)``; ``(None, {}, [], None)`` if not finite.  Merged in place
+        (:attr:`in_place`): the model holds the touched features' entries alone, and the last item their
+        entries before the merge (with the dense part); otherwise the whole merged slice, and ``None``."""
         by_replica: dict = {}
         for u in updates:
             by_replica.setdefault(u.replica, []).append(u)
@@ -258,11 +301,13 @@ class MergerState:
         weights = [sum(u.events for u in us) for us in by_replica.values()]
         # parameters derived from others (FTRL's weights from z and n) are recomputed where stale updates touched them
         stale = [u.delta for u in updates if self.staleness(u) > 0]
+        added = [*corrected.values(), *stale]
+        before = numeric.restrict(self.params, numeric.keys_of(added)) if self.in_place else None
         try:
-            return models.apply_deltas(self.template, self.params, list(corrected.values()), weights, policy,
-                                       derive_from=stale), raw, [*corrected.values(), *stale]
+            return models.apply_deltas(self.template, self.params if before is None else before,
+                                       list(corrected.values()), weights, policy, derive_from=stale), raw, added, before
         except (ValueError, OverflowError):
-            return None, {}, []
+            return None, {}, [], None
 
     def adopt(self, meta: ModelMeta, params: Any) -> bool:
         """See a validated version read back from ``models``; ``True`` when it changed this state.

@@ -11,6 +11,7 @@ from riverflink.models.adapter import adapter_for
 from riverflink.models.spec import build
 from riverflink.operators.delay_compensation import Compensator
 from riverflink.operators.loop import LoopSettings, MergerSide, ReplicaSide
+from riverflink.operators.merge_state import MergerState
 from riverflink.operators.messages import decode_update, update_shard
 from riverflink.operators.model_feed import FeedRules, ModelFeed
 from riverflink.operators.slice_assembly import ManifestWriter
@@ -92,10 +93,17 @@ def _answers(monkeypatch, cls: type, name: str) -> list:
 @pytest.mark.parametrize("spec, shards", [("LogisticRegression(ftrl=true)", 2), ("StandardScaler|LogisticRegression", 1)])
 def test_delay_compensation_on_the_features_merged_since_a_base_equals_it_on_every_entry(spec, shards, monkeypatch):
     """The merger measures a stale update's offset on the features merged since its base alone
-    (``Compensator.touched_at``): the same updates and models as comparing every entry."""
+    (``Compensator.touched_at``): the same updates and models as comparing every entry.  A sharded merger merges
+    in place and rebuilds a base from undo records (``Compensator.params_of``): the same as merging whole slices
+    and keeping whole versions."""
     used = _answers(monkeypatch, Compensator, "_touched_since")
+    rebuilt = _answers(monkeypatch, Compensator, "params_of")
+    undone = _answers(monkeypatch, Compensator, "remember_undo")
     restricted = _loop(spec, shards)
     assert sum(u is not None for u in used) >= 8  # stale updates were compensated on their features
+    if shards > 1:  # ... merged in place, on bases rebuilt from undo records
+        assert len(undone) >= 15 and sum(b is not None for b in rebuilt) >= 8
+        monkeypatch.setattr(MergerState, "in_place", property(lambda self: False))
     monkeypatch.setattr(Compensator, "_touched_since", lambda self, base_version, version: None)
     assert _loop(spec, shards) == restricted
 
