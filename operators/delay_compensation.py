@@ -284,6 +284,7 @@ class Compensator:
         """:meth:`remember` for a merger that merged ``version`` in place on ``parent``: ``before`` holds
         ``parent``'s entries at ``touched`` (the features the merge changed) and its dense part."""
         self.params_at = {}
+        self.undo_at = getattr(self, "undo_at", {})  # (a compensator checkpointed before it kept them)
         self.undo_at[version] = (parent, before)
         self._record(version, replicas, raw, merges, touched, before)
         if len(self.undo_at) > self.keep_versions:
