@@ -16,7 +16,11 @@ Baselines, same events, same order, same run:
   (``tests/test_sparse_models.py``), so it stands in for River on the whole
   stream;
 * River 0.23's own ``LogisticRegression`` with the same FTRL optimizer, timed on
-  a prefix only (its cost per event grows with the model: hours at 1M events).
+  a prefix only (its cost per event grows with the model: hours at 1M events);
+* the peers a user would run instead, on that prefix read from the embedded
+  broker (:mod:`bench.peer_learners`): a kafka-python consumer and a Quix
+  Streams application, each with River 0.23 (events/s, CPU-µs per event of
+  their process and the broker, accuracy).
 
 Printed per M: served accuracy and log loss against River's, the distinct
 features and parameters (entries of the per-feature maps: ``w``, ``z``, ``n``),
@@ -26,8 +30,8 @@ as in the job; an unsharded model over it is merged but not published, and count
 parameter,
 CPU-µs per event of the loop (learning, merging, publishing, reading) for the
 first and the last tenth of the stream (the model is small, then large), and
-against the baselines.  Memory is shown as parameters held (a replica holds the
-whole model; a merger shard its slice), not bytes.
+against the baselines, and the bytes held at the end of the run (``objsize``: the
+largest replica, the largest merger shard, the reader).
 
 Last line: ``sharded: M=<m> accuracy_delta=<D> largest_slice_kb=<S> shard_balance=<max/mean> bytes_per_key=<B>
 speedup_vs_river=<X>`` for M=4 (or the last M run), with ``speedup_vs_river`` the loop's CPU per event against

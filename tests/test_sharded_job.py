@@ -1,11 +1,12 @@
-"""``riverflink demo --shards 2`` on the sparse Clicks stream: the training job with two merger shards, on a real
-broker and the Flink mini-cluster.  Slices and manifests on ``models``, the serving job and ``LiveModel``
+"""``riverflink demo --file F --shards 2`` on the sparse Clicks stream written to a JSONL file: the training job with
+two merger shards, on a real broker and the Flink mini-cluster.  Slices and manifests on ``models``, the serving job and ``LiveModel``
 answering with the assembled model, counts reconciled, and every event in the final model exactly once."""
 
 from __future__ import annotations
 
 import time
 
+import orjson
 import pytest
 
 from riverflink import models
@@ -28,7 +29,9 @@ PAGE = 40_000
 
 @pytest.fixture(scope="module")
 def run(kafka_bootstrap, tmp_path_factory):
-    cfg = demo.DemoConfig(bootstrap_servers=kafka_bootstrap, dataset="Clicks", model_spec=SPEC, events=EVENTS,
+    stream = tmp_path_factory.mktemp("stream") / "clicks.jsonl"  # (demo --file: any labelled stream)
+    stream.write_bytes(b"".join(orjson.dumps({"x": x, "y": y}) + b"\n" for x, y in dataset_events("Clicks", EVENTS)))
+    cfg = demo.DemoConfig(bootstrap_servers=kafka_bootstrap, file=str(stream), model_spec=SPEC, events=EVENTS,
                           rate=2000, replicas=4, shards=2, model_name="sharded", run_id=f"sharded-{int(time.time())}",
                           timeout=300, show=0, log_dir=tmp_path_factory.mktemp("logs"), max_record_bytes=PAGE)
     return cfg, demo.run(cfg, out=lambda *_: None)
