@@ -33,6 +33,7 @@ from riverflink.models.document import ModelMeta, SliceInfo, document_of, read_d
 from riverflink.models.manifest import Manifest, SliceMeta
 from riverflink.models.signing import Verifier, verify
 from riverflink.operators.slice_assembly import SliceAssembler
+from riverflink.operators.slice_versions import SliceRef
 
 #: pages one slice version may take (a reader holds them until the last comes)
 MAX_PAGES = 4096
@@ -254,16 +255,19 @@ class ModelFeed:
         assembler; its answer, or ``None`` for a patch whose base this reader does not hold."""
         if meta.patch_of is not None:
             base = self.assembler.held.get((meta.epoch, meta.shard), {}).get(meta.patch_of)
-            if base is None:
+            ref = None if base is None else base[1].patched(meta.version, model)  # (in place on the newest)
+            if ref is None:
                 self.unusable_patches += 1
                 return None
             self._patch_keys[(meta.epoch, meta.shard, meta.version)] = (
                 meta.patch_of, frozenset(numeric.keys_of(models.get_params(model))))
             if len(self._patch_keys) > LOG_LENGTH * max(1, meta.shards):
                 del self._patch_keys[next(iter(self._patch_keys))]
-            model, texts = _patched(base[1], model), base[2] + texts
+            texts = base[2] + texts
+        else:
+            ref = SliceRef.whole(meta.version, model)
         head = SliceMeta(meta.name, meta.epoch, meta.shards, meta.shard, meta.version)  # type: ignore[arg-type]
-        return self.assembler.on_slice(head, (meta, model, texts))
+        return self.assembler.on_slice(head, (meta, ref, texts))
 
     def changed_between(self, old: int, new: int) -> set | None:
         """The features whose entries differ between assembled versions ``old`` and ``new`` (a replica based on
@@ -305,7 +309,10 @@ class ModelFeed:
         manifest, parts = out.manifest, out.slices
         self._log_change(manifest)
         metas = [m for m, _, _ in parts]
-        model = self._join([m for _, m, _ in parts], manifest.version)
+        slice_models = [ref.model() for _, ref, _ in parts]
+        if any(m is None for m in slice_models):  # (an older version whose undo records are gone: the next one)
+            return None, None, None
+        model = self._join(slice_models, manifest.version)
         first = metas[0]  # shard 0 keeps the model's counts
         text, created = self._manifests.get(manifest.version, ("", 0.0))
         meta = ModelMeta(name=manifest.name, version=manifest.version, created_at=created or first.created_at,

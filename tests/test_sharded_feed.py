@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import orjson
 import pytest
 
 from riverflink import models
@@ -18,7 +19,7 @@ from riverflink.models.signing import Signer, sign
 from riverflink.models.spec import build
 from riverflink.operators.loop import LoopSettings, MergerSide, ReplicaSide
 from riverflink.operators.messages import update_shard
-from riverflink.operators import model_feed
+from riverflink.operators import model_feed, slice_versions
 from riverflink.operators.model_feed import FeedRules, ModelFeed, _joined, entry_model
 from riverflink.operators.slice_assembly import ManifestWriter
 from riverflink.pipelines.click_stream import click_events
@@ -217,6 +218,37 @@ def test_a_reader_assembling_in_place_holds_the_models_a_fresh_join_gives(monkey
     in_place, _ = _assembled(records, in_place=True)
     assert len(fresh) >= 10 and in_place == fresh
     assert joins - (len(joined) - joins) >= 5  # versions written in place (the others follow a whole slice)
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_manifests_read_after_newer_slices_assemble_older_versions_rebuilt_from_undo_records(in_place, monkeypatch):
+    """A reader patches each shard's newest slice in place (``operators.slice_versions``); a manifest read after
+    newer slices (another partition) names an older version, rebuilt from the undo records: the same models."""
+    records, *_ = _run(3, Signer.generate(), rounds=6, patches=3, rebase=True)
+    reference, _ = _assembled(records)
+    late = _delayed_manifests(records, 4)  # every manifest read four records later than it was published
+    rebuilt = []
+    method = slice_versions.Chain.rebuilt
+    monkeypatch.setattr(slice_versions.Chain, "rebuilt", lambda self, v: rebuilt.append(method(self, v)) or rebuilt[-1])
+    delayed, feed = _assembled(late, in_place=in_place)
+    assert sum(m is not None for m in rebuilt) >= 5 and feed.unusable_patches == 0
+    assert len(delayed) >= 10 and all(delayed[v] == reference[v] for v in delayed)
+
+
+def _delayed_manifests(records: list, by: int) -> list:
+    """``records`` with every manifest moved ``by`` records later (the slices after it come first)."""
+    out: list = []
+    waiting: list = []  # [records still to pass, manifest]
+    for value in records:
+        if manifest_doc.is_manifest(orjson.loads(value)):
+            waiting.append([by, value])
+            continue
+        out.append(value)
+        for w in waiting:
+            w[0] -= 1
+        out += [m for n, m in waiting if n <= 0]
+        waiting = [w for w in waiting if w[0] > 0]
+    return out + [m for _, m in waiting]
 
 
 def test_a_reader_that_missed_a_patch_base_waits_for_the_next_whole_slice():
