@@ -108,3 +108,60 @@ def keys(model: Any) -> set | None:
         else:
             out |= keys_
     return out
+
+
+# -- undo logs: a save point at the cost of what a batch touches ------------------------------------------------
+
+#: the attribute the learning component keeps its open undo log in
+UNDO = "_riverflink_undo"
+
+
+class UndoLog:
+    """The entries a component held, when the log was opened, at every feature it has learned since, and its
+    dense part then: :func:`undo` puts them back.  Kept by :class:`~riverflink.models.sparse_glm.SparseGLM`,
+    which calls :meth:`before` ahead of each step with the features it is about to change."""
+
+    def __init__(self) -> None:
+        self.keys: set = set()
+        #: (features, the component's entries at them before they changed), in the order they were saved
+        self.saved: list = []
+
+    def before(self, component: Any, features: Any) -> None:
+        new = [k for k in features if k not in self.keys]
+        if new or not self.saved:  # (the first entry also keeps the dense part as it was when the log opened)
+            from riverflink.models.api import adapter_for
+
+            self.keys.update(new)
+            self.saved.append((new, adapter_for(component).get_at(component, new)))
+
+
+def hold(model: Any) -> bool:
+    """Open an undo log on ``model`` (a replica's save point): ``True`` when one records everything learning
+    changes, that is when the last component learns through ``SparseGLM`` and the others keep no state (a
+    ``FeatureHasher``); ``False`` (nothing opened) otherwise."""
+    from river import preprocessing
+
+    from riverflink.models.sparse_glm import SparseGLM
+
+    *first, last = _components(model)
+    if not isinstance(last, SparseGLM) or any(type(c) is not preprocessing.FeatureHasher for c in first):
+        return False
+    last.__dict__[UNDO] = UndoLog()
+    return True
+
+
+def undo(model: Any) -> None:
+    """Put back what ``model`` learned since :func:`hold` (the entries saved, newest first), and close the log."""
+    from riverflink.models.api import adapter_for
+
+    last = _components(model)[-1]
+    log = last.__dict__.pop(UNDO)
+    adapter = adapter_for(last)
+    for keys, before in reversed(log.saved):
+        adapter.set_at(last, before, keys)
+
+
+def release(model: Any) -> None:
+    """Close the undo log :func:`hold` opened (what was learned stays)."""
+    _components(model)[-1].__dict__.pop(UNDO, None)
+

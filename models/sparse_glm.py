@@ -24,6 +24,7 @@ from typing import Any
 from river import optim, utils
 
 from riverflink.models.journal import ATTR as JOURNAL
+from riverflink.models.journal import UNDO
 
 #: optimizers whose step touches only the gradient's keys
 OPTIMIZERS = (optim.SGD, optim.FTRLProximal)
@@ -61,6 +62,9 @@ class SparseGLM:
         touched = self.__dict__.get(JOURNAL)
         if touched is not None:
             touched.update(x)
+        undo = self.__dict__.get(UNDO)
+        if undo is not None:
+            undo.before(self, x)
         loss_gradient = self.loss.gradient(y_true=y, y_pred=self._raw_dot_one(x)) * w
         loss_gradient = float(utils.math.clamp(loss_gradient, -self.clip_gradient, self.clip_gradient))
         self.intercept -= self._get_intercept_update(loss_gradient)
@@ -77,4 +81,7 @@ class SparseGLM:
         touched = self.__dict__.get(JOURNAL)
         if touched is not None:
             touched.update(X.columns)
+        undo = self.__dict__.get(UNDO)
+        if undo is not None:
+            undo.before(self, X.columns)
         super().learn_many(X, y, w)

@@ -113,17 +113,21 @@ class Replica:
 
     def save_point(self) -> tuple:
         """What :meth:`restore` needs to undo everything learning a batch changes (the model's parameters and
-        the replica's counters); about as cheap as one ``get_params``."""
+        the replica's counters).  The parameters are kept as an undo log of the entries the batch changes
+        (:func:`~riverflink.models.journal.hold`: a sparse linear model, behind a ``FeatureHasher`` or not,
+        at the cost of the batch's features) or else whole (as costly as one ``get_params``).  Close it with
+        :meth:`commit` or :meth:`restore`."""
         self.snapshot_undo = []
-        return (models.get_params(self.model), self.since_sync, self.first_unsynced_at, self.seq,
+        return (None if journal.hold(self.model) else models.get_params(self.model), self.since_sync, self.first_unsynced_at, self.seq,
                 list(self.in_flight), self.snapshot, copy.copy(self.unsynced_score), self.curvature, self.mid,
                 copy.copy(self.probe), self.events_learned, copy.deepcopy(self.detector), set(self.classes_seen),
                 self.stiffness, list(self.stiffness_sample), self.stiffness_due, journal.save(self.model),
                 getattr(self, "mid_keys", None), getattr(self, "snapshot_owned", False))
 
     def commit(self) -> None:
-        """The batch since :meth:`save_point` is kept: its undo log goes."""
+        """The batch since :meth:`save_point` is kept: its undo logs go."""
         self.snapshot_undo = None
+        journal.release(self.model)
 
     def restore(self, point: tuple) -> None:
         """Back to :meth:`save_point`: a batch that raised part way leaves no trace in the replica."""
@@ -135,7 +139,10 @@ class Replica:
             if target is self.snapshot:
                 numeric.write_at(target, before, keys)
         self.snapshot_undo = None
-        models.set_params(self.model, params)
+        if params is None:  # (an undo log was kept instead)
+            journal.undo(self.model)
+        else:
+            models.set_params(self.model, params)
         journal.restore(self.model, journals)
 
     @classmethod

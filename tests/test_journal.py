@@ -118,3 +118,25 @@ def test_replicas_rebasing_in_place_on_what_changed_hold_the_same_models(spec, m
     in_place = _loop(spec, 2, mode, in_place=True)
     assert sum(k is not None for k in known) >= 10  # most rebases went in place (patches between whole slices)
     assert _loop(spec, 2, mode) == in_place
+
+
+def test_an_undo_log_puts_back_exactly_what_learning_changed_since_it_was_opened():
+    """``journal.hold``/``undo`` (a replica's save point): learn_one and learn_many, behind a hasher or not."""
+    import pandas as pd
+
+    events = list(click_events(300, seed=2))
+    for spec in ("LogisticRegression(ftrl=true)", "FeatureHasher(n_features=64)|LogisticRegression(ftrl=true)"):
+        model = build(spec)
+        for x, y in events[:100]:
+            model.learn_one(x, y)
+        before = models.get_params(model)
+        assert journal.hold(model)
+        for x, y in events[100:200]:
+            model.learn_one(x, y)
+        if "|" not in spec:
+            model.learn_many(pd.DataFrame([x for x, _ in events[200:]]).fillna(0.0),
+                             pd.Series([y for _, y in events[200:]]))
+        assert models.get_params(model) != before
+        journal.undo(model)
+        assert models.get_params(model) == before
+    assert not journal.hold(build("StandardScaler|LogisticRegression(ftrl=true)"))  # (it keeps whole copies)

@@ -8,11 +8,13 @@ import math
 import random
 import time
 
+import pytest
 from river import preprocessing
 
 from riverflink import models
 from riverflink.models import numeric
 from riverflink.models.document import ModelMeta
+from riverflink.models.labels import final_step
 from riverflink.models.spec import build
 from riverflink.models.sync import SyncPolicy
 from riverflink.operators.loop import LoopSettings, MergerSide, ReplicaSide
@@ -289,6 +291,45 @@ def test_a_batch_rolled_back_after_a_sync_in_it_restores_the_snapshot_changed_in
     assert (models.get_params(replica.model), replica.snapshot, replica.in_flight, replica.seq) == before
     del replica_side.encode
     assert len(replica_side.on_records(replica, 0, records(6, 4)).updates) == 1
+
+
+@pytest.mark.parametrize("spec", ["LogisticRegression(ftrl=true)", "FeatureHasher(n_features=64)|LogisticRegression(ftrl=true)"])
+def test_a_sparse_model_rolls_a_batch_back_from_an_undo_log_of_the_features_it_learned(spec, monkeypatch):
+    """A sparse linear model's save point is an undo log of the entries the batch changes, not a copy of the
+    model (``journal.hold``); a batch that raises half way leaves the model exactly as it was."""
+    import orjson
+
+    from riverflink.models import journal
+    from riverflink.operators.frames import Record
+
+    replica_side, _ = loop(spec, every=1000)
+    replica = replica_side.fresh()
+
+    def records(start: int, n: int) -> list:
+        return [Record(0, start + i, None, None, orjson.dumps({"x": {f"f{(start + i) % 11}": 1.0, f"g{i}": 2.0},
+                                                                "y": (start + i) % 3 == 0})) for i in range(n)]
+
+    replica_side.on_records(replica, 0, records(0, 20))
+    before = models.get_params(replica.model)
+    copies = []
+    monkeypatch.setattr(models, "get_params", lambda m, real=models.get_params: copies.append(m) or real(m))
+    step = final_step(replica.model)
+    original, calls = step.learn_one, []
+
+    def fails_on_the_fifth(x, y, **kw):
+        calls.append(x)
+        if len(calls) == 5:
+            raise RuntimeError("boom")
+        return original(x, y, **kw)
+
+    step.learn_one = fails_on_the_fifth
+    assert replica_side.on_records(replica, 0, records(20, 8)).learning_failed
+    assert not copies  # (no whole copy was taken for the save point)
+    monkeypatch.undo()
+    assert models.get_params(replica.model) == before and journal.UNDO not in step.__dict__
+    step.learn_one = original
+    assert replica_side.on_records(replica, 0, records(20, 8)).score.events == 8
+    assert journal.UNDO not in step.__dict__ and models.get_params(replica.model) != before
 
 
 def test_a_refused_update_is_sent_again_so_every_event_still_reaches_the_model_once():
