@@ -99,6 +99,9 @@ class Run:
     #: CPU seconds over the first and the last ``window`` events, and over all
     cpu_first: float = 0.0
     cpu_last: float = 0.0
+    #: (events so far, parameters the merger shards hold then, CPU-µs per event since the previous mark), at
+    #: 1/64, 1/32, ..., 1/2 and all of the stream: the cost per event as the model grows
+    growth: list = field(default_factory=list)
     window: int = 0
     last_window: int = 0
     cpu_total: float = 0.0
@@ -184,6 +187,8 @@ def loop(events: list, shards: int, replicas: int, batch: int) -> Run:
     tenth = max(per_round, len(events) // 10 // per_round * per_round)
     last_begin = (len(events) - tenth) // per_round * per_round
     last_start = None
+    marks = sorted({len(events) // 2 ** k // per_round * per_round for k in range(1, 7)} - {0})
+    mark_at = (0, 0.0)
 
     def publish(doc: dict | None) -> None:
         if doc is None:
@@ -210,6 +215,8 @@ def loop(events: list, shards: int, replicas: int, batch: int) -> Run:
 
     start = time.process_time()
     for begin in range(0, len(events), per_round):
+        if begin in marks or begin == 0:
+            mark_at = _mark(run, mergers, side.template, begin, mark_at, time.process_time() - start)
         if begin == tenth:
             run.cpu_first = time.process_time() - start
         if begin == last_begin:
@@ -246,6 +253,7 @@ def loop(events: list, shards: int, replicas: int, batch: int) -> Run:
         if waiting is not None:
             in_transit.append(waiting)
     end = time.process_time()
+    _mark(run, mergers, side.template, len(events), mark_at, end - start)
     run.cpu_total = end - start
     run.cpu_last = end - (last_start if last_start is not None else start)
     run.window, run.last_window = tenth, len(events) - last_begin
@@ -258,6 +266,14 @@ def loop(events: list, shards: int, replicas: int, batch: int) -> Run:
     run.merger_bytes = max(objsize.get_deep_size(m) for m in mergers)
     run.reader_bytes = objsize.get_deep_size(feed)
     return run
+
+
+def _mark(run: Run, mergers: list, template, events: int, previous: tuple, cpu: float) -> tuple:
+    """Record a point of :attr:`Run.growth` (none at the start); the new previous mark."""
+    if events > previous[0]:
+        params = sum(sharding.entries(template, m.params) for m in mergers)
+        run.growth.append((events, params, 1e6 * (cpu - previous[1]) / (events - previous[0])))
+    return events, cpu
 
 
 def main() -> None:
@@ -301,6 +317,8 @@ def main() -> None:
             print(f"    (largest slice version {r.largest_slice / 1024:.0f} KB: {r.pages} pages published; "
                   f"{r.oversized} records over the job's {MAX_RECORD:,}-byte limit, not published; "
                   f"{r.unusable} patches the reader could not apply)")
+        print("    CPU-µs per event as the model grows (events so far: parameters then, µs per event since the last "
+              "point): " + ", ".join(f"{e:,}: {p:,} {u:.0f}" for e, p, u in r.growth))
         print(f"    held at the end: a replica {r.replica_bytes / 2**20:.1f} MiB, a merger shard "
               f"{r.merger_bytes / 2**20:.1f} MiB (its largest), the reader {r.reader_bytes / 2**20:.1f} MiB")
         runs[m] = (m, r, balance, us)
