@@ -231,6 +231,21 @@ def test_the_merger_remembers_the_bases_of_updates_hundreds_of_versions_old():
     assert params_memory({"w": {str(i): 0.0 for i in range(100_000)}}) == 24  # big models keep fewer
 
 
+def _fail_on(step, n: int):
+    """Make ``step.learn_one`` raise on its ``n``-th call from now on (learning as before otherwise); the
+    original method, to put back."""
+    original, calls = step.learn_one, []
+
+    def fails(x, y, **kw):
+        calls.append(x)
+        if len(calls) == n:
+            raise RuntimeError("boom")
+        return original(x, y, **kw)
+
+    step.learn_one = fails
+    return original
+
+
 def test_a_batch_the_model_raises_on_is_dead_lettered_whole_and_never_learned():
     """Transactional per batch: the scaler had already counted the first events when the regression raised."""
     import orjson
@@ -242,16 +257,8 @@ def test_a_batch_the_model_raises_on_is_dead_lettered_whole_and_never_learned():
     good = [Record(0, i, None, None, orjson.dumps({"x": {"a": float(i)}, "y": float(i)})) for i in range(5)]
     replica_side.on_records(replica, 0, good)
     before, counters = models.get_params(replica.model), (replica.since_sync, replica.events_learned)
-    step, calls = replica.model["LinearRegression"], []
-    original = step.learn_one
-
-    def fails_on_the_third(x, y, **kw):
-        calls.append(x)
-        if len(calls) == 3:
-            raise RuntimeError("boom")
-        return original(x, y, **kw)
-
-    step.learn_one = fails_on_the_third
+    step = replica.model["LinearRegression"]
+    original = _fail_on(step, 3)
     batch = [Record(0, 5 + i, None, None, orjson.dumps({"x": {"a": 10.0 + i}, "y": 1.0})) for i in range(4)]
     out = replica_side.on_records(replica, 0, batch)
     assert out.learning_failed and out.score is None and len(out.rejected) == 4
@@ -314,15 +321,7 @@ def test_a_sparse_model_rolls_a_batch_back_from_an_undo_log_of_the_features_it_l
     copies = []
     monkeypatch.setattr(models, "get_params", lambda m, real=models.get_params: copies.append(m) or real(m))
     step = final_step(replica.model)
-    original, calls = step.learn_one, []
-
-    def fails_on_the_fifth(x, y, **kw):
-        calls.append(x)
-        if len(calls) == 5:
-            raise RuntimeError("boom")
-        return original(x, y, **kw)
-
-    step.learn_one = fails_on_the_fifth
+    original = _fail_on(step, 5)
     assert replica_side.on_records(replica, 0, records(20, 8)).learning_failed
     assert not copies  # (no whole copy was taken for the save point)
     monkeypatch.undo()
