@@ -118,7 +118,8 @@ class Replica:
         at the cost of the batch's features) or else whole (as costly as one ``get_params``).  Close it with
         :meth:`commit` or :meth:`restore`."""
         self.snapshot_undo = []
-        return (None if journal.hold(self.model) else models.get_params(self.model), self.since_sync, self.first_unsynced_at, self.seq,
+        params = None if journal.hold(self.model) else models.get_params(self.model)  # (None: an undo log)
+        return (params, self.since_sync, self.first_unsynced_at, self.seq,
                 list(self.in_flight), self.snapshot, copy.copy(self.unsynced_score), self.curvature, self.mid,
                 copy.copy(self.probe), self.events_learned, copy.deepcopy(self.detector), set(self.classes_seen),
                 self.stiffness, list(self.stiffness_sample), self.stiffness_due, journal.save(self.model),
