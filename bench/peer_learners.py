@@ -19,13 +19,16 @@ are used by the benches that call these.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import orjson
+
+from bench.throughput import cpu_seconds
+from riverflink.pipelines import kafka_io
+from riverflink.pipelines.sources import encode_events
 
 Step = Callable[[dict, Any], None]
 
@@ -53,24 +56,12 @@ class PeerRun:
 
 def preload(bootstrap: str, topic: str, events: list) -> None:
     """Produce ``events`` (``(x, y)`` pairs) to ``topic`` as the training job's JSON events, in order."""
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=1 << 20)
-    try:
-        for x, y in events:
-            producer.send(topic, orjson.dumps({"x": x, "y": y}))
-        producer.flush()
-    finally:
-        producer.close()
+    kafka_io.produce(bootstrap, topic, encode_events(events))
 
 
 def process_cpu_s(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` so far (0 when it is gone)."""
-    try:
-        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds([pid]).get(pid, 0.0)
 
 
 class _Window:

@@ -33,7 +33,7 @@ from riverflink.models.document import ModelMeta, SliceInfo, document_of, read_d
 from riverflink.models.manifest import Manifest, SliceMeta
 from riverflink.models.signing import Verifier, verify
 from riverflink.operators.slice_assembly import SliceAssembler
-from riverflink.operators.slice_versions import SliceRef
+from riverflink.operators.slice_versions import SliceRef, patched_copy
 
 #: pages one slice version may take (a reader holds them until the last comes)
 MAX_PAGES = 4096
@@ -354,13 +354,6 @@ class ModelFeed:
             self.assembler.on_manifest(manifest)
 
 
-def _patched(base: Any, patch: Any) -> Any:
-    """The slice ``patch`` (a patch document's model) gives applied to slice ``base``: a new model."""
-    # (both validated when read; sharding.patched builds new maps)
-    return models.set_params(patch, sharding.patched(patch, models.get_params(base), models.get_params(patch)),
-                             trusted=True)
-
-
 def _joined(slice_models: list, version: int | None) -> Any:
     """One model holding every slice's parameters (the first slice's hyper-parameters); remembering ``version``
     as its base (``models.base_of``) unless ``None``."""
@@ -378,6 +371,6 @@ def entry_model(entry: Accepted) -> Any:
             if document is not None:
                 model, shard = models.from_wire(document.doc), document.meta.shard
                 more = document.meta.patch_of is not None or document.meta.page > 0  # (a patch, or a later page)
-                slices[shard] = _patched(slices[shard], model) if more else model
+                slices[shard] = patched_copy(slices[shard], model) if more else model
         return _joined([slices[s] for s in sorted(slices)], entry.version)
     return models.from_wire(entry.text)

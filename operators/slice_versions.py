@@ -96,7 +96,12 @@ class SliceRef:
                 chain.head = version
                 return SliceRef(chain, version)
         base = self.model()
-        if base is None:
-            return None
-        model = models.set_params(patch, sharding.patched(patch, models.get_params(base), params), trusted=True)
-        return SliceRef.whole(version, model)
+        return None if base is None else SliceRef.whole(version, patched_copy(base, patch))
+
+
+def patched_copy(base: Any, patch: Any) -> Any:
+    """The slice ``patch`` (a patch document's model, which becomes the result) gives applied to slice ``base``
+    (left as it is)."""
+    # (both validated when read; sharding.patched builds new maps)
+    return models.set_params(patch, sharding.patched(patch, models.get_params(base), models.get_params(patch)),
+                             trusted=True)
