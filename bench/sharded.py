@@ -16,7 +16,10 @@ Baselines, same events, same order, same run:
   (``tests/test_sparse_models.py``), so it stands in for River on the whole
   stream;
 * River 0.23's own ``LogisticRegression`` with the same FTRL optimizer, timed on
-  a prefix only (its cost per event grows with the model: hours at 1M events);
+  a prefix, and on windows of the stream where it learns in the stand-in's place
+  on the model of that point (:func:`river_alone`): its cost per event grows
+  with the model (hours at 1M events), so its CPU for the whole stream is
+  estimated from those windows (:func:`river_023_seconds`);
 * the peers a user would run instead, on that prefix read from the embedded
   broker (:mod:`bench.peer_learners`): a kafka-python consumer and a Quix
   Streams application, each with River 0.23 (events/s, CPU-µs per event of
@@ -34,8 +37,8 @@ against the baselines, and the bytes held at the end of the run (``objsize``: th
 largest replica, the largest merger shard, the reader).
 
 Last line: ``sharded: M=<m> accuracy_delta=<D> largest_slice_kb=<S> shard_balance=<max/mean> bytes_per_key=<B>
-speedup_vs_river=<X>`` for M=4 (or the last M run), with ``speedup_vs_river`` the loop's CPU per event against
-River 0.23's on its prefix.
+speedup_vs_river=<X>`` for M=4 (or the last M run), with ``speedup_vs_river`` River 0.23's estimated CPU per
+event on the whole stream over the loop's.
 
     python -m bench.sharded [--events 50000] [--shards 1,4,16] [--replicas 4] [--river-prefix 5000]
 """
@@ -125,14 +128,56 @@ class Run:
     reader_bytes: int = 0
 
 
-def river_alone(events: list) -> tuple[Scores, float]:
-    """The O(active) stand-in for River, predict-then-learn: (scores, CPU seconds)."""
-    model, scores = build(SPEC), Scores()
-    start = time.process_time()
-    for x, y in events:
-        scores.add(model.predict_proba_one(x), y)
-        model.learn_one(x, y)
-    return scores, time.process_time() - start
+def river_alone(events: list, probes: tuple[int, ...] = ()) -> tuple[Scores, float, list[tuple[int, int, float]]]:
+    """The O(active) stand-in for River, predict-then-learn: (scores, CPU seconds, River 0.23's cost curve).
+
+    At each index in ``probes`` River 0.23's own ``LogisticRegression`` takes over the same model object (same
+    attributes, same maths: the stand-in is a subclass, tested equal to roundoff) for a window of events, timed
+    alone: at least :data:`PROBE_MIN` events and until :data:`PROBE_CPU_S` of CPU or :data:`PROBE_MAX` events;
+    then the stand-in goes on.  The curve holds ``(index, weights then, River 0.23's CPU-µs per event)``; the
+    stand-in's CPU leaves the windows out."""
+    model, scores, curve = build(SPEC), Scores(), []
+    fast = type(model)
+    cpu, start, i = 0.0, time.process_time(), 0
+    for at in sorted(set(probes) | {len(events)}):
+        for x, y in events[i: at]:
+            scores.add(model.predict_proba_one(x), y)
+            model.learn_one(x, y)
+        cpu += time.process_time() - start
+        i = at
+        if at >= len(events):
+            break
+        weights, model.__class__ = len(model._weights), linear_model.LogisticRegression
+        begin = time.process_time()
+        while i < len(events) and (i - at < PROBE_MIN or
+                                   (i - at < PROBE_MAX and time.process_time() - begin < PROBE_CPU_S)):
+            x, y = events[i]
+            scores.add(model.predict_proba_one(x), y)
+            model.learn_one(x, y)
+            i += 1
+        curve.append((at, weights, 1e6 * (time.process_time() - begin) / (i - at)))
+        model.__class__ = fast
+        start = time.process_time()
+    return scores, cpu, curve
+
+
+#: River 0.23's timed windows (:func:`river_alone`): events at least, at most, and the CPU seconds that end one
+PROBE_MIN, PROBE_MAX, PROBE_CPU_S = 20, 2_000, 2.0
+
+
+def river_023_seconds(curve: list[tuple[int, int, float]], events: int) -> float:
+    """River 0.23's CPU seconds for ``events`` events, estimated from its cost curve (:func:`river_alone`):
+    linear between the probes (its update is O(all weights), and the weights grow between them), flat after
+    the last.
+
+    >>> river_023_seconds([(0, 0, 100.0), (1000, 50, 300.0)], 2000)
+    0.5
+    """
+    total = 0.0
+    for (a, _, ca), (b, _, cb) in zip(curve, curve[1:]):
+        total += (b - a) * (ca + cb) / 2
+    at, _, last = curve[-1]
+    return 1e-6 * (total + (events - at) * last)
 
 
 def river_023_model() -> linear_model.LogisticRegression:
@@ -286,8 +331,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=3)
     args = parser.parse_args()
     events = list(click_events(args.events, seed=args.seed))
-    river, river_cpu = river_alone(events)
+    per_round = args.replicas * args.batch
+    probes = {0, max(0, len(events) - PROBE_MAX)} | {len(events) // 2 ** k // per_round * per_round for k in range(1, 7)}
+    river, river_cpu, curve = river_alone(events, tuple(probes))
     river_us = 1e6 * river_cpu / len(events)
+    river023_all_us = 1e6 * river_023_seconds(curve, len(events)) / len(events)
     prefix = events[: args.river_prefix]
     river023_us = river_023(prefix)
     prefix_ours_us = 1e6 * river_alone(prefix)[1] / len(prefix)
@@ -297,6 +345,9 @@ def main() -> None:
           f"  {river_us:.0f} CPU-µs/event")
     print(f"River 0.23 itself, first {len(prefix):,} events: {river023_us:.0f} CPU-µs/event "
           f"(the stand-in on the same prefix: {prefix_ours_us:.0f})")
+    print(f"River 0.23 itself on the whole stream, estimated: {river023_all_us:,.0f} CPU-µs/event, from windows it "
+          "learned in the stand-in's place (events: weights then, µs per event): "
+          + ", ".join(f"{e:,}: {w:,} {u:,.0f}" for e, w, u in curve))
     for run, scores in peers(prefix):
         print(f"{run.name} (River 0.23), the same prefix from the embedded broker: {run.events_per_s:,.0f} events/s, "
               f"{run.cpu_us:.0f} CPU-µs/event (its process {1e6 * run.cpu_s / run.events:.0f}, the broker "
@@ -327,7 +378,7 @@ def main() -> None:
           "replica's, merger's and one reader's work)")
     print(f"sharded: M={m} accuracy_delta={100 * (r.served.accuracy - river.accuracy):+.2f} "
           f"largest_slice_kb={r.largest_record / 1024:.0f} shard_balance={balance:.2f} "
-          f"bytes_per_key={r.update_bytes / max(1, r.touched):.1f} speedup_vs_river={river023_us / us:.2f}")
+          f"bytes_per_key={r.update_bytes / max(1, r.touched):.1f} speedup_vs_river={river023_all_us / us:.2f}")
 
 
 if __name__ == "__main__":
