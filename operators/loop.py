@@ -271,6 +271,9 @@ class MergerSide:
 
     def __init__(self, settings: LoopSettings, template: Any):
         self.s, self.template = settings, template
+        #: shard -> (version, pages, {page: its parameters}): a paged whole slice a merger that never merged is
+        #: reading (not state: the pages of a version are read back together, and again after a restore)
+        self._pages: dict[int, tuple[int, int, dict[int, dict]]] = {}
 
     def fresh(self, shard: int = 0) -> MergerState:
         """A new merger (of shard ``shard``'s slice when the model is sharded)."""
@@ -334,8 +337,26 @@ class MergerSide:
         return self.merge(merger, now) if merger.pending else MergeOutcome()
 
     def on_model(self, merger: MergerState, meta: ModelMeta, model: Any) -> bool:
-        """A validated document read back from the topic: keep the version counter ahead of it."""
-        return merger.adopt(meta, lambda: models.get_params(model))
+        """A validated document read back from the topic: keep the version counter ahead of it (and, while the
+        merger has never merged, take its parameters: :meth:`MergerState.adopt`).
+
+        A whole slice published as pages (``meta.pages`` > 1: a resharded model, ``riverflink reshard``, or this
+        job's own before a restart) is taken once all its pages have come, in any order, joined; a merger that
+        has merged only raises its counter on them."""
+        if meta.pages <= 1 or meta.patch_of is not None or merger.merges:
+            return merger.adopt(meta, lambda: models.get_params(model))
+        if (meta.version or 0) <= merger.version or (meta.shard, meta.shards) != (merger.shard, merger.shards):
+            return False
+        version, pages, held = self._pages.get(merger.shard, (None, 0, {}))
+        if (version, pages) != (meta.version, meta.pages):  # another version's pages: its own start again
+            version, pages, held = meta.version, meta.pages, {}
+            self._pages[merger.shard] = (version, pages, held)
+        held[meta.page] = models.get_params(model)
+        if len(held) < pages:
+            return False
+        del self._pages[merger.shard]
+        whole = dataclasses.replace(meta, page=0, pages=1)
+        return merger.adopt(whole, lambda: sharding.join(self.template, [held[i] for i in range(pages)]))
 
     def merge(self, merger: MergerState, now: float | None = None) -> MergeOutcome:
         refused = merger.refused

@@ -1,4 +1,4 @@
-"""``riverflink produce``, ``tail``, ``models``, ``report`` and ``top``: write to and read the topics."""
+"""``riverflink produce``, ``tail``, ``models``, ``reshard``, ``report`` and ``top``: write to and read the topics."""
 
 from __future__ import annotations
 
@@ -199,6 +199,48 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_reshard(args) -> int:
+    """Publish the newest version of ``--model-name`` as ``--shards`` slices of a new epoch
+    (:mod:`riverflink.operators.resharding`), for a job started again with that ``--shards``."""
+    from riverflink.models.signing import Signer
+    from riverflink.operators.merge_state import next_version
+    from riverflink.operators.model_feed import FeedRules, ModelFeed
+    from riverflink.operators.resharding import resharded
+    from riverflink.pipelines import kafka_io
+    from riverflink.pipelines.config import ConfigError, load_key, load_verifier
+
+    servers = bootstrap(args)
+    verifier = load_verifier(args.verify_key)
+    signer = load_key("--signing-key", args.signing_key, Signer.load)
+    feed = ModelFeed(FeedRules(args.model_name, verifier=verifier))
+    entry = model = None
+    refused = 0
+    for value in kafka_io.consume(servers, args.models_topic, idle_timeout=args.idle):
+        newer, newer_model, problem = feed.offer(value, entry)
+        refused += bool(problem)
+        if newer is not None:
+            entry, model = newer, newer_model
+    if entry is None:
+        raise ConfigError(f"no complete version of model {args.model_name!r} on {args.models_topic} "
+                          f"({refused} record(s) refused){' with this --verify-key' if verifier else ''}")
+    now = time.time()
+    version = next_version(entry.version, now)
+    try:
+        records = resharded(model, entry.meta, args.shards, version=version, epoch=int(now * 1000), now=now,
+                            max_record_bytes=args.max_record_bytes, signer=signer)
+    except ValueError as e:
+        raise ConfigError(f"cannot reshard {args.model_name!r}: {e}") from None
+    kafka_io.produce(servers, args.models_topic, [r for _, r in records], keys=[k.encode() for k, _ in records])
+    print(f"{args.model_name}: version {entry.version} ({entry.meta.shards} shard(s), {entry.meta.events} events) "
+          f"published as version {version} of {args.shards} shard(s), epoch {int(now * 1000)}: {len(records)} "
+          f"record(s), the largest {max(len(r) for _, r in records):,} bytes{', signed' if signer else ''}")
+    from riverflink.pipelines.config import MODELS_TAIL
+
+    tail = f" --models-tail {len(records)}" if len(records) > MODELS_TAIL else ""  # (a new job reads the newest)
+    print(f"start the job with --shards {args.shards}{tail}: its mergers and replicas start from this version")
+    return 0
+
+
 def _shown_name(meta) -> str:
     """A model's name, or ``name#shard`` for a slice of a sharded model."""
     name = str(meta.name)[:40]
@@ -315,4 +357,17 @@ def register(command, kafka: argparse.ArgumentParser) -> None:
     md.add_argument("--verify-key", default=os.environ.get("RIVERFLINK_VERIFY_KEY"), metavar="PEM",
                     help="check every document's signature against this Ed25519 key")
     md.set_defaults(func=cmd_models)
+
+    rs = command("reshard", "publish a model's newest version as --shards slices of a new epoch, for a job "
+                 "started again with another --shards", kafka, topic_flags("models"))
+    rs.add_argument("--model-name", required=True, help="the model to reshard")
+    rs.add_argument("--shards", type=int, required=True, help="M' merger shards of the job that goes on (1: unsharded)")
+    rs.add_argument("--max-record-bytes", type=int, default=900_000,
+                    help="largest record published (a larger slice goes out as pages; the job's --max-record-bytes)")
+    rs.add_argument("--signing-key", default=os.environ.get("RIVERFLINK_SIGNING_KEY"), metavar="PEM",
+                    help="sign what is published (the job's --signing-key; default: $RIVERFLINK_SIGNING_KEY)")
+    rs.add_argument("--verify-key", default=os.environ.get("RIVERFLINK_VERIFY_KEY"), metavar="PEM",
+                    help="read only versions this Ed25519 key verifies (default: $RIVERFLINK_VERIFY_KEY)")
+    rs.add_argument("--idle", type=float, default=3.0, help="seconds without a record that end reading the topic")
+    rs.set_defaults(func=cmd_reshard)
 

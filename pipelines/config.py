@@ -53,6 +53,10 @@ def _kafka_settings():
 
     return KafkaSettings()
 
+#: a new job reads this many newest records per partition of ``models`` by default (``--models-tail``)
+MODELS_TAIL = 64
+
+
 @dataclass(frozen=True)
 class Topics:
     """The topic of each role; the dead-letter topic is always ``<events>.dlq``.
@@ -188,6 +192,9 @@ class TrainConfig:
     signing_verify_key: str | None = option(None, "the public half of --signing-key, which this command reads and "
                                             "the replicas check documents with (default: verify.pem next to the "
                                             "signing key)", metavar="PEM")
+    models_tail: int = option(MODELS_TAIL, "records per partition of MODELS a new job reads first, the newest (raise "
+                              "it to cover a model published in more records: 'riverflink reshard' prints how many)",
+                              metavar="N")
     classes: str | None = option(None, "classifiers: the labels to accept, comma-separated (others are "
                                  "dead-lettered); default: any label, and a label first seen mid-stream is logged "
                                  "and counted (metric new_classes)", metavar="A,B,...")
@@ -222,6 +229,7 @@ class TrainConfig:
         if self.merge_policy not in POLICIES:
             raise ConfigError(f"--merge-policy must be one of {', '.join(POLICIES)}, got {self.merge_policy!r}")
         check_batching(self.batch_size, self.batch_ms)
+        check_models_tail(self.models_tail)
         self.verifier()
         from riverflink.pipelines.remote import inside_flink_run  # (remote imports this module)
 
@@ -295,6 +303,9 @@ class ServeConfig:
     group_id: str = option("riverflink-serve", "Kafka consumer group")
     batch_size: int = option(500, "requests per micro-batch (a batch also ends after --batch-ms)")
     batch_ms: int = option(10, "longest a request waits for its micro-batch")
+    models_tail: int = option(MODELS_TAIL, "records per partition of MODELS a new job reads first, the newest (raise "
+                              "it to cover a model published in more records: 'riverflink reshard' prints how many)",
+                              metavar="N")
     topics: Topics = nested(Topics, only=("requests", "predictions", "models"))
     #: latency over throughput for serving: measured with bench/serving.py (docs in README)
     flink: FlinkConfig = nested(lambda: FlinkConfig(bundle_ms=10, buffer_timeout_ms=10))
@@ -307,6 +318,7 @@ class ServeConfig:
         self.kafka.validate()
         self.flink.validate()
         check_batching(self.batch_size, self.batch_ms)
+        check_models_tail(self.models_tail)
         load_verifier(self.verify_key)
 
 
@@ -314,16 +326,22 @@ def load_verifier(path: str | None):
     """The verify key (an Ed25519 public key; a private key is refused), or ``None``."""
     from riverflink.models.signing import Verifier
 
-    return _load_key("--verify-key", path, Verifier.load)
+    return load_key("--verify-key", path, Verifier.load)
 
 
-def _load_key(flag: str, path: str | None, load):
+def load_key(flag: str, path: str | None, load):
+    """``load(path)`` (a key), ``None`` without a path; a key that does not load is a ``ConfigError`` naming ``flag``."""
     if not path:
         return None
     try:
         return load(path)
     except (OSError, ValueError, TypeError) as e:
         raise ConfigError(f"{flag} {path}: {e}") from None
+
+
+def check_models_tail(n: int) -> None:
+    if n < 1:
+        raise ConfigError(f"--models-tail must be >= 1, got {n}")
 
 
 def check_batching(size: int, ms: int) -> None:

@@ -70,9 +70,6 @@ def frame_kafka_source(servers: str, topic: str, group_id: str, limits: Limits =
     return _rewinding(builder.build())
 
 
-#: a new job reads the models topic from this many newest records per partition, not its whole history
-MODELS_TAIL = 64
-
 #: how often a source compares its positions with the log ends
 REWIND_CHECK_MS = 5000
 

@@ -125,6 +125,12 @@ class LiveModel:
         return None if c is None else c[0]
 
     @property
+    def meta(self):
+        """The held version's :class:`~riverflink.models.document.ModelMeta` (an assembled sharded model's lists
+        its slices), or ``None`` before the first."""
+        return None if self._entry is None else self._entry.meta
+
+    @property
     def age_ms(self) -> float | None:
         """Milliseconds since the merger created the held version."""
         c = self._current

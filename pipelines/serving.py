@@ -8,7 +8,7 @@ from riverflink.operators.flink_state import LATEST_MODEL
 from riverflink.operators.predictor import Predictor
 from riverflink.pipelines import java_ops
 from riverflink.pipelines.config import ServeConfig, load_verifier
-from riverflink.pipelines.flink_kafka import MODELS_TAIL, frame_source, text_sink, text_source
+from riverflink.pipelines.flink_kafka import frame_source, text_sink, text_source
 from riverflink.pipelines.flink_runtime import make_env
 
 
@@ -20,7 +20,7 @@ def build(cfg: ServeConfig):
     requests = frame_source(env, servers, t.requests, cfg.group_id, "requests",
                            properties=props).uid("source-requests")
     model_docs = text_source(env, servers, t.models, f"{cfg.group_id}-models", "models", props,
-                             tail=MODELS_TAIL).uid("source-models")
+                             tail=cfg.models_tail).uid("source-models")
     # keys only spread request batches over the predictor's subtasks, in turn (no keying by content)
     parallelism = env.get_parallelism()  # the cluster's, on a cluster (-1 if it leaves it to the job)
     keys = 4 * parallelism if parallelism > 0 else 8

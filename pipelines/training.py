@@ -41,7 +41,7 @@ from riverflink.operators.messages import update_shard
 from riverflink.operators.replica_trainer import ReplicaTrainer, TrainerSettings
 from riverflink.pipelines import java_ops
 from riverflink.pipelines.config import TrainConfig
-from riverflink.pipelines.flink_kafka import MODELS_TAIL, frame_source, text_sink, text_source
+from riverflink.pipelines.flink_kafka import frame_source, text_sink, text_source
 from riverflink.pipelines.flink_runtime import make_env
 
 
@@ -84,7 +84,7 @@ def build(cfg: TrainConfig):
 
     # str: the model documents on `models`, to every replica (broadcast) and to the merger
     model_docs = text_source(env, servers, t.models, f"{cfg.group_id}-models", "models", props,
-                             tail=MODELS_TAIL).uid("source-models")
+                             tail=cfg.models_tail).uid("source-models")
 
     # bytes: encoded replica updates (operators.messages); side outputs: str JSON dead letters, metrics
     # records and (if asked) per-event training predictions

@@ -111,3 +111,61 @@ def test_the_cli_shows_slices_and_manifests(run, kafka_bootstrap):
     res = riverflink("tail", "models", *topic, "--from-beginning", "--idle", "2")
     assert res.returncode == 0, res.stderr
     assert "manifest sharded v" in res.stdout and "model sharded#1 v" in res.stdout
+
+
+def test_a_job_moves_from_two_shards_to_three_and_keeps_the_model(run, kafka_bootstrap, tmp_path):
+    """``riverflink reshard`` publishes the two-shard model as three slices of a new epoch; a training job with
+    ``--shards 3`` over the same ``models`` topic starts from it (its mergers take their slices, its replicas
+    rebase on the manifest) and learns on: its model holds the first job's events and its own, once each."""
+    import dataclasses
+    import subprocess
+    import sys
+
+    from riverflink.pipelines.broker import stop_pid
+    from riverflink.pipelines.click_stream import click_events
+    from riverflink.pipelines.config import Topics
+    from riverflink.pipelines import flink_rest
+    from riverflink.pipelines.sources import encode_events
+    from tests.cluster_jobs import REPO, riverflink
+
+    cfg, _ = run
+    more = 1000
+    t = dataclasses.replace(Topics.for_run(f"reshard-{int(time.time())}"), models=cfg.topics.models)
+    kafka_io.create_topics(kafka_bootstrap, t.to_create("events", "dead_letter", "predictions"))
+    res = riverflink("reshard", "--bootstrap-servers", kafka_bootstrap, "--models-topic", t.models,
+                     "--model-name", "sharded", "--shards", "3", "--max-record-bytes", str(PAGE), "--idle", "2")
+    assert res.returncode == 0, res.stderr
+    assert f"(2 shard(s), {EVENTS} events) published as version" in res.stdout, res.stdout
+    resharded = int(res.stdout.split("published as version ")[1].split()[0])
+    log = tmp_path / "train.log"
+    job = subprocess.Popen(
+        [sys.executable, "-m", "riverflink.pipelines.cli", "train", "--bootstrap-servers", kafka_bootstrap,
+         "--model-name", "sharded", "--model", SPEC, "--shards", "3", "--replicas", "2", "--group-id", "resharded",
+         "--max-record-bytes", str(PAGE), "--status-every", "0", *t.cli_args("train")],
+        cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        # the first events only once the job runs and has read the newest records of `models` (a merger that
+        # merged before reading its slice would start afresh)
+        deadline, address = time.time() + 180, None
+        while time.time() < deadline and address is None:
+            assert job.poll() is None, log.read_text()[-3000:]
+            time.sleep(1)
+            found = [w.removeprefix("http://") for w in log.read_text().split() if w.startswith("http://127.0.0.1:")]
+            try:
+                address = found[0] if found and flink_rest.find_running(found[0], "riverflink-train-sharded") else None
+            except Exception:  # noqa: BLE001 - not up yet
+                address = None
+        assert address, log.read_text()[-3000:]
+        time.sleep(10)
+        kafka_io.produce(kafka_bootstrap, t.events, encode_events(click_events(more, seed=31)))
+        with LiveModel(kafka_bootstrap, "sharded", topic=t.models) as live:
+            deadline, steps = time.time() + 240, 0
+            while time.time() < deadline and steps < EVENTS + more:
+                assert job.poll() is None, log.read_text()[-3000:]
+                time.sleep(1)
+                if (live.version or 0) > resharded:
+                    steps = models.get_params(live.model)["opt_steps"]
+            assert steps == EVENTS + more, (steps, log.read_text()[-3000:])  # FTRL's step count: one per event
+            assert live.meta.shards == 3 and live.meta.events == EVENTS + more
+    finally:
+        stop_pid(job.pid)
