@@ -59,6 +59,7 @@ from riverflink.models import sharding
 from riverflink.models.paging import paginate
 from riverflink.models.spec import build
 from riverflink.models.sync import SyncPolicy
+from riverflink.models.update_codec import PRECISIONS
 from riverflink.operators.loop import LoopSettings, MergerSide, ReplicaSide
 from riverflink.operators.messages import update_shard
 from riverflink.operators.model_feed import FeedRules, ModelFeed
@@ -217,8 +218,9 @@ def peers(events: list) -> list[tuple[PeerRun, Scores]]:
     return out
 
 
-def loop(events: list, shards: int, replicas: int, batch: int) -> Run:
+def loop(events: list, shards: int, replicas: int, batch: int, precision: str = "float16") -> Run:
     settings = LoopSettings("bench", shards=shards, epoch=1 if shards > 1 else 0, patches=PATCHES if shards > 1 else 0,
+                            precision=precision,
                             sync=SyncPolicy(every_events=batch, every_seconds=None))
     side, merger_side = ReplicaSide(settings, build(SPEC)), MergerSide(settings, build(SPEC))
     reps = [side.fresh() for _ in range(replicas)]
@@ -329,6 +331,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=250, help="events per replica micro-batch (and sync)")
     parser.add_argument("--river-prefix", type=int, default=5_000, help="events River 0.23 itself is timed on")
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--precision", default="float16", choices=PRECISIONS,
+                        help="of the replicas' updates (train --update-precision; compact: float32 statistics, "
+                             "compressed keys)")
     args = parser.parse_args()
     events = list(click_events(args.events, seed=args.seed))
     per_round = args.replicas * args.batch
@@ -340,7 +345,7 @@ def main() -> None:
     river023_us = river_023(prefix)
     prefix_ours_us = 1e6 * river_alone(prefix)[1] / len(prefix)
     print(f"Clicks seed {args.seed}: {len(events):,} events, K={args.replicas} replicas, batches of {args.batch}, "
-          f"{PATCHES} patches between whole slices")
+          f"{PATCHES} patches between whole slices, updates at precision {args.precision}")
     print(f"River (O(active) stand-in, all events): accuracy {river.accuracy:.4f}  log loss {river.mean_log_loss:.4f}"
           f"  {river_us:.0f} CPU-µs/event")
     print(f"River 0.23 itself, first {len(prefix):,} events: {river023_us:.0f} CPU-µs/event "
@@ -356,7 +361,7 @@ def main() -> None:
           f"{'largest KB':>10} {'B/param':>8} {'µs first':>9} {'µs last':>8} {'µs all':>7} {'patches':>8}")
     runs = {}
     for m in [int(s) for s in args.shards.split(",")]:
-        r = loop(events, m, args.replicas, args.batch)
+        r = loop(events, m, args.replicas, args.batch, args.precision)
         balance = max(r.per_shard) / (sum(r.per_shard) / len(r.per_shard))
         us = 1e6 * r.cpu_total / len(events)
         print(f"{m:>3} {r.served.accuracy:>9.4f} {100 * (r.served.accuracy - river.accuracy):>+6.2f} "

@@ -7,7 +7,12 @@ they get a binary form:
 * learned leaves (weights, intercepts) as float16 when every value fits
   (|v| <= 65504 and the cast keeps it finite), else float32
   (``precision="float32"`` forces float32, ``"float64"`` sends them exactly);
-* statistics (counts, moments, optimizer counters) exact, as float64;
+* statistics (counts, moments, optimizer counters) exact, as float64; with
+  ``precision="compact"`` the per-feature statistics maps that are not integer
+  (FTRL's ``z`` and ``n``) go as float32 (a relative rounding of 6e-8 per
+  update), learned leaves as with ``"float16"``, a scaler's moments stay
+  exact, and the header (the key table above all) is zlib-compressed (codec
+  version 3);
 * a moments count ``n`` sent once when every feature shares it (dense events);
 * every key (feature or class name) once, in a key table shared by all stages, or, for a map
   whose keys are all integers in ``[0, 2**32)`` (hashed features), the integers themselves;
@@ -32,6 +37,7 @@ True
 from __future__ import annotations
 
 import struct
+import zlib
 from typing import Any
 
 import numpy as np
@@ -40,10 +46,14 @@ import orjson
 from riverflink.models import numeric
 from riverflink.models.adapter import adapter_for
 
-#: 2: raw integer keys (``ki``); version 1 updates (a savepoint's, in flight) still decode
+#: 2: raw integer keys (``ki``); version 1 updates (a savepoint's, in flight) still decode; 3: version 2 with a
+#: zlib-compressed header (``precision="compact"``)
 VERSION = 2
-VERSIONS = (1, 2)
-PRECISIONS = ("float16", "float32", "float64")
+COMPRESSED = 3
+VERSIONS = (1, 2, 3)
+#: the largest header a compressed update may inflate to
+MAX_HEADER = 256 << 20
+PRECISIONS = ("float16", "float32", "float64", "compact")
 _F16_MAX = 65504.0
 
 
@@ -77,8 +87,12 @@ class _Writer:
         self.arrays.append(np.ascontiguousarray(a))
         return len(self.arrays) - 1
 
-    def values(self, values: list, learned: bool) -> int:
+    def values(self, values: list, learned: bool, statistic_map: bool = False) -> int:
+        """The array of ``values`` at the writer's precision (``learned``: a learned leaf; ``statistic_map``: a
+        per-feature map of float statistics, float32 with ``"compact"``)."""
         a = np.asarray(values, dtype=np.float64)
+        if statistic_map and not learned and self.precision == "compact":
+            return self.array(a.astype(np.float32))
         if learned and self.precision != "float64":
             if self.precision == "float16" and (a.size == 0 or np.max(np.abs(a)) <= _F16_MAX):
                 return self.array(a.astype(np.float16))
@@ -119,7 +133,8 @@ def _encode(node: Any, learned: bool, w: _Writer) -> Any:
         if node and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in node.values()):
             ints = all(isinstance(v, int) for v in node.values())
             how, ids = w.keys_array(node)
-            return {how: ids, "v": w.values(list(node.values()), learned and not ints), "i": ints}
+            return {how: ids, "v": w.values(list(node.values()), learned and not ints, statistic_map=not ints),
+                    "i": ints}
         return {"d": [[_key_token(k), _encode(v, learned, w)] for k, v in node.items()]}
     if isinstance(node, tuple):
         return {"t": list(node)}
@@ -144,7 +159,10 @@ def encode(model: Any, tree: dict, precision: str = "float16") -> bytes:
     w = _Writer(precision)
     body = _encode_tree(model, tree, w)
     header = orjson.dumps({"keys": list(w.keys), "arrays": [[a.dtype.str, a.size] for a in w.arrays], "tree": body})
-    return b"".join([bytes([VERSION]), struct.pack("<I", len(header)), header, *(a.tobytes() for a in w.arrays)])
+    version = VERSION
+    if precision == "compact":  # (level 1: the header shrinks to about a third, for about 0.7 µs per event learned)
+        version, header = COMPRESSED, zlib.compress(header, 1)
+    return b"".join([bytes([version]), struct.pack("<I", len(header)), header, *(a.tobytes() for a in w.arrays)])
 
 
 def decode(data: bytes) -> dict:
@@ -162,7 +180,14 @@ def _decode(data: bytes) -> dict:
     if not data or data[0] not in VERSIONS:
         raise ValueError(f"unknown update codec version {data[:1]!r}")
     (n,) = struct.unpack_from("<I", data, 1)
-    header = orjson.loads(data[5 : 5 + n])
+    header = data[5: 5 + n]
+    if data[0] == COMPRESSED:
+        inflate = zlib.decompressobj()
+        header = inflate.decompress(header, MAX_HEADER)
+        if inflate.unconsumed_tail or not inflate.eof:
+            raise ValueError("malformed update: its compressed header is cut short or inflates past "
+                             f"{MAX_HEADER} bytes")
+    header = orjson.loads(header)
     arrays, offset = [], 5 + n
     for dtype, size in header["arrays"]:
         dt = np.dtype(dtype)

@@ -65,7 +65,7 @@ class LoopSettings:
     #: ``exact`` (River-identical) or ``batch`` (:mod:`~riverflink.operators.batch_learning`)
     mode: str = "exact"
     sync: SyncPolicy = field(default_factory=SyncPolicy)
-    #: precision of learned leaves in updates (statistics are always exact)
+    #: precision of learned leaves in updates (statistics exact, but with "compact": models.update_codec)
     precision: str = "float16"
     #: the merger's delay compensation replaces the old fixed clip (``docs/merge-policies.md``)
     policy: MergePolicy = field(default_factory=lambda: MergePolicy("delta", clip=math.inf))
@@ -328,12 +328,14 @@ class MergerSide:
             merger.refuse(update.replica, update.seq)
             return MergeOutcome(refused=1)
         first = not merger.pending
-        if merger.add(update, now):
+        if merger.add(update, now) and not merger.awaits_base(now):
             return self.merge(merger, now)
         return MergeOutcome(wait=first)
 
     def on_timer(self, merger: MergerState, now: float | None = None) -> MergeOutcome:
         """Merge whatever waits (the trigger's ``wait_ms`` has passed)."""
+        if merger.awaits_base(now):  # (again after another wait: MergerState.awaits_base)
+            return MergeOutcome(wait=True)
         return self.merge(merger, now) if merger.pending else MergeOutcome()
 
     def on_model(self, merger: MergerState, meta: ModelMeta, model: Any) -> bool:

@@ -114,6 +114,9 @@ class MergerState:
     since_whole: int | None = None
     #: entries the patches since the last whole slice held, together
     patched_entries: int = 0
+    #: when the first update based on a version this merger had not read back came, while it had never merged
+    #: (:meth:`awaits_base`); None: no such update
+    held_since: float | None = None
 
     def __post_init__(self) -> None:
         if self.params is None:
@@ -133,10 +136,22 @@ class MergerState:
         self.pending.append(update)
         self.last_seen[update.replica] = now
         self.last_seen = {r: t for r, t in self.last_seen.items() if now - t <= 10 * self.trigger.forget_after_s}
+        if self.merges == 0 and update.base_version > self.version and self.held_since is None:
+            self.held_since = now
         if self.merges == 0 and self.version == 0:
             return True  # cold start: serve a first model after the first batch of any replica
         quorum = min(self.trigger.quorum, max(1, len(self.active_replicas(now))))
         return len({u.replica for u in self.pending}) >= quorum
+
+    def awaits_base(self, now: float | None = None) -> bool:
+        """Whether the pending updates wait instead of merging: this merger has never merged, one of them is
+        based on a version newer than any it has read back, and the first such came less than
+        :data:`AWAIT_BASE_S` ago.  A new job over a topic that holds a model (a warm start, a resharded model)
+        reads the newest version in its replicas and in its merger at the same time: a merger that merged before
+        reading it would start from an empty model (and never take it)."""
+        if self.merges or self.held_since is None or all(u.base_version <= self.version for u in self.pending):
+            return False
+        return (time.time() if now is None else now) - self.held_since < AWAIT_BASE_S
 
     def refuse(self, replica: ReplicaId, seq: int) -> None:
         """An update that arrived but cannot be merged (undecodable): acknowledged, counted, and published in
@@ -333,6 +348,10 @@ class MergerState:
             self.events = meta.events if meta.events is not None else self.events
             self.acked = dict(meta.acked)
         return True
+
+
+#: how long a merger that has never merged holds updates based on a version it has not read (:meth:`MergerState.awaits_base`)
+AWAIT_BASE_S = 30.0
 
 
 def next_version(previous: int, now: float | None = None) -> int:

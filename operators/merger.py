@@ -112,7 +112,11 @@ class Merger(KeyedCoProcessFunction):
     def on_timer(self, timestamp, ctx):
         merger = self._merger(ctx.get_current_key())
         if merger.pending:
-            yield from self._emit(merger, self.side.on_timer(merger))
+            out = self.side.on_timer(merger)
+            if out.wait:  # (updates waiting for the version they are based on: MergerState.awaits_base)
+                ctx.timer_service().register_processing_time_timer(int(time.time() * 1000) +
+                                                                   self.settings.trigger.wait_ms)
+            yield from self._emit(merger, out)
             self.state.update(merger)
 
     def _emit(self, merger: MergerState, out: MergeOutcome):

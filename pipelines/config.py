@@ -168,7 +168,8 @@ class TrainConfig:
     training_predictions: bool = option(False, "also write one progressive-validation prediction per training "
                                         "event to PREDICTIONS.training (else one metrics record per batch)")
     update_precision: str = option("float16", "precision of learned parameters in replica -> merger updates "
-                                   "(statistics stay exact)", choices=PRECISIONS)
+                                   "(statistics stay exact); compact: float16 parameters and float32 per-feature "
+                                   "statistics such as FTRL's z and n (fewer bytes, lossy)", choices=PRECISIONS)
     limits: Limits = nested(lambda: DEFAULT_LIMITS)
     quality_gate: float | None = option(
         None, "hold back merged versions whose replicas' recent progressive error rate (classifiers, absolute: "

@@ -156,3 +156,40 @@ def test_riverflink_reshard_on_a_real_broker(kafka_bootstrap):
                      "--shards", "3", "--idle", "1")
     assert res.returncode == 2 and res.stderr.strip().splitlines() == [
         f"riverflink: error: no complete version of model 'x' on {topic} (0 record(s) refused)"]
+
+
+def test_a_new_merger_waits_for_the_version_its_replicas_start_from():
+    """A replica of a new job read the resharded model before its merger did: the merger holds the update until
+    it has read the version the update is based on, then merges on it; a version it never reads is waited for
+    only ``AWAIT_BASE_S``."""
+    from riverflink.operators.merge_state import AWAIT_BASE_S
+
+    old, entry, model = _old_epoch(Signer.generate())
+    version = next_version(entry.version, NOW)
+    new = [r for _, r in resharded(model, entry.meta, 2, version=version, epoch=8, now=NOW)]
+    got, got_model = _newest([*old, *new], ModelFeed(FeedRules("m")))
+    settings = LoopSettings("m", shards=2, epoch=9)
+    for reads_its_slice in (True, False):
+        merger_side, replica_side = MergerSide(settings, build(SPEC)), ReplicaSide(settings, build(SPEC))
+        mergers = [merger_side.fresh(s) for s in range(2)]
+        replica, params = replica_side.fresh(), models.get_params(got_model)
+        replica_side.on_model(replica, 0, got.meta, lambda: params)
+        events = list(click_events(250, seed=5))
+        learned = replica_side.on_events(replica, 0, [x for x, _ in events], [y for _, y in events])
+        pieces = learned.updates or replica_side.encode(replica.take_update("m", "0"), replica)
+        for piece in pieces:
+            out = merger_side.on_update(mergers[update_shard(piece)], piece, now=NOW)
+            assert out.document is None and out.wait  # (held: a timer looks again)
+        assert all(merger_side.on_timer(m, now=NOW + 1).document is None for m in mergers)
+        if reads_its_slice:
+            for value in new:
+                document = read_document(value)
+                if document is not None:
+                    merger_side.on_model(mergers[document.meta.shard], document.meta, models.from_wire(document.doc))
+            docs = [merger_side.on_timer(m, now=NOW + 2).document for m in mergers]
+            assert all(d["meta"]["events"] == entry.meta.events + len(events) for d in docs)
+            assert sharding.join(model, [m.params for m in mergers])["steps"][1]["opt_steps"] == \
+                models.get_params(model)["steps"][1]["opt_steps"] + len(events)
+        else:
+            docs = [merger_side.on_timer(m, now=NOW + AWAIT_BASE_S + 1).document for m in mergers]
+            assert all(d["meta"]["events"] == len(events) for d in docs)  # (merged at last, afresh)
