@@ -7,8 +7,9 @@ from ``--shards M`` to ``--shards M'`` through a new epoch that starts from the 
 2. ``riverflink reshard --model-name NAME --shards M'`` reads ``models``, assembles the newest version (slices
    and manifest, or a whole document when M was 1) exactly as every reader does
    (:class:`~riverflink.operators.model_feed.ModelFeed`), and publishes it with :func:`resharded`: M' whole
-   slices of a new epoch (paged where a slice is larger than a record may be) and a manifest naming them
-   (for M' = 1, one whole document);
+   slices of the next epoch (the old one + 1: newer than it, older than any job's, whose epoch is its start
+   time in ms; paged where a slice is larger than a record may be) and a manifest naming them (for M' = 1,
+   one whole document);
 3. start the job with ``--shards M'``: each merger shard takes its slice (a merger that has never merged takes
    the newest whole slice of its shard, pages joined: ``MergerSide.on_model``), and the replicas rebase on the
    manifest.

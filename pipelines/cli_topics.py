@@ -225,14 +225,17 @@ def cmd_reshard(args) -> int:
                           f"({refused} record(s) refused){' with this --verify-key' if verifier else ''}")
     now = time.time()
     version = next_version(entry.version, now)
+    # the epoch after the old one: newer than it for every reader, and older than any job started since (a job's
+    # epoch is its start time in ms), so a job started before or after this takes over from it
+    epoch = entry.meta.epoch + 1
     try:
-        records = resharded(model, entry.meta, args.shards, version=version, epoch=int(now * 1000), now=now,
+        records = resharded(model, entry.meta, args.shards, version=version, epoch=epoch, now=now,
                             max_record_bytes=args.max_record_bytes, signer=signer)
     except ValueError as e:
         raise ConfigError(f"cannot reshard {args.model_name!r}: {e}") from None
     kafka_io.produce(servers, args.models_topic, [r for _, r in records], keys=[k.encode() for k, _ in records])
     print(f"{args.model_name}: version {entry.version} ({entry.meta.shards} shard(s), {entry.meta.events} events) "
-          f"published as version {version} of {args.shards} shard(s), epoch {int(now * 1000)}: {len(records)} "
+          f"published as version {version} of {args.shards} shard(s), epoch {epoch}: {len(records)} "
           f"record(s), the largest {max(len(r) for _, r in records):,} bytes{', signed' if signer else ''}")
     from riverflink.pipelines.config import MODELS_TAIL
 

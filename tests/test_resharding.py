@@ -151,6 +151,7 @@ def test_riverflink_reshard_on_a_real_broker(kafka_bootstrap):
     records = kafka_io.read_tail(kafka_bootstrap, topic, 200)
     fresh = [d for r in records if (d := read_document(r)) is not None and d.meta.version == live.version]
     assert {d.meta.shard for d in fresh} == {0, 1, 2} and all(d.meta.shards == 3 for d in fresh)
+    assert all(d.meta.epoch == entry.meta.epoch + 1 for d in fresh)  # (the next epoch: see cmd_reshard)
     assert all(len(r) <= 10_000 for r in records[len(old):])
     res = riverflink("reshard", "--bootstrap-servers", kafka_bootstrap, "--models-topic", topic, "--model-name", "x",
                      "--shards", "3", "--idle", "1")
