@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -199,6 +200,10 @@ def cmd_models(args) -> int:
     return 0
 
 
+#: a newest version younger than this may come from a job that still runs (``reshard`` warns)
+RECENT_S = 60.0
+
+
 def cmd_reshard(args) -> int:
     """Publish the newest version of ``--model-name`` as ``--shards`` slices of a new epoch
     (:mod:`riverflink.operators.resharding`), for a job started again with that ``--shards``."""
@@ -224,6 +229,11 @@ def cmd_reshard(args) -> int:
         raise ConfigError(f"no complete version of model {args.model_name!r} on {args.models_topic} "
                           f"({refused} record(s) refused){' with this --verify-key' if verifier else ''}")
     now = time.time()
+    age = now - (entry.meta.created_at or 0.0)
+    if age < RECENT_S:
+        print(f"riverflink: warning: version {entry.version} of {args.model_name!r} is {age:.0f} s old: stop its job "
+              "first (readers rank the resharded epoch above every version a running job publishes later)",
+              file=sys.stderr)
     version = next_version(entry.version, now)
     # the epoch after the old one: newer than it for every reader, and older than any job started since (a job's
     # epoch is its start time in ms), so a job started before or after this takes over from it
