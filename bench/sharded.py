@@ -41,6 +41,7 @@ speedup_vs_river=<X>`` for M=4 (or the last M run), with ``speedup_vs_river`` Ri
 event on the whole stream over the loop's.
 
     python -m bench.sharded [--events 50000] [--shards 1,4,16] [--replicas 4] [--river-prefix 5000]
+                            [--precision float16|compact|...]
 """
 
 from __future__ import annotations
@@ -141,6 +142,7 @@ def river_alone(events: list, probes: tuple[int, ...] = ()) -> tuple[Scores, flo
     fast = type(model)
     cpu, start, i = 0.0, time.process_time(), 0
     for at in sorted(set(probes) | {len(events)}):
+        at = max(at, i)  # (a window may reach past the next probe: that one starts where it ended)
         for x, y in events[i: at]:
             scores.add(model.predict_proba_one(x), y)
             model.learn_one(x, y)

@@ -212,8 +212,10 @@ def cmd_reshard(args) -> int:
     from riverflink.operators.model_feed import FeedRules, ModelFeed
     from riverflink.operators.resharding import resharded
     from riverflink.pipelines import kafka_io
-    from riverflink.pipelines.config import ConfigError, load_key, load_verifier
+    from riverflink.pipelines.config import MODELS_TAIL, ConfigError, load_key, load_verifier
 
+    if not 10_000 <= args.max_record_bytes <= 100 << 20:
+        raise ConfigError(f"--max-record-bytes must be in [10000, {100 << 20}], got {args.max_record_bytes}")
     servers = bootstrap(args)
     verifier = load_verifier(args.verify_key)
     signer = load_key("--signing-key", args.signing_key, Signer.load)
@@ -247,8 +249,6 @@ def cmd_reshard(args) -> int:
     print(f"{args.model_name}: version {entry.version} ({entry.meta.shards} shard(s), {entry.meta.events} events) "
           f"published as version {version} of {args.shards} shard(s), epoch {epoch}: {len(records)} "
           f"record(s), the largest {max(len(r) for _, r in records):,} bytes{', signed' if signer else ''}")
-    from riverflink.pipelines.config import MODELS_TAIL
-
     tail = f" --models-tail {len(records)}" if len(records) > MODELS_TAIL else ""  # (a new job reads the newest)
     print(f"start the job with --shards {args.shards}{tail}: its mergers and replicas start from this version")
     return 0
