@@ -55,3 +55,33 @@ def paginate(doc: dict, size: int, max_bytes: int) -> list[dict]:
         page["meta"] = {**doc["meta"], "page": i, "pages": n}
         out.append(page)
     return out
+
+
+class PageCollector:
+    """The pages of paged versions as they come, per key (a reader's ``(epoch, shard)``, a merger's shard).
+
+    :meth:`add` holds one page's item; once every page of that version has come (in any order) it returns
+    their items in page order and forgets them.  One version is collected per key: a page of another version
+    (or page count) drops what was held for the key.
+
+    >>> pages = PageCollector()
+    >>> pages.add(0, version=7, page=1, of=2, item="b") is None
+    True
+    >>> pages.add(0, version=7, page=0, of=2, item="a")
+    ['a', 'b']
+    """
+
+    def __init__(self) -> None:
+        #: key -> ((version, pages), {page: item})
+        self._open: dict = {}
+
+    def add(self, key, *, version: int | None, page: int, of: int, item) -> list | None:
+        held_for, held = self._open.get(key, (None, {}))
+        if held_for != (version, of):
+            held_for, held = (version, of), {}
+            self._open[key] = (held_for, held)
+        held[page] = item
+        if len(held) < of:
+            return None
+        del self._open[key]
+        return [held[i] for i in range(of)]

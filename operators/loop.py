@@ -40,6 +40,7 @@ from riverflink import models
 from riverflink.models import sharding
 from riverflink.models.document import ModelMeta
 from riverflink.models.labels import LabelRule, task_of
+from riverflink.models.paging import PageCollector
 from riverflink.models.policies import MergePolicy
 from riverflink.models.sync import SyncPolicy
 from riverflink.operators.dead_letters import Rejected
@@ -271,9 +272,9 @@ class MergerSide:
 
     def __init__(self, settings: LoopSettings, template: Any):
         self.s, self.template = settings, template
-        #: shard -> (version, pages, {page: its parameters}): a paged whole slice a merger that never merged is
-        #: reading (not state: the pages of a version are read back together, and again after a restore)
-        self._pages: dict[int, tuple[int, int, dict[int, dict]]] = {}
+        #: by shard, the pages' parameters of a paged whole slice a merger that never merged is reading (not
+        #: state: the pages of a version are read back together, and again after a restore)
+        self._pages = PageCollector()
 
     def fresh(self, shard: int = 0) -> MergerState:
         """A new merger (of shard ``shard``'s slice when the model is sharded)."""
@@ -349,16 +350,12 @@ class MergerSide:
             return merger.adopt(meta, lambda: models.get_params(model))
         if (meta.version or 0) <= merger.version or (meta.shard, meta.shards) != (merger.shard, merger.shards):
             return False
-        version, pages, held = self._pages.get(merger.shard, (None, 0, {}))
-        if (version, pages) != (meta.version, meta.pages):  # another version's pages: its own start again
-            version, pages, held = meta.version, meta.pages, {}
-            self._pages[merger.shard] = (version, pages, held)
-        held[meta.page] = models.get_params(model)
-        if len(held) < pages:
+        held = self._pages.add(merger.shard, version=meta.version, page=meta.page, of=meta.pages,
+                               item=models.get_params(model))
+        if held is None:
             return False
-        del self._pages[merger.shard]
         whole = dataclasses.replace(meta, page=0, pages=1)
-        return merger.adopt(whole, lambda: sharding.join(self.template, [held[i] for i in range(pages)]))
+        return merger.adopt(whole, lambda: sharding.join(self.template, held))
 
     def merge(self, merger: MergerState, now: float | None = None) -> MergeOutcome:
         refused = merger.refused

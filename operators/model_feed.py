@@ -31,6 +31,7 @@ from riverflink.models import manifest as manifest_doc
 from riverflink.models import numeric, sharding
 from riverflink.models.document import ModelMeta, SliceInfo, document_of, read_document
 from riverflink.models.manifest import Manifest, SliceMeta
+from riverflink.models.paging import PageCollector
 from riverflink.models.signing import Verifier, verify
 from riverflink.operators.slice_assembly import SliceAssembler
 from riverflink.operators.slice_versions import SliceRef, patched_copy
@@ -179,8 +180,8 @@ class ModelFeed:
         self._manifests: dict[int, tuple[str, float]] = {}
         #: patches whose base slice this reader did not hold (it waited for a whole slice instead)
         self.unusable_patches = 0
-        #: (epoch, shard) -> ((version, pages), {page: (model, text)}): the pages of a version still coming
-        self._paging: dict = {}
+        #: the pages of a version still coming, by (epoch, shard): their (model, text)
+        self._paging = PageCollector()
         #: (epoch, shard, slice version) -> (the version it patches, the features it holds), for recent patches
         self._patch_keys: dict = {}
         #: assembled version -> (the version assembled before it, the features whose entries changed between
@@ -238,16 +239,11 @@ class ModelFeed:
         once every page of its version has come (joined, their texts in page order); the assembler's answer."""
         if meta.pages <= 1:
             return self._hold(meta, model, (text,))
-        key = (meta.epoch, meta.shard)
-        version, pages = self._paging.get(key, (None, {}))
-        if version != (meta.version, meta.pages):  # a newer version's pages: the older one's are dropped
-            version, pages = (meta.version, meta.pages), {}
-            self._paging[key] = (version, pages)
-        pages[meta.page] = (model, text)
-        if len(pages) < meta.pages:
+        # (a newer version's pages: the older one's are dropped)
+        ordered = self._paging.add((meta.epoch, meta.shard), version=meta.version, page=meta.page, of=meta.pages,
+                                   item=(model, text))
+        if ordered is None:
             return None
-        del self._paging[key]
-        ordered = [pages[i] for i in range(meta.pages)]
         return self._hold(meta, _joined([m for m, _ in ordered], None), tuple(t for _, t in ordered))
 
     def _hold(self, meta: ModelMeta, model: Any, texts: tuple[str, ...]):
