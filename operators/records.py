@@ -1,4 +1,5 @@
-"""The JSON prediction records the jobs write to the ``predictions`` topic."""
+"""The JSON prediction records the jobs write to the ``predictions`` topic, and how a reader of the ``metrics``
+topic tells a batch record from its at-least-once copy."""
 
 from __future__ import annotations
 
@@ -40,3 +41,16 @@ def prediction_record(
         **extra,
     }
     return orjson.dumps(rec, default=str, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS).decode()
+
+
+def batch_key(m: dict) -> tuple:
+    """What identifies one replica batch's ``metrics`` record: its replica and the offsets it learned (its
+    timestamp where a job without riverflink's jar records no offsets).  The metrics sink is at-least-once, so a
+    reader counts a key once: a producer retry or a replayed batch writes the same record again.
+
+    >>> m = {"replica": "3", "offsets": {"1": [10, 19], "0": [4, 6]}, "ts": 5.0, "events": 13}
+    >>> batch_key(m) == batch_key({**m, "ts": 9.0}), batch_key(m) == batch_key({**m, "replica": "2"})
+    (True, False)
+    """
+    offsets = tuple(sorted((p, tuple(r)) for p, r in (m.get("offsets") or {}).items()))
+    return (m.get("replica"), offsets or m.get("ts"))

@@ -38,6 +38,7 @@ from riverflink.pipelines import kafka_io
 from riverflink.pipelines.broker import die_with_parent, stop_pid
 from riverflink.models.policies import POLICIES
 from riverflink.operators.batch_learning import MODES
+from riverflink.operators.records import batch_key
 from riverflink.pipelines.config import ConfigError, FlinkConfig, ServeConfig, Topics, TrainConfig
 from riverflink.pipelines.options import option, to_argv
 from riverflink.pipelines.sources import DATASETS, MALFORMED, dataset_events, encode_events
@@ -241,9 +242,7 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
         dead.extend(r for r in dlq.poll_json(0) if r)
         for m in metrics.poll_json(0):
             if m and m.get("events"):
-                offsets = tuple(sorted((p, tuple(r)) for p, r in (m.get("offsets") or {}).items()))
-                key = (m.get("replica"), offsets or m.get("ts"))  # no offsets without the operators jar
-                batches[key] = m["events"]
+                batches[batch_key(m)] = m["events"]
 
     # wait until the serving job answers, so requests meet a running job
     probe = f"probe-{time.time()}"

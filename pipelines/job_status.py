@@ -23,6 +23,7 @@ from typing import Callable
 import orjson
 
 from riverflink.models.document import ModelMeta, read_document
+from riverflink.operators.records import batch_key
 from riverflink.pipelines import kafka_io
 
 log = logging.getLogger("riverflink")
@@ -45,14 +46,17 @@ class TrainStatus:
     positions: dict[str, int] = field(default_factory=dict)
     #: (time, events learned so far) of the last two lines, for the rate
     last: tuple[float, int] = (0.0, 0)
+    #: the batches counted (:func:`batch_key`: the metrics sink is at-least-once)
+    seen: set = field(default_factory=set)
 
     def add_metrics(self, value: bytes) -> None:
         try:
             m = orjson.loads(value)
         except orjson.JSONDecodeError:
             return
-        if not isinstance(m, dict) or m.get("source") != "training":
+        if not isinstance(m, dict) or m.get("source") != "training" or batch_key(m) in self.seen:
             return
+        self.seen.add(batch_key(m))
         self.learned += int(m.get("events") or 0)
         self.dead += int(m.get("dead_lettered") or 0)
         for p, span in (m.get("offsets") or {}).items():

@@ -205,15 +205,19 @@ def end_offsets(servers: str, topic: str) -> dict[int, int]:
 
 
 class TopicReader:
-    """Polls one topic from the beginning without a consumer group; for counting outputs."""
+    """Polls one topic from the beginning without a consumer group; for counting outputs (which count a record
+    read twice once: the jobs' sinks are at-least-once, and a reset position re-reads)."""
 
     def __init__(self, servers: str, topic: str, create: bool = True):
         """``create=False``: never let the broker create ``topic`` by asking for it (a bystander's reader)."""
         from kafka import KafkaConsumer, TopicPartition
 
         check_reachable(servers)
+        # a position the client resets (an out-of-range fetch, a failed leader-epoch check: kafka-python's reset
+        # paths) goes back to the start, never to the end, so a reset can repeat records but never skip them
         self.consumer = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, group_id=None,
-                                      allow_auto_create_topics=create, **_client_settings())
+                                      auto_offset_reset="earliest", allow_auto_create_topics=create,
+                                      **_client_settings())
         deadline = time.time() + 20
         parts = None
         while not parts and time.time() < deadline:

@@ -2,7 +2,8 @@
 
 Per replica: events learned, progressive accuracy (or MAE) over its last batches, base version, dead
 letters.  Overall: events learned and dead-lettered, events/s over the last 5 s, and the newest model
-version with its event count, age and quality-gate state.
+version with its event count, age and quality-gate state.  A batch's metrics record counts once (the sink is
+at-least-once: :func:`~riverflink.operators.records.batch_key`).
 
 One job only: every metrics record names the job that wrote it (``job``: model name and start time),
 and the view follows the newest job on the topic, so two runs on one topic never mix.  Rates count
@@ -16,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from riverflink.models.document import ModelMeta, read_document
+from riverflink.operators.records import batch_key
 
 
 @dataclass
@@ -42,6 +44,8 @@ class RunView:
     replayed: int = 0
     newest_ts: float = 0.0
     started: float = field(default_factory=time.time)
+    #: the batches counted (:func:`batch_key`), so that a record written twice counts once
+    seen: set = field(default_factory=set)
 
     def add_metrics(self, m: dict) -> None:
         if not isinstance(m, dict) or "replica" not in m:
@@ -52,6 +56,10 @@ class RunView:
                 return  # an older job's record
             self._follow(job)
         self.newest_ts = max(self.newest_ts, ts)
+        key = batch_key(m)
+        if key in self.seen:
+            return
+        self.seen.add(key)
         r = self.replicas.setdefault(m["replica"], ReplicaView())
         events = int(m.get("events") or 0)
         r.events += events
@@ -66,7 +74,7 @@ class RunView:
 
     def _follow(self, job: str | None) -> None:
         """A newer job wrote to the topic: show it alone, from scratch."""
-        self.job, self.replicas, self.arrivals, self.replayed = job, {}, deque(maxlen=10_000), 0
+        self.job, self.replicas, self.arrivals, self.replayed, self.seen = job, {}, deque(maxlen=10_000), 0, set()
         name = self.model_name
         if self.model is not None and name is not None and self.model.name != name:
             self.model = None

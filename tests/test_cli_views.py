@@ -32,6 +32,7 @@ def test_top_follows_the_newest_job_alone_and_tells_history_from_live_rates():
     view.add_metrics(_metrics("m@new", "0", 300, 950.0))  # replayed history of the current job
     view.add_metrics(_metrics("m@old", "1", 700, 940.0))  # the old job again: older than what is shown, skipped
     view.add_metrics(_metrics("m@new", "1", 200, 1001.0))  # live
+    view.add_metrics(_metrics("m@new", "1", 200, 1001.5))  # the same batch again (at-least-once): counted once
     assert view.job == "m@new" and sum(r.events for r in view.replicas.values()) == 500
     caption = view.caption(1002.0)
     assert caption.startswith("500 learned") and "300 of them learned before this view started" in caption
@@ -43,7 +44,7 @@ def test_top_follows_the_newest_job_alone_and_tells_history_from_live_rates():
 
 def test_status_lines_say_what_the_jobs_did():
     train = TrainStatus("m", since=0.0)
-    for m in (_metrics("m@t", "0", 120, 1.0), _metrics("m@t", "1", 80, 1.0)):
+    for m in (_metrics("m@t", "0", 120, 1.0), _metrics("m@t", "1", 80, 1.0), _metrics("m@t", "1", 80, 1.2)):
         train.add_metrics(orjson.dumps(m))
     train.add_model(_doc("m", 7, 200))
     train.add_model(_doc("someone-else", 8, 5))
