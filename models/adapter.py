@@ -71,7 +71,7 @@ class Adapter:
         base = base or {}
         keys = journal.touched(model) if journaled else at
         return {
-            k: numeric.subtract_at(params.get(k), base.get(k), keys)
+            k: numeric.subtract_at(params.get(k), base.get(k), keys, kind)
             if keys is not None and isinstance(params.get(k), dict) and kind != numeric.MOMENTS
             else numeric.subtract(params.get(k), base.get(k), kind)
             for k, kind in self.kinds.items()

@@ -124,19 +124,25 @@ def subtract(p: Any, base: Any, kind: str) -> Any:
 _ABSENT = object()
 
 
-def subtract_at(p: dict | None, base: dict | None, keys: Any) -> dict:
-    """:func:`subtract` of two flat maps where they can differ only at ``keys`` (a journal): the same delta,
-    visiting ``keys`` alone.
+def subtract_at(p: dict | None, base: dict | None, keys: Any, kind: str = LEARNED) -> dict:
+    """:func:`subtract` of two maps where they can differ only at ``keys`` (a journal, or :func:`keys_of` a
+    merge's deltas): the same delta, visiting ``keys`` alone.  A map of maps (softmax weights per class) has its
+    outer keys in ``keys``, and the inner maps at them are subtracted whole.
 
     >>> subtract_at({"a": 1.0, "b": 2.5, "c": 0.0}, {"a": 1.0, "b": 2.0}, {"b", "c"}) == {'b': 0.5, 'c': 0.0}
     True
+    >>> subtract_at({"x": {"a": 1.0}, "y": {"a": 2.0}}, {"x": {"a": 0.5}}, {"x", "y"})
+    {'x': {'a': 0.5}, 'y': {'a': 2.0}}
     """
     p, base = p or {}, base or {}
     pget, bget = p.get, base.get
     out = {}
     for k in keys:
         v, b = pget(k, _ABSENT), bget(k, _ABSENT)
-        if v is _ABSENT:
+        if isinstance(v, dict) or isinstance(b, dict):
+            if v != b:
+                out[k] = subtract({} if v is _ABSENT else v, {} if b is _ABSENT else b, kind)
+        elif v is _ABSENT:
             if b is not _ABSENT:
                 out[k] = 0 - b
         elif b is _ABSENT:
