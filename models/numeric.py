@@ -131,8 +131,8 @@ def subtract_at(p: dict | None, base: dict | None, keys: Any, kind: str = LEARNE
 
     >>> subtract_at({"a": 1.0, "b": 2.5, "c": 0.0}, {"a": 1.0, "b": 2.0}, {"b", "c"}) == {'b': 0.5, 'c': 0.0}
     True
-    >>> subtract_at({"x": {"a": 1.0}, "y": {"a": 2.0}}, {"x": {"a": 0.5}}, {"x", "y"})
-    {'x': {'a': 0.5}, 'y': {'a': 2.0}}
+    >>> subtract_at({"x": {"a": 1.0}, "y": {"a": 2.0}}, {"x": {"a": 0.5}}, {"x", "y"}) == {"x": {"a": 0.5}, "y": {"a": 2.0}}
+    True
     """
     p, base = p or {}, base or {}
     pget, bget = p.get, base.get

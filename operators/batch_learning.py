@@ -67,13 +67,9 @@ def feature_frame(xs: Sequence[dict]) -> Any:
     return X
 
 
-def input_stiffness(model: Any, X: Any) -> float:
-    """The largest eigenvalue of the second-moment matrix of the inputs the final linear step sees for the batch
-    ``X`` (with a column of ones for its intercept), by power iteration; 1.0 where those inputs are unknown.
-
-    The final step sees ``X`` itself, or ``X`` standardised by a StandardScaler right before it (with the
-    scaler's current statistics); behind any other transformer the answer is 1.0 (the loss curvature alone).
-    """
+def _final_inputs(model: Any, X: Any) -> Any:
+    """The inputs the final linear step sees for the batch ``X`` (a frame): ``X`` itself, or ``X`` standardised by a
+    StandardScaler right before it (with the scaler's current statistics); ``None`` behind any other transformer."""
     import numpy as np
     from river import compose, preprocessing
 
@@ -85,6 +81,21 @@ def input_stiffness(model: Any, X: Any) -> float:
         var = np.array([scaler.vars.get(c, 0.0) for c in X.columns])
         Z = np.divide(Z - mean, np.sqrt(var), out=np.zeros_like(Z), where=var > 0)
     elif steps:
+        return None
+    return Z
+
+
+def input_stiffness(model: Any, X: Any) -> float:
+    """The largest eigenvalue of the second-moment matrix of the inputs the final linear step sees for the batch
+    ``X`` (with a column of ones for its intercept), by power iteration; 1.0 where those inputs are unknown.
+
+    The final step sees ``X`` itself, or ``X`` standardised by a StandardScaler right before it (with the
+    scaler's current statistics); behind any other transformer the answer is 1.0 (the loss curvature alone).
+    """
+    import numpy as np
+
+    Z = _final_inputs(model, X)
+    if Z is None:
         return 1.0
     Z = np.hstack([Z, np.ones((Z.shape[0], 1))])
     v = np.ones(Z.shape[1]) / np.sqrt(Z.shape[1])
@@ -96,6 +107,23 @@ def input_stiffness(model: Any, X: Any) -> float:
             return 1.0
         v = w / lam
     return max(1.0, lam)
+
+
+def input_moments(model: Any, X: Any) -> tuple[list, Any] | None:
+    """``(features, M)``: the second-moment matrix ``M`` (a NumPy array, ``features`` its rows in order) of the
+    inputs the final linear step sees for the batch ``X``, as :func:`input_stiffness` takes them but without a
+    column for an intercept (for a step that has none: softmax); ``None`` where those inputs are unknown.
+
+    >>> import pandas as pd
+    >>> from river import linear_model
+    >>> features, M = input_moments(linear_model.SoftmaxRegression(), pd.DataFrame({"a": [1.0, -1.0], "b": [2.0, 0.0]}))
+    >>> features, M.tolist()
+    (['a', 'b'], [[1.0, 1.0], [1.0, 2.0]])
+    """
+    Z = _final_inputs(model, X)
+    if Z is None or not len(Z):
+        return None
+    return list(X.columns), Z.T @ Z / Z.shape[0]
 
 
 def batch_weight(model: Any, n: int, curvature: float, X: Any = None) -> dict:

@@ -10,12 +10,15 @@ shared error K times (the plain delta sum diverged on regression).
   the replica's predictions, :func:`curvature`; ``S`` its events), the part
   of a parameter offset its ``S`` SGD steps would have undone; where that
   cannot be estimated, the probe's ``rho`` and ``shared`` from the two halves
-  of each sync period.
+  of each sync period.  A softmax update carries the same per input direction
+  instead (:func:`directions`: a matrix, not a scalar).
 * **Merger side** (:class:`Compensator`): ``delta - kappa * O`` with ``O``
   how far the merged parameters moved from the point the replica learned
   from (its base plus its own raw updates merged since), else a scalar
-  discount ``1 - shared * (1 - rho ** s)`` for staleness ``s``.  It remembers
-  the last versions' parameters (:func:`params_memory`) for that.
+  discount ``1 - shared * (1 - rho ** s)`` for staleness ``s``.  With
+  :class:`~riverflink.operators.messages.Directions`: ``delta - C O`` on the
+  final step's weights (:func:`directed`).  It remembers the last versions'
+  parameters (:func:`params_memory`) for that.
 
 The maths and the measurements behind it: ``docs/merge-policies.md``.
 """
@@ -28,22 +31,27 @@ from typing import Any
 
 from riverflink import models
 from riverflink.models import numeric
-from riverflink.operators.messages import ReplicaId, ReplicaUpdate
+from riverflink.operators.messages import DIRECTIONS_MAX, Directions, ReplicaId, ReplicaUpdate
 
 # -- replica side -------------------------------------------------------------------------------
 
 
 def curvature(loss: str, proba: dict | None) -> float:
-    """Second derivative of the final step's loss (its class name) at a prediction (squared: 2; log: p(1 - p)).
+    """Second derivative of the final step's loss (its class name) at a prediction (squared: 2; log: p(1 - p);
+    cross-entropy: the mean over classes of ``p_c (1 - p_c)``, the diagonal of the softmax Hessian on the logits).
 
     >>> curvature("Squared", None), curvature("Log", {True: 0.5, False: 0.5}), curvature("Hinge", None)
     (2.0, 0.25, 0.0)
+    >>> curvature("CrossEntropy", {"a": 0.5, "b": 0.5, "c": 0.0})
+    0.1666...
     """
     if loss == "Squared":
         return 2.0
     if loss == "Log" and proba:
         p = float(proba.get(True, 0.0))
         return p * (1.0 - p)
+    if loss == "CrossEntropy" and proba:
+        return sum(float(p) * (1.0 - float(p)) for p in proba.values()) / len(proba)
     return 0.0
 
 
@@ -85,6 +93,94 @@ def kappa(model: Any, mean_curvature: float, events: int, stiffness: float = 1.0
         return None
     step = min(1.0, last.optimizer.learning_rate * mean_curvature * max(1.0, stiffness))
     return 1.0 - (1.0 - step) ** events
+
+
+def per_direction(model: Any) -> bool:
+    """True for the models compensated per input direction (:func:`directions`) and never by a scalar ``kappa``
+    alone: softmax regression behind a StandardScaler, under plain SGD.
+
+    Measured (``bench/sync.py``'s loop, K=4, gap to River after 1,000 events, merges one round late, then three):
+    with the probe's scalar discount ImageSegments -0.46 and -3.75 points, Waveform -2.94 and -6.47, LEDSwitch
+    -0.96 and -6.27, RBFDrift -1.03 and -7.83; per direction -0.16 and -1.58, -0.28 and -1.47, -1.06 and -6.02,
+    -1.23 and -5.64 (the last two drift: River served with the loop's lag loses -0.96 and -1.20 at one round).
+    A scalar kappa along the stiffest direction did worse than the discount on three of the four (NOTES.md).
+    On the binary and regression streams per direction was within 0.1 points of the scalar kappa, so those keep
+    the scalar (the matrix costs update bytes).
+    """
+    from river import linear_model
+
+    from riverflink.models.labels import final_step
+
+    return compensable(model) and isinstance(final_step(model), linear_model.SoftmaxRegression)
+
+
+def directions(model: Any, mean_curvature: float, events: int, moments: tuple | None) -> Directions | None:
+    """``C = I - (I - lr h M)^S`` over the features of ``moments`` (``(features, M)``,
+    :func:`~riverflink.operators.batch_learning.input_moments`) for a :func:`per_direction` model: along each
+    eigenvector of ``M`` (eigenvalue ``m``), the part of a parameter offset the update's ``events`` SGD steps
+    would have undone, ``1 - (1 - lr h m)^S``; the scalar :func:`kappa` is that along the stiffest one alone.
+    ``None`` where it cannot be estimated (no moments yet, too many features, no curvature).
+
+    >>> import numpy as np
+    >>> from riverflink.models.spec import build
+    >>> model = build("StandardScaler|SoftmaxRegression")  # SGD, lr 0.01
+    >>> d = directions(model, 0.2, 100, (["a", "b"], np.diag([4.0, 0.25])))
+    >>> d.features, [round(v, 4) for v in d.upper]  # 1 - (1 - 0.008)^100, 0, 1 - (1 - 0.0005)^100
+    (('a', 'b'), [0.5521, 0.0, 0.0488])
+    """
+    import numpy as np
+
+    if moments is None or mean_curvature <= 0 or events <= 0 or not per_direction(model):
+        return None
+    features, M = moments
+    if not 0 < len(features) <= DIRECTIONS_MAX:
+        return None
+    from riverflink.models.labels import final_step
+
+    step = final_step(model).optimizer.learning_rate * mean_curvature
+    lam, V = np.linalg.eigh(np.asarray(M, dtype=float))
+    c = 1.0 - np.clip(1.0 - step * np.clip(lam, 0.0, None), 0.0, 1.0) ** events
+    return Directions.of_matrix(features, (V * c) @ V.T)
+
+
+def compensation(model: Any, mean_curvature: float, events: int, stiffness: float,
+                 moments: tuple | None) -> tuple[float | None, Directions | None]:
+    """``(kappa, directions)`` for an update of ``events`` at ``mean_curvature``: :func:`kappa` alone, or for a
+    :func:`per_direction` model its :func:`directions` with the ``kappa`` of a unit-variance feature (for the
+    features the directions leave out); a softmax model without directions gets neither (the scalar discount)."""
+    if not per_direction(model):
+        return kappa(model, mean_curvature, events, stiffness), None
+    d = directions(model, mean_curvature, events, moments)
+    return (kappa(model, mean_curvature, events), d) if d is not None else (None, None)
+
+
+def directed(template: Any, offset: dict, d: Directions, kappa: float) -> dict:
+    """What to subtract from a stale update for an ``offset`` of the merged parameters: ``C O`` on each weight row
+    of the final step (one per class) over ``d``'s features, ``kappa O`` on every other learned entry."""
+    import numpy as np
+    from river import compose
+
+    family = models.adapter_for(template)
+    out = family.scale_learned(template, offset, kappa)
+    pipeline = isinstance(template, compose.Pipeline)
+    last = offset["steps"][-1] if pipeline else offset
+    weights = last.get("weights")
+    if not isinstance(weights, dict):
+        return out
+    C, at = d.matrix(), {f: i for i, f in enumerate(d.features)}
+
+    def row(w: dict) -> dict:
+        v = np.zeros(len(at))
+        for f, x in w.items():
+            if f in at:
+                v[at[f]] = x
+        cv = C @ v
+        return {f: float(cv[at[f]]) if f in at else kappa * x for f, x in w.items()}
+
+    nested = any(isinstance(w, dict) for w in weights.values())
+    new_last = {**(out["steps"][-1] if pipeline else out),
+                "weights": {c: row(w) for c, w in weights.items()} if nested else row(weights)}
+    return {**out, "steps": [*out["steps"][:-1], new_last]} if pipeline else new_last
 
 
 def compensable(model: Any) -> bool:
@@ -233,7 +329,11 @@ class Compensator:
         for raw, corrected in earlier:
             offset = family.add_learned(self.template, family.add_learned(self.template, offset, raw, -1.0),
                                         corrected, 1.0)
-        return family.add_learned(self.template, update.delta, offset, -min(1.0, max(0.0, update.kappa)))
+        kappa = min(1.0, max(0.0, update.kappa))
+        if getattr(update, "directions", None) is not None:
+            return family.add_learned(self.template, update.delta, directed(self.template, offset, update.directions,
+                                                                            kappa), -1.0)
+        return family.add_learned(self.template, update.delta, offset, -kappa)
 
     def _touched_since(self, base_version: int, version: int) -> set | None:
         """Every feature whose entries a merge after ``base_version`` up to ``version`` changed; ``None`` when

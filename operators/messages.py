@@ -1,7 +1,7 @@
 """The messages of the replica -> merger loop: one replica id type, a typed update, and its bytes.  Pure Python.
 
 Inside the training job an update travels as **bytes** (:func:`encode_update`:
-its fields packed in 70 bytes plus its names, then its delta through the
+its fields packed in 74 bytes plus its names and any :class:`Directions`, then its delta through the
 binary codec of :mod:`riverflink.models.update_codec`); everywhere else it is a decoded :class:`ReplicaUpdate`
 whose ``delta`` is a parameter-delta tree.  Merged models travel back as
 model documents (:mod:`riverflink.models.document`).
@@ -23,6 +23,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from riverflink.models.update_codec import decode, encode
 
 #: A replica's id: its key (``crc32(event key) mod K``) as text, as in ``meta.counts`` and ``meta.acked``.
@@ -32,6 +34,68 @@ ReplicaId = str
 def replica_id(key: Any) -> ReplicaId:
     """The id of the replica behind a Flink key (an int) or any other key."""
     return str(key)
+
+
+#: the most features a :class:`Directions` covers (its matrix travels as n (n + 1) / 2 float16 values)
+DIRECTIONS_MAX = 64
+
+
+@dataclass(frozen=True)
+class Directions:
+    """Delay compensation per direction of the inputs (softmax updates; :mod:`~riverflink.operators.delay_compensation`):
+    the symmetric matrix ``C = I - (I - lr h M)^S`` over ``features`` (``M`` the second moment of the
+    standardised inputs, ``h`` the mean loss curvature, ``S`` the update's events).  The merger subtracts ``C O``
+    from a stale update's weights, ``O`` how far the merged weights moved meanwhile, each class's row alone.
+
+    ``upper``: C's upper triangle, row by row.  On the wire: the feature count, the features as JSON, then the
+    triangle as float16 (C's entries lie in [-1, 1]).
+
+    >>> d = Directions(("a", 7), (0.5, -0.25, 0.125))
+    >>> d.matrix().tolist()
+    [[0.5, -0.25], [-0.25, 0.125]]
+    >>> Directions.decode(d.encode()) == d
+    True
+    """
+
+    features: tuple
+    upper: tuple
+
+    def matrix(self) -> Any:
+        import numpy as np
+
+        n = len(self.features)
+        out = np.zeros((n, n))
+        out[np.triu_indices(n)] = self.upper
+        return out + np.triu(out, 1).T
+
+    @classmethod
+    def of_matrix(cls, features: list, C: Any) -> "Directions":
+        import numpy as np
+
+        return cls(tuple(features), tuple(float(v) for v in np.asarray(C)[np.triu_indices(len(features))]))
+
+    def encode(self) -> bytes:
+        names = orjson.dumps(list(self.features))
+        return (struct.pack("<HI", len(self.features), len(names)) + names
+                + struct.pack(f"<{len(self.upper)}e", *self.upper))
+
+    @classmethod
+    def decode(cls, data: bytes) -> "Directions":
+        """``ValueError`` for anything :meth:`encode` could not have written (sizes, feature names, values)."""
+        try:
+            n, n_names = struct.unpack_from("<HI", data)
+            features = orjson.loads(data[6 : 6 + n_names])
+            upper = struct.unpack_from(f"<{n * (n + 1) // 2}e", data, 6 + n_names)
+        except (struct.error, orjson.JSONDecodeError) as e:
+            raise ValueError(f"malformed directions: {e}") from None
+        if not 0 < n <= DIRECTIONS_MAX or not isinstance(features, list) or len(features) != n \
+                or len(data) != 6 + n_names + 2 * len(upper):
+            raise ValueError("malformed directions: sizes")
+        if len(set(features)) != n or not all(isinstance(f, (str, int)) and not isinstance(f, bool) for f in features):
+            raise ValueError("malformed directions: feature names")
+        if not all(-1.001 <= v <= 1.001 for v in upper):  # (NaN fails too)
+            raise ValueError("malformed directions: an entry outside [-1, 1]")
+        return cls(tuple(features), upper)
 
 
 @dataclass(frozen=True)
@@ -59,11 +123,14 @@ class ReplicaUpdate:
     #: the merger shard this piece of the update is for (``--shards``; 0 when the model is not sharded):
     #: its delta holds that shard's parameters only, and ``base_version`` is that shard's slice version
     shard: int = 0
+    #: delay compensation per input direction (softmax), applied with ``kappa`` for the features it leaves out
+    directions: Directions | None = None
 
 
 #: the fixed fields of an encoded update, before its names and its delta: base_version, events, seq, sent_at,
-#: loss, rho, shared, kappa (NaN for None), the UTF-8 lengths of model_name and replica, the shard
-_HEAD = struct.Struct("<qqqdddddHHH")
+#: loss, rho, shared, kappa (NaN for None), the UTF-8 lengths of model_name and replica, the length of the
+#: encoded directions (0: none), the shard (last: :func:`update_shard` reads it alone)
+_HEAD = struct.Struct("<qqqdddddHHIH")
 
 
 def _opt(v: float | None) -> float:
@@ -78,10 +145,11 @@ def encode_update(template: Any, update: ReplicaUpdate, precision: str = "float1
     """The bytes an update travels as inside the job: its fields packed, then its delta through the binary codec
     (learned leaves at ``precision``)."""
     name, replica = update.model_name.encode(), update.replica.encode()
+    directions = update.directions.encode() if update.directions is not None else b""
     head = _HEAD.pack(update.base_version, update.events, update.seq, update.sent_at, _opt(update.loss),
                       _opt(update.rho), _opt(update.shared), _opt(update.kappa), len(name), len(replica),
-                      update.shard)
-    return b"".join([head, name, replica, encode(template, update.delta, precision)])
+                      len(directions), update.shard)
+    return b"".join([head, name, replica, directions, encode(template, update.delta, precision)])
 
 
 class UndecodableUpdate(ValueError):
@@ -96,20 +164,26 @@ def decode_update(data: bytes) -> ReplicaUpdate:
     """The update :func:`encode_update` wrote; ``ValueError`` for anything else (:class:`UndecodableUpdate` when
     only its delta is broken)."""
     try:
-        base, events, seq, sent_at, loss, rho, shared, kappa, n_name, n_replica, shard = _HEAD.unpack_from(data)
+        base, events, seq, sent_at, loss, rho, shared, kappa, n_name, n_replica, n_dirs, shard = \
+            _HEAD.unpack_from(data)
         at = _HEAD.size
         name = data[at : at + n_name].decode()
         replica = data[at + n_name : at + n_name + n_replica].decode()
     except (struct.error, UnicodeDecodeError) as e:
         raise ValueError(f"malformed update: {e}") from None
+    at += n_name + n_replica
     try:
-        delta = decode(data[at + n_name + n_replica :])
+        directions = Directions.decode(data[at : at + n_dirs]) if n_dirs else None
+    except ValueError as e:
+        raise UndecodableUpdate(str(e), replica, seq) from None
+    try:
+        delta = decode(data[at + n_dirs :])
     except ValueError as e:
         raise UndecodableUpdate(str(e), replica, seq) from None
     if math.isnan(sent_at) or not all(math.isnan(v) or math.isfinite(v) for v in (loss, rho, shared, kappa)):
         raise ValueError("update fields are not finite")
     return ReplicaUpdate(name, replica, base, delta, events, sent_at, seq, _back(loss), _back(rho), _back(shared),
-                         _back(kappa), shard)
+                         _back(kappa), shard, directions)
 
 
 def update_shard(data: bytes) -> int:

@@ -48,8 +48,8 @@ from riverflink.models import journal, numeric, sharding
 from riverflink.models.policies import MergePolicy
 from riverflink.models.sync import SyncPolicy, learned_distance, learned_norm
 from riverflink.operators import delay_compensation
-from riverflink.operators.batch_learning import (BATCH_WARMUP, MODES, batch_weight, feature_frame, input_stiffness,
-                                                 predict_many)
+from riverflink.operators.batch_learning import (BATCH_WARMUP, MODES, batch_weight, feature_frame, input_moments,
+                                                 input_stiffness, predict_many)
 from riverflink.operators.delay_compensation import ContractionProbe
 from riverflink.operators.messages import ReplicaId, ReplicaUpdate, replica_id
 from riverflink.operators.scoring import Score, predict
@@ -87,6 +87,9 @@ class Replica:
     stiffness: float = 1.0
     stiffness_sample: list = field(default_factory=list)
     stiffness_due: int = 0
+    #: a softmax replica's per-direction estimate, taken with the stiffness: ``(features, M)``, the second moment
+    #: of its standardised inputs (:func:`~riverflink.operators.batch_learning.input_moments`); None: none yet
+    moments: tuple | None = None
     #: the features this replica may teach the model (set by the training job; None: unbounded)
     features: Any = None
     #: a sharded model: the slice version of each shard in the manifest this replica is based on
@@ -123,7 +126,7 @@ class Replica:
                 list(self.in_flight), self.snapshot, copy.copy(self.unsynced_score), self.curvature, self.mid,
                 copy.copy(self.probe), self.events_learned, copy.deepcopy(self.detector), set(self.classes_seen),
                 self.stiffness, list(self.stiffness_sample), self.stiffness_due, journal.save(self.model),
-                getattr(self, "mid_keys", None), getattr(self, "snapshot_owned", False))
+                getattr(self, "mid_keys", None), getattr(self, "snapshot_owned", False), self.moments)
 
     def commit(self) -> None:
         """The batch since :meth:`save_point` is kept: its undo logs go."""
@@ -135,7 +138,7 @@ class Replica:
         (params, self.since_sync, self.first_unsynced_at, self.seq, self.in_flight, self.snapshot,
          self.unsynced_score, self.curvature, self.mid, self.probe, self.events_learned, self.detector,
          self.classes_seen, self.stiffness, self.stiffness_sample, self.stiffness_due, journals,
-         self.mid_keys, self.snapshot_owned) = point
+         self.mid_keys, self.snapshot_owned, self.moments) = point
         for target, keys, before in reversed(getattr(self, "snapshot_undo", None) or []):  # (changed in place)
             if target is self.snapshot:
                 numeric.write_at(target, before, keys)
@@ -163,6 +166,10 @@ class Replica:
     @functools.cached_property
     def _compensable(self) -> bool:
         return delay_compensation.compensable(self.model)
+
+    @functools.cached_property
+    def _per_direction(self) -> bool:
+        return delay_compensation.per_direction(self.model)
 
     def _sample_inputs(self, xs: Sequence[dict]) -> None:
         """Keep up to :data:`STIFFNESS_SAMPLE` of this period's inputs when a stiffness estimate is due."""
@@ -305,10 +312,20 @@ class Replica:
         if self.stiffness_due > 0:
             self.stiffness_due -= 1
         elif self.stiffness_sample:
-            self.stiffness = input_stiffness(self.model, feature_frame(self.stiffness_sample))
+            X = feature_frame(self.stiffness_sample)
+            self.stiffness = input_stiffness(self.model, X)
+            if self._per_direction:
+                self.moments = input_moments(self.model, X)
             self.stiffness_sample = []
             self.stiffness_due = STIFFNESS_EVERY - 1
         return self.stiffness
+
+    def _compensation(self) -> dict:
+        """The update's delay-compensation fields (:func:`~riverflink.operators.delay_compensation.compensation`)."""
+        kappa, directions = delay_compensation.compensation(
+            self.model, self.curvature / max(1, self.since_sync), self.since_sync, self._stiffness(),
+            getattr(self, "moments", None))  # (None: a replica checkpointed before it kept them)
+        return {"kappa": kappa, "directions": directions}
 
     def _take_mid(self) -> None:
         """Keep the parameters half-way through the sync period (the curvature probe's point): the entries of
@@ -362,8 +379,7 @@ class Replica:
             loss=self.unsynced_score.loss(self.task),
             rho=rho,
             shared=shared,
-            kappa=delay_compensation.kappa(self.model, self.curvature / max(1, self.since_sync), self.since_sync,
-                                           self._stiffness()),
+            **self._compensation(),
         )
         self.mid, self.mid_keys = None, None
         self.curvature = 0.0

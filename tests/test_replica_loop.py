@@ -21,6 +21,16 @@ def test_k4_served_accuracy_stays_within_half_a_point_of_river_after_warmup():
     assert out.gap(late=False) >= -2.5, out.gap(late=False)
 
 
+@pytest.mark.parametrize("name,events", [("Waveform", 15_000), ("ImageSegments", 10_000)])
+def test_k4_multiclass_stays_within_half_a_point_of_river_after_warmup(name, events):
+    """Softmax on correlated or noisy features: with the probe's scalar discount the served model trailed River
+    by 2.94 points on Waveform (30k events); compensated per input direction, by 0.15."""
+    spec, stream_events = stream(name, events)
+    base = river_baseline(build(spec), stream_events, warmup=1000)[:2]
+    out = simulate(spec, stream_events, Setting(replicas=4), 1000, base)
+    assert out.gap(late=True) >= -0.5, out.gap(late=True)
+
+
 def test_regression_with_publish_delay_does_not_diverge_at_k8():
     """The old default (delta with a clip) diverged on Friedman with a one-batch delay; the plain
     delta sum diverges at any delay (MAE ~1e11 x River's)."""
