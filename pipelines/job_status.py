@@ -22,7 +22,8 @@ from typing import Callable
 
 import orjson
 
-from riverflink.models.document import ModelMeta, read_document
+from riverflink.models.document import ModelMeta
+from riverflink.models.versions import VersionReader
 from riverflink.operators.records import batch_key
 from riverflink.pipelines import kafka_io
 
@@ -48,6 +49,8 @@ class TrainStatus:
     last: tuple[float, int] = (0.0, 0)
     #: the batches counted (:func:`batch_key`: the metrics sink is at-least-once)
     seen: set = field(default_factory=set)
+    #: reads ``models`` records into versions
+    reader: VersionReader = field(default_factory=VersionReader)
 
     def add_metrics(self, value: bytes) -> None:
         try:
@@ -64,12 +67,13 @@ class TrainStatus:
                 self.positions[p] = max(self.positions.get(p, -1), int(span[1]))
 
     def add_model(self, value: bytes) -> None:
-        document = read_document(value)
-        if document is None or document.meta.name != self.model_name:
+        """A ``models`` record: a version (a whole document, or a sharded model's manifest; slices are not)."""
+        meta = self.reader.read(value)
+        if meta is None or meta.name != self.model_name:
             return
         self.versions += 1
-        if self.newest is None or (document.meta.version or 0) > (self.newest.version or 0):
-            self.newest = document.meta
+        if self.newest is None or (meta.version or 0) > (self.newest.version or 0):
+            self.newest = meta
 
     def line(self, now: float, lag: int | None = None) -> str:
         t0, n0 = self.last
@@ -79,7 +83,8 @@ class TrainStatus:
                 f"{rate:,.0f} events/s; {self.versions:,} versions")
         if self.newest is not None:
             age = now - self.newest.created_at if self.newest.created_at else float("nan")
-            text += f", newest v{self.newest.version} ({self.newest.events or 0:,} events) {age:.1f} s old"
+            events = "?" if self.newest.events is None else f"{self.newest.events:,}"
+            text += f", newest v{self.newest.version} ({events} events) {age:.1f} s old"
         else:
             text += ", none yet"
         if lag is not None:
@@ -96,6 +101,8 @@ class ServeStatus:
     answers: dict[str, int] = field(default_factory=dict)
     names: set = field(default_factory=set)
     version: int | None = None
+    #: reads ``models`` records into versions
+    reader: VersionReader = field(default_factory=VersionReader)
 
     def add_answer(self, value: bytes) -> None:
         for line in value.splitlines():
@@ -108,12 +115,13 @@ class ServeStatus:
                 self.answers[status] = self.answers.get(status, 0) + 1
 
     def add_model(self, value: bytes) -> None:
-        document = read_document(value)
-        if document is None or document.meta.name is None:
+        """A ``models`` record: a version (a whole document, or a sharded model's manifest; slices are not)."""
+        meta = self.reader.read(value)
+        if meta is None or meta.name is None:
             return
-        self.names.add(document.meta.name)
-        if document.meta.name == self.model_name:
-            self.version = max(self.version or 0, document.meta.version or 0)
+        self.names.add(meta.name)
+        if meta.name == self.model_name:
+            self.version = max(self.version or 0, meta.version or 0)
 
     def line(self, now: float) -> str:
         answered = ", ".join(f"{n:,} {s}" for s, n in sorted(self.answers.items())) or "no requests yet"

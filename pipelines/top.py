@@ -16,7 +16,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from riverflink.models.document import ModelMeta, read_document
+from riverflink.models.document import ModelMeta
+from riverflink.models.versions import VersionReader
 from riverflink.operators.records import batch_key
 
 
@@ -46,6 +47,8 @@ class RunView:
     started: float = field(default_factory=time.time)
     #: the batches counted (:func:`batch_key`), so that a record written twice counts once
     seen: set = field(default_factory=set)
+    #: reads ``models`` records into versions
+    versions: VersionReader = field(default_factory=VersionReader)
 
     def add_metrics(self, m: dict) -> None:
         if not isinstance(m, dict) or "replica" not in m:
@@ -84,11 +87,12 @@ class RunView:
         return self.job.rsplit("@", 1)[0] if self.job else None
 
     def add_model(self, value: bytes) -> None:
-        document = read_document(value)
-        if document is None or (self.model_name is not None and document.meta.name != self.model_name):
+        """A ``models`` record: a version (a whole document, or a sharded model's manifest; slices are not)."""
+        meta = self.versions.read(value)
+        if meta is None or (self.model_name is not None and meta.name != self.model_name):
             return
-        if self.model is None or (document.meta.version or 0) > (self.model.version or 0):
-            self.model = document.meta
+        if self.model is None or (meta.version or 0) > (self.model.version or 0):
+            self.model = meta
 
     def quality(self, r: ReplicaView) -> str:
         n = sum(e for e, _, _ in r.recent)
@@ -123,7 +127,8 @@ class RunView:
         if self.model:
             age = now - (self.model.created_at or now)
             held = self.model.held
-            text += (f"; model version {self.model.version} ({self.model.events} events, "
+            events = "?" if self.model.events is None else f"{self.model.events}"
+            text += (f"; model version {self.model.version} ({events} events, "
                      f"{age:.1f} s old{', held: ' + str(held)[:60] if held else ''})")
         return text
 

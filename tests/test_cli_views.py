@@ -90,3 +90,32 @@ def test_config_and_urls_where_people_put_them(tmp_path):
     for argv in (["--config", str(toml), "train"], ["train", "--config", str(toml)]):
         args = config_file.parse(parser(), argv + ["--jobmanager", "http://127.0.0.1:8081/"])
         assert (args.replicas, args.merge_quorum, args.jobmanager) == (3, 2, "127.0.0.1:8081"), argv
+
+
+def test_a_sharded_model_shows_as_its_manifests_not_its_slices():
+    """With --shards, each version is M slice documents and one manifest: top and the status lines count and show
+    the manifests (events from the shard 0 slice they name), never a slice as a version."""
+    from riverflink.models.manifest import Manifest, dumps, manifest_document
+
+    def slice_doc(shard: int, version: int, events: int) -> bytes:
+        return dumps({"schema": "riverflink.model/1", "model": {},
+                      "meta": {"name": "m", "version": version, "events": events, "shard": shard, "shards": 2,
+                               "epoch": 1, "created_at": time.time()}})
+
+    records = [slice_doc(0, 11, 400), slice_doc(1, 12, 400),
+               dumps(manifest_document(Manifest("m", 20, 1, (11, 12)), created_at=time.time())),
+               slice_doc(1, 31, 900),  # a newer version whose manifest has not come yet
+               dumps(manifest_document(Manifest("m", 40, 1, (35, 31)), created_at=time.time())),  # ... nor slice 0
+               ]
+    view, train, serve = RunView(), TrainStatus("m", since=0.0), ServeStatus("m", since=time.time())
+    for value in records:
+        view.add_model(value)
+        train.add_model(value)
+        serve.add_model(value)
+    assert (view.model.version, view.model.events) == (40, None)
+    assert "model version 40 (? events" in view.caption(time.time())
+    assert train.versions == 2 and "2 versions, newest v40 (? events)" in train.line(time.time())
+    assert serve.version == 40
+    view.add_model(slice_doc(0, 35, 900))
+    view.add_model(dumps(manifest_document(Manifest("m", 41, 1, (35, 31)), created_at=time.time())))
+    assert (view.model.version, view.model.events) == (41, 900)
