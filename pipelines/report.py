@@ -20,16 +20,19 @@ import bisect
 import html
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from riverflink import models
 from riverflink.models.labels import LabelRule, task_of
 from riverflink.operators.scoring import river_baseline
-from riverflink.models.document import ModelDocument, of_dict, read_document  # noqa: F401 (of_dict: doctest)
+from riverflink.models.document import of_dict, read_document  # noqa: F401 (of_dict: doctest)
+from riverflink.models.manifest import read_manifest
 from riverflink.operators.dead_letters import Rejected
 from riverflink.operators.events import parse_event
 from riverflink.operators.frames import Record
+from riverflink.operators.model_feed import Accepted, FeedRules, ModelFeed, entry_model
 from riverflink.pipelines import kafka_io
 from riverflink.pipelines.config import ConfigError, Topics
 
@@ -66,9 +69,15 @@ def _records(servers: str, topic: str, idle: float) -> list:
     return [(r.timestamp, r.value) for r in kafka_io.consume_records(servers, topic, idle_timeout=idle)]
 
 
-def compute(events: list, docs: list[ModelDocument], metrics: list) -> Report:
-    """The report's figures from ``events`` (``(ts_ms, x, y)``), ``docs`` (model documents) and ``metrics``
-    (per-batch metrics records), all in topic order.  Pure; no Kafka.
+def _model(version) -> Any:
+    """The estimator of a version: a model document rebuilt, or an assembled version's slices joined."""
+    return entry_model(version) if isinstance(version, Accepted) else models.from_wire(version.doc)
+
+
+def compute(events: list, docs: list, metrics: list) -> Report:
+    """The report's figures from ``events`` (``(ts_ms, x, y)``), ``docs`` (the versions: model documents, or a
+    sharded model's assembled versions, :func:`assembled_versions`) and ``metrics`` (per-batch metrics records),
+    all in topic order.  Pure; no Kafka.
 
     >>> from river import linear_model
     >>> m = linear_model.LogisticRegression()
@@ -82,7 +91,7 @@ def compute(events: list, docs: list[ModelDocument], metrics: list) -> Report:
     if not docs:
         raise ConfigError("no model document on the run's models topic")
     created = [d.meta.created_at * 1000 for d in docs]
-    river = models.from_wire(docs[0].doc).clone()
+    river = _model(docs[0]).clone()
     task, labels = task_of(river), LabelRule.for_model(river)
     built: dict = {}
     series = []
@@ -95,7 +104,7 @@ def compute(events: list, docs: list[ModelDocument], metrics: list) -> Report:
         if i >= 0:
             if i not in built:
                 built.clear()
-                built[i] = models.from_wire(docs[i].doc)
+                built[i] = _model(docs[i])
             y_served = built[i].predict_one(x)
             age = ts - created[i]
         else:
@@ -118,6 +127,21 @@ def compute(events: list, docs: list[ModelDocument], metrics: list) -> Report:
                   ages[len(ages) // 2] if ages else float("nan"), rate, series, learned)
 
 
+def assembled_versions(records: list, verifier=None) -> list[Accepted]:
+    """A sharded model's versions from its ``models`` records (``(timestamp ms, value)``): offered in time order to
+    the readers' own :class:`~riverflink.operators.model_feed.ModelFeed`, which assembles a version from exactly the
+    slices its manifest names, as the serving job did (with ``verifier``, from signed records only).  Slices of
+    other models and versions it passed over are left out."""
+    name = next(m.name for _, v in records if (m := read_manifest(v)) is not None)
+    feed, current, out = ModelFeed(FeedRules(name, verifier=verifier)), None, []
+    for _, value in sorted(records, key=lambda r: r[0]):
+        entry, _, _ = feed.offer(value, current)
+        if entry is not None:
+            current = entry
+            out.append(entry)
+    return out
+
+
 def read_run(servers: str, topics: Topics, idle: float = 3.0, verifier=None) -> Report:
     """Read the run's topics and compute its :class:`Report`; with ``verifier``, only the versions it verifies."""
     events = []
@@ -125,11 +149,15 @@ def read_run(servers: str, topics: Topics, idle: float = 3.0, verifier=None) -> 
         e = parse_event(Record(None, None, ts, None, value or b""), require_label=True)
         if not isinstance(e, Rejected):
             events.append((ts, e.x, e.y))
-    docs = [d for _, v in _records(servers, topics.models, idle) if (d := read_document(v))]
-    if verifier is not None:
-        from riverflink.models.signing import verify
+    records = _records(servers, topics.models, idle)
+    if any(read_manifest(v) is not None for _, v in records):
+        docs = assembled_versions(records, verifier)
+    else:
+        docs = [d for _, v in records if (d := read_document(v))]
+        if verifier is not None:
+            from riverflink.models.signing import verify
 
-        docs = [d for d in docs if verify(d.doc, verifier) is None]
+            docs = [d for d in docs if verify(d.doc, verifier) is None]
     metrics = []
     for _, v in _records(servers, topics.metrics, idle):
         try:

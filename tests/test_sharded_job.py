@@ -98,7 +98,7 @@ def test_slices_manifests_and_the_assembled_model_hold_every_event_once(run, kaf
     assert accuracy(model) >= accuracy(river) - 0.03, (accuracy(model), accuracy(river))
 
 
-def test_the_cli_shows_slices_and_manifests(run, kafka_bootstrap):
+def test_the_cli_and_report_show_slices_and_manifests(run, kafka_bootstrap):
     from tests.cluster_jobs import riverflink
 
     cfg, _ = run
@@ -111,6 +111,15 @@ def test_the_cli_shows_slices_and_manifests(run, kafka_bootstrap):
     res = riverflink("tail", "models", *topic, "--from-beginning", "--idle", "2")
     assert res.returncode == 0, res.stderr
     assert "manifest sharded v" in res.stdout and "model sharded#1 v" in res.stdout
+
+    # report replays the events against the versions the serving job could assemble, never against a lone slice
+    from riverflink.pipelines import report
+
+    r = report.read_run(kafka_bootstrap, cfg.topics)
+    manifests = [m.version for _, v in report._records(kafka_bootstrap, cfg.topics.models, 2.0)
+                 if (m := read_manifest(v)) is not None]
+    assert r.events == EVENTS and 0 < r.versions <= len(manifests), (r.versions, len(manifests))
+    assert r.served >= r.river - 0.05, (r.served, r.river)
 
 
 def test_a_job_moves_from_two_shards_to_three_and_keeps_the_model(run, kafka_bootstrap, tmp_path):
