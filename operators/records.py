@@ -54,3 +54,27 @@ def batch_key(m: dict) -> tuple:
     """
     offsets = tuple(sorted((p, tuple(r)) for p, r in (m.get("offsets") or {}).items()))
     return (m.get("replica"), offsets or m.get("ts"))
+
+
+class SeenBatches:
+    """The :func:`batch_key` of the last ``keep`` batch records counted, so that a copy counts once: a copy comes
+    soon after its original (a producer retry, a replay from the last checkpoint), and a view that runs for days
+    holds a bounded set.
+
+    >>> seen = SeenBatches(keep=2)
+    >>> [seen.first({"replica": r, "ts": 1.0}) for r in ("a", "b", "a", "c", "a")]
+    [True, True, False, True, True]
+    """
+
+    def __init__(self, keep: int = 1 << 16):
+        self.keep, self.keys = keep, {}
+
+    def first(self, m: dict) -> bool:
+        """True the first time ``m``'s batch is seen (among the last ``keep``)."""
+        key = batch_key(m)
+        if key in self.keys:
+            return False
+        self.keys[key] = None
+        if len(self.keys) > self.keep:
+            del self.keys[next(iter(self.keys))]
+        return True

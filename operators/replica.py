@@ -323,8 +323,7 @@ class Replica:
     def _compensation(self) -> dict:
         """The update's delay-compensation fields (:func:`~riverflink.operators.delay_compensation.compensation`)."""
         kappa, directions = delay_compensation.compensation(
-            self.model, self.curvature / max(1, self.since_sync), self.since_sync, self._stiffness(),
-            getattr(self, "moments", None))  # (None: a replica checkpointed before it kept them)
+            self.model, self.curvature / max(1, self.since_sync), self.since_sync, self._stiffness(), self.moments)
         return {"kappa": kappa, "directions": directions}
 
     def _take_mid(self) -> None:

@@ -24,7 +24,7 @@ import orjson
 
 from riverflink.models.document import ModelMeta
 from riverflink.models.versions import VersionReader
-from riverflink.operators.records import batch_key
+from riverflink.operators.records import SeenBatches
 from riverflink.pipelines import kafka_io
 
 log = logging.getLogger("riverflink")
@@ -47,8 +47,8 @@ class TrainStatus:
     positions: dict[str, int] = field(default_factory=dict)
     #: (time, events learned so far) of the last two lines, for the rate
     last: tuple[float, int] = (0.0, 0)
-    #: the batches counted (:func:`batch_key`: the metrics sink is at-least-once)
-    seen: set = field(default_factory=set)
+    #: the batches counted (the metrics sink is at-least-once)
+    seen: SeenBatches = field(default_factory=SeenBatches)
     #: reads ``models`` records into versions
     reader: VersionReader = field(default_factory=VersionReader)
 
@@ -57,9 +57,8 @@ class TrainStatus:
             m = orjson.loads(value)
         except orjson.JSONDecodeError:
             return
-        if not isinstance(m, dict) or m.get("source") != "training" or batch_key(m) in self.seen:
+        if not isinstance(m, dict) or m.get("source") != "training" or not self.seen.first(m):
             return
-        self.seen.add(batch_key(m))
         self.learned += int(m.get("events") or 0)
         self.dead += int(m.get("dead_lettered") or 0)
         for p, span in (m.get("offsets") or {}).items():

@@ -3,7 +3,7 @@
 Per replica: events learned, progressive accuracy (or MAE) over its last batches, base version, dead
 letters.  Overall: events learned and dead-lettered, events/s over the last 5 s, and the newest model
 version with its event count, age and quality-gate state.  A batch's metrics record counts once (the sink is
-at-least-once: :func:`~riverflink.operators.records.batch_key`).
+at-least-once: :class:`~riverflink.operators.records.SeenBatches`).
 
 One job only: every metrics record names the job that wrote it (``job``: model name and start time),
 and the view follows the newest job on the topic, so two runs on one topic never mix.  Rates count
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from riverflink.models.document import ModelMeta
 from riverflink.models.versions import VersionReader
-from riverflink.operators.records import batch_key
+from riverflink.operators.records import SeenBatches
 
 
 @dataclass
@@ -45,8 +45,8 @@ class RunView:
     replayed: int = 0
     newest_ts: float = 0.0
     started: float = field(default_factory=time.time)
-    #: the batches counted (:func:`batch_key`), so that a record written twice counts once
-    seen: set = field(default_factory=set)
+    #: the batches counted, so that a record written twice counts once
+    seen: SeenBatches = field(default_factory=SeenBatches)
     #: reads ``models`` records into versions
     versions: VersionReader = field(default_factory=VersionReader)
 
@@ -59,10 +59,8 @@ class RunView:
                 return  # an older job's record
             self._follow(job)
         self.newest_ts = max(self.newest_ts, ts)
-        key = batch_key(m)
-        if key in self.seen:
+        if not self.seen.first(m):
             return
-        self.seen.add(key)
         r = self.replicas.setdefault(m["replica"], ReplicaView())
         events = int(m.get("events") or 0)
         r.events += events
@@ -77,7 +75,8 @@ class RunView:
 
     def _follow(self, job: str | None) -> None:
         """A newer job wrote to the topic: show it alone, from scratch."""
-        self.job, self.replicas, self.arrivals, self.replayed, self.seen = job, {}, deque(maxlen=10_000), 0, set()
+        self.job, self.replicas, self.arrivals, self.replayed = job, {}, deque(maxlen=10_000), 0
+        self.seen = SeenBatches()
         name = self.model_name
         if self.model is not None and name is not None and self.model.name != name:
             self.model = None
