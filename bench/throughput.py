@@ -14,10 +14,15 @@ For each learning mode (``exact``, ``batch``):
     broker, from /proc.
 
 Prints events/s, the ratio to River's loop, CPU-µs per event (River's is its own process time),
-and the progressive accuracy against River's; ends with one line per mode:
-``throughput: mode=M ratio=R cpu_ratio=C accuracy_delta=D``.  Nothing is asserted.
+the progressive accuracy against River's, overall and *steady* (the batches after the first 20%
+against River's events after the first 20%), and the age of the merged version the replicas learned
+on (median over the steady batches), in ms and in events at the job's rate; ends with one line per
+mode and parallelism (``--parallelism 1,2`` runs each mode at each, alternately):
+``throughput: mode=M parallelism=P ratio=R cpu_ratio=C accuracy_delta=D accuracy_delta_steady=S
+version_age_events=A``.  Nothing is asserted.
 
-    python -m bench.throughput [--events 50000] [--modes exact,batch] [--dataset Phishing | --file F --target COL]
+    python -m bench.throughput [--events 50000] [--modes exact,batch] [--parallelism 2 | 1,2]
+                               [--dataset Phishing | --file F --target COL]
 """
 
 from __future__ import annotations
@@ -42,11 +47,16 @@ from riverflink.pipelines.sources import encode_events, river_events
 REPO = Path(__file__).resolve().parents[1]
 
 
+#: the share of the events (and of the job's batches) before "steady"
+STEADY_AFTER = 0.2
+
+
 def plain_river(spec: str, events: list) -> dict:
     start, cpu = time.perf_counter(), time.process_time()
-    score = river_baseline(build_model(spec), events)[0]
+    score, steady, _ = river_baseline(build_model(spec), events, warmup=int(STEADY_AFTER * len(events)))
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-    return {"events_per_s": len(events) / wall, "cpu_us": 1e6 * cpu / len(events), "accuracy": score.metric("binary")}
+    return {"events_per_s": len(events) / wall, "cpu_us": 1e6 * cpu / len(events), "accuracy": score.metric("binary"),
+            "accuracy_steady": steady.metric("binary")}
 
 
 def river_many(spec: str, events: list, batch: int) -> dict:
@@ -149,6 +159,8 @@ def flink_job(servers: str, cfg: TrainConfig, events: list, env_extra: dict, bro
         tenths = [batches[i : i + tenth] for i in range(0, len(batches), tenth)]
         # how old the merged version a batch was learned on was (versions are creation times in ms)
         ages = [sorted(a for _, _, _, a in t if a is not None) for t in tenths]
+        steady = batches[int(STEADY_AFTER * len(batches)):]
+        steady_ages = sorted(a for _, _, _, a in steady if a is not None)
         return {
             "events_per_s": window_events / window_s if window_s > 0 else float("nan"),
             "cpu_us": 1e6 * cpu / max(1, window_events),
@@ -156,12 +168,55 @@ def flink_job(servers: str, cfg: TrainConfig, events: list, env_extra: dict, bro
             "accuracy": correct / max(1, learned),
             "deciles": [sum(c for _, _, c, _ in t) / max(1, sum(e for _, e, _, _ in t)) for t in tenths],
             "base_age": [a[len(a) // 2] if a else float("nan") for a in ages],
+            "accuracy_steady": sum(c for _, _, c, _ in steady) / max(1, sum(e for _, e, _, _ in steady)),
+            "steady_age_ms": steady_ages[len(steady_ages) // 2] if steady_ages else float("nan"),
             "batch_mean": learned / max(1, len(batches)),
             "model_versions": versions,
             "model_bytes": model_bytes,
         }
     finally:
         stop_pid(proc.pid)
+
+
+def measure(args, mode: str, parallelism: int, servers: str, broker, events: list, env_extra: dict) -> str:
+    """One mode at one parallelism: River before and after the job, then the job; prints the figures and returns
+    the machine-readable line."""
+    sync = args.sync_every or (500 if mode == "batch" else 100)
+    cfg = TrainConfig(servers, model_spec=args.model, replicas=args.replicas, batch_size=args.batch_size,
+                      mode=mode, sync_every_events=sync,
+                      flink=FlinkConfig(parallelism=parallelism, bundle_ms=args.bundle_ms,
+                                        bundle_size=args.bundle_size))
+    before = plain_river(args.model, events)
+    b = flink_job(servers, cfg, events, env_extra, broker.process.pid if broker else None)
+    after = plain_river(args.model, events)  # River timed on both sides of the job: the machine drifts
+    river = {k: (before[k] + after[k]) / 2 for k in before}
+    print(f"\n== mode={mode} events={len(events)} model={args.model} parallelism={parallelism} "
+          f"replicas={args.replicas} bundle={args.bundle_ms}ms/{args.bundle_size} batch={args.batch_size} "
+          f"sync_every={sync}")
+    print(f"(a) River predict_one+learn_one  {river['events_per_s']:9.0f} events/s  "
+          f"{river['cpu_us']:7.1f} CPU-us/event  accuracy {river['accuracy']:.4f}  "
+          f"(mean of {before['events_per_s']:.0f} before and {after['events_per_s']:.0f} after the job)")
+    if mode == "batch":
+        many = river_many(args.model, events, sync // 2)
+        print(f"    River *_many, batches of {sync // 2:<4} {many['events_per_s']:9.0f} events/s  "
+              f"{many['cpu_us']:7.1f} CPU-us/event  accuracy {many['accuracy']:.4f}")
+    print(f"(b) riverflink training job      {b['events_per_s']:9.0f} events/s  "
+          f"{b['cpu_us']:7.1f} CPU-us/event  accuracy {b['accuracy']:.4f}  "
+          f"(job + broker, {b['model_versions']} model versions)")
+    print(f"    events per replica batch {b['batch_mean']:.0f}; accuracy by tenth of the batches: "
+          + " ".join(f"{a:.3f}" for a in b["deciles"]))
+    print("    median age of the merged version learned on, by tenth (ms): "
+          + " ".join(f"{a:.0f}" for a in b["base_age"]))
+    print("    CPU-us/event by process: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(b["cpu_parts"].items())))
+    ratio, cpu_ratio = b["events_per_s"] / river["events_per_s"], b["cpu_us"] / river["cpu_us"]
+    delta = 100 * (b["accuracy"] - river["accuracy"])
+    steady = 100 * (b["accuracy_steady"] - river["accuracy_steady"])
+    age_events = b["steady_age_ms"] * b["events_per_s"] / 1000
+    print(f"    steady (after the first {STEADY_AFTER:.0%}): accuracy {b['accuracy_steady']:.4f} against "
+          f"River's {river['accuracy_steady']:.4f}; merged version learned on {b['steady_age_ms']:.0f} ms "
+          f"old, {age_events:.0f} events at this rate (median)")
+    return (f"throughput: mode={mode} parallelism={parallelism} ratio={ratio:.2f} cpu_ratio={cpu_ratio:.2f} "
+            f"accuracy_delta={delta:+.2f} accuracy_delta_steady={steady:+.2f} version_age_events={age_events:.0f}")
 
 
 def main() -> None:
@@ -172,7 +227,7 @@ def main() -> None:
     ap.add_argument("--target", help="label column of a CSV file")
     ap.add_argument("--model", default="StandardScaler|LogisticRegression")
     ap.add_argument("--modes", default="exact,batch")
-    ap.add_argument("--parallelism", type=int, default=2)
+    ap.add_argument("--parallelism", default="2", help="subtasks per operator; a list (1,2) runs each in turn")
     ap.add_argument("--replicas", type=int, default=4)
     ap.add_argument("--loopback", action="store_true",
                     help="run Python subtasks in the client process (PyFlink's default) instead of one process each")
@@ -198,38 +253,10 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         broker = None if args.bootstrap_servers else stack.enter_context(EmbeddedBroker())
         servers = args.bootstrap_servers or broker.bootstrap
-        for mode in args.modes.split(","):
-            sync = args.sync_every or (500 if mode == "batch" else 100)
-            cfg = TrainConfig(servers, model_spec=args.model, replicas=args.replicas, batch_size=args.batch_size,
-                              mode=mode, sync_every_events=sync,
-                              flink=FlinkConfig(parallelism=args.parallelism, bundle_ms=args.bundle_ms,
-                                                bundle_size=args.bundle_size))
-            before = plain_river(args.model, events)
-            b = flink_job(servers, cfg, events, env_extra, broker.process.pid if broker else None)
-            after = plain_river(args.model, events)  # River timed on both sides of the job: the machine drifts
-            river = {k: (before[k] + after[k]) / 2 for k in before}
-            print(f"\n== mode={mode} events={len(events)} model={args.model} parallelism={args.parallelism} "
-                  f"replicas={args.replicas} bundle={args.bundle_ms}ms/{args.bundle_size} batch={args.batch_size} "
-                  f"sync_every={sync}")
-            print(f"(a) River predict_one+learn_one  {river['events_per_s']:9.0f} events/s  "
-                  f"{river['cpu_us']:7.1f} CPU-us/event  accuracy {river['accuracy']:.4f}  "
-                  f"(mean of {before['events_per_s']:.0f} before and {after['events_per_s']:.0f} after the job)")
-            if mode == "batch":
-                many = river_many(args.model, events, sync // 2)
-                print(f"    River *_many, batches of {sync // 2:<4} {many['events_per_s']:9.0f} events/s  "
-                      f"{many['cpu_us']:7.1f} CPU-us/event  accuracy {many['accuracy']:.4f}")
-            print(f"(b) riverflink training job      {b['events_per_s']:9.0f} events/s  "
-                  f"{b['cpu_us']:7.1f} CPU-us/event  accuracy {b['accuracy']:.4f}  "
-                  f"(job + broker, {b['model_versions']} model versions)")
-            print(f"    events per replica batch {b['batch_mean']:.0f}; accuracy by tenth of the batches: "
-                  + " ".join(f"{a:.3f}" for a in b["deciles"]))
-            print("    median age of the merged version learned on, by tenth (ms): "
-                  + " ".join(f"{a:.0f}" for a in b["base_age"]))
-            print("    CPU-us/event by process: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(b["cpu_parts"].items())))
-            ratio, cpu_ratio = b["events_per_s"] / river["events_per_s"], b["cpu_us"] / river["cpu_us"]
-            delta = 100 * (b["accuracy"] - river["accuracy"])
-            lines.append(f"throughput: mode={mode} ratio={ratio:.2f} cpu_ratio={cpu_ratio:.2f} "
-                         f"accuracy_delta={delta:+.2f}")
+        parallelisms = [int(p) for p in str(args.parallelism).split(",")]
+        for m, mode in enumerate(args.modes.split(",")):
+            for parallelism in parallelisms if m % 2 == 0 else parallelisms[::-1]:  # alternately: the machine drifts
+                lines.append(measure(args, mode, parallelism, servers, broker, events, env_extra))
     print()
     for line in lines:
         print(line)
