@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import orjson
 
@@ -180,6 +180,8 @@ class ModelFeed:
         self._manifests: dict[int, tuple[str, float]] = {}
         #: patches whose base slice this reader did not hold (it waited for a whole slice instead)
         self.unusable_patches = 0
+        #: records :meth:`versions` refused with a reason
+        self.refused = 0
         #: the pages of a version still coming, by (epoch, shard): their (model, text)
         self._paging = PageCollector()
         #: (epoch, shard, slice version) -> (the version it patches, the features it holds), for recent patches
@@ -191,6 +193,18 @@ class ModelFeed:
         #: with ``rules.in_place``: the model last assembled, and its version
         self._model: Any = None
         self._model_version: int | None = None
+
+    def versions(self, values: Iterable[str | bytes]) -> Iterator[tuple[Accepted, Any]]:
+        """Each newer version that ``values`` (records of ``models``, in reading order) make, as ``(entry,
+        model)``, as a reader that starts from nothing takes them; :attr:`refused` counts the records refused with
+        a reason.  For a reader of a whole topic (``reshard``, ``report``)."""
+        current = None
+        for value in values:
+            entry, model, problem = self.offer(value, current)
+            self.refused += bool(problem)
+            if entry is not None:
+                current = entry
+                yield entry, model
 
     def offer(self, value: str | bytes, current: Accepted | None,
               now: float | None = None) -> tuple[Accepted | None, Any, str | None]:

@@ -212,24 +212,19 @@ def cmd_reshard(args) -> int:
     from riverflink.operators.model_feed import FeedRules, ModelFeed
     from riverflink.operators.resharding import resharded
     from riverflink.pipelines import kafka_io
-    from riverflink.pipelines.config import MODELS_TAIL, ConfigError, load_key, load_verifier
+    from riverflink.pipelines.config import MODELS_TAIL, ConfigError, check_max_record_bytes, load_key, load_verifier
 
-    if not 10_000 <= args.max_record_bytes <= 100 << 20:
-        raise ConfigError(f"--max-record-bytes must be in [10000, {100 << 20}], got {args.max_record_bytes}")
+    check_max_record_bytes(args.max_record_bytes)
     servers = bootstrap(args)
     verifier = load_verifier(args.verify_key)
     signer = load_key("--signing-key", args.signing_key, Signer.load)
     feed = ModelFeed(FeedRules(args.model_name, verifier=verifier))
     entry = model = None
-    refused = 0
-    for value in kafka_io.consume(servers, args.models_topic, idle_timeout=args.idle):
-        newer, newer_model, problem = feed.offer(value, entry)
-        refused += bool(problem)
-        if newer is not None:
-            entry, model = newer, newer_model
+    for entry, model in feed.versions(kafka_io.consume(servers, args.models_topic, idle_timeout=args.idle)):
+        pass  # (the newest is kept)
     if entry is None:
         raise ConfigError(f"no complete version of model {args.model_name!r} on {args.models_topic} "
-                          f"({refused} record(s) refused){' with this --verify-key' if verifier else ''}")
+                          f"({feed.refused} record(s) refused){' with this --verify-key' if verifier else ''}")
     now = time.time()
     age = now - (entry.meta.created_at or 0.0)
     if age < RECENT_S:

@@ -218,8 +218,7 @@ class TrainConfig:
             raise ConfigError(f"--shards must be in [1, {MAX_SHARDS}], got {self.shards}")
         if self.shards > 1 and self.quality_gate is not None:
             raise ConfigError("--quality-gate does not work with --shards > 1 yet (each shard would judge alone)")
-        if not 10_000 <= self.max_record_bytes <= 100 << 20:
-            raise ConfigError(f"--max-record-bytes must be in [10000, {100 << 20}], got {self.max_record_bytes}")
+        check_max_record_bytes(self.max_record_bytes)
         if self.max_model_features < self.replicas:
             raise ConfigError(f"--max-model-features must be >= --replicas ({self.replicas}), "
                               f"got {self.max_model_features}")
@@ -338,6 +337,11 @@ def load_key(flag: str, path: str | None, load):
         return load(path)
     except (OSError, ValueError, TypeError) as e:
         raise ConfigError(f"{flag} {path}: {e}") from None
+
+
+def check_max_record_bytes(n: int) -> None:
+    if not 10_000 <= n <= 100 << 20:
+        raise ConfigError(f"--max-record-bytes must be in [10000, {100 << 20}], got {n}")
 
 
 def check_models_tail(n: int) -> None:

@@ -133,13 +133,8 @@ def assembled_versions(records: list, verifier=None) -> list[Accepted]:
     slices its manifest names, as the serving job did (with ``verifier``, from signed records only).  Slices of
     other models and versions it passed over are left out."""
     name = next(m.name for _, v in records if (m := read_manifest(v)) is not None)
-    feed, current, out = ModelFeed(FeedRules(name, verifier=verifier)), None, []
-    for _, value in sorted(records, key=lambda r: r[0]):
-        entry, _, _ = feed.offer(value, current)
-        if entry is not None:
-            current = entry
-            out.append(entry)
-    return out
+    feed = ModelFeed(FeedRules(name, verifier=verifier))
+    return [entry for entry, _ in feed.versions(v for _, v in sorted(records, key=lambda r: r[0]))]
 
 
 def read_run(servers: str, topics: Topics, idle: float = 3.0, verifier=None) -> Report:
