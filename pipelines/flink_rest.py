@@ -10,18 +10,29 @@ import urllib.request
 from riverflink.pipelines.config import ConfigError
 
 
+#: how often a GET whose connection the REST server reset is tried again, and after how long
+RESET_RETRIES, RESET_PAUSE_S = 2, 0.5
+
+
 def _call(address: str, path: str, body: dict | None = None, timeout: float = 10) -> dict:
-    """GET (or POST ``body`` to) ``path``; any failure is a one-line :class:`ConfigError`."""
+    """GET (or POST ``body`` to) ``path``; any failure is a one-line :class:`ConfigError`.  A GET whose connection
+    was reset is tried again (:data:`RESET_RETRIES`; a busy local cluster's REST server did that once in CI), a
+    POST never (it may have been acted on); a refused connection fails at once."""
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(f"http://{address}{path}", data=data, method="POST" if body is not None else "GET",
                                  headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return json.load(r)
-    except urllib.error.HTTPError as e:
-        raise ConfigError(plain_error(path, e.code, e.read().decode(errors="replace"))) from None
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"Flink cluster unreachable at {address} ({getattr(e, 'reason', e)})") from None
+    for attempt in range(RESET_RETRIES + 1):
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return json.load(r)
+        except urllib.error.HTTPError as e:
+            raise ConfigError(plain_error(path, e.code, e.read().decode(errors="replace"))) from None
+        except (OSError, ValueError) as e:
+            reset = isinstance(getattr(e, "reason", e), ConnectionResetError)
+            if not reset or body is not None or attempt == RESET_RETRIES:
+                raise ConfigError(f"Flink cluster unreachable at {address} ({getattr(e, 'reason', e)})") from None
+            time.sleep(RESET_PAUSE_S)
+    raise AssertionError("unreachable")
 
 
 #: Flink's answers that have a known fix: (text in the answer, the sentence riverflink says instead)

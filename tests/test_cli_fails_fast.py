@@ -166,3 +166,43 @@ def test_ctrl_c_while_the_arguments_are_read_ends_with_130_and_no_traceback():
             "config_file.parse = interrupted\nsys.exit(cli.main(['train']))\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 130 and "Traceback" not in res.stderr, (res.returncode, res.stderr[-2000:])
+
+
+def test_a_reset_rest_connection_is_tried_again_for_a_get_never_for_a_post():
+    """A busy local cluster's REST server once reset a connection: a GET is asked again, a POST (a stop) is not."""
+    import socket
+    import struct
+    import threading
+
+    from riverflink.pipelines import flink_rest
+    from riverflink.pipelines.config import ConfigError
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    address = f"127.0.0.1:{server.getsockname()[1]}"
+    resets = [1]  # connections still to reset
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            if resets[0]:
+                resets[0] -= 1
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a RST
+            else:
+                conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n'
+                             b'Connection: close\r\n\r\n{"jobs": 1}')
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        assert flink_rest._call(address, "/overview") == {"jobs": 1}
+        resets[0] = 1
+        with pytest.raises(ConfigError, match="unreachable"):
+            flink_rest._call(address, "/jobs/x/stop", body={"drain": False})
+    finally:
+        server.close()
