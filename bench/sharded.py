@@ -37,8 +37,11 @@ against the baselines, and the bytes held at the end of the run (``objsize``: th
 largest replica, the largest merger shard, the reader).
 
 Last line: ``sharded: M=<m> accuracy_delta=<D> largest_slice_kb=<S> shard_balance=<max/mean> bytes_per_key=<B>
-speedup_vs_river=<X>`` for M=4 (or the last M run), with ``speedup_vs_river`` River 0.23's estimated CPU per
-event on the whole stream over the loop's.
+speedup_vs_river=<X> clock_gap_p99=<G>`` for M=4 (or the last M run), with ``speedup_vs_river`` River 0.23's
+estimated CPU per event on the whole stream over the loop's, and ``clock_gap_p99`` the 99th percentile of a
+replica's clock gap after its syncs (its syncs the merged model lacks on some shard: with every record visible
+one round later, 1; ``tests/test_stale_synchronous.py`` runs a slow shard).  Issue 21's ``replica_peak_mb`` and
+``pull_p99_ms`` come with working sets and pulls (not built yet).
 
     python -m bench.sharded [--events 50000] [--shards 1,4,16] [--replicas 4] [--river-prefix 5000]
                             [--precision float16|compact|...]
@@ -128,6 +131,11 @@ class Run:
     replica_bytes: int = 0
     merger_bytes: int = 0
     reader_bytes: int = 0
+    #: each replica's clock gap right after each of its syncs (its syncs the merged model lacks on some shard)
+    gaps: list = field(default_factory=list)
+
+    def gap_p99(self) -> int:
+        return sorted(self.gaps)[int(0.99 * (len(self.gaps) - 1))] if self.gaps else 0
 
 
 def river_alone(events: list, probes: tuple[int, ...] = ()) -> tuple[Scores, float, list[tuple[int, int, float]]]:
@@ -293,6 +301,7 @@ def loop(events: list, shards: int, replicas: int, batch: int, precision: str = 
             out = side.on_events(r, k, [x for x, _ in part], [y for _, y in part])
             if out.updates:  # the update just taken, whole (its pieces hold these entries between them)
                 run.touched += sharding.entries(side.template, r.in_flight[-1][1])
+                run.gaps.append(r.clock_gap)
             for data in out.updates:
                 run.update_bytes += len(data)
                 publish(merger_side.on_update(mergers[update_shard(data)], data, now=clock).document)
@@ -385,7 +394,8 @@ def main() -> None:
           "replica's, merger's and one reader's work)")
     print(f"sharded: M={m} accuracy_delta={100 * (r.served.accuracy - river.accuracy):+.2f} "
           f"largest_slice_kb={r.largest_record / 1024:.0f} shard_balance={balance:.2f} "
-          f"bytes_per_key={r.update_bytes / max(1, r.touched):.1f} speedup_vs_river={river023_all_us / us:.2f}")
+          f"bytes_per_key={r.update_bytes / max(1, r.touched):.1f} speedup_vs_river={river023_all_us / us:.2f} "
+          f"clock_gap_p99={r.gap_p99()}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,15 @@ fires:
 
 ``every_events`` counts events since the last sync; with ``divergence`` set it
 acts as the longest a replica stays silent.
+
+``max_staleness`` bounds the replica's *clock gap* (stale synchronous
+parallel, Ho et al., NIPS 2013): its syncs that the merged version it is
+based on does not yet hold on every shard (the slowest shard's merged clock
+against its own).  A replica at the bound holds a due sync and learns on: what
+it learns goes out with its next update, so nothing waits and nothing blocks
+(no cyclic backpressure through the loop).  After ``stale_send_s`` seconds it
+sends anyway (a merger that never answers must not silence it for good), and
+that counts as a staleness violation.
 """
 
 from __future__ import annotations
@@ -51,6 +60,9 @@ class SyncPolicy:
     every_seconds: float | None = 1.0
     divergence: float | None = None
     on_drift: bool = False
+    #: the longest clock gap a sync may open (None: no bound, the gap is only measured)
+    max_staleness: int | None = None
+    stale_send_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.every_events is not None and self.every_events < 1:
@@ -59,8 +71,22 @@ class SyncPolicy:
             raise ValueError(f"sync every_seconds must be > 0, got {self.every_seconds}")
         if self.divergence is not None and self.divergence <= 0:
             raise ValueError(f"sync divergence must be > 0, got {self.divergence}")
+        if self.max_staleness is not None and self.max_staleness < 1:
+            raise ValueError(f"max staleness must be >= 1 sync, got {self.max_staleness}")
         if self.every_events is None and self.every_seconds is None and self.divergence is None:
             raise ValueError("a sync policy needs at least one trigger")
+
+    def holds(self, clock_gap: int, seconds_since_first: float) -> bool | None:
+        """Whether a due sync waits for the merged model to catch up: ``True`` (hold it), ``False`` (send it) or
+        ``None`` (send it, past ``stale_send_s``: a staleness violation).
+
+        >>> p = SyncPolicy(max_staleness=2, stale_send_s=30.0)
+        >>> p.holds(1, 5.0), p.holds(2, 5.0), p.holds(2, 31.0), SyncPolicy().holds(9, 0.0)
+        (False, True, None, False)
+        """
+        if self.max_staleness is None or clock_gap < self.max_staleness:
+            return False
+        return True if seconds_since_first < self.stale_send_s else None
 
     def due(self, n_since_sync: int, seconds_since_first: float = 0.0,
             distance: Callable[[], float] | None = None, scale: float = 0.0, drift: bool = False) -> bool:

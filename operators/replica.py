@@ -94,6 +94,10 @@ class Replica:
     features: Any = None
     #: a sharded model: the slice version of each shard in the manifest this replica is based on
     base_slices: tuple = ()
+    #: due syncs held back at the sync policy's ``max_staleness`` (the checks that held one), and syncs sent past
+    #: it after ``stale_send_s`` (staleness violations)
+    syncs_held: int = 0
+    staleness_violations: int = 0
     #: events this replica has learned itself (ends the batch-mode warm-up, BATCH_WARMUP)
     events_learned: int = 0
     #: classifiers: the labels this replica has learned (new ones are reported)
@@ -300,11 +304,27 @@ class Replica:
         return bool(self.detector.drift_detected)
 
     # -- sync -----------------------------------------------------------------------
+    @property
+    def clock_gap(self) -> int:
+        """This replica's syncs that the version it is based on does not hold on every shard: its own clock
+        against the slowest shard's merged clock (updates are held in order, so these are the in-flight ones)."""
+        return len(self.in_flight)
+
     def sync_due(self, policy: SyncPolicy, now: float | None = None, drift: bool = False) -> bool:
+        """Whether to take an update now: the policy's triggers, and its staleness bound (a held sync is counted
+        in ``syncs_held``, one sent past the bound in ``staleness_violations``)."""
         now = time.time() if now is None else now
         waited = now - self.first_unsynced_at if self.first_unsynced_at is not None else 0.0
-        return policy.due(self.since_sync, waited, lambda: learned_distance(self.model, self.snapshot, True),
-                          scale=self.base_norm, drift=drift)
+        if not policy.due(self.since_sync, waited, lambda: learned_distance(self.model, self.snapshot, True),
+                          scale=self.base_norm, drift=drift):
+            return False
+        held = policy.holds(self.clock_gap, waited)
+        if held:
+            self.syncs_held += 1
+            return False
+        if held is None:
+            self.staleness_violations += 1
+        return True
 
     def _stiffness(self) -> float:
         """The inputs' stiffness, estimated from this period's sample when due (every

@@ -91,6 +91,10 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         self.m_refused_models = group.counter("model_documents_refused")
         self.m_features_dropped = group.counter("features_dropped")
         self.m_new_classes = group.counter("new_classes")
+        # stale synchronous parallel (--max-staleness): the replicas' clock gap, and syncs held or sent past it
+        self.m_syncs_held = group.counter("syncs_held")
+        self.m_staleness_violations = group.counter("staleness_violations")
+        group.gauge("clock_gap", lambda: max((r.clock_gap for r in self.live.values()), default=0))
         self.last = {"base_version": 0, "accuracy_permille": 0, "mae_milli": 0}
         for name in self.last:
             group.gauge(name, lambda name=name: int(self.last[name]))
@@ -131,6 +135,20 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
     def process_element(self, value, ctx):
         key = ctx.get_current_key()
         replica = self._replica(key)
+        self._adopt_latest(key, replica, ctx)
+        counts = (replica.syncs_held, replica.staleness_violations)
+        out = self.side.on_records(replica, key, records(value, self.s.batched), key_field=self.s.key_field,
+                                   limits=self.s.limits, keep_predictions=self.s.training_predictions)
+        yield from self._emit(key, replica, out, ctx)
+        self._count_staleness(replica, counts)
+        self.state.update(replica)
+
+    def _count_staleness(self, replica: Replica, before: tuple[int, int]) -> None:
+        self.m_syncs_held.inc(replica.syncs_held - before[0])
+        self.m_staleness_violations.inc(replica.staleness_violations - before[1])
+
+    def _adopt_latest(self, key, replica: Replica, ctx) -> None:
+        """Rebase ``replica`` on the newest accepted version, if it is newer than its base."""
         latest = ctx.get_broadcast_state(LATEST_MODEL).get(self.name)
         if latest is not None:
             if not self.base_created_at:  # after a restore, before any new version
@@ -143,10 +161,6 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
                 self.trace.write("rebase", replica=key, version=replica.base_version, was=before[0],
                                  acked=latest.meta.acked.get(replica_id(key)), in_flight_before=before[1],
                                  in_flight_after=[u[0] for u in replica.in_flight], since_sync=replica.since_sync)
-        out = self.side.on_records(replica, key, records(value, self.s.batched), key_field=self.s.key_field,
-                                   limits=self.s.limits, keep_predictions=self.s.training_predictions)
-        yield from self._emit(key, replica, out, ctx)
-        self.state.update(replica)
 
     def _emit(self, key, replica: Replica, out: BatchOutcome, ctx):
         if self.trace.on:
@@ -180,14 +194,21 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
                 model_created_at=None, replica=replica_id(key), y=ev.y, partition=ev.partition, offset=ev.offset)
         if score is not None or out.rejected:
             yield METRICS, _metrics_record(self.s.job_tag, replica_id(key), out.base_version, replica.task, score,
-                                           len(out.rejected), out.events, out.features_dropped)
+                                           len(out.rejected), out.events, out.features_dropped, replica.clock_gap)
 
     def on_timer(self, timestamp, ctx):
         key = ctx.get_current_key()
         replica = self._replica(key)
         if replica.since_sync == 0:
             return
+        # (a sync held at --max-staleness waits for a newer version: take it here too, or a replica that gets no
+        # more events would hold its last learning until stale_send_s)
+        base = replica.base_version
+        if self.side.s.sync.max_staleness is not None:
+            self._adopt_latest(key, replica, ctx)
+        counts = (replica.syncs_held, replica.staleness_violations)
         pieces = self.side.on_timer(replica, key)
+        self._count_staleness(replica, counts)
         if pieces:
             if self.trace.on:
                 self.trace.write("timer_update", replica=key, seq=replica.seq)
@@ -195,6 +216,8 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
             yield from pieces
             self.state.update(replica)
         else:
+            if replica.base_version != base:
+                self.state.update(replica)
             ctx.timer_service().register_processing_time_timer(int(time.time() * 1000) + self.s.sync_check_ms)
 
     def process_broadcast_element(self, value, ctx):
@@ -218,7 +241,7 @@ def _replica_summary(r: Replica) -> dict:
 
 
 def _metrics_record(job: str, replica: ReplicaId, version: int, task: str, score: Score | None, dead: int, events: list,
-                    features_dropped: int = 0) -> str:
+                    features_dropped: int = 0, clock_gap: int = 0) -> str:
     offsets: dict = {}
     for ev in events:
         if ev.offset is not None:
@@ -236,6 +259,7 @@ def _metrics_record(job: str, replica: ReplicaId, version: int, task: str, score
         "abs_error": score.abs_error if score else 0.0,
         "sq_error": score.sq_error if score else 0.0,
         "features_dropped": features_dropped,
+        "clock_gap": clock_gap,
         "offsets": {str(p): list(r) for p, r in offsets.items()},
         "ts": time.time(),
     }).decode()

@@ -160,6 +160,10 @@ class TrainConfig:
     sync_every_seconds: float | None = option(1.0, "... or T seconds after its first unsynced event (0: never)",
                                               flag="--sync-seconds", none_as=0.0)
     sync_divergence: float | None = option(None, "... or when its weights moved this fraction of their norm (L2)")
+    max_staleness: int | None = option(None, "S: a replica holds a due sync while S of its syncs are not yet in the "
+                                       "merged model on every shard, and learns on (stale synchronous parallel; "
+                                       "metrics clock_gap, syncs_held, staleness_violations); default: no bound",
+                                       metavar="S")
     merge_policy: str = option("delta", "how learned parameters combine (docs/merge-policies.md)", choices=POLICIES)
     merge_wait_ms: int = option(500, "merge whatever is pending after this")
     merge_quorum: int = option(1, "replicas with a pending update that start a merge (1: merge on arrival)")
@@ -214,6 +218,8 @@ class TrainConfig:
             raise ConfigError(f"--replicas must be >= 1, got {self.replicas}")
         if self.quality_gate is not None and not self.quality_gate >= 0:
             raise ConfigError(f"--quality-gate must be >= 0, got {self.quality_gate}")
+        if self.max_staleness is not None and self.max_staleness < 1:
+            raise ConfigError(f"--max-staleness must be >= 1, got {self.max_staleness}")
         if not 1 <= self.shards <= MAX_SHARDS:
             raise ConfigError(f"--shards must be in [1, {MAX_SHARDS}], got {self.shards}")
         if self.shards > 1 and self.quality_gate is not None:
@@ -286,7 +292,8 @@ class TrainConfig:
                               for c in self.classes.split(",") if c.strip()) if self.classes else None)
 
     def sync_policy(self) -> SyncPolicy:
-        return SyncPolicy(self.sync_every_events, self.sync_every_seconds, self.sync_divergence)
+        return SyncPolicy(self.sync_every_events, self.sync_every_seconds, self.sync_divergence,
+                          max_staleness=self.max_staleness)
 
     def policy(self) -> MergePolicy:
         # the merger's adaptive staleness discount replaces the old fixed clip (docs/merge-policies.md)

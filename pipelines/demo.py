@@ -56,6 +56,7 @@ class DemoConfig:
     rate: float = option(2_000.0, "events per second to produce")
     replicas: int = option(4, "K replicas")
     sync_every: int = 100
+    max_staleness: int | None = option(None, "S: --max-staleness of train (default: no bound)", metavar="S")
     merge_policy: str = option("delta", "how learned parameters combine", choices=POLICIES)
     model_spec: str = option("StandardScaler|LogisticRegression", "model spec, e.g. "
                              "'StandardScaler|LinearRegression' for a regression stream", flag="--model")
@@ -79,7 +80,7 @@ class DemoConfig:
     def train_config(self) -> TrainConfig:
         """The training job this run starts."""
         return TrainConfig(self.bootstrap_servers, model_spec=self.model_spec, model_name=self.model_name,
-                           replicas=self.replicas, sync_every_events=self.sync_every,
+                           replicas=self.replicas, sync_every_events=self.sync_every, max_staleness=self.max_staleness,
                            merge_policy=self.merge_policy, mode=self.mode, topics=self.topics, shards=self.shards,
                            max_record_bytes=self.max_record_bytes, group_id=f"riverflink-train{self._suffix}", flink=FlinkConfig(parallelism=self.parallelism))
 
