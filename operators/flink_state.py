@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pyflink.common import Types
 from pyflink.datastream import OutputTag
-from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
+from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor
 
 DEAD_LETTER = OutputTag("dead-letter", Types.STRING())
 PREDICTIONS = OutputTag("predictions", Types.STRING())
@@ -16,3 +16,12 @@ LATEST_MODEL = MapStateDescriptor("latest-model", Types.STRING(), Types.PICKLED_
 REPLICA = ValueStateDescriptor("replica", Types.PICKLED_BYTE_ARRAY())
 MERGER = ValueStateDescriptor("merger", Types.PICKLED_BYTE_ARRAY())
 MANIFEST_WRITER = ValueStateDescriptor("manifest-writer", Types.PICKLED_BYTE_ARRAY())
+#: scatter/gather serving (operators.scatter_gather): the scatter's answers given alone, and each batch's context
+SCATTER_ANSWERS = OutputTag("scatter-answers", Types.STRING())
+SCATTER_CONTEXTS = OutputTag("scatter-contexts", Types.STRING())
+SCATTER = ValueStateDescriptor("scatter", Types.PICKLED_BYTE_ARRAY())
+#: a shard scorer's entry (the manifest it stands on, its slice chain) and slice records waiting for a manifest
+SCORER_ENTRY = ValueStateDescriptor("scorer-entry", Types.PICKLED_BYTE_ARRAY())
+SCORER_PENDING = ListStateDescriptor("scorer-pending", Types.PICKLED_BYTE_ARRAY())
+#: the gather's items of one open batch
+GATHER_HELD = ValueStateDescriptor("gather-held", Types.PICKLED_BYTE_ARRAY())

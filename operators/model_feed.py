@@ -59,6 +59,9 @@ class FeedRules:
     #: instead of a new join.  Only for a reader that uses the newest model alone (the replicas' trainer, the
     #: serving job), never for one that hands models out (``LiveModel``): a model handed out earlier changes.
     in_place: bool = False
+    #: a shard's reader (scatter/gather serving, :mod:`~riverflink.models.partial_scores`): it holds this shard's
+    #: slices alone and answers a manifest with this shard's slice model, never a joined model (None: all shards)
+    shard: int | None = None
 
 
 @dataclass(frozen=True)
@@ -175,7 +178,7 @@ class ModelFeed:
 
     def __init__(self, rules: FeedRules):
         self.rules = rules
-        self.assembler = SliceAssembler(rules.model_name)
+        self.assembler = SliceAssembler(rules.model_name, only=rules.shard)
         #: manifest version -> (its text, its created_at)
         self._manifests: dict[int, tuple[str, float]] = {}
         #: patches whose base slice this reader did not hold (it waited for a whole slice instead)
@@ -243,6 +246,8 @@ class ModelFeed:
             return None, None, f"slice {meta.shard} of {meta.shards} shards"
         if not 0 <= meta.page < meta.pages <= MAX_PAGES:
             return None, None, f"page {meta.page} of {meta.pages} (at most {MAX_PAGES})"
+        if self.rules.shard is not None and meta.shard != self.rules.shard:
+            return None, None, None  # (another shard's reader holds it)
         model, problem = _validated(doc, meta, self.rules, None, now, f"slice {meta.shard} version {meta.version}")
         if model is None:
             return None, None, problem
@@ -317,6 +322,8 @@ class ModelFeed:
         if out is None:
             return None, None, None
         manifest, parts = out.manifest, out.slices
+        if self.rules.shard is not None:
+            return self._own_slice(manifest, parts[self.rules.shard])
         self._log_change(manifest)
         metas = [m for m, _, _ in parts]
         slice_models = [ref.model() for _, ref, _ in parts]
@@ -330,6 +337,18 @@ class ModelFeed:
                          slices=tuple(SliceInfo(s, v, m.acked, m.refused_updates)
                                       for s, (v, m) in enumerate(zip(manifest.slices, metas))))
         return Accepted(meta, text, tuple(t for _, _, chain in parts for t in chain)), model, None
+
+    def _own_slice(self, manifest: Manifest, part: tuple) -> tuple[Accepted | None, Any, str | None]:
+        """A shard's reader: the manifest's version of this shard's slice, as an entry (the manifest's text and
+        this shard's chain) and the slice model (the chain's own: written in place by the next patch)."""
+        meta, ref, chain = part
+        model = ref.model()
+        if model is None:
+            return None, None, None
+        text, created = self._manifests.get(manifest.version, ("", 0.0))
+        head = ModelMeta(name=manifest.name, version=manifest.version, created_at=created or meta.created_at,
+                         shards=manifest.shards, epoch=manifest.epoch, shard=self.rules.shard)
+        return Accepted(head, text, tuple(chain)), model, None
 
     def _join(self, slice_models: list, version: int) -> Any:
         """The model the slices of ``version`` make: a new join, or (``rules.in_place``) the last one with the

@@ -59,10 +59,14 @@ class SliceAssembler:
     held: dict = field(default_factory=dict)
     #: slices and manifests ignored: other models, older epochs, older versions (counted, for the metrics)
     ignored: int = 0
+    #: a shard's reader (scatter/gather serving): only this shard's slices are held and needed; the others are
+    #: ``None`` in an assembled set
+    only: int | None = None
 
     def on_slice(self, meta: SliceMeta, slice_: Any) -> Assembled | None:
         if meta.name != self.name or not 0 <= meta.shard < meta.shards or (
-                self.current is not None and meta.epoch < self.current.epoch):
+                self.current is not None and meta.epoch < self.current.epoch) or (
+                self.only is not None and meta.shard != self.only):
             self.ignored += 1
             return None
         versions = self.held.setdefault((meta.epoch, meta.shard), {})
@@ -85,6 +89,9 @@ class SliceAssembler:
     def _try(self, manifest: Manifest) -> Assembled | None:
         parts = []
         for shard, version in enumerate(manifest.slices):
+            if self.only is not None and shard != self.only:
+                parts.append(None)
+                continue
             slice_ = self.held.get((manifest.epoch, shard), {}).get(version)
             if slice_ is None:
                 return None

@@ -313,6 +313,9 @@ class ServeConfig:
     models_tail: int = option(MODELS_TAIL, "records per partition of MODELS a new job reads first, the newest (raise "
                               "it to cover a model published in more records: 'riverflink reshard' prints how many)",
                               metavar="N")
+    shards: int = option(1, "M > 1: answer by scatter/gather over a sharded model's slices, each of M scorer "
+                         "subtasks holding its shards' slices alone (a request's partial scores summed per request; "
+                         "linear and logistic models); 1: every predictor holds the whole model", metavar="M")
     topics: Topics = nested(Topics, only=("requests", "predictions", "models"))
     #: latency over throughput for serving: measured with bench/serving.py (docs in README)
     flink: FlinkConfig = nested(lambda: FlinkConfig(bundle_ms=10, buffer_timeout_ms=10))
@@ -326,6 +329,8 @@ class ServeConfig:
         self.flink.validate()
         check_batching(self.batch_size, self.batch_ms)
         check_models_tail(self.models_tail)
+        if not 1 <= self.shards <= MAX_SHARDS:
+            raise ConfigError(f"--shards must be in [1, {MAX_SHARDS}], got {self.shards}")
         load_verifier(self.verify_key)
 
 

@@ -66,6 +66,8 @@ class DemoConfig:
     mode: str = option("exact", "how replicas learn", choices=MODES)
     shards: int = option(1, "M merger shards (--shards of train; the summary adds model_features and "
                          "largest_slice_bytes)", metavar="M")
+    serve_shards: int = option(1, "M > 1: the serving job answers by scatter/gather over the sharded model's "
+                               "slices (serve --shards M)", metavar="M")
     model_name: str = "demo"
     #: --max-record-bytes of train (a sharded model's larger slices go out as pages)
     max_record_bytes: int = 900_000
@@ -87,7 +89,7 @@ class DemoConfig:
     def serve_config(self) -> ServeConfig:
         """The serving job this run starts."""
         serve = ServeConfig(self.bootstrap_servers, model_name=self.model_name, topics=self.topics,
-                            group_id=f"riverflink-serve{self._suffix}")
+                            group_id=f"riverflink-serve{self._suffix}", shards=self.serve_shards)
         return dataclasses.replace(serve, flink=dataclasses.replace(serve.flink, parallelism=self.parallelism))
 
     @property

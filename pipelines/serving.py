@@ -1,11 +1,18 @@
-"""The serving job: ``requests`` + latest model (broadcast from ``models``) -> ``predictions``."""
+"""The serving job: ``requests`` + the newest model (from ``models``) -> ``predictions``.
+
+Two dataflows.  By default every predictor subtask holds the whole model (:func:`build`).  With ``--shards M`` a
+sharded linear model is served by scatter/gather (:func:`_scatter_gather`): M scorers each hold their shards' slices
+alone and answer partial scores, summed per request (:mod:`riverflink.operators.scatter_gather`).
+"""
 
 from __future__ import annotations
 
 from pyflink.common import Types
 
-from riverflink.operators.flink_state import LATEST_MODEL
+from riverflink.operators.flink_state import LATEST_MODEL, SCATTER_ANSWERS, SCATTER_CONTEXTS
+from riverflink.operators.partial_serving import GatherFunction, ScatterFunction, ScorerFunction
 from riverflink.operators.predictor import Predictor
+from riverflink.operators.scatter_gather import read_message
 from riverflink.pipelines import java_ops
 from riverflink.pipelines.config import ServeConfig, load_verifier
 from riverflink.pipelines.flink_kafka import frame_source, text_sink, text_source
@@ -25,14 +32,49 @@ def build(cfg: ServeConfig):
     parallelism = env.get_parallelism()  # the cluster's, on a cluster (-1 if it leaves it to the job)
     keys = 4 * parallelism if parallelism > 0 else 8
     keyed, batched = java_ops.keyed_batches(requests, keys, None, cfg.batch_size, cfg.batch_ms)
-    answers = (
-        keyed.connect(model_docs.broadcast(LATEST_MODEL))
-        .process(Predictor(cfg.model_name, batched, verifier=load_verifier(cfg.verify_key)),
-                 output_type=Types.STRING())
-        .name("predictor")
-        .uid("predictor")
-    )
-    if batched:
+    if cfg.shards > 1:
+        answers = _scatter_gather(cfg, keyed, batched, model_docs)
+    else:
+        answers = (
+            keyed.connect(model_docs.broadcast(LATEST_MODEL))
+            .process(Predictor(cfg.model_name, batched, verifier=load_verifier(cfg.verify_key)),
+                     output_type=Types.STRING())
+            .name("predictor")
+            .uid("predictor")
+        )
+    if batched:  # (answers to a batch are lines of one string: one Kafka record per line)
         answers = java_ops.split_lines(answers, "split-answers")
     answers.sink_to(text_sink(servers, t.predictions, properties=props)).name("sink-predictions").uid("sink-predictions")
     return env
+
+
+def _scatter_gather(cfg: ServeConfig, keyed, batched: bool, model_docs):
+    """Request batches and ``models`` records -> answer lines, by scatter/gather over the model's slices."""
+    verifier = load_verifier(cfg.verify_key)
+    # str "shard kind payload": slice records to their shard, complete manifests and stamped request batches to
+    # every shard, in one order (one scatter key); side outputs: answers given alone, each batch's context
+    scattered = (
+        keyed.connect(model_docs)
+        .key_by(lambda _batch: 0, lambda _record: 0, key_type=Types.INT())
+        .process(ScatterFunction(cfg.model_name, batched, verifier=verifier), output_type=Types.STRING())
+        .name("scatter")
+        .uid("scatter")
+        .set_parallelism(1)
+    )
+    # str "batch p partials": each shard's partial scores, from its slice alone
+    partials = (
+        scattered.key_by(lambda m: int(read_message(m)[0]), key_type=Types.INT())
+        .process(ScorerFunction(cfg.model_name, verifier=verifier), output_type=Types.STRING())
+        .name("shard-scorers")
+        .uid("shard-scorers")
+        .set_parallelism(cfg.shards)
+    )
+    # str: a batch's answer lines, once its context and every shard's partials have come
+    gathered = (
+        partials.union(scattered.get_side_output(SCATTER_CONTEXTS))
+        .key_by(lambda m: m.split(" ", 1)[0], key_type=Types.STRING())
+        .process(GatherFunction(), output_type=Types.STRING())
+        .name("gather")
+        .uid("gather")
+    )
+    return gathered.union(scattered.get_side_output(SCATTER_ANSWERS))

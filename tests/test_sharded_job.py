@@ -14,6 +14,7 @@ from riverflink.models.document import read_document
 from riverflink.models.labels import final_step
 from riverflink.models.manifest import read_manifest
 from riverflink.models.spec import build
+from riverflink.operators.model_feed import FeedRules, ModelFeed
 from riverflink.operators.scoring import river_baseline
 from riverflink.pipelines import demo, kafka_io
 from riverflink.pipelines.live_model import LiveModel
@@ -32,7 +33,8 @@ def run(kafka_bootstrap, tmp_path_factory):
     stream = tmp_path_factory.mktemp("stream") / "clicks.jsonl"  # (demo --file: any labelled stream)
     stream.write_bytes(b"".join(orjson.dumps({"x": x, "y": y}) + b"\n" for x, y in dataset_events("Clicks", EVENTS)))
     cfg = demo.DemoConfig(bootstrap_servers=kafka_bootstrap, file=str(stream), model_spec=SPEC, events=EVENTS,
-                          rate=2000, replicas=4, shards=2, model_name="sharded", run_id=f"sharded-{int(time.time())}",
+                          rate=2000, replicas=4, shards=2, serve_shards=2, model_name="sharded",
+                          run_id=f"sharded-{int(time.time())}",
                           timeout=300, show=0, log_dir=tmp_path_factory.mktemp("logs"), max_record_bytes=PAGE)
     return cfg, demo.run(cfg, out=lambda *_: None)
 
@@ -96,6 +98,26 @@ def test_slices_manifests_and_the_assembled_model_hold_every_event_once(run, kaf
     river_baseline(river, events)
     accuracy = lambda m: sum(m.predict_one(x) == y for x, y in events) / len(events)  # noqa: E731
     assert accuracy(model) >= accuracy(river) - 0.03, (accuracy(model), accuracy(river))
+
+
+def test_scatter_gather_answers_equal_the_assembled_model_of_their_version(run, kafka_bootstrap):
+    """The serving job ran with ``--shards 2``: two scorers, each holding one shard's slices, answered partial
+    scores that a gather summed per request.  Every answer equals the model its manifest names, assembled whole."""
+    from riverflink.pipelines import report
+
+    cfg, result = run
+    # (read in topic order, as the scatter read them: it completes the same manifests)
+    records = [v for _, v in report._records(kafka_bootstrap, cfg.topics.models, 2.0)]
+    versions = {entry.version: model for entry, model in ModelFeed(FeedRules("sharded")).versions(records)}
+    events = list(dataset_events("Clicks", EVENTS))
+    answers = [orjson.loads(r.value) for r in kafka_io.consume_records(kafka_bootstrap, cfg.topics.predictions,
+                                                                       idle_timeout=2.0)]
+    ok = [a for a in answers if a.get("source") == "serving" and a["status"] == "ok" and isinstance(a["id"], int)]
+    assert len(ok) == result.answered > 0 and len({a["model_version"] for a in ok}) >= 2
+    for a in ok:
+        model, x = versions[a["model_version"]], events[a["id"]][0]
+        assert abs(dict(map(tuple, a["proba"]))[True] - model.predict_proba_one(x)[True]) < 1e-9, a
+        assert a["prediction"] == model.predict_one(x)
 
 
 def test_the_cli_and_report_show_slices_and_manifests(run, kafka_bootstrap):
