@@ -85,7 +85,7 @@ def serve_once(servers: str, shards: int, tag: str, requests: list, model, args)
     proc = subprocess.Popen([sys.executable, "-m", "riverflink.pipelines.cli", "serve", "--bootstrap-servers",
                              servers, *to_argv(cfg)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        reader = kafka_io.TopicReader(servers, "predictions")
+        reader = kafka_io.TopicReader(servers, "predictions", fetch_max_wait_ms=10)  # (kafka-python's 500 ms adds)
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None:  # until it answers with the model
             kafka_io.produce(servers, cfg.topics.requests,
@@ -131,6 +131,7 @@ def serve_once(servers: str, shards: int, tag: str, requests: list, model, args)
         for t, ms in timeline:
             by_second.setdefault(int(t - t0), []).append(ms)
         print("    latency by second sent (max ms): " + " ".join(f"{int(max(v))}" for _, v in sorted(by_second.items())))
+        print("    the first answers (sent at s: ms): " + " ".join(f"{t - t0:.2f}:{int(ms)}" for t, ms in sorted(timeline)[:40]))
     diff = 0.0
     for rid, r in answers.items():
         x = requests[sent[rid][1] % len(requests)]

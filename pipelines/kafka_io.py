@@ -208,8 +208,10 @@ class TopicReader:
     """Polls one topic from the beginning without a consumer group; for counting outputs (which count a record
     read twice once: the jobs' sinks are at-least-once, and a reset position re-reads)."""
 
-    def __init__(self, servers: str, topic: str, create: bool = True):
-        """``create=False``: never let the broker create ``topic`` by asking for it (a bystander's reader)."""
+    def __init__(self, servers: str, topic: str, create: bool = True, fetch_max_wait_ms: int = 500):
+        """``create=False``: never let the broker create ``topic`` by asking for it (a bystander's reader).
+        ``fetch_max_wait_ms``: how long a fetch may wait for records (kafka-python's default, 500; a latency
+        measurement wants it short: the broker may hold a fetch that long)."""
         from kafka import KafkaConsumer, TopicPartition
 
         check_reachable(servers)
@@ -217,7 +219,7 @@ class TopicReader:
         # paths) goes back to the start, never to the end, so a reset can repeat records but never skip them
         self.consumer = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, group_id=None,
                                       auto_offset_reset="earliest", allow_auto_create_topics=create,
-                                      **_client_settings())
+                                      fetch_max_wait_ms=fetch_max_wait_ms, **_client_settings())
         deadline = time.time() + 20
         parts = None
         while not parts and time.time() < deadline:

@@ -69,12 +69,15 @@ def _scatter_gather(cfg: ServeConfig, keyed, batched: bool, model_docs):
         .uid("shard-scorers")
         .set_parallelism(cfg.shards)
     )
-    # str: a batch's answer lines, once its context and every shard's partials have come
+    # str: a batch's answer lines, once its context and every shard's partials have come (one subtask, as the
+    # scatter: the work is a sum per request, and a second subtask took about 2 s over its first batch, which
+    # bench/sharded_serving.py measured as the run's p99)
     gathered = (
         partials.union(scattered.get_side_output(SCATTER_CONTEXTS))
         .key_by(lambda m: m.split(" ", 1)[0], key_type=Types.STRING())
         .process(GatherFunction(), output_type=Types.STRING())
         .name("gather")
         .uid("gather")
+        .set_parallelism(1)
     )
     return gathered.union(scattered.get_side_output(SCATTER_ANSWERS))

@@ -18,6 +18,8 @@ from tests.cluster_jobs import riverflink
         (["train", "--bootstrap-servers", "nonsense"], "--bootstrap-servers must be HOST:PORT"),
         (["train", "--bootstrap-servers", "127.0.0.1:9", "--replicas", "0"], "--replicas must be >= 1"),
         (["train", "--bootstrap-servers", "127.0.0.1:9", "--model", "Bogus"], "unknown model step 'Bogus'"),
+        (["train", "--bootstrap-servers", "127.0.0.1:9", "--max-staleness", "0"], "--max-staleness must be >= 1"),
+        (["serve", "--bootstrap-servers", "127.0.0.1:9", "--shards", "0"], "--shards must be in [1, "),
         (["produce", "--bootstrap-servers", "127.0.0.1:{port}", "--quiet"], "Kafka unreachable"),
         (["models", "--bootstrap-servers", "127.0.0.1:{port}"], "Kafka unreachable"),
     ],
