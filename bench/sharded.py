@@ -37,11 +37,12 @@ against the baselines, and the bytes held at the end of the run (``objsize``: th
 largest replica, the largest merger shard, the reader).
 
 Last line: ``sharded: M=<m> accuracy_delta=<D> largest_slice_kb=<S> shard_balance=<max/mean> bytes_per_key=<B>
-speedup_vs_river=<X> clock_gap_p99=<G>`` for M=4 (or the last M run), with ``speedup_vs_river`` River 0.23's
-estimated CPU per event on the whole stream over the loop's, and ``clock_gap_p99`` the 99th percentile of a
-replica's clock gap after its syncs (its syncs the merged model lacks on some shard: with every record visible
-one round later, 1; ``tests/test_stale_synchronous.py`` runs a slow shard).  Issue 21's ``replica_peak_mb`` and
-``pull_p99_ms`` come with working sets and pulls (not built yet).
+speedup_vs_river=<X> clock_gap_p99=<G> replica_peak_mb=<R>`` for M=4 (or the last M run), with
+``speedup_vs_river`` River 0.23's estimated CPU per event on the whole stream over the loop's,
+``clock_gap_p99`` the 99th percentile of a replica's clock gap after its syncs (its syncs the merged model lacks
+on some shard: with every record visible one round later, 1; ``tests/test_stale_synchronous.py`` runs a slow
+shard), and ``replica_peak_mb`` the largest replica's objects at the end (``objsize``; the model only grows, so
+the end is its peak).  Issue 21's ``pull_p99_ms`` comes with working sets and pulls (not built yet).
 
     python -m bench.sharded [--events 50000] [--shards 1,4,16] [--replicas 4] [--river-prefix 5000]
                             [--precision float16|compact|...]
@@ -395,7 +396,7 @@ def main() -> None:
     print(f"sharded: M={m} accuracy_delta={100 * (r.served.accuracy - river.accuracy):+.2f} "
           f"largest_slice_kb={r.largest_record / 1024:.0f} shard_balance={balance:.2f} "
           f"bytes_per_key={r.update_bytes / max(1, r.touched):.1f} speedup_vs_river={river023_all_us / us:.2f} "
-          f"clock_gap_p99={r.gap_p99()}")
+          f"clock_gap_p99={r.gap_p99()} replica_peak_mb={r.replica_bytes / 2**20:.1f}")
 
 
 if __name__ == "__main__":
