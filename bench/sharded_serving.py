@@ -11,8 +11,9 @@ of another seed) at the offered rate for the same time:
 
 Printed per run: answered, latency p50/p99 from send to receipt, the largest answer's difference from the
 model in this process (to 1e-9), CPU-µs per request of every process of the job and of the broker, and the peak
-resident memory (VmHWM) of the job's largest Python worker.  Also the model bytes each design holds per predictor
-subtask (``objsize``: the whole model, against its largest slice).
+resident memory (VmHWM) of the job's largest Python worker.  Also the objects each design holds (``objsize``): the
+whole model per assembled predictor subtask, against the largest slice (a scorer subtask holds the slices of the
+shards keyed to it: one each when the job's parallelism is M).
 
 Last line: ``sharded_serving: M=<m> p99_ms=<P> assembled_p99_ms=<A> p99_ratio=<P/A> steady_p99_ratio=<R>
 cpu_ratio=<C> max_abs_diff=<D> slice_mb=<S> model_mb=<W>`` (medians over the rounds; ``steady``: requests sent
@@ -180,8 +181,9 @@ def main() -> None:
                       f"p99 {r['p99']:7.1f} ms (after {STEADY_AFTER_S:.0f} s: {r['p99_steady']:6.1f})  max |Δp| {r['diff']:.1e}  {r['cpu_us']:7.0f} CPU-µs/request  "
                       f"largest Python worker peak {r['peak_mb']:.0f} MiB", flush=True)
     print(f"model: {args.events:,} Clicks events, {sharding.entries(model, params):,} per-feature entries, "
-          f"{len(records)} records on models; held per predictor subtask: whole model {model_mb:.1f} MiB, "
-          f"largest of {args.shards} slices {slice_mb:.1f} MiB (objsize)")
+          f"{len(records)} records on models; objects held (objsize): the whole model {model_mb:.1f} MiB per "
+          f"assembled predictor subtask, the largest of {args.shards} slices {slice_mb:.1f} MiB (a scorer subtask "
+          "holds the slices of the shards keyed to it: one each when the job's parallelism is M)")
 
     def med(shards: int, key: str) -> float:
         return statistics.median(r[key] for r in runs[shards])

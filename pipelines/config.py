@@ -108,7 +108,7 @@ class FlinkConfig:
 
     jobmanager: str | None = option(None, "submit to a running Flink cluster's REST endpoint (default: local "
                                     "mini-cluster; a URL is fine)", metavar="HOST:PORT", parse=host_port)
-    parallelism: int | None = option(None, "subtasks per operator (default: 2 locally, the cluster's "
+    parallelism: int | None = option(None, "subtasks per operator (default: 2 locally, 1 on one core; the cluster's "
                                      "parallelism.default on a cluster)")
     checkpoint_ms: int | None = option(None, "checkpoint interval (default: 5000 locally; on a cluster, its own "
                                        "checkpointing if it configures one, else 5000)")

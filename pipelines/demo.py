@@ -71,7 +71,7 @@ class DemoConfig:
     model_name: str = "demo"
     #: --max-record-bytes of train (a sharded model's larger slices go out as pages)
     max_record_bytes: int = 900_000
-    parallelism: int = option(2, "subtasks per operator")
+    parallelism: int | None = option(None, "subtasks per operator (default: 2, or 1 on one core)")
     timeout: float = 240.0
     show: int = 12
     warmup: int = 500

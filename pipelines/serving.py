@@ -61,13 +61,13 @@ def _scatter_gather(cfg: ServeConfig, keyed, batched: bool, model_docs):
         .uid("scatter")
         .set_parallelism(1)
     )
-    # str "batch p partials": each shard's partial scores, from its slice alone
+    # str "batch p partials": each shard's partial scores, from its slice alone (a subtask holds the slices of the
+    # shards keyed to it: one each with --parallelism M)
     partials = (
         scattered.key_by(lambda m: int(read_message(m)[0]), key_type=Types.INT())
         .process(ScorerFunction(cfg.model_name, verifier=verifier), output_type=Types.STRING())
         .name("shard-scorers")
         .uid("shard-scorers")
-        .set_parallelism(cfg.shards)
     )
     # str: a batch's answer lines, once its context and every shard's partials have come (one subtask, as the
     # scatter: the work is a sum per request, and a second subtask took about 2 s over its first batch, which
