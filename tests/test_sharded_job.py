@@ -210,3 +210,18 @@ def test_a_job_moves_from_two_shards_to_three_and_keeps_the_model(run, kafka_boo
             assert live.meta.shards == 3 and live.meta.events == EVENTS + more
     finally:
         stop_pid(job.pid)
+
+
+@pytest.mark.parametrize("shards", [3, 4])
+def test_scatter_gather_builds_for_any_shard_count_at_the_default_parallelism(kafka_bootstrap, shards):
+    """``serve --shards M`` with M other than the job's parallelism builds a valid job graph (an explicit scorer
+    parallelism of M once broke it: forward partitioning between operators of different parallelism)."""
+    from riverflink.pipelines import serving
+    from riverflink.pipelines.config import ServeConfig, Topics
+
+    topics = Topics.for_run(f"sg-build-{shards}")
+    kafka_io.create_topics(kafka_bootstrap, {topics.requests: 1, topics.models: 1, topics.predictions: 1})
+    env = serving.build(ServeConfig(kafka_bootstrap, model_name="m", shards=shards, topics=topics))
+    plan = orjson.loads(env.get_execution_plan())
+    names = " ".join(node["contents"] for node in plan["nodes"])
+    assert "scatter" in names and "shard-scorers" in names and "gather" in names
