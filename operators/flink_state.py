@@ -19,7 +19,9 @@ MANIFEST_WRITER = ValueStateDescriptor("manifest-writer", Types.PICKLED_BYTE_ARR
 #: scatter/gather serving (operators.scatter_gather): the scatter's answers given alone, and each batch's context
 SCATTER_ANSWERS = OutputTag("scatter-answers", Types.STRING())
 SCATTER_CONTEXTS = OutputTag("scatter-contexts", Types.STRING())
-SCATTER = ValueStateDescriptor("scatter", Types.PICKLED_BYTE_ARRAY())
+#: broadcast state of the scatter: "scatter" -> its operators.scatter_gather.Scatter; keyed: the batches it stamped
+SCATTER = MapStateDescriptor("scatter", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+SCATTER_BATCHES = ValueStateDescriptor("scatter-batches", Types.LONG())
 #: a shard scorer's entry (the manifest it stands on, its slice chain) and slice records waiting for a manifest
 SCORER_ENTRY = ValueStateDescriptor("scorer-entry", Types.PICKLED_BYTE_ARRAY())
 SCORER_PENDING = ListStateDescriptor("scorer-pending", Types.PICKLED_BYTE_ARRAY())

@@ -1,8 +1,8 @@
 """The Flink functions of scatter/gather serving (``riverflink serve --shards M``): thin shells over
 :mod:`riverflink.operators.scatter_gather`, holding its state in explicit keyed state.
 
-* :class:`ScatterFunction`: requests (input 1) and ``models`` records
-  (input 2), both keyed by one constant key, so one subtask orders them;
+* :class:`ScatterFunction`: request batches keyed by one key (batched
+  in the JVM) and ``models`` records (broadcast), so one subtask orders them;
   outputs ``shard kind payload`` messages, and side outputs
   :data:`~riverflink.operators.flink_state.SCATTER_ANSWERS` (answer lines) and
   :data:`~riverflink.operators.flink_state.SCATTER_CONTEXTS`.
@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import logging
 
-from pyflink.datastream.functions import KeyedCoProcessFunction, KeyedProcessFunction, RuntimeContext
+from pyflink.datastream.functions import KeyedBroadcastProcessFunction, KeyedProcessFunction, RuntimeContext
 
 from riverflink.models.signing import Verifier
 from riverflink.operators import sampling_profiler
-from riverflink.operators.flink_state import (GATHER_HELD, SCATTER, SCATTER_ANSWERS, SCATTER_CONTEXTS, SCORER_ENTRY,
-                                              SCORER_PENDING)
+from riverflink.operators.flink_state import (GATHER_HELD, SCATTER, SCATTER_ANSWERS, SCATTER_BATCHES,
+                                              SCATTER_CONTEXTS, SCORER_ENTRY, SCORER_PENDING)
 from riverflink.operators.frames import records
 from riverflink.operators.limits import DEFAULT_LIMITS, Limits
 from riverflink.operators.model_feed import FeedRules
@@ -30,7 +30,9 @@ from riverflink.operators.scatter_gather import (BATCH, CONTEXT, MODEL, PARTIAL,
 log = logging.getLogger("riverflink")
 
 
-class ScatterFunction(KeyedCoProcessFunction):
+class ScatterFunction(KeyedBroadcastProcessFunction):
+    """Request batches (keyed, one key: one subtask orders everything) and ``models`` records (broadcast)."""
+
     def __init__(self, model_name: str, batched: bool, limits: Limits = DEFAULT_LIMITS, max_skew_ms: int = 60_000,
                  verifier: Verifier | None = None):
         self.rules = FeedRules(model_name, max_skew_ms, verifier=verifier, serving=True)
@@ -38,7 +40,7 @@ class ScatterFunction(KeyedCoProcessFunction):
 
     def open(self, ctx: RuntimeContext):
         sampling_profiler.start_if_asked()
-        self.state = ctx.get_state(SCATTER)
+        self.batches = ctx.get_state(SCATTER_BATCHES)
         self.scatter: Scatter | None = None
         group = ctx.get_metrics_group().add_group("riverflink")
         self.m_refused_models = group.counter("model_documents_refused")
@@ -46,36 +48,34 @@ class ScatterFunction(KeyedCoProcessFunction):
         group.gauge("model_version_seconds", lambda: int(((self.scatter.current.version if self.scatter and
                                                            self.scatter.current else 0) or 0) // 1000))
 
-    def _scatter(self) -> Scatter:
-        if self.scatter is None:
-            self.scatter = self.state.value() or Scatter(self.rules, self.limits)
+    def _scatter(self, ctx) -> Scatter:
+        if self.scatter is None:  # (after a restore: the one kept in broadcast state)
+            self.scatter = ctx.get_broadcast_state(SCATTER).get("scatter") or Scatter(self.rules, self.limits)
         return self.scatter
 
-    def process_element1(self, value, ctx):
-        scatter = self._scatter()
-        if not isinstance(value, (bytes, str)):  # (re-keyed from the JVM batcher's rows: Row(key, frames))
-            value = value[1]
-        answers, sends, context = scatter.on_requests(records(value, self.batched))
+    def process_element(self, value, ctx):
+        scatter = self._scatter(ctx)
+        n = (self.batches.value() or 0) + 1
+        answers, sends, context = scatter.on_requests(records(value, self.batched), batch=str(n))
         if answers:
             for status in ("bad_request", "no_model_yet"):
                 self.m_answers[status].inc(sum(f'"status":"{status}"' in a for a in answers))
             yield SCATTER_ANSWERS, "\n".join(answers)
         if context is not None:
-            batch = str(scatter.batches)
-            yield SCATTER_CONTEXTS, message(batch, CONTEXT, context)
+            self.batches.update(n)
+            yield SCATTER_CONTEXTS, message(n, CONTEXT, context)
             for shard, payload in sends:
                 yield message(shard, BATCH, payload)
-        self.state.update(scatter)
 
-    def process_element2(self, value, ctx):
-        scatter = self._scatter()
+    def process_broadcast_element(self, value, ctx):
+        scatter = self._scatter(ctx)
         sends, problem = scatter.on_model(value)
         if problem:
             log.warning("scatter: ignoring a record on the models topic: %s", problem)
             self.m_refused_models.inc()
+        ctx.get_broadcast_state(SCATTER).put("scatter", scatter)
         for shard, text in sends:
             yield message(shard, MODEL, text)
-        self.state.update(scatter)
 
 
 class ScorerFunction(KeyedProcessFunction):

@@ -145,9 +145,11 @@ class Scatter:
         self.current = manifest
         return [(s, text) for s in range(manifest.shards)]
 
-    def on_requests(self, records: list[Record]) -> tuple[list[str], list[tuple[int, str]], str | None]:
+    def on_requests(self, records: list[Record], batch: str | None = None) -> tuple[list[str], list[tuple[int, str]],
+                                                                               str | None]:
         """A batch of request records: ``(answers given here: bad requests, or all of them before any complete
-        manifest; [(shard, batch text)]; the batch's context for the gather, or None)``."""
+        manifest; [(shard, batch text)]; the batch's context for the gather, or None)``.  ``batch``: its id
+        (unique; default: the count of batches stamped so far)."""
         answers, pending = [], []
         for record in records:
             event = parse_event(record, require_label=False, limits=self.limits)
@@ -163,7 +165,7 @@ class Scatter:
         if not pending:
             return answers, [], None
         self.batches += 1
-        batch, version = str(self.batches), self.current.version
+        batch, version = batch or str(self.batches), self.current.version
         xs = orjson.dumps({"b": batch, "v": version, "x": [e.x for e in pending]}).decode()
         context = orjson.dumps({"b": batch, "v": version, "created_at": self.created_at, "shards": self.current.shards,
                                 "ids": [e.id for e in pending], "ts": [e.timestamp for e in pending]}).decode()

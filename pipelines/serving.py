@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pyflink.common import Types
 
-from riverflink.operators.flink_state import LATEST_MODEL, SCATTER_ANSWERS, SCATTER_CONTEXTS
+from riverflink.operators.flink_state import LATEST_MODEL, SCATTER, SCATTER_ANSWERS, SCATTER_CONTEXTS
 from riverflink.operators.partial_serving import GatherFunction, ScatterFunction, ScorerFunction
 from riverflink.operators.predictor import Predictor
 from riverflink.operators.scatter_gather import read_message
@@ -31,10 +31,10 @@ def build(cfg: ServeConfig):
     # keys only spread request batches over the predictor's subtasks, in turn (no keying by content)
     parallelism = env.get_parallelism()  # the cluster's, on a cluster (-1 if it leaves it to the job)
     keys = 4 * parallelism if parallelism > 0 else 8
-    keyed, batched = java_ops.keyed_batches(requests, keys, None, cfg.batch_size, cfg.batch_ms)
     if cfg.shards > 1:
-        answers = _scatter_gather(cfg, keyed, batched, model_docs)
+        answers, batched = _scatter_gather(cfg, requests, model_docs)
     else:
+        keyed, batched = java_ops.keyed_batches(requests, keys, None, cfg.batch_size, cfg.batch_ms)
         answers = (
             keyed.connect(model_docs.broadcast(LATEST_MODEL))
             .process(Predictor(cfg.model_name, batched, verifier=load_verifier(cfg.verify_key)),
@@ -48,14 +48,16 @@ def build(cfg: ServeConfig):
     return env
 
 
-def _scatter_gather(cfg: ServeConfig, keyed, batched: bool, model_docs):
-    """Request batches and ``models`` records -> answer lines, by scatter/gather over the model's slices."""
+def _scatter_gather(cfg: ServeConfig, requests, model_docs):
+    """Request frames and ``models`` records -> (answer lines, whether request batches are frames), by
+    scatter/gather over the model's slices."""
     verifier = load_verifier(cfg.verify_key)
+    # request batches under one key (batched and keyed in the JVM): one scatter subtask orders them with the models
+    keyed, batched = java_ops.keyed_batches(requests, 1, None, cfg.batch_size, cfg.batch_ms)
     # str "shard kind payload": slice records to their shard, complete manifests and stamped request batches to
-    # every shard, in one order (one scatter key); side outputs: answers given alone, each batch's context
+    # every shard, in one order; side outputs: answers given alone, each batch's context
     scattered = (
-        keyed.connect(model_docs)
-        .key_by(lambda _batch: 0, lambda _record: 0, key_type=Types.INT())
+        keyed.connect(model_docs.broadcast(SCATTER))
         .process(ScatterFunction(cfg.model_name, batched, verifier=verifier), output_type=Types.STRING())
         .name("scatter")
         .uid("scatter")
@@ -80,4 +82,4 @@ def _scatter_gather(cfg: ServeConfig, keyed, batched: bool, model_docs):
         .uid("gather")
         .set_parallelism(1)
     )
-    return gathered.union(scattered.get_side_output(SCATTER_ANSWERS))
+    return gathered.union(scattered.get_side_output(SCATTER_ANSWERS)), batched
