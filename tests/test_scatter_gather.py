@@ -125,7 +125,8 @@ def test_a_restored_scorer_answers_as_before():
             ran[shard].on_model(text, now=5_000.0)
             if restored[shard] is not None:
                 restored[shard].on_model(text, now=5_000.0)
-        if n == len(records) // 2:  # (what the job's keyed state holds, through pickle as Flink keeps it)
+        if n == len(records) // 2:  # (what the job's state holds, through pickle as Flink keeps it)
+            scatter = pickle.loads(pickle.dumps(scatter))
             for s, scorer in enumerate(ran):
                 restored[s] = ShardScorer(rules[s])
                 restored[s].restore(*pickle.loads(pickle.dumps((scorer.entry, scorer.pending))))
