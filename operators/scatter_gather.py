@@ -80,7 +80,7 @@ class Scatter:
     created_at: float = 0.0
     #: request batches stamped so far (their ids)
     batches: int = 0
-    #: models records refused, with the reason of the last one
+    #: models records refused with a reason
     refused: int = 0
     assembler: SliceAssembler = field(init=False)
     pages: PageCollector = field(default_factory=PageCollector)
@@ -119,9 +119,10 @@ class Scatter:
             return [], (self._refuse(f"version {meta.version} is a whole model: serve --shards answers sharded "
                                      "models only (serve without --shards)") if ok else problem)
         ok, problem = _checked(doc, meta.name, meta.version, self.rules, None, now)
-        if not ok or not 0 <= meta.shard < meta.shards or not 0 <= meta.page < meta.pages:
-            return [], self._refuse(problem or f"slice {meta.shard} of {meta.shards}, page {meta.page} of "
-                                    f"{meta.pages}") if (problem or ok) else None
+        if not ok:  # (another model's slice, or one this reader must not take: refused with a reason)
+            return [], self._refuse(problem) if problem else None
+        if not 0 <= meta.shard < meta.shards or not 0 <= meta.page < meta.pages:
+            return [], self._refuse(f"slice {meta.shard} of {meta.shards}, page {meta.page} of {meta.pages}")
         out = [(meta.shard, text)]
         if meta.pages > 1 and self.pages.add((meta.epoch, meta.shard), version=meta.version, page=meta.page,
                                              of=meta.pages, item=True) is None:
@@ -211,8 +212,8 @@ class ShardScorer:
             return None
         named, problem = manifest.slices[self.shard], None
         later = []
-        for epoch, version, value in self.pending:
-            if epoch == manifest.epoch and version > named:
+        for epoch, version, value in self.pending:  # (an older epoch's records are dropped)
+            if (epoch, version) > (manifest.epoch, named):
                 later.append((epoch, version, value))
             elif epoch == manifest.epoch:
                 _, _, issue = self.feed.offer(value, self.entry, now=now)
