@@ -1,5 +1,5 @@
 """The Flink functions of scatter/gather serving (``riverflink serve --shards M``): thin shells over
-:mod:`riverflink.operators.scatter_gather`, holding its state in explicit keyed state.
+:mod:`riverflink.operators.scatter_gather`, holding its state in explicit keyed and broadcast state.
 
 * :class:`ScatterFunction`: request batches keyed by one key (batched
   in the JVM) and ``models`` records (broadcast), so one subtask orders them;

@@ -137,3 +137,15 @@ def test_a_restored_scorer_answers_as_before():
     for shard, payload in batch:
         assert restored[shard].version == ran[shard].version
         assert orjson.loads(restored[shard].on_batch(payload)[1]) == orjson.loads(ran[shard].on_batch(payload)[1])
+
+
+def test_partials_of_another_version_answer_no_model_yet_and_are_counted():
+    gather = Gather()
+    ctx = orjson.dumps({"b": "7", "v": 5, "created_at": 1.0, "shards": 2, "ids": ["a", "b"], "ts": [1, 2]}).decode()
+    held, lines = gather.step(None, "c", ctx)
+    held, lines = gather.step(held, "p", orjson.dumps({"s": 0, "v": 5, "p": [0.1, 0.2], "link": "Log",
+                                                       "classifier": True}).decode())
+    assert lines is None
+    held, lines = gather.step(held, "p", orjson.dumps({"s": 1, "v": 4, "p": None}).decode())
+    assert held is None and [orjson.loads(a)["status"] for a in lines] == ["no_model_yet"] * 2
+    assert gather.inconsistent == 2
