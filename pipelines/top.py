@@ -26,6 +26,9 @@ class ReplicaView:
     events: int = 0
     dead: int = 0
     base_version: int = 0
+    #: the replica's clock gap at its newest batch (syncs the merged model lacks on some shard), and that batch's time
+    clock_gap: int = 0
+    gap_ts: float = 0.0
     #: (events, correct, abs_error) of the last batches
     recent: deque = field(default_factory=lambda: deque(maxlen=20))
 
@@ -66,6 +69,8 @@ class RunView:
         r.events += events
         r.dead += int(m.get("dead_lettered") or 0)
         r.base_version = max(r.base_version, int(m.get("model_version") or 0))
+        if ts >= r.gap_ts:
+            r.clock_gap, r.gap_ts = int(m.get("clock_gap") or 0), ts
         self.task = m.get("task") or self.task
         if events:
             r.recent.append((events, m.get("correct", 0), m.get("abs_error", 0.0)))
@@ -110,11 +115,11 @@ class RunView:
 
         now = time.time()
         t = Table(title=title, caption=self.caption(now))
-        for col in ("replica", "events", "recent", "base version", "dead-lettered"):
+        for col in ("replica", "events", "recent", "base version", "clock gap", "dead-lettered"):
             t.add_column(col, justify="right")
         for k in sorted(self.replicas, key=str):
             r = self.replicas[k]
-            t.add_row(str(k), str(r.events), self.quality(r), str(r.base_version), str(r.dead))
+            t.add_row(str(k), str(r.events), self.quality(r), str(r.base_version), str(r.clock_gap), str(r.dead))
         return t
 
     def caption(self, now: float) -> str:

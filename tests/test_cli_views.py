@@ -40,6 +40,10 @@ def test_top_follows_the_newest_job_alone_and_tells_history_from_live_rates():
     view.add_model(_doc("other", 9, 1))
     view.add_model(_doc("m", 3, 500))
     assert view.model.name == "m" and view.model.version == 3
+    # each replica's clock gap (--max-staleness) is its newest batch's, whatever order the records come in
+    view.add_metrics({**_metrics("m@new", "1", 10, 1003.0), "clock_gap": 2, "offsets": {"0": [900, 909]}})
+    view.add_metrics({**_metrics("m@new", "1", 10, 1002.5), "clock_gap": 5, "offsets": {"0": [890, 899]}})
+    assert view.replicas["1"].clock_gap == 2
 
 
 def test_status_lines_say_what_the_jobs_did():
