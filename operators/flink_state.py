@@ -18,7 +18,8 @@ MERGER = ValueStateDescriptor("merger", Types.PICKLED_BYTE_ARRAY())
 MANIFEST_WRITER = ValueStateDescriptor("manifest-writer", Types.PICKLED_BYTE_ARRAY())
 #: scatter/gather serving (operators.scatter_gather): the scatter's answers given alone, and each batch's context
 SCATTER_ANSWERS = OutputTag("scatter-answers", Types.STRING())
-SCATTER_CONTEXTS = OutputTag("scatter-contexts", Types.STRING())
+#: (a batch's id, its context message): keyed by batch id in the JVM with the scorers' partials
+SCATTER_CONTEXTS = OutputTag("scatter-contexts", Types.ROW([Types.STRING(), Types.STRING()]))
 #: broadcast state of the scatter: "scatter" -> its operators.scatter_gather.Scatter; keyed: the batches it stamped
 SCATTER = MapStateDescriptor("scatter", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
 SCATTER_BATCHES = ValueStateDescriptor("scatter-batches", Types.LONG())

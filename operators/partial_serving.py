@@ -6,7 +6,7 @@
   outputs ``shard kind payload`` messages, and side outputs
   :data:`~riverflink.operators.flink_state.SCATTER_ANSWERS` (answer lines) and
   :data:`~riverflink.operators.flink_state.SCATTER_CONTEXTS`.
-* :class:`ScorerFunction`: keyed by shard; outputs ``batch p partials``.
+* :class:`ScorerFunction`: keyed by shard; outputs ``Row(batch id, "batch p partials")``.
 * :class:`GatherFunction`: keyed by batch id; outputs answer lines (one
   string per batch, joined by newlines).
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 
+from pyflink.common import Row
 from pyflink.datastream.functions import KeyedBroadcastProcessFunction, KeyedProcessFunction, RuntimeContext
 
 from riverflink.models.signing import Verifier
@@ -63,7 +64,7 @@ class ScatterFunction(KeyedBroadcastProcessFunction):
             yield SCATTER_ANSWERS, "\n".join(answers)
         if context is not None:
             self.batches.update(n)
-            yield SCATTER_CONTEXTS, message(n, CONTEXT, context)
+            yield SCATTER_CONTEXTS, Row(str(n), message(n, CONTEXT, context))
             for shard, payload in sends:
                 yield message(shard, BATCH, payload)
 
@@ -121,7 +122,7 @@ class ScorerFunction(KeyedProcessFunction):
                 self.pending_state.update(list(scorer.pending))
         elif kind == BATCH:
             batch, partials = scorer.on_batch(payload)
-            yield message(batch, PARTIAL, partials)
+            yield Row(batch, message(batch, PARTIAL, partials))  # (keyed by batch id in the JVM)
 
 
 class GatherFunction(KeyedProcessFunction):

@@ -48,6 +48,15 @@ def key_and_batch(frames: DataStream, keys: int, key_field: str | None, max_reco
     return KeyedStream(j_keyed, Types.PRIMITIVE_ARRAY(Types.BYTE()), DataStream(j_rows))
 
 
+def keyed_rows(rows: DataStream, key_type, value_type) -> KeyedStream:
+    """A stream of ``Row(key, value)`` keyed on the key in the JVM, as :func:`key_and_batch` keys its batches
+    (PyFlink's own ``key_by`` runs a Python key selector, an operator of its own where it cannot chain: after a
+    union).  The keyed stream's records are the values."""
+    gateway = get_gateway()
+    j_keyed = rows._j_data_stream.keyBy(gateway.jvm.KeyByKeySelector(), Types.ROW([key_type]).get_java_type_info())
+    return KeyedStream(j_keyed, value_type, rows)
+
+
 def split_lines(stream: DataStream, name: str) -> DataStream:
     """One record per line of each string record."""
     return DataStream(stream._j_data_stream.flatMap(_jvm().LineSplitter()).name(name).uid(name))

@@ -48,6 +48,10 @@ def build(cfg: ServeConfig):
     return env
 
 
+#: what reaches the gather: (batch id, message)
+BATCH_ROW = Types.ROW([Types.STRING(), Types.STRING()])
+
+
 def _scatter_gather(cfg: ServeConfig, requests, model_docs):
     """Request frames and ``models`` records -> (answer lines, whether request batches are frames), by
     scatter/gather over the model's slices."""
@@ -63,11 +67,11 @@ def _scatter_gather(cfg: ServeConfig, requests, model_docs):
         .uid("scatter")
         .set_parallelism(1)
     )
-    # str "batch p partials": each shard's partial scores, from its slice alone (a subtask holds the slices of the
-    # shards keyed to it: one each with --parallelism M)
+    # Row(batch id, "batch p partials"): each shard's partial scores, from its slice alone (a subtask holds the
+    # slices of the shards keyed to it: one each with --parallelism M)
     partials = (
         scattered.key_by(lambda m: int(read_message(m)[0]), key_type=Types.INT())
-        .process(ScorerFunction(cfg.model_name, verifier=verifier), output_type=Types.STRING())
+        .process(ScorerFunction(cfg.model_name, verifier=verifier), output_type=BATCH_ROW)
         .name("shard-scorers")
         .uid("shard-scorers")
     )
@@ -75,8 +79,7 @@ def _scatter_gather(cfg: ServeConfig, requests, model_docs):
     # scatter: the work is a sum per request, and a second subtask took about 2 s over its first batch, which
     # bench/sharded_serving.py measured as the run's p99)
     gathered = (
-        partials.union(scattered.get_side_output(SCATTER_CONTEXTS))
-        .key_by(lambda m: m.split(" ", 1)[0], key_type=Types.STRING())
+        java_ops.keyed_rows(partials.union(scattered.get_side_output(SCATTER_CONTEXTS)), Types.STRING(), Types.STRING())
         .process(GatherFunction(), output_type=Types.STRING())
         .name("gather")
         .uid("gather")
