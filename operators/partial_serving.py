@@ -3,7 +3,7 @@
 
 * :class:`ScatterFunction`: request batches keyed by one key (batched
   in the JVM) and ``models`` records (broadcast), so one subtask orders them;
-  outputs ``shard kind payload`` messages, and side outputs
+  outputs ``Row(shard, "shard kind payload")``, and side outputs
   :data:`~riverflink.operators.flink_state.SCATTER_ANSWERS` (answer lines) and
   :data:`~riverflink.operators.flink_state.SCATTER_CONTEXTS`.
 * :class:`ScorerFunction`: keyed by shard; outputs ``Row(batch id, "batch p partials")``.
@@ -66,7 +66,7 @@ class ScatterFunction(KeyedBroadcastProcessFunction):
             self.batches.update(n)
             yield SCATTER_CONTEXTS, Row(str(n), message(n, CONTEXT, context))
             for shard, payload in sends:
-                yield message(shard, BATCH, payload)
+                yield Row(shard, message(shard, BATCH, payload))  # (keyed by shard in the JVM)
 
     def process_broadcast_element(self, value, ctx):
         scatter = self._scatter(ctx)
@@ -76,7 +76,7 @@ class ScatterFunction(KeyedBroadcastProcessFunction):
             self.m_refused_models.inc()
         ctx.get_broadcast_state(SCATTER).put("scatter", scatter)
         for shard, text in sends:
-            yield message(shard, MODEL, text)
+            yield Row(shard, message(shard, MODEL, text))
 
 
 class ScorerFunction(KeyedProcessFunction):

@@ -12,7 +12,6 @@ from pyflink.common import Types
 from riverflink.operators.flink_state import LATEST_MODEL, SCATTER, SCATTER_ANSWERS, SCATTER_CONTEXTS
 from riverflink.operators.partial_serving import GatherFunction, ScatterFunction, ScorerFunction
 from riverflink.operators.predictor import Predictor
-from riverflink.operators.scatter_gather import read_message
 from riverflink.pipelines import java_ops
 from riverflink.pipelines.config import ServeConfig, load_verifier
 from riverflink.pipelines.flink_kafka import frame_source, text_sink, text_source
@@ -48,7 +47,8 @@ def build(cfg: ServeConfig):
     return env
 
 
-#: what reaches the gather: (batch id, message)
+#: what reaches the scorers: (shard, message); the gather: (batch id, message)
+SHARD_ROW = Types.ROW([Types.INT(), Types.STRING()])
 BATCH_ROW = Types.ROW([Types.STRING(), Types.STRING()])
 
 
@@ -58,11 +58,11 @@ def _scatter_gather(cfg: ServeConfig, requests, model_docs):
     verifier = load_verifier(cfg.verify_key)
     # request batches under one key (batched and keyed in the JVM): one scatter subtask orders them with the models
     keyed, batched = java_ops.keyed_batches(requests, 1, None, cfg.batch_size, cfg.batch_ms)
-    # str "shard kind payload": slice records to their shard, complete manifests and stamped request batches to
-    # every shard, in one order; side outputs: answers given alone, each batch's context
+    # Row(shard, "shard kind payload"): slice records to their shard, complete manifests and stamped request
+    # batches to every shard, in one order; side outputs: answers given alone, each batch's context
     scattered = (
         keyed.connect(model_docs.broadcast(SCATTER))
-        .process(ScatterFunction(cfg.model_name, batched, verifier=verifier), output_type=Types.STRING())
+        .process(ScatterFunction(cfg.model_name, batched, verifier=verifier), output_type=SHARD_ROW)
         .name("scatter")
         .uid("scatter")
         .set_parallelism(1)
@@ -70,7 +70,7 @@ def _scatter_gather(cfg: ServeConfig, requests, model_docs):
     # Row(batch id, "batch p partials"): each shard's partial scores, from its slice alone (a subtask holds the
     # slices of the shards keyed to it: one each with --parallelism M)
     partials = (
-        scattered.key_by(lambda m: int(read_message(m)[0]), key_type=Types.INT())
+        java_ops.keyed_rows(scattered, Types.INT(), Types.STRING())
         .process(ScorerFunction(cfg.model_name, verifier=verifier), output_type=BATCH_ROW)
         .name("shard-scorers")
         .uid("shard-scorers")
