@@ -40,3 +40,20 @@ class LoopTrace:
 def from_environment() -> LoopTrace:
     """The trace ``RIVERFLINK_TRACE_LOOP`` asks for (off when unset)."""
     return LoopTrace(os.environ.get("RIVERFLINK_TRACE_LOOP"))
+
+
+def slow_shard_from_environment() -> tuple[int, float] | None:
+    """``(shard, seconds)`` from ``RIVERFLINK_SLOW_SHARD=SHARD:SECONDS``: that merger shard sleeps so long before
+    each update it takes in (a slow shard, injected for a test of bounded staleness); ``None`` when unset.
+
+    >>> import os
+    >>> os.environ["RIVERFLINK_SLOW_SHARD"] = "1:0.05"
+    >>> slow_shard_from_environment()
+    (1, 0.05)
+    >>> del os.environ["RIVERFLINK_SLOW_SHARD"]
+    """
+    value = os.environ.get("RIVERFLINK_SLOW_SHARD")
+    if not value:
+        return None
+    shard, seconds = value.split(":", 1)
+    return int(shard), float(seconds)

@@ -51,6 +51,7 @@ class Merger(KeyedCoProcessFunction):
     def open(self, ctx: RuntimeContext):
         sampling_profiler.start_if_asked()
         self.trace = loop_trace.from_environment()
+        self.slow = loop_trace.slow_shard_from_environment()
         self.restored_seen = False
         self.state = ctx.get_state(MERGER)
         self.side = MergerSide(self.settings, build_model(self.spec))
@@ -84,6 +85,8 @@ class Merger(KeyedCoProcessFunction):
 
     def process_element1(self, update: bytes, ctx):
         merger = self._merger(ctx.get_current_key())
+        if self.slow is not None and merger.shard == self.slow[0]:
+            time.sleep(self.slow[1])  # (a fault injected for a test: RIVERFLINK_SLOW_SHARD)
         if self.trace.on:
             head = decode_update(update)
             self.trace.write("update_in", replica=head.replica, seq=head.seq, events=head.events,
