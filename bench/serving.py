@@ -61,7 +61,7 @@ def paced(rate: float, seconds: float, send) -> None:
 def kafka_hop(servers: str, rate: float, seconds: float) -> list[float]:
     topic = f"hop-{int(time.time() * 1000)}"
     kafka_io.create_topics(servers, {topic: 1})
-    reader = kafka_io.TopicReader(servers, topic)
+    reader = kafka_io.TopicReader(servers, topic, fetch_max_wait_ms=10)  # (kafka-python waits 500 ms by default)
     lat, stop = [], threading.Event()
 
     def receive():
@@ -134,7 +134,7 @@ def main() -> None:
                                 stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         try:
-            reader = kafka_io.TopicReader(servers, "predictions")
+            reader = kafka_io.TopicReader(servers, "predictions", fetch_max_wait_ms=10)
             deadline = time.time() + 300
             while time.time() < deadline and proc.poll() is None:  # until it answers with the model
                 kafka_io.produce(servers, "requests", [json.dumps({"id": "probe", "x": requests[0]}).encode()])
