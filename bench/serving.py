@@ -58,6 +58,23 @@ def paced(rate: float, seconds: float, send) -> None:
         i += 1
 
 
+def start_serving(servers: str, cfg: ServeConfig, log_path: Path) -> subprocess.Popen:
+    """``riverflink serve`` with ``cfg`` in a process of its own (stop it with ``stop_pid``), output to ``log_path``."""
+    return subprocess.Popen([sys.executable, "-m", "riverflink.pipelines.cli", "serve", "--bootstrap-servers",
+                             servers, *to_argv(cfg)], stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def wait_until_answering(servers: str, topic: str, reader, x: dict, proc: subprocess.Popen, probe: str,
+                         deadline: float) -> None:
+    """Send the request ``x`` as ``probe`` every 2 s until ``reader`` sees it answered ``ok`` (the job holds the
+    model), the job exits or ``deadline`` passes."""
+    while time.time() < deadline and proc.poll() is None:
+        kafka_io.produce(servers, topic, [json.dumps({"id": probe, "x": x}).encode()])
+        if any(r and r.get("id") == probe and r.get("status") == "ok" for r in reader.poll_json(2000)):
+            return
+
+
 def kafka_hop(servers: str, rate: float, seconds: float) -> list[float]:
     topic = f"hop-{int(time.time() * 1000)}"
     kafka_io.create_topics(servers, {topic: 1})
@@ -124,22 +141,15 @@ def main() -> None:
 
         hop = kafka_hop(servers, args.rate, args.seconds)
 
-        log = open(REPO / ".riverflink" / "bench-serving.log", "wb")
         cfg = ServeConfig(servers, model_name="bench", batch_size=args.batch_size)
         cfg = dataclasses.replace(cfg, flink=dataclasses.replace(
             cfg.flink, bundle_ms=args.bundle_ms or cfg.flink.bundle_ms,
             buffer_timeout_ms=args.buffer_timeout_ms or cfg.flink.buffer_timeout_ms))
-        proc = subprocess.Popen([sys.executable, "-m", "riverflink.pipelines.cli", "serve", "--bootstrap-servers",
-                                 servers, *to_argv(cfg)],
-                                stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = start_serving(servers, cfg, REPO / ".riverflink" / "bench-serving.log")
         try:
             reader = kafka_io.TopicReader(servers, "predictions", fetch_max_wait_ms=10)
             deadline = time.time() + 300
-            while time.time() < deadline and proc.poll() is None:  # until it answers with the model
-                kafka_io.produce(servers, "requests", [json.dumps({"id": "probe", "x": requests[0]}).encode()])
-                if any(r and r.get("id") == "probe" and r.get("status") == "ok" for r in reader.poll_json(2000)):
-                    break
+            wait_until_answering(servers, "requests", reader, requests[0], proc, "probe", deadline)
             # latency at the offered rate
             sent: dict = {}
             producer = kafka_io.producer(servers)

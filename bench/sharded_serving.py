@@ -28,16 +28,14 @@ import argparse
 import dataclasses
 import json
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import objsize
 
-from bench.serving import paced, pct
-from bench.throughput import cpu_seconds
+from bench.serving import paced, pct, start_serving, wait_until_answering
+from bench.throughput import cpu_seconds, process_kind
 from riverflink import models
 from riverflink.models import sharding
 from riverflink.models.document import ModelMeta
@@ -47,7 +45,6 @@ from riverflink.pipelines import kafka_io
 from riverflink.pipelines.broker import EmbeddedBroker, descendants, exit_on_sigterm, stop_pid
 from riverflink.pipelines.click_stream import click_events
 from riverflink.pipelines.config import ServeConfig
-from riverflink.pipelines.options import to_argv
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = "LogisticRegression(ftrl=true)"
@@ -66,14 +63,6 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def is_python_worker(pid: int) -> bool:
-    try:
-        cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return False
-    return "pyflink.fn_execution" in cmd or "beam" in cmd
-
-
 def serve_once(servers: str, shards: int, tag: str, requests: list, model, args) -> dict:
     """One serving job in one mode: latency at the offered rate, CPU per request, answers against ``model``."""
     # (a topic of its own: a new consumer group would first read the other runs' requests)
@@ -82,18 +71,12 @@ def serve_once(servers: str, shards: int, tag: str, requests: list, model, args)
     cfg = dataclasses.replace(cfg, topics=dataclasses.replace(cfg.topics, requests=f"requests-{tag}"))
     if args.checkpoint_ms:
         cfg = dataclasses.replace(cfg, flink=dataclasses.replace(cfg.flink, checkpoint_ms=args.checkpoint_ms))
-    log = open(REPO / ".riverflink" / f"bench-sharded-serving-{tag}.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "riverflink.pipelines.cli", "serve", "--bootstrap-servers",
-                             servers, *to_argv(cfg)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = start_serving(servers, cfg, REPO / ".riverflink" / f"bench-sharded-serving-{tag}.log")
     try:
         reader = kafka_io.TopicReader(servers, "predictions", fetch_max_wait_ms=10)  # (kafka-python's 500 ms adds)
         deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None:  # until it answers with the model
-            kafka_io.produce(servers, cfg.topics.requests,
-                             [json.dumps({"id": f"probe-{tag}", "x": requests[0]}).encode()])
-            if any(r and r.get("id") == f"probe-{tag}" and r.get("status") == "ok" for r in reader.poll_json(2000)):
-                break
-        sent, answers, latency, timeline = {}, {}, [], []
+        wait_until_answering(servers, cfg.topics.requests, reader, requests[0], proc, f"probe-{tag}", deadline)
+        sent, answers, timeline = {}, {}, []  # timeline: (sent at, latency in ms) per answer
         producer = kafka_io.producer(servers)
 
         def send(i):
@@ -107,11 +90,9 @@ def serve_once(servers: str, shards: int, tag: str, requests: list, model, args)
                 for r in reader.poll_json(50):
                     if r and r.get("id") in sent and r.get("status") == "ok":
                         answers[r["id"]] = r
-                        latency.append(1000 * (time.time() - sent[r["id"]][0]))
-                        timeline.append((sent[r["id"]][0], latency[-1]))
+                        timeline.append((sent[r["id"]][0], 1000 * (time.time() - sent[r["id"]][0])))
 
-        pids = [p for p in descendants(proc.pid)] + [args.broker_pid]
-        before = cpu_seconds(pids)
+        before = cpu_seconds(descendants(proc.pid) + [args.broker_pid])
         t = threading.Thread(target=receive, daemon=True)
         t.start()
         paced(args.rate, args.seconds, send)
@@ -122,7 +103,7 @@ def serve_once(servers: str, shards: int, tag: str, requests: list, model, args)
         t.join()
         pids = descendants(proc.pid) + [args.broker_pid]
         after = cpu_seconds(pids)
-        workers = [p for p in pids if is_python_worker(p)]
+        workers = [p for p in pids if process_kind(p, args.broker_pid) == "python-worker"]
         peak = max((peak_rss_mb(p) for p in workers), default=0.0)
     finally:
         stop_pid(proc.pid)
@@ -132,13 +113,13 @@ def serve_once(servers: str, shards: int, tag: str, requests: list, model, args)
         for t, ms in timeline:
             by_second.setdefault(int(t - t0), []).append(ms)
         print("    latency by second sent (max ms): " + " ".join(f"{int(max(v))}" for _, v in sorted(by_second.items())))
-        print("    the first answers (sent at s: ms): " + " ".join(f"{t - t0:.2f}:{int(ms)}" for t, ms in sorted(timeline)[:40]))
     diff = 0.0
     for rid, r in answers.items():
         x = requests[sent[rid][1] % len(requests)]
         diff = max(diff, abs(dict(map(tuple, r["proba"]))[True] - model.predict_proba_one(x)[True]))
     cpu_us = 1e6 * sum(v - before.get(p, 0.0) for p, v in after.items()) / max(1, len(answers))
     t0 = min((t for t, _ in timeline), default=0.0)
+    latency = [ms for _, ms in timeline]
     steady = [ms for t, ms in timeline if t - t0 >= STEADY_AFTER_S]
     return {"answered": len(answers), "sent": len(sent), "p50": pct(latency, .5), "p99": pct(latency, .99),
             "p99_steady": pct(steady, .99),

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 
 from pyflink.common import Row
@@ -59,9 +60,9 @@ class ScatterFunction(KeyedBroadcastProcessFunction):
         n = (self.batches.value() or 0) + 1
         answers, sends, context = scatter.on_requests(records(value, self.batched), batch=str(n))
         if answers:
-            for status in ("bad_request", "no_model_yet"):
-                self.m_answers[status].inc(sum(f'"status":"{status}"' in a for a in answers))
-            yield SCATTER_ANSWERS, "\n".join(answers)
+            for status, n in collections.Counter(status for _, status in answers).items():
+                self.m_answers[status].inc(n)
+            yield SCATTER_ANSWERS, "\n".join(line for line, _ in answers)
         if context is not None:
             self.batches.update(n)
             yield SCATTER_CONTEXTS, Row(str(n), message(n, CONTEXT, context))

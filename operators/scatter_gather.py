@@ -114,13 +114,12 @@ class Scatter:
         if document is None:
             return [], self._refuse("not a riverflink.model/1 document")
         meta = document.meta
-        if meta.shards <= 1:
-            ok, problem = _checked(doc, meta.name, meta.version, self.rules, None, now)
-            return [], (self._refuse(f"version {meta.version} is a whole model: serve --shards answers sharded "
-                                     "models only (serve without --shards)") if ok else problem)
         ok, problem = _checked(doc, meta.name, meta.version, self.rules, None, now)
-        if not ok:  # (another model's slice, or one this reader must not take: refused with a reason)
+        if not ok:  # (another model's document, or one this reader must not take: refused with a reason)
             return [], self._refuse(problem) if problem else None
+        if meta.shards <= 1:
+            return [], self._refuse(f"version {meta.version} is a whole model: serve --shards answers sharded "
+                                    "models only (serve without --shards)")
         if not 0 <= meta.shard < meta.shards or not 0 <= meta.page < meta.pages:
             return [], self._refuse(f"slice {meta.shard} of {meta.shards}, page {meta.page} of {meta.pages}")
         out = [(meta.shard, text)]
@@ -146,21 +145,22 @@ class Scatter:
         self.current = manifest
         return [(s, text) for s in range(manifest.shards)]
 
-    def on_requests(self, records: list[Record], batch: str | None = None) -> tuple[list[str], list[tuple[int, str]],
-                                                                               str | None]:
-        """A batch of request records: ``(answers given here: bad requests, or all of them before any complete
-        manifest; [(shard, batch text)]; the batch's context for the gather, or None)``.  ``batch``: its id
-        (unique; default: the count of batches stamped so far)."""
+    def on_requests(self, records: list[Record], batch: str | None = None) -> tuple[list[tuple[str, str]],
+                                                                               list[tuple[int, str]], str | None]:
+        """A batch of request records: ``(answers given here, as (line, status): bad requests, or all of them
+        before any complete manifest; [(shard, batch text)]; the batch's context for the gather, or None)``.
+        ``batch``: its id (unique; default: the count of batches stamped so far)."""
         answers, pending = [], []
         for record in records:
             event = parse_event(record, require_label=False, limits=self.limits)
             if isinstance(event, Rejected):
-                answers.append(prediction_record(source="serving", request_id=None, y_pred=None, proba=None,
-                                                 model_version=None, model_created_at=None, status="bad_request",
-                                                 reason=event.reason, offset=event.offset))
+                answers.append((prediction_record(source="serving", request_id=None, y_pred=None, proba=None,
+                                                  model_version=None, model_created_at=None, status="bad_request",
+                                                  reason=event.reason, offset=event.offset), "bad_request"))
             elif self.current is None:
-                answers.append(prediction_record(source="serving", request_id=event.id, y_pred=None, proba=None,
-                                                 model_version=None, model_created_at=None, status="no_model_yet"))
+                answers.append((prediction_record(source="serving", request_id=event.id, y_pred=None, proba=None,
+                                                  model_version=None, model_created_at=None,
+                                                  status="no_model_yet"), "no_model_yet"))
             else:
                 pending.append(event)
         if not pending:
@@ -230,9 +230,12 @@ class ShardScorer:
         except ValueError as e:
             self.missed += 1
             return str(e)
+        self._stand_on(entry, model)
+        return problem
+
+    def _stand_on(self, entry: Accepted, model: Any) -> None:
         self.version, self.entry, self.model = entry.version, entry, model
         self.link, self.classifier = link_of(model), river_inspect.isclassifier(model)
-        return problem
 
     def on_batch(self, payload: str) -> tuple[str, str]:
         """A stamped batch: ``(its id, the gather's message payload)``, this shard's partial scores (``p`` None
@@ -252,10 +255,9 @@ class ShardScorer:
             manifest = manifest_doc.read_manifest(entry.text)
             if manifest is not None:
                 part = self.feed.assembler.held.get((manifest.epoch, self.shard), {}).get(manifest.slices[self.shard])
-                if part is not None and part[1].model() is not None:
-                    self.model = part[1].model()
-                    self.version, self.entry = entry.version, entry
-                    self.link, self.classifier = link_of(self.model), river_inspect.isclassifier(self.model)
+                model = part[1].model() if part is not None else None
+                if model is not None:
+                    self._stand_on(entry, model)
         self.pending = list(pending)
 
 

@@ -42,7 +42,7 @@ def _serve(records: list[str], shards: int, verifier) -> tuple[list[dict], dict,
         for shard, text in sends:
             assert scorers[shard].on_model(text, now=5_000.0) is None
         given, batch, context = scatter.on_requests(_requests(5, seed=n))
-        answers += [orjson.loads(a) for a in given]
+        answers += [orjson.loads(a) for a, _ in given]
         if context is None:
             continue
         held, lines = None, None
@@ -106,7 +106,8 @@ def test_what_scatter_gather_cannot_serve_is_refused_with_a_reason():
     assert sends == [] and problem and scatter.refused == 2
     # requests before any complete manifest are answered at once
     given, batch, context = scatter.on_requests(_requests(3, seed=1) + [Record(0, 9, 1, None, b"{not json")])
-    assert [orjson.loads(a)["status"] for a in given] == ["no_model_yet"] * 3 + ["bad_request"] and context is None
+    assert [orjson.loads(a)["status"] for a, _ in given] == ["no_model_yet"] * 3 + ["bad_request"] and context is None
+    assert [status for _, status in given] == ["no_model_yet"] * 3 + ["bad_request"]
 
 
 def test_a_restored_scorer_answers_as_before():
