@@ -36,13 +36,23 @@ first and the last tenth of the stream (the model is small, then large), and
 against the baselines, and the bytes held at the end of the run (``objsize``: the
 largest replica, the largest merger shard, the reader).
 
+Then, for M=4 (or the last M run), the same loop with working sets (``--working-set``) of W = 10% of the model's
+features (``--working-set-share``): the replicas' events go through ``on_records`` as JSON records, the merger
+shards answer pulls, and the answers reach the replica within the round (a pull round trip shorter than a sync
+period) or one round later (its waiting events learn a round late).  And one demo run of the real jobs with
+``--working-set`` (``--job-events``; 0: none) for the pull round trips in milliseconds and the served accuracy
+against the same demo without a bound.
+
 Last line: ``sharded: M=<m> accuracy_delta=<D> largest_slice_kb=<S> shard_balance=<max/mean> bytes_per_key=<B>
-speedup_vs_river=<X> clock_gap_p99=<G> replica_peak_mb=<R>`` for M=4 (or the last M run), with
+speedup_vs_river=<X> clock_gap_p99=<G> replica_peak_mb=<R> unbounded_replica_mb=<U> working_set_delta=<W>
+working_set_delta_late=<L> pull_p99_ms=<P>`` for M=4 (or the last M run), with
 ``speedup_vs_river`` River 0.23's estimated CPU per event on the whole stream over the loop's,
 ``clock_gap_p99`` the 99th percentile of a replica's clock gap after its syncs (its syncs the merged model lacks
 on some shard: with every record visible one round later, 1; ``tests/test_stale_synchronous.py`` runs a slow
-shard), and ``replica_peak_mb`` the largest replica's objects at the end (``objsize``; the model only grows, so
-the end is its peak).  Issue 21's ``pull_p99_ms`` comes with working sets and pulls (not built yet).
+shard), ``replica_peak_mb`` the largest replica's objects (``objsize``) at the stream's marks and end with working
+sets, ``unbounded_replica_mb`` the same without (the model only grows, so the end is its peak), the working-set
+accuracy deltas (points, against no bound) with answers within the round and one round later, and
+``pull_p99_ms`` the job's pull round-trip p99.
 
     python -m bench.sharded [--events 50000] [--shards 1,4,16] [--replicas 4] [--river-prefix 5000]
                             [--precision float16|compact|...]
@@ -57,6 +67,7 @@ import time
 from dataclasses import dataclass, field
 
 import objsize
+import orjson
 from river import linear_model
 
 from riverflink import models
@@ -65,10 +76,13 @@ from riverflink.models.paging import paginate
 from riverflink.models.spec import build
 from riverflink.models.sync import SyncPolicy
 from riverflink.models.update_codec import PRECISIONS
+from riverflink.operators.frames import Record
 from riverflink.operators.loop import LoopSettings, MergerSide, ReplicaSide
 from riverflink.operators.messages import update_shard
 from riverflink.operators.model_feed import FeedRules, ModelFeed
+from riverflink.operators.pulls import PULL_PARTITION
 from riverflink.operators.slice_assembly import ManifestWriter
+from riverflink.operators.working_set import WorkingSetSettings
 from riverflink.pipelines.broker import EmbeddedBroker
 from riverflink.pipelines.click_stream import click_events
 
@@ -134,6 +148,15 @@ class Run:
     reader_bytes: int = 0
     #: each replica's clock gap right after each of its syncs (its syncs the merged model lacks on some shard)
     gaps: list = field(default_factory=list)
+    #: working sets: the largest replica's objects at the marks and the end, each batch's pull stats, the working
+    #: sets at the end and the events still waiting for a pull there
+    replica_peak: int = 0
+    pulls: list = field(default_factory=list)
+    working_sets: list = field(default_factory=list)
+    waiting_at_end: int = 0
+
+    def pull_total(self, name: str) -> int:
+        return sum(getattr(p, name) for p in self.pulls if p is not None)
 
     def gap_p99(self) -> int:
         return sorted(self.gaps)[int(0.99 * (len(self.gaps) - 1))] if self.gaps else 0
@@ -229,9 +252,14 @@ def peers(events: list) -> list[tuple[PeerRun, Scores]]:
     return out
 
 
-def loop(events: list, shards: int, replicas: int, batch: int, precision: str = "float16") -> Run:
+def loop(events: list, shards: int, replicas: int, batch: int, precision: str = "float16",
+         working: WorkingSetSettings | None = None, pull_rounds: int = 1) -> Run:
+    """One run of the loop.  ``working``: the replicas hold working sets and pull (their events then go through
+    ``on_records`` as JSON records, as in the job); a pull answer reaches its replica ``pull_rounds`` later: 1,
+    at its next batch, with the merged versions; 0, within the round, right after the batch that asked (a pull
+    round trip shorter than a sync period)."""
     settings = LoopSettings("bench", shards=shards, epoch=1 if shards > 1 else 0, patches=PATCHES if shards > 1 else 0,
-                            precision=precision,
+                            precision=precision, working_set=working,
                             sync=SyncPolicy(every_events=batch, every_seconds=None))
     side, merger_side = ReplicaSide(settings, build(SPEC)), MergerSide(settings, build(SPEC))
     reps = [side.fresh() for _ in range(replicas)]
@@ -247,6 +275,10 @@ def loop(events: list, shards: int, replicas: int, batch: int, precision: str = 
     last_start = None
     marks = sorted({len(events) // 2 ** k // per_round * per_round for k in range(1, 7)} - {0})
     mark_at = (0, 0.0)
+    answers: dict = {k: [] for k in range(replicas)}  # (working sets) pull answers reaching each replica next round
+    pending_answers: dict = {k: [] for k in range(replicas)}
+    records = [Record(0, i, 0, None, orjson.dumps({"x": x, "y": y})) for i, (x, y) in enumerate(events)] \
+        if working is not None else None
 
     def publish(doc: dict | None) -> None:
         if doc is None:
@@ -292,14 +324,29 @@ def loop(events: list, shards: int, replicas: int, batch: int, precision: str = 
                               changed=lambda base: feed.changed_between(base, current.version),
                               params_at=lambda keys, m=served_model: models.adapter_for(m).get_at(m, keys))
         chunk = events[begin: begin + per_round]
+        for k in answers:
+            answers[k], pending_answers[k] = pending_answers[k], []
         for k, r in enumerate(reps):
             part = chunk[k::replicas]
-            if not part:
+            if not part and not answers[k]:
                 continue
             clock += 0.01
             for x, y in part:
                 run.served.add(served_model.predict_proba_one(x) if served_model is not None else None, y)
-            out = side.on_events(r, k, [x for x, _ in part], [y for _, y in part])
+            if working is None:
+                out = side.on_events(r, k, [x for x, _ in part], [y for _, y in part])
+            else:
+                out = side.on_records(r, k, records[begin: begin + per_round][k::replicas] + answers[k])
+                run.pulls.append(out.pulls)
+                for data in out.pull_requests:
+                    replica, doc = merger_side.on_pull(mergers[update_shard(data)], data)
+                    pending_answers[int(replica)].append(Record(PULL_PARTITION, 0, 0, None, models.dumps(doc)))
+                if pull_rounds == 0 and pending_answers[k]:  # (answered within the round: taken at once)
+                    more = side.on_records(r, k, pending_answers[k])
+                    pending_answers[k] = []
+                    out.updates += more.updates
+                if begin in marks:
+                    run.replica_peak = max(run.replica_peak, objsize.get_deep_size(r))
             if out.updates:  # the update just taken, whole (its pieces hold these entries between them)
                 run.touched += sharding.entries(side.template, r.in_flight[-1][1])
                 run.gaps.append(r.clock_gap)
@@ -322,6 +369,9 @@ def loop(events: list, shards: int, replicas: int, batch: int, precision: str = 
     run.replica_params = sharding.entries(side.template, models.get_params(reps[0].model))
     run.unusable = feed.unusable_patches
     run.replica_bytes = max(objsize.get_deep_size(r) for r in reps)
+    run.replica_peak = max(run.replica_peak, run.replica_bytes)
+    run.working_sets = [len(r.working) for r in reps] if working is not None else []
+    run.waiting_at_end = sum(len(r.waiting) for r in reps) if working is not None else 0
     run.merger_bytes = max(objsize.get_deep_size(m) for m in mergers)
     run.reader_bytes = objsize.get_deep_size(feed)
     return run
@@ -346,6 +396,10 @@ def main() -> None:
     parser.add_argument("--precision", default="float16", choices=PRECISIONS,
                         help="of the replicas' updates (train --update-precision; compact: float32 statistics, "
                              "compressed keys)")
+    parser.add_argument("--working-set-share", type=float, default=0.1,
+                        help="W of the working-set run, as a share of the model's features")
+    parser.add_argument("--job-events", type=int, default=3000,
+                        help="events of the demo job that measures pull round trips (0: none)")
     args = parser.parse_args()
     events = list(click_events(args.events, seed=args.seed))
     per_round = args.replicas * args.batch
@@ -393,10 +447,52 @@ def main() -> None:
     m, r, balance, us = runs.get(4) or runs[m]
     print(f"(replica holds {r.replica_params:,} parameters; CPU per event of the loop is one process doing every "
           "replica's, merger's and one reader's work)")
+    capacity = max(1, int(args.working_set_share * r.features))
+    within = loop(events, m, args.replicas, args.batch, args.precision, WorkingSetSettings(capacity=capacity), 0)
+    print(f"M={m} with working sets of W={capacity:,} features ({100 * args.working_set_share:.0f}% of the model's "
+          f"{r.features:,}), pull answers within the round: accuracy {within.served.accuracy:.4f} "
+          f"({100 * (within.served.accuracy - r.served.accuracy):+.2f} points against no bound)")
+    w = loop(events, m, args.replicas, args.batch, args.precision, WorkingSetSettings(capacity=capacity))
+    print(f"M={m} with working sets of W={capacity:,} features, pull answers one round later (the events that "
+          f"waited learn a round late): accuracy {w.served.accuracy:.4f} "
+          f"({100 * (w.served.accuracy - r.served.accuracy):+.2f} points against no bound), a replica's peak "
+          f"{w.replica_peak / 2**20:.1f} MiB against {r.replica_bytes / 2**20:.1f} MiB with no bound; working sets "
+          f"at the end {min(w.working_sets):,}-{max(w.working_sets):,} features (W plus what their unsent and "
+          f"in-flight learning touches); pulls {w.pull_total('sent'):,} ({w.pull_total('sent') / len(events):.2f} per "
+          f"event), events that waited {w.pull_total('waited'):,}, learned without a pull "
+          f"{w.pull_total('unpulled'):,}, features evicted {w.pull_total('evicted'):,}; still waiting at the end "
+          f"{w.waiting_at_end}")
+    job = None
+    if args.job_events:
+        from riverflink.pipelines.sources import dataset_events
+
+        job_features = len({f for x, _ in dataset_events("Clicks", args.job_events) for f in x})
+        job = job_pulls(args.job_events, max(1, int(args.working_set_share * job_features)), m)
+        print(f"the jobs (demo, {args.job_events:,} Clicks events at 2,000/s, M={m}), with --working-set "
+              f"{job['working_set']:,}: {job['summary']}")
+        print(f"    and without: {job_pulls(args.job_events, None, m)['summary']}")
     print(f"sharded: M={m} accuracy_delta={100 * (r.served.accuracy - river.accuracy):+.2f} "
           f"largest_slice_kb={r.largest_record / 1024:.0f} shard_balance={balance:.2f} "
           f"bytes_per_key={r.update_bytes / max(1, r.touched):.1f} speedup_vs_river={river023_all_us / us:.2f} "
-          f"clock_gap_p99={r.gap_p99()} replica_peak_mb={r.replica_bytes / 2**20:.1f}")
+          f"clock_gap_p99={r.gap_p99()} replica_peak_mb={w.replica_peak / 2**20:.1f} "
+          f"unbounded_replica_mb={r.replica_bytes / 2**20:.1f} "
+          f"working_set_delta={100 * (within.served.accuracy - r.served.accuracy):+.2f} "
+          f"working_set_delta_late={100 * (w.served.accuracy - r.served.accuracy):+.2f} "
+          f"pull_p99_ms={job['pull_p99_ms'] if job else 'n/a'}")
+
+
+def job_pulls(events: int, working_set: int | None, shards: int) -> dict:
+    """One demo run of the real jobs (embedded broker, Flink mini-cluster) with ``--working-set``: its summary
+    line and pull round-trip p99 (ms, from the replicas' metrics records)."""
+    from riverflink.pipelines import demo
+
+    with EmbeddedBroker() as broker:
+        cfg = demo.DemoConfig(bootstrap_servers=broker.bootstrap, dataset="Clicks", model_spec=SPEC, events=events,
+                              rate=2000, replicas=4, shards=shards, working_set=working_set, model_name="pulls",
+                              run_id=f"pulls-{int(time.time())}", timeout=600, show=0)
+        result = demo.run(cfg, out=lambda *_: None)
+    return {"summary": result.summary().removeprefix("summary: "), "working_set": working_set,
+            "pull_p99_ms": round(demo.quantile(result.pull_rtt_ms, 0.99))}
 
 
 if __name__ == "__main__":

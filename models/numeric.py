@@ -345,6 +345,44 @@ def write_at(tree: dict, part: dict, keys: Any) -> None:
             tree[name] = value
 
 
+def maps_at(tree: Any, keys: Any) -> Any:
+    """``tree``'s per-feature maps cut down to ``keys``, and nothing else (no dense leaf): a delta that moves those
+    features' entries alone.
+
+    >>> maps_at({"weights": {"a": 1.0, "b": 2.0}, "intercept": 0.5, "steps": [{"w": {"b": 1}}]}, {"b"})
+    {'weights': {'b': 2.0}, 'steps': [{'w': {'b': 1}}]}
+    """
+    if isinstance(tree, list):
+        return [maps_at(t, keys) for t in tree]
+    if not isinstance(tree, dict):
+        return tree
+    out = {}
+    for name, value in tree.items():
+        if isinstance(value, dict):
+            out[name] = {k: value[k] for k in keys if k in value}
+        elif isinstance(value, list):
+            out[name] = maps_at(value, keys)
+    return out
+
+
+def write_maps(tree: dict, part: dict, keys: Any) -> None:
+    """:func:`write_at` on the per-feature maps alone: every other leaf of ``tree`` stays.
+
+    >>> t = {"weights": {"a": 1.0, "b": 2.0}, "intercept": 0.5}
+    >>> write_maps(t, {"weights": {"c": 3.0}, "intercept": 9.0}, {"b", "c"}); t
+    {'weights': {'a': 1.0, 'c': 3.0}, 'intercept': 0.5}
+    """
+    if isinstance(tree, list):
+        for t, p in zip(tree, part, strict=True):
+            write_maps(t, p, keys)
+        return
+    for name, value in part.items():
+        if isinstance(value, dict):
+            write_entries(tree.setdefault(name, {}), value, keys)
+        elif isinstance(value, list):
+            write_maps(tree[name], value, keys)
+
+
 def write_entries(target: Any, new: dict, keys: Any) -> None:
     """``target`` (a map: a dict, a ``VectorDict``) takes ``new``'s entry for each of ``keys``; keys absent from
     ``new`` are removed from it.

@@ -9,6 +9,10 @@ from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, Va
 DEAD_LETTER = OutputTag("dead-letter", Types.STRING())
 PREDICTIONS = OutputTag("predictions", Types.STRING())
 METRICS = OutputTag("metrics", Types.STRING())
+#: --working-set: the merger shards' answers to pulls, "<replica>\n<JSON>" (to the pulls topic), and read back as
+#: Row(replica key, a record frame at PULL_PARTITION) for the replicas' keyed input
+PULL_ANSWERS = OutputTag("pull-answers", Types.STRING())
+PULL_ROWS = Types.ROW([Types.INT(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
 #: a sharded model's merger shards: "<shard> <slice version>" for every slice published (to the manifest writer)
 SLICES_PUBLISHED = OutputTag("slices-published", Types.STRING())
 #: broadcast state: model name -> operators.model_feed.Accepted

@@ -42,11 +42,16 @@ from riverflink.models.document import ModelMeta
 from riverflink.models.labels import LabelRule, task_of
 from riverflink.models.paging import PageCollector
 from riverflink.models.policies import MergePolicy
+from riverflink.models.signing import Verifier
 from riverflink.models.sync import SyncPolicy
 from riverflink.operators.dead_letters import Rejected
 from riverflink.operators.events import Event, parse_event
 from riverflink.operators.feature_budget import FeatureBudget
 from riverflink.operators.frames import Record
+from riverflink.operators.pull_gate import PullGate, PullStats, check_model
+from riverflink.operators.pulls import PULL_PARTITION, decode_pull
+from riverflink.operators.pulls import answer as pull_answer
+from riverflink.operators.working_set import WorkingSetSettings
 from riverflink.operators.limits import DEFAULT_LIMITS, Limits
 from riverflink.operators.merge_state import MergerState, MergeTrigger
 from riverflink.operators.messages import ReplicaUpdate, UndecodableUpdate, decode_update, encode_update, replica_id
@@ -85,6 +90,9 @@ class LoopSettings:
     epoch: int = 0
     #: sharded: slices published as patches between whole ones, at most this many in a row (0: always whole)
     patches: int = 0
+    #: ``--working-set``: each replica holds at most this many features and pulls the others
+    #: (:mod:`~riverflink.operators.pull_gate`); None: a replica holds every feature it meets
+    working_set: WorkingSetSettings | None = None
 
 
 @dataclass
@@ -109,22 +117,34 @@ class BatchOutcome:
     #: classifiers: labels first learned in this batch, after the replica's first one (a typo becomes a class
     #: for good)
     new_classes: list = field(default_factory=list)
+    #: ``--working-set``: pull requests for the merger shards (bytes, on the updates edge), what the pull gate
+    #: did, and the replica's unanswered pulls and waiting events after the batch
+    pull_requests: list[bytes] = field(default_factory=list)
+    pulls: PullStats | None = None
 
 
 class ReplicaSide:
     """The replica half of the loop: on a model version, on a batch, on a timer (one replica key at a time)."""
 
-    def __init__(self, settings: LoopSettings, template: Any):
+    def __init__(self, settings: LoopSettings, template: Any, verifier: Verifier | None = None):
+        """``verifier``: pull answers are taken only when signed by its key (as model documents)."""
         if settings.lr_scale != 1.0:  # the scaled_average policy: K replicas at K times the learning rate
             template = models.scale_learning_rate(template, settings.lr_scale)
         if settings.shards > 1:
             sharding.check_shardable(template)
         self.s, self.template = settings, template
         self.labels = LabelRule.for_model(template, settings.classes)
+        self.gate = None
+        if settings.working_set is not None:
+            check_model(template)
+            self.gate = PullGate(settings.working_set, settings.model_name, settings.shards, verifier)
 
     def fresh(self) -> Replica:
-        """An untrained replica at version 0."""
-        return Replica.fresh(self.template)
+        """An untrained replica at version 0 (with an empty working set under ``working_set``)."""
+        replica = Replica.fresh(self.template)
+        if self.gate is not None:
+            self.gate.start(replica)
+        return replica
 
     def on_model(self, replica: Replica, key: Any, meta: ModelMeta, params: Callable[[], dict],
                  changed: Callable[[int], set | None] | None = None,
@@ -179,7 +199,15 @@ class ReplicaSide:
         reason; a batch the model raises on is rejected whole (every valid
         event in it, ``learning_failed``) and rolled back, so what is
         dead-lettered was never learned (transactional per batch).
+
+        Under ``working_set``, pull answers (records at ``PULL_PARTITION``) are taken first, and events that
+        need features the replica does not hold wait for their pulls (:mod:`~riverflink.operators.pull_gate`);
+        a call with no records gives the waiting events another chance (a timer).
         """
+        answers: list = []
+        if self.gate is not None:
+            answers = [r for r in records if r.partition == PULL_PARTITION]
+            records = [r for r in records if r.partition != PULL_PARTITION] if answers else records
         xs, ys, events, rejected = [], [], [], []
         for record in records:
             event = parse_event(record, require_label=self.labels.needs_label, key_field=key_field, limits=limits)
@@ -198,6 +226,8 @@ class ReplicaSide:
             if replica.features is None:
                 replica.features = FeatureBudget(self.s.replica_features)
             xs, out.features_dropped = replica.features.admit(xs)
+        if self.gate is not None:
+            xs, ys, events = self._through_gate(replica, key, answers, xs, ys, events, out)
         if not xs:
             return out
         point = replica.save_point()
@@ -212,12 +242,26 @@ class ReplicaSide:
             out.learning_failed = True
             return out
         replica.commit()
+        if self.gate is not None:
+            self.gate.settle(replica, xs, out.pulls)
         learned.rejected, learned.features_dropped = out.rejected, out.features_dropped
+        learned.pull_requests, learned.pulls = out.pull_requests, out.pulls
         if learned.new_classes:
             log.warning("replica %s learns new class(es) %s (declare --classes to refuse unknown labels)", key,
                         ", ".join(repr(c) for c in learned.new_classes[:10]))
         learned.events = [ev for ev, _ in events]
         return learned
+
+    def _through_gate(self, replica: Replica, key: Any, answers: list, xs: list, ys: list, events: list,
+                      out: BatchOutcome) -> tuple[list, list, list]:
+        """Take the pull answers, then split the events into those that learn now (returned, as ``xs, ys,
+        events``) and those that wait; the pull requests and the gate's counts go into ``out``."""
+        out.pulls = PullStats()
+        self.gate.start(replica)  # (a replica restored from a job without working sets)
+        self.gate.on_answers(replica, key, answers, out.pulls)
+        batch = [(x, y, event, raw) for x, y, (event, raw) in zip(xs, ys, events)]
+        ready, out.pull_requests = self.gate.admit(replica, key, batch, out.pulls)
+        return [i[0] for i in ready], [i[1] for i in ready], [(i[2], i[3]) for i in ready]
 
     def on_events(self, replica: Replica, key: Any, xs: Sequence[dict], ys: Sequence[Any],
                   keep_predictions: bool = False, coalesce: bool = True) -> BatchOutcome:
@@ -332,6 +376,21 @@ class MergerSide:
         if merger.add(update, now) and not merger.awaits_base(now):
             return self.merge(merger, now)
         return MergeOutcome(wait=first)
+
+    def on_pull(self, merger: MergerState, data: bytes) -> tuple[str, dict] | None:
+        """A replica's pull request (bytes, :func:`~riverflink.operators.pulls.is_pull`): ``(replica id, the
+        answer document)``, unsigned, from this shard's merged parameters; ``None`` (logged) for a request this
+        shard cannot answer."""
+        try:
+            request = decode_pull(data)
+        except ValueError as e:
+            log.error("ignoring a pull request: %s", e)
+            return None
+        if request.shard != merger.shard or request.model_name != merger.name:
+            log.error("ignoring replica %s's pull for shard %d of %r: this merger merges shard %d of %r",
+                      request.replica, request.shard, request.model_name, merger.shard, merger.name)
+            return None
+        return request.replica, pull_answer(merger, self.template, request)
 
     def on_timer(self, merger: MergerState, now: float | None = None) -> MergeOutcome:
         """Merge whatever waits (the trigger's ``wait_ms`` has passed)."""

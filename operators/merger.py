@@ -5,6 +5,9 @@ merges its shard's slice, outputs each slice document as ``"<model>#<shard>\n<JS
 Kafka key; a slice over ``max_doc_bytes`` goes out as pages, :mod:`riverflink.models.paging`) and tells the
 manifest writer (:data:`SLICES_PUBLISHED`, ``"<shard> <slice version>"``).
 
+With ``--working-set`` it also answers the replicas' pull requests (on input 1, :mod:`~riverflink.operators.pulls`)
+from its merged parameters, signed like its documents, on :data:`PULL_ANSWERS` as ``"<replica>\n<JSON>"``.
+
 A Flink shell over :class:`~riverflink.operators.loop.MergerSide` (the loop's
 merger half): it keeps the :class:`~riverflink.operators.merge_state.MergerState`
 in keyed state, registers the ``wait_ms`` timer, signs and size-checks each
@@ -30,11 +33,12 @@ from riverflink.models.manifest import shard_key
 from riverflink.models.signing import Signer, sign
 from riverflink.models.spec import build as build_model
 from riverflink.operators import loop_trace, sampling_profiler
-from riverflink.operators.flink_state import MERGER, SLICES_PUBLISHED
+from riverflink.operators.flink_state import MERGER, PULL_ANSWERS, SLICES_PUBLISHED
 from riverflink.operators.loop import LoopSettings, MergeOutcome, MergerSide
 from riverflink.operators.merge_state import MergerState
 from riverflink.operators.messages import decode_update
 from riverflink.operators.model_feed import FeedRules, accept
+from riverflink.operators.pulls import is_pull
 
 log = logging.getLogger("riverflink")
 
@@ -69,6 +73,7 @@ class Merger(KeyedCoProcessFunction):
         self.m_oversized = group.counter("documents_oversized")
         self.m_held_back = group.counter("versions_held_back")
         self.m_refused_models = group.counter("model_documents_refused")
+        self.m_pulls = group.counter("pulls_answered")
         self.last = {"version_seconds": 0, "events": 0, "pending": 0, "staleness": 0}
         for name in self.last:
             group.gauge(name, lambda name=name: int(self.last[name]))
@@ -87,6 +92,14 @@ class Merger(KeyedCoProcessFunction):
         merger = self._merger(ctx.get_current_key())
         if self.slow is not None and merger.shard == self.slow[0]:
             time.sleep(self.slow[1])  # (a fault injected for a test: RIVERFLINK_SLOW_SHARD)
+        if is_pull(update):
+            got = self.side.on_pull(merger, update)
+            if got is not None:
+                replica, doc = got
+                self.m_pulls.inc()
+                signed = sign(doc, self.signer) if self.signer is not None else doc
+                yield PULL_ANSWERS, f"{replica}\n{models.dumps(signed).decode()}"
+            return
         if self.trace.on:
             head = decode_update(update)
             self.trace.write("update_in", replica=head.replica, seq=head.seq, events=head.events,

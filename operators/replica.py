@@ -111,6 +111,13 @@ class Replica:
     #: while a :meth:`save_point` is open: (the tree, features, its entries there before) of every in-place change
     #: to ``snapshot`` since, so that :meth:`restore` can undo them (None: no save point open)
     snapshot_undo: list | None = None
+    #: ``--working-set``: the features this replica holds (:mod:`~riverflink.operators.working_set`; None: all it
+    #: has learned or been merged), the events waiting for pulls as ``(x, y, event, raw bytes)`` in arrival
+    #: order, and its unanswered pulls (request id -> (shard, features, sent at))
+    working: Any = None
+    waiting: list | None = None
+    pulls: dict | None = None
+    pull_seq: int = 0
 
     def note_classes(self, ys: Sequence[Any]) -> list:
         """The labels of ``ys`` this replica had not learned before, in order (and remember them)."""
@@ -446,6 +453,9 @@ class Replica:
         parameters restricted to ``features`` (``None``: restrict the whole).
         """
         adapter = models.adapter_for(self.model)
+        if getattr(self, "working", None) is not None:  # only the features it holds (the others are pulled)
+            held = self.working.used.keys()
+            changed = set(held) if changed is None else {f for f in held if f in changed}
         shards = max(1, len(slices))
         acks = list(acked) if shards > 1 else [acked]
         refusals = [set(r) for r in refused] if shards > 1 else [set(refused)]
@@ -506,6 +516,50 @@ class Replica:
         if norm:
             self.base_norm = learned_norm(self.model, whole())
         return len(resend)
+
+    def take_pulled(self, entries: dict, features: set, acked: int | None) -> None:
+        """Hold ``features`` at their merged entries in ``entries`` (a pull answer's tree: a feature absent
+        there has its initial value), keeping every bit of this replica's own learning on them.
+
+        ``acked``: the last of this replica's updates the entries hold (their shard's ``meta.acked``).  As a
+        rebase does at those features alone: the snapshot becomes ``merged + (in-flight learning the entries
+        lack)``, and the model and the probe's point move by as much, so what they learned beyond the snapshot
+        (learned before the answer came, :class:`~riverflink.operators.working_set.WorkingSetSettings`) stays.
+        The dense part (the intercept) is the rebase's alone."""
+        adapter, at = models.adapter_for(self.model), set(features)
+        if not getattr(self, "snapshot_owned", False):
+            self.snapshot, self.snapshot_owned = numeric.copy_tree(self.snapshot), True
+        base = numeric.restrict(self.snapshot, at)
+        merged = numeric.copy_tree(base)
+        numeric.write_maps(merged, entries, at)
+        missing = [numeric.maps_at(d, at) for seq, d, _ in self.in_flight if acked is None or seq > acked]
+        snapshot = adapter.apply(self.model, merged, missing, [1.0] * len(missing), _REPLAY) if missing else merged
+        shift = numeric.maps_at(adapter.delta(self.model, snapshot, base), at)
+        current = adapter.get_at(self.model, at)
+        moved = adapter.apply(self.model, current, [shift], [1.0], _REPLAY)
+        numeric.check_finite(moved)
+        numeric.write_maps(current, moved, at)
+        adapter.set_at(self.model, current, at)
+        if self.mid is not None and getattr(self, "mid_keys", None) is not None and self.mid_keys & at:
+            self.mid = adapter.apply(self.model, self.mid, [shift], [1.0], _REPLAY)
+        if getattr(self, "snapshot_undo", None) is not None:
+            self.snapshot_undo.append((self.snapshot, at, numeric.restrict(self.snapshot, at)))
+        numeric.write_maps(self.snapshot, snapshot, at)
+
+    def evict(self, features: list) -> None:
+        """Let ``features`` go: their entries leave the model and the snapshot (the caller guarantees that their
+        learning is held by the merged model: none unsent, none in flight)."""
+        if not features:
+            return
+        adapter, at = models.adapter_for(self.model), set(features)
+        if not getattr(self, "snapshot_owned", False):
+            self.snapshot, self.snapshot_owned = numeric.copy_tree(self.snapshot), True
+        adapter.set_at(self.model, adapter.get_at(self.model, ()), at)  # (empty maps: the entries at ``at`` go)
+        numeric.write_maps(self.snapshot, numeric.maps_at(self.snapshot, ()), at)
+
+    def learning_features(self) -> set:
+        """The features whose learning the merged model may not hold yet: unsent (the journal's) or in flight."""
+        return (journal.keys(self.model) or set()) | numeric.keys_of([d for _, d, _ in self.in_flight])
 
     def _move_mid(self, adapter: Any, snapshot: dict, at: set | None) -> None:
         """Move the probe's point onto the new ``snapshot`` (restricted to ``at`` when not ``None``): it keeps

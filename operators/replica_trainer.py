@@ -40,6 +40,7 @@ from riverflink.operators.limits import DEFAULT_LIMITS, Limits
 from riverflink.operators.loop import BatchOutcome, LoopSettings, ReplicaSide
 from riverflink.operators.messages import ReplicaId, replica_id
 from riverflink.operators.model_feed import Accepted, FeedRules, ModelFeed, entry_model
+from riverflink.operators.pull_gate import PullStats
 from riverflink.operators.records import prediction_record
 from riverflink.operators.replica import Replica
 from riverflink.operators.scoring import Score
@@ -75,7 +76,7 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         self.trace = loop_trace.from_environment()
         self.subtask = ctx.get_index_of_this_subtask()
         self.state = ctx.get_state(REPLICA)
-        self.side = ReplicaSide(self.s.loop, build_model(self.s.model_spec))
+        self.side = ReplicaSide(self.s.loop, build_model(self.s.model_spec), verifier=self.s.verifier)
         self.name = self.s.loop.model_name
         # (in place: the replicas use the newest model alone, and only at the features that changed)
         self.rules = FeedRules(self.name, self.s.max_skew_ms, verifier=self.s.verifier, in_place=True)
@@ -95,6 +96,12 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         self.m_syncs_held = group.counter("syncs_held")
         self.m_staleness_violations = group.counter("staleness_violations")
         group.gauge("clock_gap", lambda: max((r.clock_gap for r in self.live.values()), default=0))
+        # --working-set: pulls and what waits for them (operators.pull_gate)
+        self.m_pulls = {name: group.counter(metric) for name, metric in PULL_COUNTERS.items()}
+        group.gauge("working_set", lambda: max((len(r.working) for r in self.live.values()
+                                                if getattr(r, "working", None) is not None), default=0))
+        group.gauge("events_waiting", lambda: sum(len(getattr(r, "waiting", None) or ()) for r in self.live.values()))
+        self.pull_deadlines: dict = {}
         self.last = {"base_version": 0, "accuracy_permille": 0, "mae_milli": 0}
         for name in self.last:
             group.gauge(name, lambda name=name: int(self.last[name]))
@@ -175,6 +182,9 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         self.m_new_classes.inc(len(out.new_classes))
         yield from out.updates
         self.m_syncs.inc(len(out.updates) // max(1, self.side.s.shards))  # one piece per shard
+        if out.pulls is not None:
+            yield from out.pull_requests
+            self._count_pulls(key, replica, out.pulls, ctx)
         score = out.score
         if score is not None and score.events:
             self.m_learned.inc(score.events)
@@ -192,13 +202,31 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
             yield PREDICTIONS, prediction_record(
                 source="training", request_id=ev.id, y_pred=y_pred, proba=proba, model_version=out.base_version,
                 model_created_at=None, replica=replica_id(key), y=ev.y, partition=ev.partition, offset=ev.offset)
-        if score is not None or out.rejected:
+        if score is not None or out.rejected or (out.pulls is not None and out.pulls.round_trips_ms):
             yield METRICS, _metrics_record(self.s.job_tag, replica_id(key), out.base_version, replica.task, score,
-                                           len(out.rejected), out.events, out.features_dropped, replica.clock_gap)
+                                           len(out.rejected), out.events, out.features_dropped, replica.clock_gap,
+                                           _pull_fields(replica, out.pulls))
+
+    def _count_pulls(self, key, replica: Replica, stats: PullStats, ctx) -> None:
+        """Count what the pull gate did, and wake the replica when its oldest unanswered pull times out (its
+        waiting events then learn on what it holds)."""
+        for name, counter in self.m_pulls.items():
+            counter.inc(getattr(stats, name))
+        deadline = self.side.gate.next_deadline(replica)
+        if deadline is not None and replica.waiting and self.pull_deadlines.get(key) != deadline:
+            self.pull_deadlines[key] = deadline
+            ctx.timer_service().register_processing_time_timer(int(deadline * 1000) + 1)
 
     def on_timer(self, timestamp, ctx):
         key = ctx.get_current_key()
         replica = self._replica(key)
+        if self.side.gate is not None and (getattr(replica, "waiting", None) or getattr(replica, "pulls", None)):
+            # (pulls given up after their timeout: the events waiting for them learn now)
+            self._adopt_latest(key, replica, ctx)
+            out = self.side.on_records(replica, key, [], key_field=self.s.key_field, limits=self.s.limits,
+                                       keep_predictions=self.s.training_predictions)
+            yield from self._emit(key, replica, out, ctx)
+            self.state.update(replica)
         if replica.since_sync == 0:
             return
         # (a sync held at --max-staleness waits for a newer version: take it here too, or a replica that gets no
@@ -240,8 +268,24 @@ def _replica_summary(r: Replica) -> dict:
             "base_version": r.base_version, "events_learned": r.events_learned}
 
 
+#: the trainer's pull counters: PullStats field -> Flink metric
+PULL_COUNTERS = {"sent": "pulls_sent", "answered": "pull_answers", "refused": "pull_answers_refused",
+                 "late": "pull_answers_late", "timed_out": "pulls_timed_out", "waited": "events_waited_for_pulls",
+                 "unpulled": "events_learned_unpulled", "limited": "pulls_limited", "evicted": "features_evicted",
+                 "expired": "features_expired"}
+
+
+def _pull_fields(replica: Replica, stats: PullStats | None) -> dict:
+    """A metrics record's working-set fields: the pull round trips answered in the batch (ms), the working set's
+    size and the events waiting, after it."""
+    if stats is None:
+        return {}
+    return {"pull_rtt_ms": [round(t, 1) for t in stats.round_trips_ms], "working_set": len(replica.working),
+            "waiting": len(replica.waiting)}
+
+
 def _metrics_record(job: str, replica: ReplicaId, version: int, task: str, score: Score | None, dead: int, events: list,
-                    features_dropped: int = 0, clock_gap: int = 0) -> str:
+                    features_dropped: int = 0, clock_gap: int = 0, more: dict | None = None) -> str:
     offsets: dict = {}
     for ev in events:
         if ev.offset is not None:
@@ -262,4 +306,5 @@ def _metrics_record(job: str, replica: ReplicaId, version: int, task: str, score
         "clock_gap": clock_gap,
         "offsets": {str(p): list(r) for p, r in offsets.items()},
         "ts": time.time(),
+        **(more or {}),
     }).decode()

@@ -66,7 +66,8 @@ def cmd_train(args) -> int:
     from riverflink.pipelines import training
 
     cfg = job_config(TrainConfig, args)
-    roles = ("events", "dead_letter", "models", "metrics") + (("training_predictions",) if cfg.training_predictions else ())
+    roles = ("events", "dead_letter", "models", "metrics") + (("training_predictions",) if cfg.training_predictions else ()) \
+        + (("pulls",) if cfg.working_set else ())
     _preflight(cfg, cfg.topics.to_create(*roles))
     return _run_job(training.build, cfg, "train", args)
 

@@ -44,7 +44,7 @@ def host_port(text: str) -> str:
 
 #: partitions of each topic riverflink creates, by role
 PARTITIONS = {"events": 2, "dead_letter": 1, "predictions": 2, "models": 1, "requests": 2, "metrics": 1,
-              "training_predictions": 2}
+              "training_predictions": 2, "pulls": 2}
 
 
 
@@ -77,12 +77,16 @@ class Topics:
     metrics: str = option("metrics", "one record per replica micro-batch", flag="--metrics-topic")
     #: per-event training predictions (``--training-predictions``), apart from serving's answers
     training_predictions: str = "predictions.training"
+    #: the merger shards' answers to the replicas' pulls (``--working-set``), keyed by replica
+    pulls: str = "models.pulls"
 
     @classmethod
     def named(cls, events: str = "events", predictions: str = "predictions", models: str = "models",
               requests: str = "requests", metrics: str = "metrics", **_derived: str) -> "Topics":
-        """Topics by role; the dead-letter and training-predictions topics follow from events and predictions."""
-        return cls(events, events + ".dlq", predictions, models, requests, metrics, predictions + ".training")
+        """Topics by role; the dead-letter, training-predictions and pulls topics follow from events, predictions
+        and models."""
+        return cls(events, events + ".dlq", predictions, models, requests, metrics, predictions + ".training",
+                   models + ".pulls")
 
     @classmethod
     def for_run(cls, run: str) -> "Topics":
@@ -164,6 +168,13 @@ class TrainConfig:
                                        "merged model on every shard, and learns on (stale synchronous parallel; "
                                        "metrics clock_gap, syncs_held, staleness_violations); default: no bound",
                                        metavar="S")
+    working_set: int | None = option(None, "W: each replica holds at most W features (plus those of its unsent and "
+                                     "in-flight learning), least recently used leave, and an event needing others "
+                                     "waits while they are pulled from their merger shard (FTRL linear models; "
+                                     "metrics pull_*, working_set, features_evicted); default: no bound",
+                                     metavar="W")
+    expire_after: int | None = option(None, "with --working-set: a feature no event of a replica used for N of its "
+                                      "events leaves its working set (metric features_expired)", metavar="N")
     merge_policy: str = option("delta", "how learned parameters combine (docs/merge-policies.md)", choices=POLICIES)
     merge_wait_ms: int = option(500, "merge whatever is pending after this")
     merge_quorum: int = option(1, "replicas with a pending update that start a merge (1: merge on arrival)")
@@ -220,6 +231,10 @@ class TrainConfig:
             raise ConfigError(f"--quality-gate must be >= 0, got {self.quality_gate}")
         if self.max_staleness is not None and self.max_staleness < 1:
             raise ConfigError(f"--max-staleness must be >= 1, got {self.max_staleness}")
+        if self.working_set is not None and self.working_set < 1:
+            raise ConfigError(f"--working-set must be >= 1, got {self.working_set}")
+        if self.expire_after is not None and (self.expire_after < 1 or self.working_set is None):
+            raise ConfigError("--expire-after needs --working-set and must be >= 1")
         if not 1 <= self.shards <= MAX_SHARDS:
             raise ConfigError(f"--shards must be in [1, {MAX_SHARDS}], got {self.shards}")
         if self.shards > 1 and self.quality_gate is not None:
@@ -261,6 +276,10 @@ class TrainConfig:
                 from riverflink.models.sharding import check_shardable
 
                 check_shardable(model)
+            if self.working_set is not None:
+                from riverflink.operators.pull_gate import check_model
+
+                check_model(model)
             self.sync_policy()
         except ValueError as e:
             raise ConfigError(str(e)) from None
@@ -280,6 +299,7 @@ class TrainConfig:
     def loop_settings(self) -> "LoopSettings":
         """The replica <-> merger loop's settings (:mod:`riverflink.operators.loop`)."""
         from riverflink.operators.loop import LoopSettings
+        from riverflink.operators.working_set import WorkingSetSettings
 
         return LoopSettings(
             model_name=self.model_name, mode=self.mode, sync=self.sync_policy(), precision=self.update_precision,
@@ -287,6 +307,7 @@ class TrainConfig:
             replica_features=self.max_model_features // self.replicas if self.shards <= 1 else None,
             shards=self.shards, epoch=int(time.time() * 1000) if self.shards > 1 else 0,
             patches=SLICE_PATCHES if self.shards > 1 else 0,
+            working_set=WorkingSetSettings(self.working_set, self.expire_after) if self.working_set else None,
             lr_scale=float(self.replicas) if self.merge_policy == "scaled_average" else 1.0,
             classes=frozenset(c.strip().lower() if c.strip().lower() in ("true", "false") else c.strip()
                               for c in self.classes.split(",") if c.strip()) if self.classes else None)

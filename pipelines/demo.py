@@ -57,6 +57,9 @@ class DemoConfig:
     replicas: int = option(4, "K replicas")
     sync_every: int = 100
     max_staleness: int | None = option(None, "S: --max-staleness of train (default: no bound)", metavar="S")
+    working_set: int | None = option(None, "W: --working-set of train (each replica holds at most W features and "
+                                     "pulls the others; the summary adds pulls and pull_p99_ms)", metavar="W")
+    expire_after: int | None = option(None, "N: --expire-after of train", metavar="N")
     merge_policy: str = option("delta", "how learned parameters combine", choices=POLICIES)
     model_spec: str = option("StandardScaler|LogisticRegression", "model spec, e.g. "
                              "'StandardScaler|LinearRegression' for a regression stream", flag="--model")
@@ -83,6 +86,7 @@ class DemoConfig:
         """The training job this run starts."""
         return TrainConfig(self.bootstrap_servers, model_spec=self.model_spec, model_name=self.model_name,
                            replicas=self.replicas, sync_every_events=self.sync_every, max_staleness=self.max_staleness,
+                           working_set=self.working_set, expire_after=self.expire_after,
                            merge_policy=self.merge_policy, mode=self.mode, topics=self.topics, shards=self.shards,
                            max_record_bytes=self.max_record_bytes, group_id=f"riverflink-train{self._suffix}", flink=FlinkConfig(parallelism=self.parallelism))
 
@@ -124,6 +128,9 @@ class DemoResult:
     #: a sharded model: its features (per-feature parameters of the final step) and its largest slice document
     model_features: int = 0
     largest_slice_bytes: int = 0
+    #: --working-set: every pull's round trip (ms), and the largest working set a replica reported
+    pull_rtt_ms: list = field(default_factory=list)
+    working_set_peak: int | None = None
 
     def percentiles(self, values: list) -> str:
         if not values:
@@ -139,7 +146,22 @@ class DemoResult:
             f"baseline_{metric}={self.baseline_accuracy:.4f} predictions={self.predictions}"
             + (f" model_features={self.model_features} largest_slice_bytes={self.largest_slice_bytes}"
                if self.largest_slice_bytes else "")
+            + (f" pulls={len(self.pull_rtt_ms)} pull_p50_ms={quantile(self.pull_rtt_ms, 0.5):.0f}"
+               f" pull_p99_ms={quantile(self.pull_rtt_ms, 0.99):.0f} working_set_peak={self.working_set_peak}"
+               if self.working_set_peak is not None else "")
         )
+
+
+def quantile(values: list, q: float) -> float:
+    """The ``q`` quantile of ``values`` (nearest rank; 0 for none).
+
+    >>> quantile([5.0, 1.0, 3.0], 0.5), quantile([], 0.99)
+    (3.0, 0)
+    """
+    if not values:
+        return 0
+    v = sorted(values)
+    return v[min(len(v) - 1, int(q * len(v)))]
 
 
 def _start_job(kind: str, cfg: DemoConfig) -> subprocess.Popen:
@@ -210,12 +232,14 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
     serving, versions, dead = {}, [], []
     slices: dict = {}  # a sharded model: shard -> its newest whole slice document and the patches after it
     largest_slice = 0
+    pull_rtt_ms: list = []
+    working_set_peak = None
     manifests: list = []  # ... and its manifests (serving assembles a model from one and its slices)
     labels = {i: y for i, (_, y) in enumerate(labelled)}
     shown, last_shown = 0, 0.0
 
     def pump():
-        nonlocal shown, last_shown, largest_slice
+        nonlocal shown, last_shown, largest_slice, working_set_peak
         for rec in preds.poll_json(100):
             if rec is None:
                 continue
@@ -244,6 +268,9 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
                     largest_slice = max(largest_slice, document.size)
         dead.extend(r for r in dlq.poll_json(0) if r)
         for m in metrics.poll_json(0):
+            if m and "working_set" in m:
+                pull_rtt_ms.extend(m.get("pull_rtt_ms") or [])
+                working_set_peak = max(working_set_peak or 0, m["working_set"])
             if m and m.get("events"):
                 batches[batch_key(m)] = m["events"]
 
@@ -333,6 +360,8 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
         latency_ms=[1000 * (serving[i]["ts"] - request_sent[i]) for i in answered if i in request_sent],
         model_features=_model_features(slices.values()),
         largest_slice_bytes=largest_slice,
+        pull_rtt_ms=pull_rtt_ms,
+        working_set_peak=working_set_peak,
     )
 
 

@@ -22,7 +22,8 @@ def _jvm():
     return get_gateway().jvm.riverflink
 
 
-def key_and_batch(frames: DataStream, keys: int, key_field: str | None, max_records: int, max_ms: int) -> KeyedStream:
+def key_and_batch(frames: DataStream, keys: int, key_field: str | None, max_records: int, max_ms: int,
+                  more: DataStream | None = None) -> KeyedStream:
     """Record frames -> one batch of frames per replica key, keyed by it.
 
     ``key_field=None``: records are not keyed by content; each source subtask
@@ -34,7 +35,8 @@ def key_and_batch(frames: DataStream, keys: int, key_field: str | None, max_reco
     emits ``Row(key, frames)``; the batches are keyed on field 0 in the JVM
     (PyFlink's own ``key_by`` would run a Python key selector, a second round
     trip through Python for every batch).  The keyed stream's records are the
-    frames (``bytes`` in Python).
+    frames (``bytes`` in Python).  ``more``: a stream of ``Row(key, frames)`` already keyed, joined to the
+    batches before the ``keyBy`` (the replicas' pull answers).
     """
     gateway = get_gateway()
     rows = Types.ROW([Types.INT(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
@@ -44,6 +46,8 @@ def key_and_batch(frames: DataStream, keys: int, key_field: str | None, max_reco
             _jvm().KeyedMicroBatcher(keys, key_field, max_records, BATCH_MAX_BYTES, max_ms))
         .uid("key-and-micro-batch")
     )
+    if more is not None:
+        j_rows = DataStream(j_rows).union(more)._j_data_stream
     j_keyed = j_rows.keyBy(gateway.jvm.KeyByKeySelector(), Types.ROW([Types.INT()]).get_java_type_info())
     return KeyedStream(j_keyed, Types.PRIMITIVE_ARRAY(Types.BYTE()), DataStream(j_rows))
 
@@ -63,10 +67,12 @@ def split_lines(stream: DataStream, name: str) -> DataStream:
 
 
 def keyed_batches(raw: DataStream, keys: int, key_field: str | None, batch_size: int,
-                  batch_ms: int) -> tuple[KeyedStream, bool]:
+                  batch_ms: int, more: DataStream | None = None) -> tuple[KeyedStream, bool]:
     """Records keyed by ``crc32(event key) mod keys`` (``key_field=None``: batches spread over the keys in
     turn): frames micro-batched in the JVM when riverflink's jar is there (``True``), else one record at a
-    time keyed in Python (``False``)."""
+    time keyed in Python (``False``; ``more``, rows of frames already keyed, needs the jar)."""
     if jars.operators_jar() is not None:
-        return key_and_batch(raw, keys, key_field, batch_size, batch_ms), True
+        return key_and_batch(raw, keys, key_field, batch_size, batch_ms, more), True
+    if more is not None:
+        raise ValueError("--working-set needs riverflink's operators jar (make jars)")
     return raw.key_by(lambda s: replica_of_text(s, keys, key_field or "key"), key_type=Types.INT()), False

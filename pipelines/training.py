@@ -34,9 +34,11 @@ from pyflink.common import Types
 
 from riverflink.models.document import read_document
 from riverflink.models.manifest import shard_key
-from riverflink.operators.flink_state import DEAD_LETTER, LATEST_MODEL, METRICS, PREDICTIONS, SLICES_PUBLISHED
+from riverflink.operators.flink_state import (DEAD_LETTER, LATEST_MODEL, METRICS, PREDICTIONS, PULL_ANSWERS,
+                                              PULL_ROWS, SLICES_PUBLISHED)
 from riverflink.operators.manifest_publisher import ManifestPublisher
 from riverflink.operators.merger import Merger
+from riverflink.operators.pull_routing import PullAnswerRows
 from riverflink.operators.messages import update_shard
 from riverflink.operators.replica_trainer import ReplicaTrainer, TrainerSettings
 from riverflink.pipelines import java_ops
@@ -78,15 +80,28 @@ def build(cfg: TrainConfig):
     # bytes: one binary record frame per Kafka record of `events` (partition, offset, key, value)
     raw = frame_source(env, servers, t.events, cfg.group_id, "events", cfg.limits, props).uid("source-events")
 
+    # --working-set: the merger shards' answers to the replicas' pulls, as Row(replica, one frame at partition
+    # PULL_PARTITION), which no event's frame can have
+    answers = None
+    if loop.working_set is not None:
+        answers = (
+            frame_source(env, servers, t.pulls, f"{cfg.group_id}-pulls", "pulls", cfg.limits, props)
+            .uid("source-pulls")
+            .flat_map(PullAnswerRows(cfg.replicas), output_type=PULL_ROWS)
+            .name("pull-answers")
+            .uid("pull-answers")
+        )
+
     # keyed by replica (crc32(event key) mod K) and micro-batched in the JVM: bytes, many frames per record;
     # without riverflink's jar, one value string per record keyed in Python (`batched` is False)
-    keyed, batched = java_ops.keyed_batches(raw, cfg.replicas, cfg.key_field, cfg.batch_size, cfg.batch_ms)
+    keyed, batched = java_ops.keyed_batches(raw, cfg.replicas, cfg.key_field, cfg.batch_size, cfg.batch_ms,
+                                            answers)
 
     # str: the model documents on `models`, to every replica (broadcast) and to the merger
     model_docs = text_source(env, servers, t.models, f"{cfg.group_id}-models", "models", props,
                              tail=cfg.models_tail).uid("source-models")
 
-    # bytes: encoded replica updates (operators.messages); side outputs: str JSON dead letters, metrics
+    # bytes: encoded replica updates (operators.messages) and pull requests (operators.pulls); side outputs: str JSON dead letters, metrics
     # records and (if asked) per-event training predictions
     trainer = ReplicaTrainer(TrainerSettings(
         loop=loop, model_spec=cfg.model_spec, sync_check_ms=int(1000 * (cfg.sync_every_seconds or 1.0)),
@@ -116,6 +131,12 @@ def build(cfg: TrainConfig):
     signing_key = str(Path(cfg.signing_key).resolve()) if cfg.signing_key else None
     merger = Merger(loop, cfg.model_spec, signing_key=signing_key, verify_key=verifier.public_raw if verifier else None,
                     max_doc_bytes=cfg.max_record_bytes)
+
+    def sink_pull_answers(merged) -> None:
+        # str: "<replica>\n<answer JSON>", a slice document of the pulled features (signed like every document)
+        if loop.working_set is not None:
+            merged.get_side_output(PULL_ANSWERS).sink_to(
+                text_sink(servers, t.pulls, properties=props, keyed_lines=True)).name("sink-pulls").uid("sink-pulls")
     if loop.shards <= 1:
         merged = (
             updates.connect(model_docs)
@@ -128,6 +149,7 @@ def build(cfg: TrainConfig):
         # the serving topic, compacted and keyed by model name
         models_sink = text_sink(servers, t.models, compression="gzip", properties=props, key=name)
         merged.sink_to(models_sink).name("sink-models").uid("sink-models").set_parallelism(1)
+        sink_pull_answers(merged)
         return env
 
     update_key, document_key = _shard_keys(name, loop.shards)
@@ -138,6 +160,7 @@ def build(cfg: TrainConfig):
         .name("merger-shards")
         .uid("merger-shards")
     )
+    sink_pull_answers(slices)
     # str: "<model>\n<manifest JSON>", once every shard has published anew (a timer names what waits)
     manifests = (
         slices.get_side_output(SLICES_PUBLISHED)

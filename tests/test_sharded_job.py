@@ -241,3 +241,19 @@ def test_a_slow_shard_keeps_every_replica_within_its_staleness_bound(kafka_boots
     gaps = [m.get("clock_gap") for r in kafka_io.consume_records(kafka_bootstrap, cfg.topics.metrics, idle_timeout=2.0)
             if (m := orjson.loads(r.value)).get("source") == "training" and m.get("events")]
     assert gaps and max(gaps) == 1, sorted(set(gaps))
+
+
+def test_replicas_with_a_working_set_pull_what_they_lack_and_hold_less_than_the_model(kafka_bootstrap, tmp_path):
+    """``--working-set 300`` with two merger shards: the replicas pull the features they lack from their shard
+    (answers on the pulls topic, back through their keyed input), every event is learned once, the counts
+    reconcile, and no replica holds the whole model."""
+    events = 2000
+    cfg = demo.DemoConfig(bootstrap_servers=kafka_bootstrap, dataset="Clicks", model_spec=SPEC, events=events,
+                          rate=2000, replicas=4, shards=2, working_set=300, model_name="pulls",
+                          run_id=f"pulls-{int(time.time())}", timeout=300, show=0, log_dir=tmp_path)
+    result = demo.run(cfg, out=lambda *_: None)
+    assert result.learned == events and result.learned + result.dead_lettered == result.events
+    assert result.model_events == events
+    assert len(result.pull_rtt_ms) > 10 and all(t >= 0 for t in result.pull_rtt_ms)
+    assert result.working_set_peak is not None and result.working_set_peak < result.model_features / 2
+    assert " pull_p99_ms=" in result.summary()

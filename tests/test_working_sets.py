@@ -1,0 +1,207 @@
+"""Working sets and pulls (pure): replicas that hold at most W features learn every event once, pull what they
+lack from its owner shard over the loop, never hold more than W plus the features of their unsent and in-flight
+learning, and learn about as well as replicas that hold everything."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import orjson
+import pytest
+
+from riverflink import models
+from riverflink.models.signing import Signer, sign
+from riverflink.models.spec import build
+from riverflink.models.sync import SyncPolicy
+from riverflink.operators.frames import Record
+from riverflink.operators.loop import LoopSettings, MergerSide, ReplicaSide
+from riverflink.operators.messages import update_shard
+from riverflink.operators.model_feed import FeedRules, ModelFeed
+from riverflink.operators.pull_gate import PullStats, check_model
+from riverflink.operators.pulls import PULL_PARTITION, PullRequest, answer, encode_pull, is_pull
+from riverflink.operators.slice_assembly import ManifestWriter
+from riverflink.operators.working_set import WorkingSetSettings
+from riverflink.pipelines.click_stream import click_events
+
+SPEC = "LogisticRegression(ftrl=true)"
+REPLICAS, BATCH = 2, 50
+
+
+def _records(events, start):
+    return [Record(0, start + i, 0, None, orjson.dumps({"x": x, "y": y})) for i, (x, y) in enumerate(events)]
+
+
+def _run(events, shards: int, working: WorkingSetSettings | None, answer_pulls: bool = True):
+    """K=2 replicas and M merger shards on ``events``: every update, pull answer and model version reaches its
+    reader one round later.  Returns (the final assembled model, the replicas, the progressive accuracy, the
+    widest a working set was beyond its learning features, pull stats summed)."""
+    settings = LoopSettings("m", shards=shards, epoch=1 if shards > 1 else 0,
+                            sync=SyncPolicy(every_events=BATCH, every_seconds=None), working_set=working)
+    side, merger_side = ReplicaSide(settings, build(SPEC)), MergerSide(settings, build(SPEC))
+    reps = [side.fresh() for _ in range(REPLICAS)]
+    mergers = [merger_side.fresh(s) for s in range(shards)]
+    feed = ModelFeed(FeedRules("m"))
+    writer = ManifestWriter("m", epoch=1, shards=shards) if shards > 1 else None
+    current, model, published = None, None, []
+    to_merger, answers = [], {k: [] for k in range(REPLICAS)}
+    correct = learned = 0
+    worst, total, clock = 0, PullStats(), 1000.0
+
+    def publish(doc):
+        if doc is not None:
+            published.append(models.dumps(doc))
+            manifest = writer.record_for(doc, clock) if writer else None
+            if manifest is not None:
+                published.append(manifest)
+
+    def rebase():
+        nonlocal current, model
+        for value in published:
+            entry, built, problem = feed.offer(value, current, now=1e9)
+            assert problem is None, problem
+            if entry is not None:
+                current, model = entry, built
+        published.clear()
+        if current is not None:
+            params = models.get_params(model)
+            for k, r in enumerate(reps):
+                side.on_model(r, k, current.meta, lambda: params)
+
+    def step(k, r, records):
+        nonlocal correct, learned, worst
+        out = side.on_records(r, k, records + answers[k])
+        answers[k] = []
+        assert not out.rejected
+        if out.score is not None:
+            correct, learned = correct + out.score.correct, learned + out.score.events
+        if out.pulls is not None:
+            for name in ("sent", "answered", "refused", "late", "timed_out", "waited", "unpulled", "evicted"):
+                setattr(total, name, getattr(total, name) + getattr(out.pulls, name))
+            total.round_trips_ms += out.pulls.round_trips_ms
+            beyond = len(r.working) - len(r.learning_features())
+            worst = max(worst, beyond)
+            assert r.working is not None and len(r.pulls) <= working.max_pulls
+            # the model holds the working set's features and no other
+            assert set(r.model._weights) <= r.working.features
+        to_merger.extend(out.updates + out.pull_requests)
+
+    def deliver():
+        nonlocal clock
+        for piece in to_merger:
+            clock += 0.01
+            merger = mergers[update_shard(piece)]
+            if is_pull(piece):
+                got = merger_side.on_pull(merger, piece)
+                if got is not None and answer_pulls:
+                    answers[int(got[0])].append(Record(PULL_PARTITION, 0, 0, None, models.dumps(got[1])))
+            else:
+                publish(merger_side.on_update(merger, piece, now=clock).document)
+        to_merger.clear()
+        for m in mergers:
+            publish(merger_side.on_timer(m, now=clock + 10).document)
+        if writer:
+            manifest = writer.flush_record(clock)
+            if manifest is not None:
+                published.append(manifest)
+
+    rounds = math.ceil(len(events) / (REPLICAS * BATCH))
+    for rnd in range(rounds):
+        rebase()
+        chunk = events[rnd * REPLICAS * BATCH: (rnd + 1) * REPLICAS * BATCH]
+        for k, r in enumerate(reps):
+            step(k, r, _records(chunk[k::REPLICAS], rnd * BATCH))
+        deliver()
+    for _ in range(20):  # drain: the waiting events learn, the replicas send what they hold
+        rebase()
+        for k, r in enumerate(reps):
+            step(k, r, [])
+            to_merger.extend(side.on_timer(r, k, now=clock + 1e4))
+        deliver()
+        if not to_merger and all(r.since_sync == 0 and not r.in_flight and not (r.waiting or []) for r in reps):
+            break
+    rebase()
+    return model, reps, correct / max(1, learned), worst, total, learned
+
+
+def _features(events):
+    return {f for x, _ in events for f in x}
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+def test_replicas_with_a_tenth_of_the_features_learn_every_event_once_and_as_well(shards):
+    events = list(click_events(4000, seed=11))
+    capacity = max(1, len(_features(events)) // 10)
+    bounded = WorkingSetSettings(capacity=capacity)
+    model, reps, accuracy, worst, stats, learned = _run(events, shards, bounded)
+    whole, _, accuracy_all, _, _, _ = _run(events, shards, None)
+    assert learned == len(events)
+    # FTRL's step count is additive over the replicas' updates: one step per event learned, none twice
+    steps = models.get_params(model)["opt_steps"] if shards == 1 else models.get_params(model)["opt_steps"]
+    assert steps == len(events)
+    assert worst <= capacity, (worst, capacity)
+    assert stats.sent > 0 and stats.answered == stats.sent and stats.evicted > 0 and stats.waited > 0
+    assert stats.unpulled == 0 and stats.refused == 0
+    assert max(len(r.working) for r in reps) < len(_features(events)) / 4
+    assert accuracy >= accuracy_all - 0.02, (accuracy, accuracy_all)
+
+
+def test_expired_features_leave_and_unanswered_pulls_are_given_up_without_losing_an_event():
+    events = list(click_events(1500, seed=3))
+    settings = WorkingSetSettings(capacity=10_000, expire_after=200, pull_timeout_s=1e-6)
+    model, reps, _, _, stats, learned = _run(events, 1, settings, answer_pulls=False)
+    assert learned == len(events) and models.get_params(model)["opt_steps"] == len(events)
+    assert stats.answered == 0 and stats.timed_out > 0 and stats.unpulled > 0
+    assert sum(r.working.expired for r in reps) > 0
+
+
+def test_a_pull_answer_for_another_replica_or_unsigned_is_refused():
+    settings = LoopSettings("m", working_set=WorkingSetSettings(capacity=5))
+    template = build(SPEC)
+    merger = MergerSide(settings, template).fresh()
+    merger.params = {**merger.params, "weights": {"a": 2.0}}
+    request = PullRequest("m", "0", shard=0, pull=1, features=("a",), sent_at=0.0)
+    text = models.dumps(answer(merger, template, request))
+    side = ReplicaSide(settings, template)
+    r = side.fresh()
+    r.pulls[1] = (0, ("a",), time.time())
+    out = side.on_records(r, 1, [Record(PULL_PARTITION, 0, 0, None, text)])  # (replica 1 reads replica 0's)
+    assert out.pulls.refused == 1 and "a" not in r.working
+    signer = Signer.generate()
+    checked = ReplicaSide(settings, template, verifier=signer.verifier())
+    r = checked.fresh()
+    r.pulls[1] = (0, ("a",), time.time())
+    assert checked.on_records(r, 0, [Record(PULL_PARTITION, 0, 0, None, text)]).pulls.refused == 1
+    signed = models.dumps(sign(orjson.loads(text), signer))
+    assert checked.on_records(r, 0, [Record(PULL_PARTITION, 0, 0, None, signed)]).pulls.answered == 1
+    assert r.model._weights["a"] == 2.0 and "a" in r.working
+    # an event's bytes on the events topic can never pose as an answer: they come at a Kafka partition
+    forged = checked.on_records(r, 0, [Record(0, 5, 0, None, signed)])
+    assert len(forged.rejected) == 1 and forged.pulls.answered == 0
+
+
+def test_the_limiter_caps_unanswered_pulls_and_the_buffer_bounds_waiting_events():
+    settings = LoopSettings("m", working_set=WorkingSetSettings(capacity=100, max_pulls=1, buffer=3))
+    side = ReplicaSide(settings, build(SPEC))
+    r = side.fresh()
+    records = _records([({f"f{i}": 1.0}, i % 2 == 0) for i in range(5)], 0)
+    out = side.on_records(r, 0, records)
+    assert len(out.pull_requests) == 1 and len(r.pulls) == 1
+    # five events lack their features: three wait, the two oldest learn on what the replica holds
+    assert out.pulls.waited == 5 and out.pulls.unpulled == 2 and len(r.waiting) == 3 and out.score.events == 2
+    # the one unanswered pull holds back the next request; the buffer stays at three
+    out = side.on_records(r, 0, _records([({"g": 1.0}, True)], 5))
+    assert out.pull_requests == [] and out.pulls.limited == 1 and len(r.pulls) == 1 and len(r.waiting) == 3
+
+
+def test_working_sets_need_a_model_keyed_by_the_events_features():
+    check_model(build("LinearRegression(ftrl=true)"))
+    for plain in ("LinearRegression", "StandardScaler|LinearRegression(ftrl=true)"):
+        with pytest.raises(ValueError, match="in place"):
+            check_model(build(plain))
+    with pytest.raises(ValueError, match="FeatureHasher renames"):
+        check_model(build("FeatureHasher(n_features=64)|LogisticRegression"))
+    with pytest.raises(ValueError):
+        WorkingSetSettings(capacity=0)
+    request = PullRequest("m", "1", shard=0, pull=1, features=("a", 3), sent_at=0.0)
+    assert update_shard(encode_pull(request)) == 0
