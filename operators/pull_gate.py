@@ -110,7 +110,8 @@ class PullGate:
                 stats.late += 1
                 continue
             shard, features, sent_at = asked
-            replica.take_pulled(got.entries, set(features), got.acked)
+            base = replica.base_slices[shard] if len(replica.base_slices) == self.shards > 1 else replica.base_version
+            replica.take_pulled(got.entries, set(features), got.acked, stale=got.version < base)
             replica.working.use(features)
             stats.answered += 1
             stats.round_trips_ms.append(1000 * (now - sent_at))

@@ -118,6 +118,9 @@ class Replica:
     waiting: list | None = None
     pulls: dict | None = None
     pull_seq: int = 0
+    #: features taken from pull answers older than the version this replica is based on: the next rebase
+    #: rewrites them from its merged version (an answer misses what was merged after it)
+    stale_pulls: set | None = None
 
     def note_classes(self, ys: Sequence[Any]) -> list:
         """The labels of ``ys`` this replica had not learned before, in order (and remember them)."""
@@ -456,6 +459,8 @@ class Replica:
         if getattr(self, "working", None) is not None:  # only the features it holds (the others are pulled)
             held = self.working.used.keys()
             changed = set(held) if changed is None else {f for f in held if f in changed}
+            changed |= {f for f in (getattr(self, "stale_pulls", None) or ()) if f in held}
+            self.stale_pulls = None
         shards = max(1, len(slices))
         acks = list(acked) if shards > 1 else [acked]
         refusals = [set(r) for r in refused] if shards > 1 else [set(refused)]
@@ -517,7 +522,7 @@ class Replica:
             self.base_norm = learned_norm(self.model, whole())
         return len(resend)
 
-    def take_pulled(self, entries: dict, features: set, acked: int | None) -> None:
+    def take_pulled(self, entries: dict, features: set, acked: int | None, stale: bool = False) -> None:
         """Hold ``features`` at their merged entries in ``entries`` (a pull answer's tree: a feature absent
         there has its initial value), keeping every bit of this replica's own learning on them.
 
@@ -525,8 +530,11 @@ class Replica:
         rebase does at those features alone: the snapshot becomes ``merged + (in-flight learning the entries
         lack)``, and the model and the probe's point move by as much, so what they learned beyond the snapshot
         (learned before the answer came, :class:`~riverflink.operators.working_set.WorkingSetSettings`) stays.
-        The dense part (the intercept) is the rebase's alone."""
+        The dense part (the intercept) is the rebase's alone.  ``stale``: the entries are older than the version
+        this replica is based on; its next rebase rewrites these features from its merged version."""
         adapter, at = models.adapter_for(self.model), set(features)
+        if stale:
+            self.stale_pulls = (getattr(self, "stale_pulls", None) or set()) | at
         if not getattr(self, "snapshot_owned", False):
             self.snapshot, self.snapshot_owned = numeric.copy_tree(self.snapshot), True
         base = numeric.restrict(self.snapshot, at)

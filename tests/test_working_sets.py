@@ -205,3 +205,20 @@ def test_working_sets_need_a_model_keyed_by_the_events_features():
         WorkingSetSettings(capacity=0)
     request = PullRequest("m", "1", shard=0, pull=1, features=("a", 3), sent_at=0.0)
     assert update_shard(encode_pull(request)) == 0
+
+
+def test_a_pull_answer_older_than_the_replicas_version_is_rewritten_by_the_next_rebase():
+    settings = LoopSettings("m", working_set=WorkingSetSettings(capacity=5))
+    template = build(SPEC)
+    side, merger = ReplicaSide(settings, template), MergerSide(settings, template).fresh()
+    r = side.fresh()
+    r.base_version = 5
+    merger.version, merger.params = 3, {**merger.params, "weights": {"a": 1.0}, "opt_z": {"a": -1.0}}
+    r.pulls[1] = (0, ("a",), time.time())
+    text = models.dumps(answer(merger, template, PullRequest("m", "0", 0, 1, ("a",), 0.0)))
+    assert side.on_records(r, 0, [Record(PULL_PARTITION, 0, 0, None, text)]).pulls.answered == 1
+    assert r.model._weights["a"] == 1.0 and r.stale_pulls == {"a"}
+    # version 6 did not change "a" (changed is empty), yet the rebase rewrites it: version 4 had moved it
+    newer = {**models.get_params(template), "weights": {"a": 2.0, "b": 9.0}, "opt_z": {"a": -2.0, "b": -9.0}}
+    r.rebase(lambda: newer, 6, acked=0, changed=set())
+    assert r.model._weights["a"] == 2.0 and "b" not in r.model._weights and not r.stale_pulls
