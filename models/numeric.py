@@ -303,14 +303,17 @@ def keys_of(deltas: Any) -> set:
     return out
 
 
-def restrict(tree: Any, keys: Any) -> Any:
-    """``tree`` (a parameter tree) with every map of per-feature entries cut down to ``keys``; other leaves whole.
+def restrict(tree: Any, keys: Any, dense: bool = True) -> Any:
+    """``tree`` (a parameter tree) with every map of per-feature entries cut down to ``keys``; other leaves whole
+    (``dense=False``: left out, a delta that moves those features' entries alone).
 
     >>> restrict({"weights": {"a": 1.0, "b": 2.0}, "intercept": 0.5, "steps": [{"w": {"b": 1}}]}, {"b"})
     {'weights': {'b': 2.0}, 'intercept': 0.5, 'steps': [{'w': {'b': 1}}]}
+    >>> restrict({"weights": {"a": 1.0, "b": 2.0}, "intercept": 0.5}, {"b"}, dense=False)
+    {'weights': {'b': 2.0}}
     """
     if isinstance(tree, list):
-        return [restrict(t, keys) for t in tree]
+        return [restrict(t, keys, dense) for t in tree]
     if not isinstance(tree, dict):
         return tree
     out = {}
@@ -318,69 +321,33 @@ def restrict(tree: Any, keys: Any) -> Any:
         if isinstance(value, dict):
             out[name] = {k: value[k] for k in keys if k in value}
         elif isinstance(value, list):
-            out[name] = restrict(value, keys)
-        else:
+            out[name] = restrict(value, keys, dense)
+        elif dense:
             out[name] = value
     return out
 
 
-def write_at(tree: dict, part: dict, keys: Any) -> None:
+def write_at(tree: dict, part: dict, keys: Any, dense: bool = True) -> None:
     """Write ``part`` (``restrict(new tree, keys)``) into ``tree`` in place: each per-feature map takes ``part``'s
-    entries for ``keys`` (removing those ``part`` lacks), other leaves are replaced.
+    entries for ``keys`` (removing those ``part`` lacks), other leaves are replaced (``dense=False``: they stay).
 
     >>> t = {"weights": {"a": 1.0, "b": 2.0, "c": 3.0}, "intercept": 0.5}
     >>> write_at(t, {"weights": {"b": 5.0}, "intercept": 0.7}, {"b", "c"}); t
     {'weights': {'a': 1.0, 'b': 5.0}, 'intercept': 0.7}
+    >>> write_at(t, {"weights": {"c": 3.0}, "intercept": 9.0}, {"b", "c"}, dense=False); t
+    {'weights': {'a': 1.0, 'c': 3.0}, 'intercept': 0.7}
     """
     if isinstance(tree, list):
         for t, p in zip(tree, part, strict=True):
-            write_at(t, p, keys)
+            write_at(t, p, keys, dense)
         return
     for name, value in part.items():
         if isinstance(value, dict):
             write_entries(tree.setdefault(name, {}), value, keys)
         elif isinstance(value, list):
-            write_at(tree[name], value, keys)
-        else:
+            write_at(tree[name], value, keys, dense)
+        elif dense:
             tree[name] = value
-
-
-def maps_at(tree: Any, keys: Any) -> Any:
-    """``tree``'s per-feature maps cut down to ``keys``, and nothing else (no dense leaf): a delta that moves those
-    features' entries alone.
-
-    >>> maps_at({"weights": {"a": 1.0, "b": 2.0}, "intercept": 0.5, "steps": [{"w": {"b": 1}}]}, {"b"})
-    {'weights': {'b': 2.0}, 'steps': [{'w': {'b': 1}}]}
-    """
-    if isinstance(tree, list):
-        return [maps_at(t, keys) for t in tree]
-    if not isinstance(tree, dict):
-        return tree
-    out = {}
-    for name, value in tree.items():
-        if isinstance(value, dict):
-            out[name] = {k: value[k] for k in keys if k in value}
-        elif isinstance(value, list):
-            out[name] = maps_at(value, keys)
-    return out
-
-
-def write_maps(tree: dict, part: dict, keys: Any) -> None:
-    """:func:`write_at` on the per-feature maps alone: every other leaf of ``tree`` stays.
-
-    >>> t = {"weights": {"a": 1.0, "b": 2.0}, "intercept": 0.5}
-    >>> write_maps(t, {"weights": {"c": 3.0}, "intercept": 9.0}, {"b", "c"}); t
-    {'weights': {'a': 1.0, 'c': 3.0}, 'intercept': 0.5}
-    """
-    if isinstance(tree, list):
-        for t, p in zip(tree, part, strict=True):
-            write_maps(t, p, keys)
-        return
-    for name, value in part.items():
-        if isinstance(value, dict):
-            write_entries(tree.setdefault(name, {}), value, keys)
-        elif isinstance(value, list):
-            write_maps(tree[name], value, keys)
 
 
 def write_entries(target: Any, new: dict, keys: Any) -> None:

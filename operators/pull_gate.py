@@ -26,6 +26,7 @@ place with a journal (a linear model with FTRL, ``LogisticRegression(ftrl=true)`
 from __future__ import annotations
 
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -93,6 +94,9 @@ class PullGate:
         """Give a replica its (empty) working set, once."""
         if getattr(replica, "working", None) is None:
             replica.working, replica.waiting, replica.pulls = WorkingSet(self.s), [], {}
+            # (request ids start anywhere: an answer left on the pulls topic by an earlier job, read again by a new
+            # one, names no request of this replica's and is dropped as late)
+            replica.pull_seq = random.getrandbits(48)
 
     def on_answers(self, replica: Replica, key: Any, answers: Sequence[Record], stats: PullStats,
                    now: float | None = None) -> None:

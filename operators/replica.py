@@ -539,20 +539,20 @@ class Replica:
             self.snapshot, self.snapshot_owned = numeric.copy_tree(self.snapshot), True
         base = numeric.restrict(self.snapshot, at)
         merged = numeric.copy_tree(base)
-        numeric.write_maps(merged, entries, at)
-        missing = [numeric.maps_at(d, at) for seq, d, _ in self.in_flight if acked is None or seq > acked]
+        numeric.write_at(merged, entries, at, dense=False)
+        missing = [numeric.restrict(d, at, dense=False) for seq, d, _ in self.in_flight if acked is None or seq > acked]
         snapshot = adapter.apply(self.model, merged, missing, [1.0] * len(missing), _REPLAY) if missing else merged
-        shift = numeric.maps_at(adapter.delta(self.model, snapshot, base), at)
+        shift = numeric.restrict(adapter.delta(self.model, snapshot, base), at, dense=False)
         current = adapter.get_at(self.model, at)
         moved = adapter.apply(self.model, current, [shift], [1.0], _REPLAY)
         numeric.check_finite(moved)
-        numeric.write_maps(current, moved, at)
+        numeric.write_at(current, moved, at, dense=False)
         adapter.set_at(self.model, current, at)
         if self.mid is not None and getattr(self, "mid_keys", None) is not None and self.mid_keys & at:
             self.mid = adapter.apply(self.model, self.mid, [shift], [1.0], _REPLAY)
         if getattr(self, "snapshot_undo", None) is not None:
             self.snapshot_undo.append((self.snapshot, at, numeric.restrict(self.snapshot, at)))
-        numeric.write_maps(self.snapshot, snapshot, at)
+        numeric.write_at(self.snapshot, snapshot, at, dense=False)
 
     def evict(self, features: list) -> None:
         """Let ``features`` go: their entries leave the model and the snapshot (the caller guarantees that their
@@ -563,7 +563,7 @@ class Replica:
         if not getattr(self, "snapshot_owned", False):
             self.snapshot, self.snapshot_owned = numeric.copy_tree(self.snapshot), True
         adapter.set_at(self.model, adapter.get_at(self.model, ()), at)  # (empty maps: the entries at ``at`` go)
-        numeric.write_maps(self.snapshot, numeric.maps_at(self.snapshot, ()), at)
+        numeric.write_at(self.snapshot, numeric.restrict(self.snapshot, (), dense=False), at, dense=False)
 
     def learning_features(self) -> set:
         """The features whose learning the merged model may not hold yet: unsent (the journal's) or in flight."""

@@ -82,8 +82,9 @@ def _run(events, shards: int, working: WorkingSetSettings | None, answer_pulls: 
             beyond = len(r.working) - len(r.learning_features())
             worst = max(worst, beyond)
             assert r.working is not None and len(r.pulls) <= working.max_pulls
-            # the model holds the working set's features and no other
+            # the model and its snapshot hold the working set's features and no other
             assert set(r.model._weights) <= r.working.features
+            assert set(r.snapshot["opt_z"]) | set(r.snapshot["opt_n"]) <= r.working.features
         to_merger.extend(out.updates + out.pull_requests)
 
     def deliver():
