@@ -70,6 +70,28 @@ def frame_kafka_source(servers: str, topic: str, group_id: str, limits: Limits =
     return _rewinding(builder.build())
 
 
+def pull_answer_source(env, servers: str, topic: str, group_id: str, replicas: int, max_bytes: int,
+                       properties: KafkaProperties = KafkaProperties()):
+    """The ``pulls`` topic as ``Row(replica, one record frame at PULL_PARTITION)`` (``PullAnswerDeserializationSchema``
+    in riverflink's jar, which the caller checks for), for the replicas' keyed input.  Starts from the group's
+    committed offsets, else the earliest (a new job's replicas take no earlier job's answer: their request ids)."""
+    from riverflink.operators.flink_state import PULL_ROWS
+
+    if jars.operators_jar() is None:
+        raise ValueError("--working-set needs riverflink's operators jar (make builds it; it needs javac)")
+    builder = (
+        KafkaSource.builder()
+        .set_bootstrap_servers(servers)
+        .set_topics(topic)
+        .set_group_id(group_id)
+        .set_starting_offsets(KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST))
+        .set_properties({**_CLIENT_PROPS, **properties.as_dict()})
+        .set_property("commit.offsets.on.checkpoint", "true")
+    )
+    builder._j_builder.setDeserializer(get_gateway().jvm.riverflink.PullAnswerDeserializationSchema(replicas, max_bytes))
+    return env.from_source(_rewinding(builder.build()), WatermarkStrategy.no_watermarks(), "pulls", type_info=PULL_ROWS)
+
+
 #: how often a source compares its positions with the log ends
 REWIND_CHECK_MS = 5000
 

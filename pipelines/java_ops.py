@@ -70,9 +70,7 @@ def keyed_batches(raw: DataStream, keys: int, key_field: str | None, batch_size:
                   batch_ms: int, more: DataStream | None = None) -> tuple[KeyedStream, bool]:
     """Records keyed by ``crc32(event key) mod keys`` (``key_field=None``: batches spread over the keys in
     turn): frames micro-batched in the JVM when riverflink's jar is there (``True``), else one record at a
-    time keyed in Python (``False``; ``more``, rows of frames already keyed, needs the jar)."""
+    time keyed in Python (``False``; ``more``, rows of frames already keyed, come from the jar's own sources)."""
     if jars.operators_jar() is not None:
         return key_and_batch(raw, keys, key_field, batch_size, batch_ms, more), True
-    if more is not None:
-        raise ValueError("--working-set needs riverflink's operators jar (make jars)")
     return raw.key_by(lambda s: replica_of_text(s, keys, key_field or "key"), key_type=Types.INT()), False

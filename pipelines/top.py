@@ -29,6 +29,9 @@ class ReplicaView:
     #: the replica's clock gap at its newest batch (syncs the merged model lacks on some shard), and that batch's time
     clock_gap: int = 0
     gap_ts: float = 0.0
+    #: --working-set: the features the replica held and the events waiting for pulls, at its newest batch
+    working_set: int | None = None
+    waiting: int = 0
     #: (events, correct, abs_error) of the last batches
     recent: deque = field(default_factory=lambda: deque(maxlen=20))
 
@@ -71,6 +74,8 @@ class RunView:
         r.base_version = max(r.base_version, int(m.get("model_version") or 0))
         if ts >= r.gap_ts:
             r.clock_gap, r.gap_ts = int(m.get("clock_gap") or 0), ts
+            if "working_set" in m:
+                r.working_set, r.waiting = int(m["working_set"] or 0), int(m.get("waiting") or 0)
         self.task = m.get("task") or self.task
         if events:
             r.recent.append((events, m.get("correct", 0), m.get("abs_error", 0.0)))
@@ -115,11 +120,14 @@ class RunView:
 
         now = time.time()
         t = Table(title=title, caption=self.caption(now))
-        for col in ("replica", "events", "recent", "base version", "clock gap", "dead-lettered"):
+        working = any(r.working_set is not None for r in self.replicas.values())
+        for col in ("replica", "events", "recent", "base version", "clock gap", "dead-lettered") + (
+                ("working set", "waiting") if working else ()):
             t.add_column(col, justify="right")
         for k in sorted(self.replicas, key=str):
             r = self.replicas[k]
-            t.add_row(str(k), str(r.events), self.quality(r), str(r.base_version), str(r.clock_gap), str(r.dead))
+            t.add_row(str(k), str(r.events), self.quality(r), str(r.base_version), str(r.clock_gap), str(r.dead),
+                      *((str(r.working_set if r.working_set is not None else "-"), str(r.waiting)) if working else ()))
         return t
 
     def caption(self, now: float) -> str:

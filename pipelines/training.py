@@ -35,15 +35,15 @@ from pyflink.common import Types
 from riverflink.models.document import read_document
 from riverflink.models.manifest import shard_key
 from riverflink.operators.flink_state import (DEAD_LETTER, LATEST_MODEL, METRICS, PREDICTIONS, PULL_ANSWERS,
-                                              PULL_ROWS, SLICES_PUBLISHED)
+                                              SLICES_PUBLISHED)
 from riverflink.operators.manifest_publisher import ManifestPublisher
 from riverflink.operators.merger import Merger
-from riverflink.operators.pull_routing import PullAnswerRows
+from riverflink.operators.pulls import PULL_MAX_BYTES
 from riverflink.operators.messages import update_shard
 from riverflink.operators.replica_trainer import ReplicaTrainer, TrainerSettings
 from riverflink.pipelines import java_ops
 from riverflink.pipelines.config import TrainConfig
-from riverflink.pipelines.flink_kafka import frame_source, text_sink, text_source
+from riverflink.pipelines.flink_kafka import frame_source, pull_answer_source, text_sink, text_source
 from riverflink.pipelines.flink_runtime import make_env
 
 
@@ -84,13 +84,8 @@ def build(cfg: TrainConfig):
     # PULL_PARTITION), which no event's frame can have
     answers = None
     if loop.working_set is not None:
-        answers = (
-            frame_source(env, servers, t.pulls, f"{cfg.group_id}-pulls", "pulls", cfg.limits, props)
-            .uid("source-pulls")
-            .flat_map(PullAnswerRows(cfg.replicas), output_type=PULL_ROWS)
-            .name("pull-answers")
-            .uid("pull-answers")
-        )
+        answers = pull_answer_source(env, servers, t.pulls, f"{cfg.group_id}-pulls", cfg.replicas, PULL_MAX_BYTES,
+                                     props).uid("source-pulls")
 
     # keyed by replica (crc32(event key) mod K) and micro-batched in the JVM: bytes, many frames per record;
     # without riverflink's jar, one value string per record keyed in Python (`batched` is False)

@@ -44,6 +44,13 @@ def test_top_follows_the_newest_job_alone_and_tells_history_from_live_rates():
     view.add_metrics({**_metrics("m@new", "1", 10, 1003.0), "clock_gap": 2, "offsets": {"0": [900, 909]}})
     view.add_metrics({**_metrics("m@new", "1", 10, 1002.5), "clock_gap": 5, "offsets": {"0": [890, 899]}})
     assert view.replicas["1"].clock_gap == 2
+    # with --working-set, the table adds each replica's working set and waiting events (its newest batch's)
+    view.add_metrics({**_metrics("m@new", "1", 10, 1004.0), "working_set": 300, "waiting": 12,
+                      "offsets": {"0": [910, 919]}})
+    table = view.table("t")
+    assert [c.header for c in table.columns][-2:] == ["working set", "waiting"]
+    assert view.replicas["1"].working_set == 300 and view.replicas["1"].waiting == 12
+    assert view.replicas["0"].working_set is None
 
 
 def test_status_lines_say_what_the_jobs_did():

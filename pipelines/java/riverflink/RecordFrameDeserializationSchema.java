@@ -55,9 +55,17 @@ public class RecordFrameDeserializationSchema implements KafkaRecordDeserializat
             digest = sha256(value);
             valueLength = keepBytes;
         }
+        out.collect(frame(record.partition(), record.offset(), record.timestamp(), key, value, valueLength, whole,
+                digest));
+    }
+
+    /** One frame (see the class comment): {@code value}'s first {@code valueLength} bytes, and {@code whole} and
+     * {@code digest} when it was cut ({@code -1} and {@code null} otherwise). */
+    public static byte[] frame(int partition, long offset, long timestamp, byte[] key, byte[] value, int valueLength,
+                               long whole, byte[] digest) {
         int size = HEADER + (digest == null ? 0 : DIGEST) + (key == null ? 0 : key.length) + Math.max(0, valueLength);
         ByteBuffer frame = ByteBuffer.allocate(size);
-        frame.putInt(record.partition()).putLong(record.offset()).putLong(record.timestamp())
+        frame.putInt(partition).putLong(offset).putLong(timestamp)
                 .putInt(key == null ? -1 : key.length).putInt(valueLength).putLong(whole);
         if (digest != null) {
             frame.put(digest);
@@ -68,7 +76,7 @@ public class RecordFrameDeserializationSchema implements KafkaRecordDeserializat
         if (value != null) {
             frame.put(value, 0, valueLength);
         }
-        out.collect(frame.array());
+        return frame.array();
     }
 
     private static byte[] sha256(byte[] bytes) {
