@@ -45,14 +45,16 @@ against the same demo without a bound.
 
 Last line: ``sharded: M=<m> accuracy_delta=<D> largest_slice_kb=<S> shard_balance=<max/mean> bytes_per_key=<B>
 speedup_vs_river=<X> clock_gap_p99=<G> replica_peak_mb=<R> unbounded_replica_mb=<U> working_set_delta=<W>
-working_set_delta_late=<L> pull_p99_ms=<P>`` for M=4 (or the last M run), with
+working_set_delta_late=<L> pull_p99_ms=<P> serving_p99_ratio=<S>`` for M=4 (or the last M run), with
 ``speedup_vs_river`` River 0.23's estimated CPU per event on the whole stream over the loop's,
 ``clock_gap_p99`` the 99th percentile of a replica's clock gap after its syncs (its syncs the merged model lacks
 on some shard: with every record visible one round later, 1; ``tests/test_stale_synchronous.py`` runs a slow
 shard), ``replica_peak_mb`` the largest replica's objects (``objsize``) at the stream's marks and end with working
 sets, ``unbounded_replica_mb`` the same without (the model only grows, so the end is its peak), the working-set
 accuracy deltas (points, against no bound) with answers within the round and one round later, and
-``pull_p99_ms`` the job's pull round-trip p99.
+``pull_p99_ms`` the job's pull round-trip p99, and ``serving_p99_ratio`` scatter/gather serving's p99 over assembled
+serving's on the no-bound run's final model (``bench/sharded_serving.py``'s runs, ``--serving-seconds`` each, one
+round; that bench prints the memory of each design).
 
     python -m bench.sharded [--events 50000] [--shards 1,4,16] [--replicas 4] [--river-prefix 5000]
                             [--precision float16|compact|...]
@@ -151,6 +153,8 @@ class Run:
     #: working sets: the largest replica's objects at the marks and the end, each batch's pull stats, the working
     #: sets at the end and the events still waiting for a pull there
     replica_peak: int = 0
+    #: the merged model's parameters at the end (the shards' slices joined)
+    final_params: dict = field(default_factory=dict)
     pulls: list = field(default_factory=list)
     working_sets: list = field(default_factory=list)
     waiting_at_end: int = 0
@@ -365,6 +369,7 @@ def loop(events: list, shards: int, replicas: int, batch: int, precision: str = 
     run.window, run.last_window = tenth, len(events) - last_begin
     run.per_shard = [sharding.entries(side.template, m.params) for m in mergers]
     joined = sharding.join(build(SPEC), [m.params for m in mergers])
+    run.final_params = joined
     run.features = len(set(joined.get("opt_z", {})) | set(joined.get("weights", {})))
     run.replica_params = sharding.entries(side.template, models.get_params(reps[0].model))
     run.unusable = feed.unusable_patches
@@ -398,6 +403,8 @@ def main() -> None:
                              "compressed keys)")
     parser.add_argument("--working-set-share", type=float, default=0.1,
                         help="W of the working-set run, as a share of the model's features")
+    parser.add_argument("--serving-seconds", type=float, default=10.0,
+                        help="seconds of each serving run (assembled, scatter/gather) on the final model (0: none)")
     parser.add_argument("--job-events", type=int, default=3000,
                         help="events of the demo job that measures pull round trips (0: none)")
     args = parser.parse_args()
@@ -462,6 +469,9 @@ def main() -> None:
           f"event), events that waited {w.pull_total('waited'):,}, learned without a pull "
           f"{w.pull_total('unpulled'):,}, features evicted {w.pull_total('evicted'):,}; still waiting at the end "
           f"{w.waiting_at_end}")
+    print("    CPU-µs per event with working sets as the model grows (the loop's, events JSON-parsed as in the job; "
+          "events so far: parameters then, µs per event since the last point): "
+          + ", ".join(f"{e:,}: {p:,} {u:.0f}" for e, p, u in w.growth))
     job = None
     if args.job_events:
         from riverflink.pipelines.sources import dataset_events
@@ -471,6 +481,15 @@ def main() -> None:
         print(f"the jobs (demo, {args.job_events:,} Clicks events at 2,000/s, M={m}), with --working-set "
               f"{job['working_set']:,}: {job['summary']}")
         print(f"    and without: {job_pulls(args.job_events, None, m)['summary']}")
+    serving = None
+    if args.serving_seconds and m > 1:
+        from bench.sharded_serving import compare
+
+        print(f"serving the M={m} model at the end of the no-bound run, assembled against scatter/gather "
+              f"(serve --shards {m}), {args.serving_seconds:.0f} s each at 300 requests/s:")
+        serving = compare(models.set_params(build(SPEC), r.final_params), len(events), m,
+                          seconds=args.serving_seconds, rounds=1)
+    serving_ratio = f"{serving['p99_ratio']:.2f}" if serving else "n/a"
     print(f"sharded: M={m} accuracy_delta={100 * (r.served.accuracy - river.accuracy):+.2f} "
           f"largest_slice_kb={r.largest_record / 1024:.0f} shard_balance={balance:.2f} "
           f"bytes_per_key={r.update_bytes / max(1, r.touched):.1f} speedup_vs_river={river023_all_us / us:.2f} "
@@ -478,7 +497,7 @@ def main() -> None:
           f"unbounded_replica_mb={r.replica_bytes / 2**20:.1f} "
           f"working_set_delta={100 * (within.served.accuracy - r.served.accuracy):+.2f} "
           f"working_set_delta_late={100 * (w.served.accuracy - r.served.accuracy):+.2f} "
-          f"pull_p99_ms={job['pull_p99_ms'] if job else 'n/a'}")
+          f"pull_p99_ms={job['pull_p99_ms'] if job else 'n/a'} serving_p99_ratio={serving_ratio}")
 
 
 def job_pulls(events: int, working_set: int | None, shards: int) -> dict:

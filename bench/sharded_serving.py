@@ -126,6 +126,51 @@ def serve_once(servers: str, shards: int, tag: str, requests: list, model, args)
             "diff": diff, "cpu_us": cpu_us, "peak_mb": peak}
 
 
+def compare(model, events: int, shards: int, rate: float = 300.0, seconds: float = 15.0, rounds: int = 2,
+            checkpoint_ms: int | None = None, timeline: bool = False) -> dict:
+    """Publish ``model`` (learned on ``events`` events) as ``shards`` whole slices and a manifest on an embedded
+    broker, then serve it assembled and by scatter/gather alternately for ``rounds`` rounds (a line per run);
+    the medians: ``p99``, ``assembled_p99``, ``p99_ratio``, ``steady_p99_ratio``, ``cpu_ratio``, ``diff`` (the
+    largest), ``slice_mb``, ``model_mb``, ``peak_mb`` / ``assembled_peak_mb`` (the largest Python worker)."""
+    exit_on_sigterm()
+    args = argparse.Namespace(rate=rate, seconds=seconds, checkpoint_ms=checkpoint_ms, timeline=timeline)
+    requests = [x for x, _ in click_events(2_000, seed=4)]
+    params = models.get_params(model)
+    slices = [models.set_params(model.clone(), p, trusted=True) for p in sharding.split(model, params, shards)]
+    model_mb = objsize.get_deep_size(model) / 2**20
+    slice_mb = max(objsize.get_deep_size(s) for s in slices) / 2**20
+    with EmbeddedBroker() as broker:
+        servers, args.broker_pid = broker.bootstrap, broker.process.pid
+        kafka_io.create_topics(servers, {"models": 1, "predictions": 2})
+        version = int(time.time() * 1000)
+        records = resharded(model, ModelMeta(name="bench", version=version, events=events), shards,
+                            version=version, epoch=1, now=time.time())
+        kafka_io.produce(servers, "models", [r for _, r in records], keys=[k.encode() for k, _ in records])
+        runs: dict = {1: [], shards: []}
+        for rnd in range(rounds):
+            for m in ((1, shards) if rnd % 2 == 0 else (shards, 1)):
+                r = serve_once(servers, m, f"m{m}-r{rnd}-{version}", requests, model, args)
+                runs[m].append(r)
+                name = "assembled" if m == 1 else f"scatter/gather M={m}"
+                print(f"round {rnd} {name:<22} answered {r['answered']}/{r['sent']}  p50 {r['p50']:7.1f} ms  "
+                      f"p99 {r['p99']:7.1f} ms (after {STEADY_AFTER_S:.0f} s: {r['p99_steady']:6.1f})  max |Δp| {r['diff']:.1e}  {r['cpu_us']:7.0f} CPU-µs/request  "
+                      f"largest Python worker peak {r['peak_mb']:.0f} MiB", flush=True)
+    print(f"model: {events:,} Clicks events, {sharding.entries(model, params):,} per-feature entries, "
+          f"{len(records)} records on models; objects held (objsize): the whole model {model_mb:.1f} MiB per "
+          f"assembled predictor subtask, the largest of {shards} slices {slice_mb:.1f} MiB (a scorer subtask "
+          "holds the slices of the shards keyed to it: one each when the job's parallelism is M)")
+
+    def med(m: int, key: str) -> float:
+        return statistics.median(r[key] for r in runs[m])
+
+    return {"p99": med(shards, "p99"), "assembled_p99": med(1, "p99"),
+            "p99_ratio": med(shards, "p99") / med(1, "p99"),
+            "steady_p99_ratio": med(shards, "p99_steady") / med(1, "p99_steady"),
+            "cpu_ratio": med(shards, "cpu_us") / med(1, "cpu_us"), "diff": max(r["diff"] for r in runs[shards]),
+            "slice_mb": slice_mb, "model_mb": model_mb, "peak_mb": med(shards, "peak_mb"),
+            "assembled_peak_mb": med(1, "peak_mb")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=30_000, help="Clicks events the model learns")
@@ -136,45 +181,14 @@ def main() -> None:
     ap.add_argument("--checkpoint-ms", type=int, help="serve --checkpoint-ms (default: serve's)")
     ap.add_argument("--timeline", action="store_true", help="print the slowest answer per second")
     args = ap.parse_args()
-    exit_on_sigterm()
     model = build(SPEC)
     for x, y in click_events(args.events, seed=3):
         model.learn_one(x, y)
-    requests = [x for x, _ in click_events(2_000, seed=4)]
-    params = models.get_params(model)
-    slices = [models.set_params(model.clone(), p, trusted=True) for p in sharding.split(model, params, args.shards)]
-    model_mb = objsize.get_deep_size(model) / 2**20
-    slice_mb = max(objsize.get_deep_size(s) for s in slices) / 2**20
-    with EmbeddedBroker() as broker:
-        servers, args.broker_pid = broker.bootstrap, broker.process.pid
-        kafka_io.create_topics(servers, {"models": 1, "predictions": 2})
-        version = int(time.time() * 1000)
-        records = resharded(model, ModelMeta(name="bench", version=version, events=args.events), args.shards,
-                            version=version, epoch=1, now=time.time())
-        kafka_io.produce(servers, "models", [r for _, r in records], keys=[k.encode() for k, _ in records])
-        runs: dict = {1: [], args.shards: []}
-        for rnd in range(args.rounds):
-            for shards in ((1, args.shards) if rnd % 2 == 0 else (args.shards, 1)):
-                r = serve_once(servers, shards, f"m{shards}-r{rnd}", requests, model, args)
-                runs[shards].append(r)
-                name = "assembled" if shards == 1 else f"scatter/gather M={shards}"
-                print(f"round {rnd} {name:<22} answered {r['answered']}/{r['sent']}  p50 {r['p50']:7.1f} ms  "
-                      f"p99 {r['p99']:7.1f} ms (after {STEADY_AFTER_S:.0f} s: {r['p99_steady']:6.1f})  max |Δp| {r['diff']:.1e}  {r['cpu_us']:7.0f} CPU-µs/request  "
-                      f"largest Python worker peak {r['peak_mb']:.0f} MiB", flush=True)
-    print(f"model: {args.events:,} Clicks events, {sharding.entries(model, params):,} per-feature entries, "
-          f"{len(records)} records on models; objects held (objsize): the whole model {model_mb:.1f} MiB per "
-          f"assembled predictor subtask, the largest of {args.shards} slices {slice_mb:.1f} MiB (a scorer subtask "
-          "holds the slices of the shards keyed to it: one each when the job's parallelism is M)")
-
-    def med(shards: int, key: str) -> float:
-        return statistics.median(r[key] for r in runs[shards])
-
-    p99, a99 = med(args.shards, "p99"), med(1, "p99")
-    steady = med(args.shards, "p99_steady") / med(1, "p99_steady")
-    diff = max(r["diff"] for r in runs[args.shards])
-    print(f"sharded_serving: M={args.shards} p99_ms={p99:.0f} assembled_p99_ms={a99:.0f} p99_ratio={p99 / a99:.2f} "
-          f"steady_p99_ratio={steady:.2f} cpu_ratio={med(args.shards, 'cpu_us') / med(1, 'cpu_us'):.2f} "
-          f"max_abs_diff={diff:.1e} slice_mb={slice_mb:.1f} model_mb={model_mb:.1f}")
+    r = compare(model, args.events, args.shards, args.rate, args.seconds, args.rounds, args.checkpoint_ms,
+                args.timeline)
+    print(f"sharded_serving: M={args.shards} p99_ms={r['p99']:.0f} assembled_p99_ms={r['assembled_p99']:.0f} "
+          f"p99_ratio={r['p99_ratio']:.2f} steady_p99_ratio={r['steady_p99_ratio']:.2f} cpu_ratio={r['cpu_ratio']:.2f} "
+          f"max_abs_diff={r['diff']:.1e} slice_mb={r['slice_mb']:.1f} model_mb={r['model_mb']:.1f}")
 
 
 if __name__ == "__main__":

@@ -228,16 +228,17 @@ def test_scatter_gather_builds_for_any_shard_count_at_the_default_parallelism(ka
 
 
 def test_a_slow_shard_keeps_every_replica_within_its_staleness_bound(kafka_bootstrap, tmp_path, monkeypatch):
-    """``--max-staleness 1`` while merger shard 1 is slowed (``RIVERFLINK_SLOW_SHARD``, 50 ms per update): no
-    replica's clock gap passes 1, nothing blocks, the counts reconcile and the model holds every event."""
+    """``--max-staleness 1`` while merger shard 1 is slowed (``RIVERFLINK_SLOW_SHARD``, 50 ms per update and per
+    pull), with working sets that pull from it: no replica's clock gap passes 1, nothing blocks (no deadlock
+    through the loop), the counts reconcile and the model holds every event."""
     monkeypatch.setenv("RIVERFLINK_SLOW_SHARD", "1:0.05")
     events = 2000
     cfg = demo.DemoConfig(bootstrap_servers=kafka_bootstrap, dataset="Clicks", model_spec=SPEC, events=events,
-                          rate=2000, replicas=4, shards=2, max_staleness=1, model_name="stale",
+                          rate=2000, replicas=4, shards=2, max_staleness=1, working_set=300, model_name="stale",
                           run_id=f"stale-{int(time.time())}", timeout=300, show=0, log_dir=tmp_path)
     result = demo.run(cfg, out=lambda *_: None)
     assert result.learned == events and result.learned + result.dead_lettered == result.events
-    assert result.model_events == events
+    assert result.model_events == events and len(result.pull_rtt_ms) > 10
     gaps = [m.get("clock_gap") for r in kafka_io.consume_records(kafka_bootstrap, cfg.topics.metrics, idle_timeout=2.0)
             if (m := orjson.loads(r.value)).get("source") == "training" and m.get("events")]
     assert gaps and max(gaps) == 1, sorted(set(gaps))
