@@ -53,15 +53,7 @@ def frame_kafka_source(servers: str, topic: str, group_id: str, limits: Limits =
     ``limits.max_event_bytes`` is cut to its dead-letter prefix at the source.
     Without riverflink's jar, falls back to the plain value text (no offsets).
     """
-    builder = (
-        KafkaSource.builder()
-        .set_bootstrap_servers(servers)
-        .set_topics(topic)
-        .set_group_id(group_id)
-        .set_starting_offsets(KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST))
-        .set_properties({**_CLIENT_PROPS, **properties.as_dict()})
-        .set_property("commit.offsets.on.checkpoint", "true")
-    )
+    builder = _committed_or_earliest(servers, topic, group_id, properties)
     if jars.operators_jar() is not None:
         builder._j_builder.setDeserializer(get_gateway().jvm.riverflink.RecordFrameDeserializationSchema(
             limits.max_event_bytes, limits.dead_letter_prefix))
@@ -79,7 +71,15 @@ def pull_answer_source(env, servers: str, topic: str, group_id: str, replicas: i
 
     if jars.operators_jar() is None:
         raise ValueError("--working-set needs riverflink's operators jar (make builds it; it needs javac)")
-    builder = (
+    builder = _committed_or_earliest(servers, topic, group_id, properties)
+    builder._j_builder.setDeserializer(get_gateway().jvm.riverflink.PullAnswerDeserializationSchema(replicas, max_bytes))
+    return env.from_source(_rewinding(builder.build()), WatermarkStrategy.no_watermarks(), "pulls", type_info=PULL_ROWS)
+
+
+def _committed_or_earliest(servers: str, topic: str, group_id: str, properties: KafkaProperties):
+    """A ``KafkaSource`` builder for ``topic`` that starts from the group's committed offsets, else the earliest,
+    and commits them at checkpoints (the caller sets the deserializer)."""
+    return (
         KafkaSource.builder()
         .set_bootstrap_servers(servers)
         .set_topics(topic)
@@ -88,8 +88,6 @@ def pull_answer_source(env, servers: str, topic: str, group_id: str, replicas: i
         .set_properties({**_CLIENT_PROPS, **properties.as_dict()})
         .set_property("commit.offsets.on.checkpoint", "true")
     )
-    builder._j_builder.setDeserializer(get_gateway().jvm.riverflink.PullAnswerDeserializationSchema(replicas, max_bytes))
-    return env.from_source(_rewinding(builder.build()), WatermarkStrategy.no_watermarks(), "pulls", type_info=PULL_ROWS)
 
 
 #: how often a source compares its positions with the log ends

@@ -13,9 +13,8 @@ from riverflink.models.spec import build
 from riverflink.models.sync import SyncPolicy
 from riverflink.operators.loop import LoopSettings, MergerSide, ReplicaSide
 from riverflink.operators.messages import update_shard
-from riverflink.operators.model_feed import FeedRules, ModelFeed
-from riverflink.operators.slice_assembly import ManifestWriter
 from riverflink.pipelines.click_stream import click_events
+from tests.loop_topic import ModelsTopic
 
 SPEC = "FeatureHasher(n_features=4096)|LogisticRegression(ftrl=true)"
 SHARDS, REPLICAS, BATCH, ROUNDS = 2, 2, 50, 40
@@ -31,17 +30,9 @@ def _run(max_staleness: int | None):
     side, merger_side = ReplicaSide(settings, build(SPEC)), MergerSide(settings, build(SPEC))
     reps = [side.fresh() for _ in range(REPLICAS)]
     mergers = [merger_side.fresh(s) for s in range(SHARDS)]
-    feed, writer = ModelFeed(FeedRules("m")), ManifestWriter("m", epoch=1, shards=SHARDS)
-    current, model, published, queued = None, None, [], {s: [] for s in range(SHARDS)}
+    topic, queued = ModelsTopic("m", SHARDS), {s: [] for s in range(SHARDS)}
     events = list(click_events(ROUNDS * REPLICAS * BATCH, seed=5))
     clock, widest = 1000.0, 0
-
-    def publish(doc):
-        if doc is not None:
-            published.append(models.dumps(doc))
-            manifest = writer.record_for(doc, clock)
-            if manifest is not None:
-                published.append(manifest)
 
     def deliver(rnd: int | None) -> None:
         nonlocal clock
@@ -49,26 +40,14 @@ def _run(max_staleness: int | None):
             if rnd is None or shard == 0 or rnd % SLOW_EVERY == 0:
                 for piece in pieces:
                     clock += 0.01
-                    publish(merger_side.on_update(mergers[shard], piece, now=clock).document)
+                    topic.publish(merger_side.on_update(mergers[shard], piece, now=clock).document, clock)
                 pieces.clear()
         for m in mergers:
-            publish(merger_side.on_timer(m, now=clock + 10).document)
-        manifest = writer.flush_record(clock)
-        if manifest is not None:
-            published.append(manifest)
+            topic.publish(merger_side.on_timer(m, now=clock + 10).document, clock)
+        topic.flush(clock)
 
     def rebase() -> None:
-        nonlocal current, model
-        for value in published:
-            entry, built, problem = feed.offer(value, current, now=1e9)
-            assert problem is None, problem
-            if entry is not None:
-                current, model = entry, built
-        published.clear()
-        if current is not None:
-            params = models.get_params(model)
-            for k, r in enumerate(reps):
-                side.on_model(r, k, current.meta, lambda: params)
+        topic.deliver(side, reps)
 
     for rnd in range(ROUNDS):
         rebase()
@@ -90,7 +69,8 @@ def _run(max_staleness: int | None):
                 queued[update_shard(piece)].append(piece)
         if not any(queued.values()) and all(r.since_sync == 0 and not r.in_flight for r in reps):
             break
-    return (widest, sum(r.syncs_held for r in reps), sum(r.staleness_violations for r in reps), len(events), model)
+    return (widest, sum(r.syncs_held for r in reps), sum(r.staleness_violations for r in reps), len(events),
+            topic.model)
 
 
 @pytest.mark.parametrize("bound", [1, 2])

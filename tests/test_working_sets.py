@@ -17,12 +17,11 @@ from riverflink.models.sync import SyncPolicy
 from riverflink.operators.frames import Record
 from riverflink.operators.loop import LoopSettings, MergerSide, ReplicaSide
 from riverflink.operators.messages import update_shard
-from riverflink.operators.model_feed import FeedRules, ModelFeed
 from riverflink.operators.pull_gate import PullStats, check_model
 from riverflink.operators.pulls import PULL_PARTITION, PullRequest, answer, encode_pull, is_pull
-from riverflink.operators.slice_assembly import ManifestWriter
 from riverflink.operators.working_set import WorkingSetSettings
 from riverflink.pipelines.click_stream import click_events
+from tests.loop_topic import ModelsTopic
 
 SPEC = "LogisticRegression(ftrl=true)"
 REPLICAS, BATCH = 2, 50
@@ -41,32 +40,13 @@ def _run(events, shards: int, working: WorkingSetSettings | None, answer_pulls: 
     side, merger_side = ReplicaSide(settings, build(SPEC)), MergerSide(settings, build(SPEC))
     reps = [side.fresh() for _ in range(REPLICAS)]
     mergers = [merger_side.fresh(s) for s in range(shards)]
-    feed = ModelFeed(FeedRules("m"))
-    writer = ManifestWriter("m", epoch=1, shards=shards) if shards > 1 else None
-    current, model, published = None, None, []
+    topic = ModelsTopic("m", shards)
     to_merger, answers = [], {k: [] for k in range(REPLICAS)}
     correct = learned = 0
     worst, total, clock = 0, PullStats(), 1000.0
 
-    def publish(doc):
-        if doc is not None:
-            published.append(models.dumps(doc))
-            manifest = writer.record_for(doc, clock) if writer else None
-            if manifest is not None:
-                published.append(manifest)
-
     def rebase():
-        nonlocal current, model
-        for value in published:
-            entry, built, problem = feed.offer(value, current, now=1e9)
-            assert problem is None, problem
-            if entry is not None:
-                current, model = entry, built
-        published.clear()
-        if current is not None:
-            params = models.get_params(model)
-            for k, r in enumerate(reps):
-                side.on_model(r, k, current.meta, lambda: params)
+        topic.deliver(side, reps)
 
     def step(k, r, records):
         nonlocal correct, learned, worst
@@ -97,14 +77,11 @@ def _run(events, shards: int, working: WorkingSetSettings | None, answer_pulls: 
                 if got is not None and answer_pulls:
                     answers[int(got[0])].append(Record(PULL_PARTITION, 0, 0, None, models.dumps(got[1])))
             else:
-                publish(merger_side.on_update(merger, piece, now=clock).document)
+                topic.publish(merger_side.on_update(merger, piece, now=clock).document, clock)
         to_merger.clear()
         for m in mergers:
-            publish(merger_side.on_timer(m, now=clock + 10).document)
-        if writer:
-            manifest = writer.flush_record(clock)
-            if manifest is not None:
-                published.append(manifest)
+            topic.publish(merger_side.on_timer(m, now=clock + 10).document, clock)
+        topic.flush(clock)
 
     rounds = math.ceil(len(events) / (REPLICAS * BATCH))
     for rnd in range(rounds):
@@ -122,7 +99,7 @@ def _run(events, shards: int, working: WorkingSetSettings | None, answer_pulls: 
         if not to_merger and all(r.since_sync == 0 and not r.in_flight and not (r.waiting or []) for r in reps):
             break
     rebase()
-    return model, reps, correct / max(1, learned), worst, total, learned
+    return topic.model, reps, correct / max(1, learned), worst, total, learned
 
 
 def _features(events):
