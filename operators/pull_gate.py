@@ -6,7 +6,8 @@ Per batch, for one replica (:meth:`PullGate.on_answers`, then :meth:`PullGate.ad
 1. **Answers first.** Each pull answer that came with the batch (records at
    :data:`~riverflink.operators.pulls.PULL_PARTITION`) is validated and, if it answers one of the replica's
    unanswered pulls, taken (:meth:`Replica.take_pulled`): its features join the working set.
-2. **Never block.** An event learns now when the replica holds every feature it has; else it waits, in arrival
+2. **Never block.** An event learns now when the replica holds every feature it has (or the version it is based on
+   holds nothing merged by that feature's shard: nothing to pull); else it waits, in arrival
    order, in the replica's bounded buffer.  Pulls unanswered for ``pull_timeout_s`` are given up, and beyond
    ``buffer`` waiting events the oldest learn at once: on what the replica holds, a feature it lacks at its
    initial value (both counted as ``unpulled``; a late answer is ignored and counted).
@@ -134,8 +135,9 @@ class PullGate:
                 given_up.update(features)
         old = len(replica.waiting)
         ready, wait = [], []
+        unmerged = self._unmerged_shards(replica)
         for i, item in enumerate(replica.waiting + batch):
-            lacking = [f for f in item[0] if f not in held and _pullable(f)]
+            lacking = [f for f in item[0] if f not in held and _pullable(f) and self._owner(f) not in unmerged]
             if not lacking:
                 ready.append(item)
             elif all(f in given_up for f in lacking):
@@ -151,15 +153,28 @@ class PullGate:
         replica.waiting = wait
         return ready, self._requests(replica, key, wait, stats, now)
 
+    def _owner(self, feature: Any) -> int:
+        return sharding.shard_of(feature, self.shards)
+
+    def _unmerged_shards(self, replica: Replica) -> set:
+        """The shards of which the version this replica is based on holds nothing merged (none at all before its
+        first version): every feature they own is at its initial value there, so it learns without a pull, and the
+        rebase onto the first version that holds it writes it whole (merged entries, in-flight and unsent
+        learning)."""
+        if len(replica.base_slices) == self.shards > 1:
+            return {s for s, v in enumerate(replica.base_slices) if v == 0}
+        return set(range(self.shards)) if replica.base_version == 0 else set()
+
     def _requests(self, replica: Replica, key: Any, wait: list, stats: PullStats, now: float) -> list[bytes]:
         held, pulls = replica.working.used, replica.pulls
         asked = {f for _, features, _ in pulls.values() for f in features}
+        unmerged = self._unmerged_shards(replica)
         need: dict[int, list] = {}
         for item in wait:
             for f in item[0]:
-                if f not in held and f not in asked and _pullable(f):
+                if f not in held and f not in asked and _pullable(f) and self._owner(f) not in unmerged:
                     asked.add(f)
-                    need.setdefault(sharding.shard_of(f, self.shards), []).append(f)
+                    need.setdefault(self._owner(f), []).append(f)
         out: list[bytes] = []
         for shard, features in sorted(need.items()):
             for i in range(0, len(features), PULL_MAX_FEATURES):

@@ -104,7 +104,7 @@ def test_report_and_top_read_the_run(run, kafka_bootstrap, tmp_path):
     assert r.events == EVENTS and r.versions >= len(run.model_versions) // 2
     assert r.cold_start < EVENTS // 2
     assert r.river - 0.03 <= r.served <= r.river + 0.02, (r.served, r.river)
-    res = subprocess.run([*cli, "top", "--bootstrap-servers", kafka_bootstrap, "--run", RUN_ID, "--duration", "4"],
+    res = subprocess.run([*cli, "top", "--bootstrap-servers", kafka_bootstrap, "--run", RUN_ID, "--duration", "8"],
                          capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "160"})
     assert res.returncode == 0, res.stderr
     assert f"{EVENTS} learned" in res.stdout, res.stdout[-1500:]

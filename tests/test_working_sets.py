@@ -162,6 +162,7 @@ def test_the_limiter_caps_unanswered_pulls_and_the_buffer_bounds_waiting_events(
     settings = LoopSettings("m", working_set=WorkingSetSettings(capacity=100, max_pulls=1, buffer=3))
     side = ReplicaSide(settings, build(SPEC))
     r = side.fresh()
+    r.base_version = 1  # (based on a merged version: before the first, nothing merged is there to pull)
     records = _records([({f"f{i}": 1.0}, i % 2 == 0) for i in range(5)], 0)
     out = side.on_records(r, 0, records)
     assert len(out.pull_requests) == 1 and len(r.pulls) == 1
@@ -200,3 +201,11 @@ def test_a_pull_answer_older_than_the_replicas_version_is_rewritten_by_the_next_
     newer = {**models.get_params(template), "weights": {"a": 2.0, "b": 9.0}, "opt_z": {"a": -2.0, "b": -9.0}}
     r.rebase(lambda: newer, 6, acked=0, changed=set())
     assert r.model._weights["a"] == 2.0 and "b" not in r.model._weights and not r.stale_pulls
+
+
+def test_before_its_first_merged_version_a_replica_learns_without_pulling():
+    side = ReplicaSide(LoopSettings("m", working_set=WorkingSetSettings(capacity=100)), build(SPEC))
+    r = side.fresh()
+    out = side.on_records(r, 0, _records([({"a": 1.0, "b": 2.0}, True), ({"c": 1.0}, False)], 0))
+    assert out.score.events == 2 and out.pull_requests == [] and out.pulls.waited == 0
+    assert r.working.features == {"a", "b", "c"}
