@@ -50,9 +50,10 @@ from riverflink.operators.feature_budget import FeatureBudget
 from riverflink.operators.frames import Record
 from riverflink.operators.limits import DEFAULT_LIMITS, Limits
 from riverflink.operators.merge_state import MergerState, MergeTrigger
-from riverflink.operators.messages import ReplicaUpdate, UndecodableUpdate, decode_update, encode_update, replica_id
+from riverflink.operators.messages import (ReplicaUpdate, UndecodableUpdate, decode_pull, decode_update, encode_update,
+                                          replica_id)
 from riverflink.operators.pull_gate import PullGate, PullStats, check_model
-from riverflink.operators.pulls import PULL_PARTITION, decode_pull
+from riverflink.operators.pulls import PULL_PARTITION
 from riverflink.operators.pulls import answer as pull_answer
 from riverflink.operators.quality_gate import QualityGate
 from riverflink.operators.replica import Replica

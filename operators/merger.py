@@ -36,9 +36,8 @@ from riverflink.operators import loop_trace, sampling_profiler
 from riverflink.operators.flink_state import MERGER, PULL_ANSWERS, SLICES_PUBLISHED
 from riverflink.operators.loop import LoopSettings, MergeOutcome, MergerSide
 from riverflink.operators.merge_state import MergerState
-from riverflink.operators.messages import decode_update
+from riverflink.operators.messages import decode_update, is_pull
 from riverflink.operators.model_feed import FeedRules, accept
-from riverflink.operators.pulls import is_pull
 
 log = logging.getLogger("riverflink")
 
@@ -97,8 +96,7 @@ class Merger(KeyedCoProcessFunction):
             if got is not None:
                 replica, doc = got
                 self.m_pulls.inc()
-                signed = sign(doc, self.signer) if self.signer is not None else doc
-                yield PULL_ANSWERS, f"{replica}\n{models.dumps(signed).decode()}"
+                yield PULL_ANSWERS, f"{replica}\n{models.dumps(self._signed(doc)).decode()}"
             return
         if self.trace.on:
             head = decode_update(update)
@@ -162,15 +160,18 @@ class Merger(KeyedCoProcessFunction):
         else:
             yield texts[0].decode()
 
+    def _signed(self, doc: dict) -> dict:
+        """``doc`` signed when the merger signs (else as it is)."""
+        return sign(doc, self.signer) if self.signer is not None else doc
+
     def _texts(self, doc: dict, paged: bool) -> list[bytes] | None:
         """The records of a new version: its document, signed when the merger signs; a slice larger than
         ``max_doc_bytes`` as its pages (:mod:`riverflink.models.paging`).  ``None`` (logged, counted) when a
         record would still be too large: the version is merged (replicas keep their learning) but not published."""
-        signed = sign(dict(doc), self.signer) if self.signer is not None else doc
-        texts = [models.dumps(signed)]
+        texts = [models.dumps(self._signed(dict(doc)))]
         if paged and len(texts[0]) > self.max_doc_bytes:
             pages = paging.paginate(doc, len(texts[0]), self.max_doc_bytes)
-            texts = [models.dumps(sign(p, self.signer) if self.signer is not None else p) for p in pages]
+            texts = [models.dumps(self._signed(p)) for p in pages]
         largest = max(len(t) for t in texts)
         if largest <= self.max_doc_bytes:
             return texts

@@ -160,18 +160,24 @@ class UndecodableUpdate(ValueError):
         self.replica, self.seq = replica, seq
 
 
-def decode_update(data: bytes) -> ReplicaUpdate:
-    """The update :func:`encode_update` wrote; ``ValueError`` for anything else (:class:`UndecodableUpdate` when
-    only its delta is broken)."""
+def _head(data: bytes, what: str) -> tuple:
+    """An encoded message's fixed fields, model name and replica id, and where the rest begins; ``ValueError``
+    (naming ``what``) when they do not decode."""
     try:
-        base, events, seq, sent_at, loss, rho, shared, kappa, n_name, n_replica, n_dirs, shard = \
-            _HEAD.unpack_from(data)
-        at = _HEAD.size
+        head = _HEAD.unpack_from(data)
+        n_name, n_replica, at = head[8], head[9], _HEAD.size
         name = data[at : at + n_name].decode()
         replica = data[at + n_name : at + n_name + n_replica].decode()
     except (struct.error, UnicodeDecodeError) as e:
-        raise ValueError(f"malformed update: {e}") from None
-    at += n_name + n_replica
+        raise ValueError(f"malformed {what}: {e}") from None
+    return head, name, replica, at + n_name + n_replica
+
+
+def decode_update(data: bytes) -> ReplicaUpdate:
+    """The update :func:`encode_update` wrote; ``ValueError`` for anything else (:class:`UndecodableUpdate` when
+    only its delta is broken)."""
+    (base, events, seq, sent_at, loss, rho, shared, kappa, _, _, n_dirs, shard), name, replica, at = \
+        _head(data, "update")
     try:
         directions = Directions.decode(data[at : at + n_dirs]) if n_dirs else None
     except ValueError as e:
@@ -184,6 +190,57 @@ def decode_update(data: bytes) -> ReplicaUpdate:
         raise ValueError("update fields are not finite")
     return ReplicaUpdate(name, replica, base, delta, events, sent_at, seq, _back(loss), _back(rho), _back(shared),
                          _back(kappa), shard, directions)
+
+
+#: the most features one pull request asks for (more go out as several requests)
+PULL_MAX_FEATURES = 4096
+#: a pull request's head: an update head whose base version is this (an update's is a version, >= 0)
+_PULL = -1
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    """A replica's request for the merged entries of ``features``, all owned by ``shard``
+    (:mod:`~riverflink.operators.pulls`).
+
+    >>> r = PullRequest("m", "3", shard=1, pull=7, features=("a", 5), sent_at=1.0)
+    >>> decode_pull(encode_pull(r)) == r, is_pull(encode_pull(r)), update_shard(encode_pull(r))
+    (True, True, 1)
+    """
+
+    model_name: str
+    replica: ReplicaId
+    shard: int
+    #: the replica's number for this request (the answer names it)
+    pull: int
+    features: tuple
+    sent_at: float
+
+
+def encode_pull(request: PullRequest) -> bytes:
+    """A request's bytes on the updates edge: an update head (so that :func:`update_shard` routes it) marked as a
+    pull, then the features as JSON."""
+    name, replica = request.model_name.encode(), request.replica.encode()
+    head = _HEAD.pack(_PULL, 0, request.pull, request.sent_at, math.nan, math.nan, math.nan, math.nan, len(name),
+                      len(replica), 0, request.shard)
+    return b"".join([head, name, replica, orjson.dumps(list(request.features))])
+
+
+def is_pull(data: bytes) -> bool:
+    """Whether bytes on the updates edge are a pull request (else an update)."""
+    return len(data) >= _HEAD.size and struct.unpack_from("<q", data)[0] == _PULL
+
+
+def decode_pull(data: bytes) -> PullRequest:
+    """The request :func:`encode_pull` wrote; ``ValueError`` for anything else."""
+    (kind, _, pull, sent_at, *_, shard), name, replica, at = _head(data, "pull request")
+    try:
+        features = orjson.loads(data[at:])
+    except orjson.JSONDecodeError as e:
+        raise ValueError(f"malformed pull request: {e}") from None
+    if kind != _PULL or not isinstance(features, list) or len(features) > PULL_MAX_FEATURES:
+        raise ValueError("malformed pull request")
+    return PullRequest(name, replica, shard, pull, tuple(features), sent_at)
 
 
 def update_shard(data: bytes) -> int:

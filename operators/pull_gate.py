@@ -36,8 +36,8 @@ from riverflink import models
 from riverflink.models import journal, sharding
 from riverflink.models.signing import Verifier
 from riverflink.operators.frames import Record
-from riverflink.operators.messages import replica_id
-from riverflink.operators.pulls import PULL_MAX_FEATURES, PullAnswer, PullRequest, encode_pull, read_answer
+from riverflink.operators.messages import PULL_MAX_FEATURES, PullRequest, encode_pull, replica_id
+from riverflink.operators.pulls import PullAnswer, read_answer
 from riverflink.operators.replica import Replica
 from riverflink.operators.working_set import WorkingSet, WorkingSetSettings
 

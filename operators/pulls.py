@@ -2,9 +2,9 @@
 
 As Flink Parameter Server's ``WorkerLogic`` pulls and ``onPullRecv`` answers, over the loop that exists:
 
-1. **Request** (:class:`PullRequest`): a replica's features of one shard travel on the training job's internal
-   updates edge, as bytes that :func:`~riverflink.operators.messages.update_shard` routes like an update piece
-   (:func:`encode_pull`; their head says "pull": :func:`is_pull`).
+1. **Request** (:class:`~riverflink.operators.messages.PullRequest`): a replica's features of one shard travel on
+   the training job's internal updates edge, as bytes that :func:`~riverflink.operators.messages.update_shard`
+   routes like an update piece (``messages.encode_pull``; their head says "pull": ``messages.is_pull``).
 2. **Answer** (:func:`answer`): the merger shard answers from its merged parameters (the slice it last
    published): a slice document of the ``riverflink.model/1`` wire holding only those features' entries, its
    ``meta.pull`` naming the replica and the request, ``meta.acked`` the replica's last update the entries hold.
@@ -16,6 +16,7 @@ As Flink Parameter Server's ``WorkerLogic`` pulls and ``onPullRecv`` answers, ov
 
 >>> from riverflink.models.spec import build
 >>> from riverflink.operators.merge_state import MergerState
+>>> from riverflink.operators.messages import decode_pull, encode_pull, is_pull
 >>> template = build("LinearRegression")
 >>> merger = MergerState("m", template, params={"weights": {"a": 0.5, "b": 1.0}, "intercept": 0.1})
 >>> request = PullRequest("m", "3", shard=0, pull=7, features=("a", "z"), sent_at=1.0)
@@ -31,69 +32,19 @@ As Flink Parameter Server's ``WorkerLogic`` pulls and ``onPullRecv`` answers, ov
 
 from __future__ import annotations
 
-import math
-import struct
 from dataclasses import dataclass
 from typing import Any
-
-import orjson
 
 from riverflink import models
 from riverflink.models import numeric
 from riverflink.models.document import read_document
 from riverflink.models.signing import Verifier, verify
-from riverflink.operators.messages import _HEAD, ReplicaId
+from riverflink.operators.messages import PullRequest, ReplicaId
 
 #: the partition of a pull answer's record frame on the replicas' input (Kafka partitions are never negative)
 PULL_PARTITION = -2
-#: the most features one pull request asks for (more go out as several requests)
-PULL_MAX_FEATURES = 4096
 #: the largest pull answer a replica reads
 PULL_MAX_BYTES = 2_000_000
-#: a pull request's head: an update head whose base version is this (an update's is a version, >= 0)
-_PULL = -1
-
-
-@dataclass(frozen=True)
-class PullRequest:
-    """A replica's request for the merged entries of ``features``, all owned by ``shard``."""
-
-    model_name: str
-    replica: ReplicaId
-    shard: int
-    #: the replica's number for this request (the answer names it)
-    pull: int
-    features: tuple
-    sent_at: float
-
-
-def encode_pull(request: PullRequest) -> bytes:
-    """A request's bytes on the updates edge: an update head (so that ``update_shard`` routes it) marked as a
-    pull, then the features as JSON."""
-    name, replica = request.model_name.encode(), request.replica.encode()
-    head = _HEAD.pack(_PULL, 0, request.pull, request.sent_at, math.nan, math.nan, math.nan, math.nan, len(name),
-                      len(replica), 0, request.shard)
-    return b"".join([head, name, replica, orjson.dumps(list(request.features))])
-
-
-def is_pull(data: bytes) -> bool:
-    """Whether bytes on the updates edge are a pull request (else an update)."""
-    return len(data) >= _HEAD.size and struct.unpack_from("<q", data)[0] == _PULL
-
-
-def decode_pull(data: bytes) -> PullRequest:
-    """The request :func:`encode_pull` wrote; ``ValueError`` for anything else."""
-    try:
-        kind, _, pull, sent_at, *_, n_name, n_replica, _, shard = _HEAD.unpack_from(data)
-        at = _HEAD.size
-        name = data[at : at + n_name].decode()
-        replica = data[at + n_name : at + n_name + n_replica].decode()
-        features = orjson.loads(data[at + n_name + n_replica :])
-    except (struct.error, UnicodeDecodeError, orjson.JSONDecodeError) as e:
-        raise ValueError(f"malformed pull request: {e}") from None
-    if kind != _PULL or not isinstance(features, list) or len(features) > PULL_MAX_FEATURES:
-        raise ValueError("malformed pull request")
-    return PullRequest(name, replica, shard, pull, tuple(features), sent_at)
 
 
 def answer(merger: Any, template: Any, request: PullRequest) -> dict:

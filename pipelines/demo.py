@@ -135,8 +135,7 @@ class DemoResult:
     def percentiles(self, values: list) -> str:
         if not values:
             return "n/a"
-        v = sorted(values)
-        return f"p50={v[len(v) // 2]:.0f} p95={v[int(len(v) * 0.95)]:.0f}"
+        return f"p50={quantile(values, 0.5):.0f} p95={quantile(values, 0.95):.0f}"
 
     def summary(self) -> str:
         metric = "mae" if self.task == "regression" else "accuracy"

@@ -16,9 +16,9 @@ from riverflink.models.spec import build
 from riverflink.models.sync import SyncPolicy
 from riverflink.operators.frames import Record
 from riverflink.operators.loop import LoopSettings, MergerSide, ReplicaSide
-from riverflink.operators.messages import update_shard
+from riverflink.operators.messages import PullRequest, encode_pull, is_pull, update_shard
 from riverflink.operators.pull_gate import PullStats, check_model
-from riverflink.operators.pulls import PULL_PARTITION, PullRequest, answer, encode_pull, is_pull
+from riverflink.operators.pulls import PULL_PARTITION, answer
 from riverflink.operators.working_set import WorkingSetSettings
 from riverflink.pipelines.click_stream import click_events
 from tests.loop_topic import ModelsTopic
