@@ -45,7 +45,7 @@ against the same demo without a bound.
 
 Last line: ``sharded: M=<m> accuracy_delta=<D> largest_slice_kb=<S> shard_balance=<max/mean> bytes_per_key=<B>
 speedup_vs_river=<X> clock_gap_p99=<G> replica_peak_mb=<R> unbounded_replica_mb=<U> working_set_delta=<W>
-working_set_delta_late=<L> pull_p99_ms=<P> serving_p99_ratio=<S>`` for M=4 (or the last M run), with
+working_set_delta_late=<L> pull_p99_ms=<P> serving_p99_ratio=<S> reader_peak_mb=<B>`` for M=4 (or the last M run), with
 ``speedup_vs_river`` River 0.23's estimated CPU per event on the whole stream over the loop's,
 ``clock_gap_p99`` the 99th percentile of a replica's clock gap after its syncs (its syncs the merged model lacks
 on some shard: with every record visible one round later, 1; ``tests/test_stale_synchronous.py`` runs a slow
@@ -54,7 +54,8 @@ sets, ``unbounded_replica_mb`` the same without (the model only grows, so the en
 accuracy deltas (points, against no bound) with answers within the round and one round later, and
 ``pull_p99_ms`` the job's pull round-trip p99, and ``serving_p99_ratio`` scatter/gather serving's p99 over assembled
 serving's on the no-bound run's final model (``bench/sharded_serving.py``'s runs, ``--serving-seconds`` each, one
-round; that bench prints the memory of each design).
+round; that bench prints the memory of each design), and ``reader_peak_mb`` the replicas' bounded reader's objects
+at the marks and end with working sets (``ModelFeed.track``, as a trainer subtask's).
 
     python -m bench.sharded [--events 50000] [--shards 1,4,16] [--replicas 4] [--river-prefix 5000]
                             [--precision float16|compact|...]
@@ -82,6 +83,7 @@ from riverflink.operators.frames import Record
 from riverflink.operators.loop import LoopSettings, MergerSide, ReplicaSide
 from riverflink.operators.messages import update_shard
 from riverflink.operators.model_feed import FeedRules, ModelFeed
+from riverflink.operators.tracked_features import held_by
 from riverflink.operators.pulls import PULL_PARTITION
 from riverflink.operators.slice_assembly import ManifestWriter
 from riverflink.operators.working_set import WorkingSetSettings
@@ -153,6 +155,10 @@ class Run:
     #: working sets: the largest replica's objects at the marks and the end, each batch's pull stats, the working
     #: sets at the end and the events still waiting for a pull there
     replica_peak: int = 0
+    #: ... and the replicas' bounded reader (``ModelFeed.track``, as the trainer's): its objects at the marks and
+    #: the end, and the most features it held
+    trainer_reader_peak: int = 0
+    trainer_reader_features: int = 0
     #: the merged model's parameters at the end (the shards' slices joined)
     final_params: dict = field(default_factory=dict)
     pulls: list = field(default_factory=list)
@@ -271,6 +277,12 @@ def loop(events: list, shards: int, replicas: int, batch: int, precision: str = 
     # (in place, as the readers of the replicas' trainer and of the serving job assemble)
     feed, writer = ModelFeed(FeedRules("bench", in_place=True)), ManifestWriter("bench", epoch=1, shards=shards)
     run, current, served_model = Run(shards), None, None
+    # (working sets: the replicas rebase from a bounded reader, as the trainer's; the served model stays whole)
+    bounded = ModelFeed(FeedRules("bench", in_place=True)) if working is not None and shards > 1 else None
+    if bounded is not None:
+        bounded.track(lambda: held_by(reps))
+        side.gate.bounded_reader = True
+    trainer_current, trainer_model = None, None
     in_transit: list = []
     clock = 0.0
     per_round = replicas * batch
@@ -321,7 +333,21 @@ def loop(events: list, shards: int, replicas: int, batch: int, precision: str = 
             assert problem is None, problem
             if entry is not None:  # (as the job: the replicas rebase on the newest one at their next batch)
                 current, served_model = entry, model
-        if current is not None and any(r.base_version < current.version for r in reps):
+            if bounded is not None:
+                entry, model, problem = bounded.offer(value, trainer_current, now=1e9)
+                assert problem is None, problem
+                if entry is not None:
+                    trainer_current, trainer_model = entry, model
+                    run.trainer_reader_features = max(run.trainer_reader_features, bounded.tracking.held())
+        if bounded is not None:
+            if trainer_current is not None and any(r.base_version < trainer_current.version for r in reps):
+                m_, meta_ = trainer_model, trainer_current.meta
+                for k, r in enumerate(reps):
+                    side.on_model(r, k, meta_, lambda: models.get_params(m_),
+                                  changed=lambda base: bounded.changed_between(base, meta_.version),
+                                  params_at=lambda keys: models.adapter_for(m_).get_at(m_, keys),
+                                  known=lambda features: bounded.known_at(features, meta_))
+        elif current is not None and any(r.base_version < current.version for r in reps):
             whole = functools.cache(lambda m=served_model: models.get_params(m))  # (only if a rebase needs it)
             for k, r in enumerate(reps):
                 side.on_model(r, k, current.meta, whole,
@@ -351,6 +377,8 @@ def loop(events: list, shards: int, replicas: int, batch: int, precision: str = 
                     out.updates += more.updates
                 if begin in marks:
                     run.replica_peak = max(run.replica_peak, objsize.get_deep_size(r))
+        if bounded is not None and begin in marks:
+            run.trainer_reader_peak = max(run.trainer_reader_peak, objsize.get_deep_size(bounded))
             if out.updates:  # the update just taken, whole (its pieces hold these entries between them)
                 run.touched += sharding.entries(side.template, r.in_flight[-1][1])
                 run.gaps.append(r.clock_gap)
@@ -379,6 +407,8 @@ def loop(events: list, shards: int, replicas: int, batch: int, precision: str = 
     run.waiting_at_end = sum(len(r.waiting) for r in reps) if working is not None else 0
     run.merger_bytes = max(objsize.get_deep_size(m) for m in mergers)
     run.reader_bytes = objsize.get_deep_size(feed)
+    if bounded is not None:
+        run.trainer_reader_peak = max(run.trainer_reader_peak, objsize.get_deep_size(bounded))
     return run
 
 
@@ -469,6 +499,11 @@ def main() -> None:
           f"event), events that waited {w.pull_total('waited'):,}, learned without a pull "
           f"{w.pull_total('unpulled'):,}, features evicted {w.pull_total('evicted'):,}; still waiting at the end "
           f"{w.waiting_at_end}")
+    if w.trainer_reader_peak:
+        print(f"    the replicas' bounded reader (the trainer subtask's, keeping what its replicas hold or ask for): "
+              f"peak {w.trainer_reader_peak / 2**20:.1f} MiB and {w.trainer_reader_features:,} features, against "
+              f"{r.reader_bytes / 2**20:.1f} MiB for the whole reader with no bound; features pulled again "
+              f"{w.pull_total('refreshed'):,}")
     print("    CPU-µs per event with working sets as the model grows (the loop's, events JSON-parsed as in the job; "
           "events so far: parameters then, µs per event since the last point): "
           + ", ".join(f"{e:,}: {p:,} {u:.0f}" for e, p, u in w.growth))
@@ -497,7 +532,8 @@ def main() -> None:
           f"unbounded_replica_mb={r.replica_bytes / 2**20:.1f} "
           f"working_set_delta={100 * (within.served.accuracy - r.served.accuracy):+.2f} "
           f"working_set_delta_late={100 * (w.served.accuracy - r.served.accuracy):+.2f} "
-          f"pull_p99_ms={job['pull_p99_ms'] if job else 'n/a'} serving_p99_ratio={serving_ratio}")
+          f"pull_p99_ms={job['pull_p99_ms'] if job else 'n/a'} serving_p99_ratio={serving_ratio} "
+          f"reader_peak_mb={w.trainer_reader_peak / 2**20:.1f}")
 
 
 def job_pulls(events: int, working_set: int | None, shards: int) -> dict:

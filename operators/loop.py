@@ -149,14 +149,17 @@ class ReplicaSide:
 
     def on_model(self, replica: Replica, key: Any, meta: ModelMeta, params: Callable[[], dict],
                  changed: Callable[[int], set | None] | None = None,
-                 params_at: Callable[[set], dict | None] | None = None) -> bool:
+                 params_at: Callable[[set], dict | None] | None = None,
+                 known: Callable[[set], set] | None = None) -> bool:
         """Rebase ``replica`` onto a validated merged version if it is newer; ``params()`` gives its parameters.
 
         Updates of this replica that the version lists as refused are sent again with its next update.  An
         assembled sharded model (``meta.slices``, :class:`~riverflink.operators.model_feed.ModelFeed`) is
         acknowledged shard by shard; ``changed(base version)``, the features that changed since the version the
         replica is based on (``ModelFeed.changed_between``), lets it rebase in place on them, taking the merged
-        parameters at those features from ``params_at(features)`` (``None``: from ``params()``)."""
+        parameters at those features from ``params_at(features)`` (``None``: from ``params()``).  ``known``: a
+        bounded reader's (``ModelFeed.known_at``) answer, which features it holds as merged (see
+        ``Replica.rebase``)."""
         if meta.version is None or meta.version <= replica.base_version or max(1, len(meta.slices)) != self.s.shards:
             return False  # (a model of another shard count is another job's: its acknowledgements are not ours)
         rid = replica_id(key)
@@ -164,7 +167,8 @@ class ReplicaSide:
             return self._rebase_sharded(replica, rid, meta.version, tuple(s.version for s in meta.slices),
                                         [s.acked.get(rid, 0) for s in meta.slices],
                                         [s.refused_updates.get(rid, ()) for s in meta.slices], params,
-                                        changed(replica.base_version) if changed is not None else None, params_at)
+                                        changed(replica.base_version) if changed is not None else None, params_at,
+                                        known)
         resent = replica.rebase(params(), meta.version, meta.acked.get(rid, 0), meta.refused_updates.get(rid, ()),
                                 norm=self.s.sync.divergence is not None)
         if resent:
@@ -185,9 +189,11 @@ class ReplicaSide:
 
     def _rebase_sharded(self, replica: Replica, rid: str, version: int, slice_versions: tuple, acks: list,
                         refusals: list, params: dict | Callable[[], dict], changed: set | None = None,
-                        params_at: Callable[[set], dict | None] | None = None) -> bool:
+                        params_at: Callable[[set], dict | None] | None = None,
+                        known: Callable[[set], set] | None = None) -> bool:
         resent = replica.rebase(params, version, acks, refusals, slices=slice_versions,
-                                norm=self.s.sync.divergence is not None, changed=changed, merged_at=params_at)
+                                norm=self.s.sync.divergence is not None, changed=changed, merged_at=params_at,
+                                known=known)
         if resent:
             log.warning("replica %s sends the learning of %d refused update piece(s) again", rid, resent)
         return True

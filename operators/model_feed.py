@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Collection, Iterable, Iterator
 
 import orjson
 
@@ -35,6 +35,7 @@ from riverflink.models.paging import PageCollector
 from riverflink.models.signing import Verifier, verify
 from riverflink.operators.slice_assembly import SliceAssembler
 from riverflink.operators.slice_versions import SliceRef, patched_copy
+from riverflink.operators.tracked_features import TrackedFeatures
 
 #: pages one slice version may take (a reader holds them until the last comes)
 MAX_PAGES = 4096
@@ -196,6 +197,23 @@ class ModelFeed:
         #: with ``rules.in_place``: the model last assembled, and its version
         self._model: Any = None
         self._model_version: int | None = None
+        #: a bounded reader (:meth:`track`): what it knows, and what its replicas track now
+        self.tracking: TrackedFeatures | None = None
+        self._tracked: Callable[[], Collection] | None = None
+
+    def track(self, tracked: Callable[[], Collection]) -> None:
+        """Make this a bounded reader of a sharded model (:mod:`~riverflink.operators.tracked_features`): it keeps
+        the entries of the features ``tracked()`` holds at the moment each slice comes, and :meth:`known_at`
+        says which it holds as merged.  Its entries keep no slice texts (``Accepted.parts`` stays empty): after
+        a restore it starts empty, and its replicas pull what they hold again."""
+        self.tracking, self._tracked = TrackedFeatures(), tracked
+
+    def known_at(self, features: Iterable, meta: ModelMeta) -> set:
+        """Those of ``features`` whose entries in assembled version ``meta`` are the merged ones: all of them for
+        a reader that is not bounded."""
+        if self.tracking is None:
+            return set(features)
+        return self.tracking.known_at(features, meta.epoch, tuple(s.version for s in meta.slices))
 
     def versions(self, values: Iterable[str | bytes]) -> Iterator[tuple[Accepted, Any]]:
         """Each newer version that ``values`` (records of ``models``, in reading order) make, as ``(entry,
@@ -256,6 +274,13 @@ class ModelFeed:
     def _take(self, meta: ModelMeta, model: Any, text: str):
         """A validated slice document: held (:meth:`_hold`) at once, or, a page (:mod:`riverflink.models.paging`),
         once every page of its version has come (joined, their texts in page order); the assembler's answer."""
+        if self.tracking is not None:  # (texts are not kept: a bounded reader restarts empty)
+            text = ""
+            if meta.pages > 1:  # (a page cut down at once: only the joined slice's entries become known)
+                params = models.get_params(model)
+                tracked = self._tracked()
+                kept = {f for f in numeric.keys_of(params) if f in tracked}
+                model = models.set_params(model, numeric.restrict(params, kept), trusted=True)
         if meta.pages <= 1:
             return self._hold(meta, model, (text,))
         # (a newer version's pages: the older one's are dropped)
@@ -268,17 +293,28 @@ class ModelFeed:
     def _hold(self, meta: ModelMeta, model: Any, texts: tuple[str, ...]):
         """Hand a validated slice version (its documents' ``texts``; a patch applied to its base first) to the
         assembler; its answer, or ``None`` for a patch whose base this reader does not hold."""
+        key, tracking = (meta.epoch, meta.shard), self.tracking
         if meta.patch_of is not None:
-            base = self.assembler.held.get((meta.epoch, meta.shard), {}).get(meta.patch_of)
-            ref = None if base is None else base[1].patched(meta.version, model)  # (in place on the newest)
-            if ref is None:
-                self.unusable_patches += 1
-                return None
-            self._patch_keys[(meta.epoch, meta.shard, meta.version)] = (
-                meta.patch_of, frozenset(numeric.keys_of(models.get_params(model))))
-            if len(self._patch_keys) > LOG_LENGTH * max(1, meta.shards):
-                del self._patch_keys[next(iter(self._patch_keys))]
-            texts = base[2] + texts
+            base = self.assembler.held.get(key, {}).get(meta.patch_of)
+            keys = frozenset(numeric.keys_of(models.get_params(model)))
+            if tracking is not None and base is None:  # (a bounded reader starts a chain from the patch alone)
+                ref, texts = SliceRef.whole(meta.version, tracking.take_whole(key, meta.version, model,
+                                                                              self._tracked())), ()
+            else:
+                drop: set = set()
+                if tracking is not None and base is not None:
+                    model, drop = tracking.take_patch(key, meta.version, model, self._tracked())
+                ref = None if base is None else base[1].patched(meta.version, model, drop)  # (in place on the newest)
+                if ref is None:
+                    self.unusable_patches += 1
+                    return None
+                self._patch_keys[(meta.epoch, meta.shard, meta.version)] = (meta.patch_of, keys)
+                if len(self._patch_keys) > LOG_LENGTH * max(1, meta.shards):
+                    del self._patch_keys[next(iter(self._patch_keys))]
+                texts = () if tracking is not None else base[2] + texts
+        elif tracking is not None:
+            ref, texts = SliceRef.whole(meta.version, tracking.take_whole(key, meta.version, model,
+                                                                          self._tracked())), ()
         else:
             ref = SliceRef.whole(meta.version, model)
         head = SliceMeta(meta.name, meta.epoch, meta.shards, meta.shard, meta.version)  # type: ignore[arg-type]
@@ -325,6 +361,8 @@ class ModelFeed:
         if self.rules.shard is not None:
             return self._own_slice(manifest, parts[self.rules.shard])
         self._log_change(manifest)
+        if self.tracking is not None and self.tracking.sweep(self._tracked(), self._chains()):
+            self._model = None  # (the joined model still holds the swept entries: join anew)
         metas = [m for m, _, _ in parts]
         slice_models = [ref.model() for _, ref, _ in parts]
         if any(m is None for m in slice_models):  # (an older version whose undo records are gone: the next one)
@@ -337,6 +375,12 @@ class ModelFeed:
                          slices=tuple(SliceInfo(s, v, m.acked, m.refused_updates)
                                       for s, (v, m) in enumerate(zip(manifest.slices, metas))))
         return Accepted(meta, text, tuple(t for _, _, chain in parts for t in chain)), model, None
+
+    def _chains(self) -> list:
+        """The chains of the slice versions this reader holds, each once."""
+        chains = {id(ref.chain): ref.chain for versions in self.assembler.held.values()
+                  for _, ref, _ in versions.values()}
+        return list(chains.values())
 
     def _own_slice(self, manifest: Manifest, part: tuple) -> tuple[Accepted | None, Any, str | None]:
         """A shard's reader: the manifest's version of this shard's slice, as an entry (the manifest's text and

@@ -80,6 +80,8 @@ class PullStats:
     limited: int = 0
     evicted: int = 0
     expired: int = 0
+    #: held features asked for again: unverified, and unknown to the bounded reader (``Replica.refresh``)
+    refreshed: int = 0
     #: pull round trips answered in this batch, in milliseconds
     round_trips_ms: list = field(default_factory=list)
 
@@ -90,6 +92,15 @@ class PullGate:
     def __init__(self, settings: WorkingSetSettings, model_name: str, shards: int,
                  verifier: Verifier | None = None):
         self.s, self.model_name, self.shards, self.verifier = settings, model_name, max(1, shards), verifier
+        #: the replicas rebase from a bounded reader (:mod:`~riverflink.operators.tracked_features`): features
+        #: they come to hold without a pull are unverified, and pulled again when that reader does not know them
+        self.bounded_reader = False
+
+    def restored(self, replica: Replica) -> None:
+        """A replica restored from a checkpoint under a bounded reader, which starts empty: everything it holds is
+        unverified (its next rebase writes what the reader knows and leaves the rest to pull again)."""
+        if self.bounded_reader and getattr(replica, "working", None) is not None:
+            replica.unverified, replica.refresh = set(replica.working.used), set()
 
     def start(self, replica: Replica) -> None:
         """Give a replica its (empty) working set, once."""
@@ -175,6 +186,11 @@ class PullGate:
                 if f not in held and f not in asked and _pullable(f) and self._owner(f) not in unmerged:
                     asked.add(f)
                     need.setdefault(self._owner(f), []).append(f)
+        for f in getattr(replica, "refresh", None) or ():  # (held, unverified, unknown to the bounded reader)
+            if f not in asked and _pullable(f) and self._owner(f) not in unmerged:
+                asked.add(f)
+                need.setdefault(self._owner(f), []).append(f)
+                stats.refreshed += 1
         out: list[bytes] = []
         for shard, features in sorted(need.items()):
             for i in range(0, len(features), PULL_MAX_FEATURES):
@@ -192,7 +208,12 @@ class PullGate:
     def settle(self, replica: Replica, learned: Sequence[dict], stats: PullStats) -> None:
         """After learning ``learned`` (the events' inputs): they used their features; let go of what must go."""
         ws = replica.working
-        ws.use({f for x in learned for f in x}, len(learned))
+        used = {f for x in learned for f in x}
+        if self.bounded_reader:  # (held without a pull: it may lack merges the reader did not keep)
+            fresh = {f for f in used if f not in ws.used}
+            if fresh:
+                replica.unverified = (getattr(replica, "unverified", None) or set()) | fresh
+        ws.use(used, len(learned))
         if len(ws) <= ws.settings.capacity and ws.settings.expire_after is None:
             return
         evicted, expired = ws.evicted, ws.expired

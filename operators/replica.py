@@ -121,6 +121,11 @@ class Replica:
     #: features taken from pull answers older than the version this replica is based on: the next rebase
     #: rewrites them from its merged version (an answer misses what was merged after it)
     stale_pulls: set | None = None
+    #: under a bounded reader (:mod:`~riverflink.operators.tracked_features`): held features whose values may
+    #: miss merges that reader never kept (learned before any pull, or restored from a checkpoint), and those of
+    #: them the reader did not know at the last rebase, to pull again (None: not tracked)
+    unverified: set | None = None
+    refresh: set | None = None
 
     def note_classes(self, ys: Sequence[Any]) -> list:
         """The labels of ``ys`` this replica had not learned before, in order (and remember them)."""
@@ -425,7 +430,8 @@ class Replica:
 
     def rebase(self, merged_params: dict | Callable[[], dict], version: int, acked: int | None | Sequence = None,
                refused: Sequence = (), slices: Sequence[int] = (), norm: bool = True,
-               changed: set | None = None, merged_at: Callable[[set], dict | None] | None = None) -> int:
+               changed: set | None = None, merged_at: Callable[[set], dict | None] | None = None,
+               known: Callable[[set], set] | None = None) -> int:
         """Adopt merged ``version`` (newer than ours), keeping every bit of learning it does not hold.
 
         ``acked`` is the last of this replica's update sequence numbers that
@@ -454,12 +460,18 @@ class Replica:
         O(model).  ``merged_params`` may then be a callable (called only when
         the whole tree is needed), and ``merged_at(features)`` gives the merged
         parameters restricted to ``features`` (``None``: restrict the whole).
+
+        ``known(features)``: a bounded reader's (:mod:`~riverflink.operators.tracked_features`) answer, which of
+        ``features`` it holds as merged at ``version``; the rebase writes those alone (in place: a working
+        set).  Every other feature keeps its entries, which are right unless the feature is unverified: those
+        are left in :attr:`refresh` to pull again.
         """
         adapter = models.adapter_for(self.model)
         if getattr(self, "working", None) is not None:  # only the features it holds (the others are pulled)
             held = self.working.used.keys()
             changed = set(held) if changed is None else {f for f in held if f in changed}
             changed |= {f for f in (getattr(self, "stale_pulls", None) or ()) if f in held}
+            changed |= {f for f in (getattr(self, "unverified", None) or ()) if f in held}
             self.stale_pulls = None
         shards = max(1, len(slices))
         acks = list(acked) if shards > 1 else [acked]
@@ -468,6 +480,13 @@ class Replica:
         whole_mid = self.mid is not None and getattr(self, "mid_keys", None) is None
         at = None if changed is None or whole_mid else self._in_place_keys(
             set(changed) | numeric.keys_of([d for _, d, _ in self.in_flight]))
+        if known is not None:
+            if at is None:
+                raise ValueError("a bounded reader's replica rebases in place only (a working set)")
+            at = known(at)
+            if getattr(self, "unverified", None):
+                self.unverified -= at
+                self.refresh = {f for f in self.unverified if f in self.working.used}
         current = adapter.get_at(self.model, at) if at is not None else None
         if current is None:
             at = None
@@ -533,6 +552,10 @@ class Replica:
         The dense part (the intercept) is the rebase's alone.  ``stale``: the entries are older than the version
         this replica is based on; its next rebase rewrites these features from its merged version."""
         adapter, at = models.adapter_for(self.model), set(features)
+        if getattr(self, "unverified", None):
+            self.unverified -= at
+        if getattr(self, "refresh", None):
+            self.refresh -= at
         if stale:
             self.stale_pulls = (getattr(self, "stale_pulls", None) or set()) | at
         if not getattr(self, "snapshot_owned", False):
@@ -560,6 +583,9 @@ class Replica:
         if not features:
             return
         adapter, at = models.adapter_for(self.model), set(features)
+        for pending in (getattr(self, "unverified", None), getattr(self, "refresh", None)):
+            if pending:
+                pending -= at
         if not getattr(self, "snapshot_owned", False):
             self.snapshot, self.snapshot_owned = numeric.copy_tree(self.snapshot), True
         adapter.set_at(self.model, adapter.get_at(self.model, ()), at)  # (empty maps: the entries at ``at`` go)
@@ -578,7 +604,11 @@ class Replica:
                                                                            journaled=True)], [1.0], _REPLAY)
             return
         old = numeric.restrict(self.snapshot, keys)
-        new = numeric.restrict(snapshot, keys)
+        if at is None or keys <= at:
+            new = numeric.restrict(snapshot, keys)
+        else:  # (features the rebase leaves as they are: their snapshot does not move)
+            new = numeric.copy_tree(old)
+            numeric.write_at(new, numeric.restrict(snapshot, keys & at), keys & at)
         self.mid = adapter.apply(self.model, new, [adapter.delta(self.model, self.mid, old)], [1.0], _REPLAY)
 
     def _in_place_keys(self, more: set | None) -> set | None:

@@ -44,6 +44,7 @@ from riverflink.operators.pull_gate import PullStats
 from riverflink.operators.records import prediction_record
 from riverflink.operators.replica import Replica
 from riverflink.operators.scoring import Score
+from riverflink.operators.tracked_features import held_by
 
 log = logging.getLogger("riverflink")
 
@@ -82,6 +83,10 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         self.rules = FeedRules(self.name, self.s.max_skew_ms, verifier=self.s.verifier, in_place=True)
         self.feed = ModelFeed(self.rules)  # whole documents, or a sharded model's slices and manifests
         self.live: dict = {}
+        if self.side.gate is not None and self.s.loop.shards > 1:
+            # (working sets: the reader keeps only what this subtask's replicas hold or have asked for)
+            self.feed.track(lambda: held_by(self.live.values()))
+            self.side.gate.bounded_reader = True
         self.params_cache: dict = {}
         # Flink metrics (web UI, any reporter; riverflink's Prometheus endpoint with --metrics-port)
         group = ctx.get_metrics_group().add_group("riverflink")
@@ -100,6 +105,7 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         self.m_pulls = {name: group.counter(metric) for name, metric in PULL_COUNTERS.items()}
         group.gauge("working_set", lambda: max((len(r.working) for r in self.live.values()
                                                 if getattr(r, "working", None) is not None), default=0))
+        group.gauge("reader_features", lambda: self.feed.tracking.held() if self.feed.tracking is not None else 0)
         group.gauge("events_waiting", lambda: sum(len(getattr(r, "waiting", None) or ()) for r in self.live.values()))
         self.pull_deadlines: dict = {}
         self.last = {"base_version": 0, "accuracy_permille": 0, "mae_milli": 0}
@@ -135,6 +141,8 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
             if self.trace.on:
                 self.trace.write("replica_restored" if r is not None else "replica_fresh", replica=key,
                                  subtask=self.subtask, **(_replica_summary(r) if r is not None else {}))
+            if r is not None and self.side.gate is not None:
+                self.side.gate.restored(r)  # (a bounded reader starts empty: what it holds is pulled again)
             r = r or self.side.fresh()
             self.live[key] = r
         return r
@@ -157,13 +165,17 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
     def _adopt_latest(self, key, replica: Replica, ctx) -> None:
         """Rebase ``replica`` on the newest accepted version, if it is newer than its base."""
         latest = ctx.get_broadcast_state(LATEST_MODEL).get(self.name)
+        if latest is not None and self.feed.tracking is not None and latest.version not in self.params_cache:
+            return  # (a bounded reader keeps no slices across a restore: wait for the next version it assembles)
         if latest is not None:
             if not self.base_created_at:  # after a restore, before any new version
                 self.base_created_at = latest.meta.created_at or 0.0
             before = (replica.base_version, [u[0] for u in replica.in_flight]) if self.trace.on else None
             self.side.on_model(replica, key, latest.meta, lambda: self._merged_params(latest),
                                changed=lambda base: self.feed.changed_between(base, latest.version),
-                               params_at=lambda keys: self._merged_params_at(latest, keys))
+                               params_at=lambda keys: self._merged_params_at(latest, keys),
+                               known=None if self.feed.tracking is None else
+                               lambda features: self.feed.known_at(features, latest.meta))
             if before is not None and replica.base_version != before[0]:
                 self.trace.write("rebase", replica=key, version=replica.base_version, was=before[0],
                                  acked=latest.meta.acked.get(replica_id(key)), in_flight_before=before[1],
@@ -205,7 +217,7 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         if score is not None or out.rejected or (out.pulls is not None and out.pulls.round_trips_ms):
             yield METRICS, _metrics_record(self.s.job_tag, replica_id(key), out.base_version, replica.task, score,
                                            len(out.rejected), out.events, out.features_dropped, replica.clock_gap,
-                                           _pull_fields(replica, out.pulls))
+                                           _pull_fields(replica, out.pulls, self.feed))
 
     def _count_pulls(self, key, replica: Replica, stats: PullStats, ctx) -> None:
         """Count what the pull gate did, and wake the replica when its oldest unanswered pull times out (its
@@ -272,16 +284,17 @@ def _replica_summary(r: Replica) -> dict:
 PULL_COUNTERS = {"sent": "pulls_sent", "answered": "pull_answers", "refused": "pull_answers_refused",
                  "late": "pull_answers_late", "timed_out": "pulls_timed_out", "waited": "events_waited_for_pulls",
                  "unpulled": "events_learned_unpulled", "limited": "pulls_limited", "evicted": "features_evicted",
-                 "expired": "features_expired"}
+                 "expired": "features_expired", "refreshed": "features_pulled_again"}
 
 
-def _pull_fields(replica: Replica, stats: PullStats | None) -> dict:
+def _pull_fields(replica: Replica, stats: PullStats | None, feed: ModelFeed) -> dict:
     """A metrics record's working-set fields: the pull round trips answered in the batch (ms), the working set's
-    size and the events waiting, after it."""
+    size and the events waiting, after it, and the features the subtask's bounded reader holds (if bounded)."""
     if stats is None:
         return {}
     return {"pull_rtt_ms": [round(t, 1) for t in stats.round_trips_ms], "working_set": len(replica.working),
-            "waiting": len(replica.waiting)}
+            "waiting": len(replica.waiting),
+            **({"reader_features": feed.tracking.held()} if feed.tracking is not None else {})}
 
 
 def _metrics_record(job: str, replica: ReplicaId, version: int, task: str, score: Score | None, dead: int, events: list,

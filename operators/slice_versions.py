@@ -79,24 +79,34 @@ class SliceRef:
         """The slice model of this version (the chain's own when it is the newest: do not write to it)."""
         return self.chain.model if self.chain.head == self.version else self.chain.rebuilt(self.version)
 
-    def patched(self, version: int, patch: Any) -> "SliceRef | None":
+    def patched(self, version: int, patch: Any, drop: set = frozenset()) -> "SliceRef | None":
         """Version ``version``: ``patch`` (a patch document's model) applied to this one; ``None`` when this
         version can no longer be rebuilt.  In place when this is its chain's newest version and the family
-        writes in place (an undo record keeps what it overwrote); on a new chain otherwise."""
+        writes in place (an undo record keeps what it overwrote); on a new chain otherwise.  ``drop``: features
+        whose entries leave the new version (a bounded reader's untracked ones,
+        :mod:`~riverflink.operators.tracked_features`)."""
         chain = self.chain
         params = models.get_params(patch)
         adapter = models.adapter_for(chain.model)
         if chain.head == self.version and adapter.in_place(chain.model):
-            keys = numeric.keys_of(params)
+            keys = numeric.keys_of(params) | drop
             before = adapter.get_at(chain.model, keys)
-            if before is not None and adapter.set_at(chain.model, sharding.patched(patch, before, params), keys):
+            # (set_at removes the entries of ``keys`` that the tree lacks: the dropped ones)
+            if before is not None and adapter.set_at(chain.model, sharding.patched(
+                    patch, numeric.restrict(before, keys - drop) if drop else before, params), keys):
                 chain.undo[version] = (self.version, keys, before)
                 for old in sorted(chain.undo)[:-KEEP_RECORDS]:
                     del chain.undo[old]
                 chain.head = version
                 return SliceRef(chain, version)
         base = self.model()
-        return None if base is None else SliceRef.whole(version, patched_copy(base, patch))
+        if base is None:
+            return None
+        new = patched_copy(base, patch)
+        if drop:
+            params = models.get_params(new)
+            models.set_params(new, numeric.restrict(params, numeric.keys_of(params) - drop), trusted=True)
+        return SliceRef.whole(version, new)
 
 
 def patched_copy(base: Any, patch: Any) -> Any:

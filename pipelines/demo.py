@@ -131,6 +131,8 @@ class DemoResult:
     #: --working-set: every pull's round trip (ms), and the largest working set a replica reported
     pull_rtt_ms: list = field(default_factory=list)
     working_set_peak: int | None = None
+    #: ... and the most features a trainer subtask's (bounded) reader held
+    reader_peak: int | None = None
 
     def percentiles(self, values: list) -> str:
         if not values:
@@ -148,6 +150,7 @@ class DemoResult:
             + (f" pulls={len(self.pull_rtt_ms)} pull_p50_ms={quantile(self.pull_rtt_ms, 0.5):.0f}"
                f" pull_p99_ms={quantile(self.pull_rtt_ms, 0.99):.0f} working_set_peak={self.working_set_peak}"
                if self.working_set_peak is not None else "")
+            + (f" reader_peak={self.reader_peak}" if self.reader_peak is not None else "")
         )
 
 
@@ -232,13 +235,13 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
     slices: dict = {}  # a sharded model: shard -> its newest whole slice document and the patches after it
     largest_slice = 0
     pull_rtt_ms: list = []
-    working_set_peak = None
+    working_set_peak = reader_peak = None
     manifests: list = []  # ... and its manifests (serving assembles a model from one and its slices)
     labels = {i: y for i, (_, y) in enumerate(labelled)}
     shown, last_shown = 0, 0.0
 
     def pump():
-        nonlocal shown, last_shown, largest_slice, working_set_peak
+        nonlocal shown, last_shown, largest_slice, working_set_peak, reader_peak
         for rec in preds.poll_json(100):
             if rec is None:
                 continue
@@ -270,6 +273,8 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
             if m and "working_set" in m:
                 pull_rtt_ms.extend(m.get("pull_rtt_ms") or [])
                 working_set_peak = max(working_set_peak or 0, m["working_set"])
+                if "reader_features" in m:
+                    reader_peak = max(reader_peak or 0, m["reader_features"])
             if m and m.get("events"):
                 batches[batch_key(m)] = m["events"]
 
@@ -361,6 +366,7 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
         largest_slice_bytes=largest_slice,
         pull_rtt_ms=pull_rtt_ms,
         working_set_peak=working_set_peak,
+        reader_peak=reader_peak,
     )
 
 

@@ -14,17 +14,30 @@ from __future__ import annotations
 from riverflink import models
 from riverflink.operators.model_feed import FeedRules, ModelFeed
 from riverflink.operators.slice_assembly import ManifestWriter
+from riverflink.operators.tracked_features import held_by
 
 
 class ModelsTopic:
     """Documents (and, sharded, manifests) published this round; :meth:`deliver` hands the newest complete version
-    to every replica, as the job's readers do."""
+    to every replica, as the job's readers do.  ``bounded``: as the trainer reads with working sets, one bounded
+    reader (``ModelFeed.track``) for every replica in :attr:`replicas`, the rebases in place on what it knows."""
 
-    def __init__(self, name: str, shards: int):
-        self.feed = ModelFeed(FeedRules(name))
+    def __init__(self, name: str, shards: int, bounded: bool = False):
+        self.name, self.bounded, self.replicas = name, bounded, []
+        self.feed = self._reader()
         self.writer = ManifestWriter(name, epoch=1, shards=shards) if shards > 1 else None
         self.records: list = []
         self.current, self.model = None, None
+
+    def _reader(self) -> ModelFeed:
+        feed = ModelFeed(FeedRules(self.name, in_place=self.bounded))
+        if self.bounded:
+            feed.track(lambda: held_by(self.replicas))
+        return feed
+
+    def restart_reader(self) -> None:
+        """The trainer restored from a checkpoint: its reader starts empty, and waits for the next version."""
+        self.feed, self.model = self._reader(), None
 
     def publish(self, doc: dict | None, clock: float) -> None:
         """A merger's new document (None: nothing merged), and the manifest it completes, if any."""
@@ -48,7 +61,17 @@ class ModelsTopic:
             if entry is not None:
                 self.current, self.model = entry, built
         self.records.clear()
-        if self.current is not None:
-            params = models.get_params(self.model)
+        if self.current is None or self.model is None:
+            return
+        if self.bounded:
+            model, meta, feed = self.model, self.current.meta, self.feed
+            adapter = models.adapter_for(model)
             for k, r in enumerate(replicas):
-                side.on_model(r, k, self.current.meta, lambda: params)
+                side.on_model(r, k, meta, lambda: models.get_params(model),
+                              changed=lambda base: feed.changed_between(base, meta.version),
+                              params_at=lambda keys: adapter.get_at(model, keys),
+                              known=lambda features: feed.known_at(features, meta))
+            return
+        params = models.get_params(self.model)
+        for k, r in enumerate(replicas):
+            side.on_model(r, k, self.current.meta, lambda: params)

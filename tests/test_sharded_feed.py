@@ -12,7 +12,7 @@ from riverflink import models
 from riverflink.models import manifest as manifest_doc
 from riverflink.models.manifest import Manifest
 from riverflink.models.paging import paginate
-from riverflink.models import sharding
+from riverflink.models import numeric, sharding
 from riverflink.models.sharding import join
 from riverflink.models.document import ModelMeta, read_document
 from riverflink.models.signing import Signer, sign
@@ -288,3 +288,39 @@ def test_manifests_match_their_json_schema():
     jsonschema.validate(doc, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**doc, "meta": {**doc["meta"], "slices": [4]}}, schema)
+
+
+@pytest.mark.parametrize("late_by", [0, 4])
+def test_a_bounded_reader_holds_the_merged_entries_of_every_feature_it_says_it_knows(late_by):
+    """``ModelFeed.track`` (working sets): the reader keeps the features its replicas track at each record, and
+    whatever it says it knows at a version has that version's merged entries; the rest it does not hold."""
+    records, *_ = _run(3, Signer.generate(), rounds=6, patches=3, rebase=True)
+    records = _delayed_manifests(records, late_by) if late_by else records
+    reference, _ = _assembled(records)
+    features = sorted(numeric.keys_of(list(reference.values())[-1]))
+    position = [0]
+
+    def tracked() -> set:  # (what replicas hold moves: a window over the features that slides every 10 records)
+        start = (position[0] // 10) * len(features) // 20
+        return set(features[start: start + len(features) // 3])
+
+    feed, current = ModelFeed(FeedRules("m", in_place=True)), None
+    feed.track(tracked)
+    known_total = unknown_total = 0
+    for position[0], value in enumerate(records):
+        entry, model, problem = feed.offer(value, current, now=5_000.0)
+        assert problem is None
+        if entry is None:
+            continue
+        current, params, merged = entry, models.get_params(model), reference[entry.version]
+        assert not entry.parts  # (no slice texts kept: it restarts empty)
+        held = numeric.keys_of(params)
+        known = feed.known_at(features, entry.meta)
+        assert known <= held <= set(tracked()) | set(features)
+        for name in ("opt_z", "opt_n", "weights"):
+            leaf = params["steps"][1][name]
+            assert {f: leaf[f] for f in known if f in leaf} == {f: merged["steps"][1][name][f] for f in known
+                                                               if f in merged["steps"][1][name]}, name
+        assert params["steps"][1]["intercept"] == merged["steps"][1]["intercept"]
+        known_total, unknown_total = known_total + len(known), unknown_total + len(held - known)
+    assert feed.tracking.held() < len(features) / 2 and known_total > 0 and feed.tracking.dropped > 0

@@ -257,4 +257,7 @@ def test_replicas_with_a_working_set_pull_what_they_lack_and_hold_less_than_the_
     assert result.model_events == events
     assert len(result.pull_rtt_ms) > 10 and all(t >= 0 for t in result.pull_rtt_ms)
     assert result.working_set_peak is not None and result.working_set_peak < result.model_features / 2
-    assert " pull_p99_ms=" in result.summary()
+    # each trainer subtask's reader keeps what its replicas hold or ask for, not the model
+    assert result.reader_peak is not None and 0 < result.reader_peak < result.model_features / 2, (
+        result.reader_peak, result.model_features)
+    assert " pull_p99_ms=" in result.summary() and " reader_peak=" in result.summary()

@@ -16,7 +16,7 @@ from riverflink.models.spec import build
 from riverflink.models.sync import SyncPolicy
 from riverflink.operators.frames import Record
 from riverflink.operators.loop import LoopSettings, MergerSide, ReplicaSide
-from riverflink.operators.messages import PullRequest, encode_pull, is_pull, update_shard
+from riverflink.operators.messages import PullRequest, decode_pull, encode_pull, is_pull, update_shard
 from riverflink.operators.pull_gate import PullStats, check_model
 from riverflink.operators.pulls import PULL_PARTITION, answer
 from riverflink.operators.working_set import WorkingSetSettings
@@ -31,22 +31,32 @@ def _records(events, start):
     return [Record(0, start + i, 0, None, orjson.dumps({"x": x, "y": y})) for i, (x, y) in enumerate(events)]
 
 
-def _run(events, shards: int, working: WorkingSetSettings | None, answer_pulls: bool = True):
+def _run(events, shards: int, working: WorkingSetSettings | None, answer_pulls: bool = True, bounded: bool = False,
+         restart_at: int | None = None, peak: list | None = None):
     """K=2 replicas and M merger shards on ``events``: every update, pull answer and model version reaches its
     reader one round later.  Returns (the final assembled model, the replicas, the progressive accuracy, the
-    widest a working set was beyond its learning features, pull stats summed)."""
+    widest a working set was beyond its learning features, pull stats summed, events learned).  ``bounded``: the
+    replicas rebase from a bounded reader, as in the job (its most features held appended to ``peak``), which
+    starts empty again at round ``restart_at`` (a restore)."""
     settings = LoopSettings("m", shards=shards, epoch=1 if shards > 1 else 0,
                             sync=SyncPolicy(every_events=BATCH, every_seconds=None), working_set=working)
     side, merger_side = ReplicaSide(settings, build(SPEC)), MergerSide(settings, build(SPEC))
     reps = [side.fresh() for _ in range(REPLICAS)]
     mergers = [merger_side.fresh(s) for s in range(shards)]
-    topic = ModelsTopic("m", shards)
+    topic = ModelsTopic("m", shards, bounded=bounded)
+    topic.replicas = reps
+    if bounded:
+        side.gate.bounded_reader = True
+    most = 0
     to_merger, answers = [], {k: [] for k in range(REPLICAS)}
     correct = learned = 0
     worst, total, clock = 0, PullStats(), 1000.0
 
     def rebase():
+        nonlocal most
         topic.deliver(side, reps)
+        if bounded:
+            most = max(most, topic.feed.tracking.held())
 
     def step(k, r, records):
         nonlocal correct, learned, worst
@@ -56,7 +66,8 @@ def _run(events, shards: int, working: WorkingSetSettings | None, answer_pulls: 
         if out.score is not None:
             correct, learned = correct + out.score.correct, learned + out.score.events
         if out.pulls is not None:
-            for name in ("sent", "answered", "refused", "late", "timed_out", "waited", "unpulled", "evicted"):
+            for name in ("sent", "answered", "refused", "late", "timed_out", "waited", "unpulled", "evicted",
+                         "refreshed"):
                 setattr(total, name, getattr(total, name) + getattr(out.pulls, name))
             total.round_trips_ms += out.pulls.round_trips_ms
             beyond = len(r.working) - len(r.learning_features())
@@ -85,6 +96,10 @@ def _run(events, shards: int, working: WorkingSetSettings | None, answer_pulls: 
 
     rounds = math.ceil(len(events) / (REPLICAS * BATCH))
     for rnd in range(rounds):
+        if rnd == restart_at:
+            topic.restart_reader()
+            for r in reps:
+                side.gate.restored(r)
         rebase()
         chunk = events[rnd * REPLICAS * BATCH: (rnd + 1) * REPLICAS * BATCH]
         for k, r in enumerate(reps):
@@ -99,6 +114,8 @@ def _run(events, shards: int, working: WorkingSetSettings | None, answer_pulls: 
         if not to_merger and all(r.since_sync == 0 and not r.in_flight and not (r.waiting or []) for r in reps):
             break
     rebase()
+    if peak is not None:
+        peak.append(most)
     return topic.model, reps, correct / max(1, learned), worst, total, learned
 
 
@@ -122,6 +139,31 @@ def test_replicas_with_a_tenth_of_the_features_learn_every_event_once_and_as_wel
     assert stats.unpulled == 0 and stats.refused == 0
     assert max(len(r.working) for r in reps) < len(_features(events)) / 4
     assert accuracy >= accuracy_all - 0.02, (accuracy, accuracy_all)
+
+
+@pytest.mark.parametrize("restart_at", [None, 12])
+def test_a_bounded_reader_holds_what_its_replicas_track_and_they_end_on_the_merged_entries(restart_at):
+    events = list(click_events(4000, seed=11))
+    features = _features(events)
+    capacity = max(1, len(features) // 10)
+    peak: list = []
+    model, reps, accuracy, worst, stats, learned = _run(events, 2, WorkingSetSettings(capacity=capacity),
+                                                        bounded=True, restart_at=restart_at, peak=peak)
+    _, _, accuracy_all, _, _, _ = _run(events, 2, None)
+    assert learned == len(events) and models.get_params(model)["opt_steps"] == len(events)
+    assert accuracy >= accuracy_all - 0.02, (accuracy, accuracy_all)
+    # the reader held a fraction of the model: about what the replicas track, never the whole
+    assert 0 < peak[0] < len(features) / 2, (peak, len(features))
+    # restored, the reader starts empty: what the replicas hold and it cannot vouch for is pulled again
+    assert (stats.refreshed > 0) == (restart_at is not None), stats.refreshed
+    # nothing unsent or in flight at the end: every feature a replica holds has the merged model's entries
+    merged = models.get_params(model)
+    for r in reps:
+        assert not r.in_flight and r.since_sync == 0 and not r.refresh
+        mine = models.get_params(r.model)
+        for name in ("opt_z", "opt_n", "weights"):
+            for f in r.working.used:
+                assert mine[name].get(f, 0.0) == pytest.approx(merged[name].get(f, 0.0), rel=1e-12, abs=1e-12), (name, f)
 
 
 def test_expired_features_leave_and_unanswered_pulls_are_given_up_without_losing_an_event():
@@ -209,3 +251,28 @@ def test_before_its_first_merged_version_a_replica_learns_without_pulling():
     out = side.on_records(r, 0, _records([({"a": 1.0, "b": 2.0}, True), ({"c": 1.0}, False)], 0))
     assert out.score.events == 2 and out.pull_requests == [] and out.pulls.waited == 0
     assert r.working.features == {"a", "b", "c"}
+
+
+def test_a_replica_rebases_only_what_its_bounded_reader_knows_and_pulls_again_what_it_cannot_vouch_for():
+    settings = LoopSettings("m", shards=2, epoch=1, working_set=WorkingSetSettings(capacity=100))
+    side = ReplicaSide(settings, build(SPEC))
+    side.gate.bounded_reader = True
+    r = side.fresh()
+    r.base_version, r.base_slices = 1, (1, 1)
+    pulled = {"weights": {"a": 1.0, "b": 1.0}, "opt_z": {"a": -1.0, "b": -1.0}, "opt_n": {"a": 1.0, "b": 1.0}}
+    r.take_pulled(pulled, {"a", "b"}, acked=0)
+    r.working.use({"a", "b"})
+    r.unverified = {"b"}  # (as if learned before any pull: it may lack merges the reader did not keep)
+    merged = {**models.get_params(build(SPEC)), "intercept": 0.5, "weights": {"a": 2.0}, "opt_z": {"a": -2.0},
+              "opt_n": {"a": 4.0}}
+
+    def rebase(version, known):
+        r.rebase(lambda: merged, version, acked=[0, 0], slices=(version, version), changed=None,
+                 merged_at=lambda keys: None, known=known)
+
+    rebase(2, known=lambda features: set())  # the reader holds neither: both keep their values, "b" is pulled
+    assert r.model._weights == {"a": 1.0, "b": 1.0} and r.model.intercept == 0.5 and r.refresh == {"b"}
+    requests = side.on_records(r, 0, []).pull_requests
+    assert [decode_pull(q).features for q in requests] == [("b",)]
+    rebase(3, known=lambda features: set(features) & {"a", "b"})  # it knows both now: merged entries
+    assert r.model._weights == {"a": 2.0} and not r.unverified and not r.refresh
