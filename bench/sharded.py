@@ -159,6 +159,8 @@ class Run:
     #: the end, and the most features it held
     trainer_reader_peak: int = 0
     trainer_reader_features: int = 0
+    #: ... at each mark: (events so far, features it held, bytes)
+    trainer_reader_marks: list = field(default_factory=list)
     #: the merged model's parameters at the end (the shards' slices joined)
     final_params: dict = field(default_factory=dict)
     pulls: list = field(default_factory=list)
@@ -377,14 +379,16 @@ def loop(events: list, shards: int, replicas: int, batch: int, precision: str = 
                     out.updates += more.updates
                 if begin in marks:
                     run.replica_peak = max(run.replica_peak, objsize.get_deep_size(r))
-        if bounded is not None and begin in marks:
-            run.trainer_reader_peak = max(run.trainer_reader_peak, objsize.get_deep_size(bounded))
             if out.updates:  # the update just taken, whole (its pieces hold these entries between them)
                 run.touched += sharding.entries(side.template, r.in_flight[-1][1])
                 run.gaps.append(r.clock_gap)
             for data in out.updates:
                 run.update_bytes += len(data)
                 publish(merger_side.on_update(mergers[update_shard(data)], data, now=clock).document)
+        if bounded is not None and begin in marks:
+            held = objsize.get_deep_size(bounded)
+            run.trainer_reader_peak = max(run.trainer_reader_peak, held)
+            run.trainer_reader_marks.append((begin, bounded.tracking.held(), held))
         for m in mergers:
             publish(merger_side.on_timer(m, now=clock).document)
         waiting = writer.flush_record(clock) if shards > 1 else None  # the manifest publisher's timer
@@ -503,7 +507,8 @@ def main() -> None:
         print(f"    the replicas' bounded reader (the trainer subtask's, keeping what its replicas hold or ask for): "
               f"peak {w.trainer_reader_peak / 2**20:.1f} MiB and {w.trainer_reader_features:,} features, against "
               f"{r.reader_bytes / 2**20:.1f} MiB for the whole reader with no bound; features pulled again "
-              f"{w.pull_total('refreshed'):,}")
+              f"{w.pull_total('refreshed'):,}; at the marks (events: features, MiB): "
+              + ", ".join(f"{e:,}: {n:,} {b / 2**20:.1f}" for e, n, b in w.trainer_reader_marks))
     print("    CPU-µs per event with working sets as the model grows (the loop's, events JSON-parsed as in the job; "
           "events so far: parameters then, µs per event since the last point): "
           + ", ".join(f"{e:,}: {p:,} {u:.0f}" for e, p, u in w.growth))

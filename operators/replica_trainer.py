@@ -166,6 +166,8 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         """Rebase ``replica`` on the newest accepted version, if it is newer than its base."""
         latest = ctx.get_broadcast_state(LATEST_MODEL).get(self.name)
         if latest is not None and self.feed.tracking is not None and latest.version not in self.params_cache:
+            if self.trace.on:
+                self.trace.write("adopt_skipped", replica=key, version=latest.version, cached=list(self.params_cache))
             return  # (a bounded reader keeps no slices across a restore: wait for the next version it assembles)
         if latest is not None:
             if not self.base_created_at:  # after a restore, before any new version
@@ -268,6 +270,9 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
             self.m_refused_models.inc()
             log.warning("ignoring a record on the models topic: %s", problem)
         elif entry is not None:
+            if self.trace.on:
+                self.trace.write("model_accepted", subtask=self.subtask, version=entry.version,
+                                 reader=self.feed.tracking.held() if self.feed.tracking is not None else None)
             state.put(self.name, entry)
             self.base_created_at = entry.meta.created_at or 0.0
             # the rebase needs its parameters: keep the model just built and checked, and take its parameters
@@ -289,11 +294,12 @@ PULL_COUNTERS = {"sent": "pulls_sent", "answered": "pull_answers", "refused": "p
 
 def _pull_fields(replica: Replica, stats: PullStats | None, feed: ModelFeed) -> dict:
     """A metrics record's working-set fields: the pull round trips answered in the batch (ms), the working set's
-    size and the events waiting, after it, and the features the subtask's bounded reader holds (if bounded)."""
+    size and the events waiting, after it, the held features it asked for again (``Replica.refresh``), and the
+    features the subtask's bounded reader holds (if bounded)."""
     if stats is None:
         return {}
     return {"pull_rtt_ms": [round(t, 1) for t in stats.round_trips_ms], "working_set": len(replica.working),
-            "waiting": len(replica.waiting),
+            "waiting": len(replica.waiting), "pulled_again": stats.refreshed,
             **({"reader_features": feed.tracking.held()} if feed.tracking is not None else {})}
 
 

@@ -32,8 +32,8 @@ starts empty) is *unverified* on the replica and pulled again
 (:class:`~riverflink.operators.pull_gate.PullGate`).
 
 Entries of features no replica tracks any more, and no patch has touched
-since, are swept once the reader holds more than twice what is tracked (plus
-:data:`SWEEP_SLACK`): the reader's size is O(tracked features), whatever the
+since, are swept once the reader holds more than :data:`SWEEP_FACTOR` times what is
+tracked (plus :data:`SWEEP_SLACK`): the reader's size is O(tracked features), whatever the
 model's.  Pure Python.
 
 >>> from riverflink.models.spec import build
@@ -56,7 +56,9 @@ from typing import Any, Collection, Iterable
 from riverflink import models
 from riverflink.models import numeric, sharding
 
-#: entries a bounded reader may hold beyond twice what its replicas track before it sweeps the untracked ones
+#: a bounded reader sweeps the entries no replica tracks once it holds more than SWEEP_FACTOR times what they
+#: track, plus SWEEP_SLACK (amortized: each sweep frees at least a third of what it visits)
+SWEEP_FACTOR = 1.5
 SWEEP_SLACK = 1000
 
 
@@ -110,10 +112,10 @@ class TrackedFeatures:
         return sum(len(k) for k in self.known.values())
 
     def sweep(self, tracked: Collection, chains: Iterable) -> bool:
-        """Forget the features no replica tracks once the reader holds more than twice what is tracked (plus
-        :data:`SWEEP_SLACK`), and delete their entries from ``chains`` (the held slices' chains,
+        """Forget the features no replica tracks once the reader holds more than :data:`SWEEP_FACTOR` times what is
+        tracked (plus :data:`SWEEP_SLACK`), and delete their entries from ``chains`` (the held slices' chains,
         :class:`~riverflink.operators.slice_versions.Chain`).  Whether it swept (a joined model is then stale)."""
-        if self.held() <= 2 * len(tracked) + SWEEP_SLACK:
+        if self.held() <= SWEEP_FACTOR * len(tracked) + SWEEP_SLACK:
             return False
         gone: set = set()
         for known in self.known.values():
