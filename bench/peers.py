@@ -65,11 +65,12 @@ def river_step(spec: str, task: str):
     return step, score
 
 
-# -- serving peers: one process each, answering {"id", "x"} requests with {"id", "prediction", "ts"} ---------------
+# -- serving peers: one process each, answering {"id", "x"} requests with {"id", "status", "prediction", "ts"} ---------------
 
 def _answer(model, request: dict) -> dict:
     proba = model.predict_proba_one(request["x"])
-    return {"id": request["id"], "prediction": max(proba, key=proba.get) if proba else None, "ts": time.time()}
+    return {"id": request["id"], "status": "ok", "prediction": max(proba, key=proba.get) if proba else None,
+            "ts": time.time()}
 
 
 def serve_kafka_python(servers: str, requests: str, answers: str, model_file: str) -> None:
@@ -248,7 +249,7 @@ def main() -> None:
         asked = events[split: split + args.requests]
         requests, labels = [x for x, _ in asked], [y for _, y in asked]
         model_file = REPO / ".riverflink" / "bench-peers-model.json"
-        model_file.write_text(models.dumps(models.to_wire(model, name="peers", version=int(time.time() * 1000),
+        model_file.write_bytes(models.dumps(models.to_wire(model, name="peers", version=int(time.time() * 1000),
                                                           created_at=time.time())))
         served = {}
         for kind in ("kafka-python", "quix") if quix else ("kafka-python",):
