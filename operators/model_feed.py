@@ -190,10 +190,9 @@ class ModelFeed:
         self._paging = PageCollector()
         #: (epoch, shard, slice version) -> (the version it patches, the features it holds), for recent patches
         self._patch_keys: dict = {}
-        #: assembled version -> (the version assembled before it, the features whose entries changed between
-        #: them, or None when not known), for recent versions: :meth:`changed_between`
+        #: assembled version -> its manifest's (epoch, slice versions), for recent versions: :meth:`changed_between`
+        #: walks the patches between two of them (no key sets kept per version)
         self._log: dict = {}
-        self._last: Manifest | None = None
         #: with ``rules.in_place``: the model last assembled, and its version
         self._model: Any = None
         self._model_version: int | None = None
@@ -323,33 +322,25 @@ class ModelFeed:
     def changed_between(self, old: int, new: int) -> set | None:
         """The features whose entries differ between assembled versions ``old`` and ``new`` (a replica based on
         ``old`` rebases on ``new`` in place on them: ``Replica.rebase``), or ``None`` when this reader does not
-        know: a whole slice came in between, or ``old`` is not among the recent versions it assembled."""
-        out: set = set()
-        v = new
-        while v != old:
-            step = self._log.get(v)
-            if step is None or step[1] is None or step[0] < old:
-                return None
-            out |= step[1]
-            v = step[0]
+        know: a whole slice came in between, or ``old`` is not among the recent versions it assembled.  The union
+        of the keys of every shard's patches from ``old``'s slice version to ``new``'s."""
+        a, b = self._log.get(old), self._log.get(new)
+        if a is None or b is None or a[0] != b[0] or len(a[1]) != len(b[1]):
+            return None
+        epoch, out = b[0], set()
+        for shard, (first, last) in enumerate(zip(a[1], b[1])):
+            v = last
+            while v != first:
+                step = self._patch_keys.get((epoch, shard, v))
+                if step is None or step[0] < first:
+                    return None  # a whole slice (or one this reader no longer knows) in between
+                out |= step[1]
+                v = step[0]
         return out
 
     def _log_change(self, manifest: Manifest) -> None:
-        """Record what changed between the last assembled manifest and ``manifest`` (the patches in between)."""
-        last, self._last = self._last, manifest
-        if last is None or last.epoch != manifest.epoch or last.shards != manifest.shards:
-            return
-        keys: set | None = set()
-        for shard, (a, b) in enumerate(zip(last.slices, manifest.slices)):
-            v = b
-            while keys is not None and v != a:
-                step = self._patch_keys.get((manifest.epoch, shard, v))
-                if step is None or step[0] < a:
-                    keys = None  # a whole slice (or one this reader no longer knows) in between
-                else:
-                    keys |= step[1]
-                    v = step[0]
-        self._log[manifest.version] = (last.version, keys)
+        """Remember the slice versions of ``manifest``, assembled now."""
+        self._log[manifest.version] = (manifest.epoch, manifest.slices)
         if len(self._log) > LOG_LENGTH:
             del self._log[next(iter(self._log))]
 
@@ -397,14 +388,14 @@ class ModelFeed:
     def _join(self, slice_models: list, version: int) -> Any:
         """The model the slices of ``version`` make: a new join, or (``rules.in_place``) the last one with the
         features changed since written in place (the same parameters)."""
-        step = self._log.get(version)
         model = self._model
-        if (self.rules.in_place and model is not None and step is not None and step[1] is not None
-                and step[0] == self._model_version):
+        changed = self.changed_between(self._model_version, version) \
+            if self.rules.in_place and model is not None else None
+        if changed is not None:
             adapter = models.adapter_for(model)
-            parts = [models.adapter_for(m).get_at(m, step[1]) for m in slice_models]
+            parts = [models.adapter_for(m).get_at(m, changed) for m in slice_models]
             if adapter.in_place(model) and all(p is not None for p in parts):
-                adapter.set_at(model, sharding.join(model, parts), step[1])
+                adapter.set_at(model, sharding.join(model, parts), changed)
                 self._model_version = version
                 return model
         if not self.rules.in_place:
