@@ -35,7 +35,7 @@ from riverflink.models.paging import PageCollector
 from riverflink.models.signing import Verifier, verify
 from riverflink.operators.slice_assembly import SliceAssembler
 from riverflink.operators.slice_versions import SliceRef, patched_copy
-from riverflink.operators.tracked_features import TrackedFeatures
+from riverflink.operators.tracked_features import TrackedFeatures, cut_down
 
 #: pages one slice version may take (a reader holds them until the last comes)
 MAX_PAGES = 4096
@@ -276,10 +276,7 @@ class ModelFeed:
         if self.tracking is not None:  # (texts are not kept: a bounded reader restarts empty)
             text = ""
             if meta.pages > 1:  # (a page cut down at once: only the joined slice's entries become known)
-                params = models.get_params(model)
-                tracked = self._tracked()
-                kept = {f for f in numeric.keys_of(params) if f in tracked}
-                model = models.set_params(model, numeric.restrict(params, kept), trusted=True)
+                model = cut_down(model, self._tracked())[0]
         if meta.pages <= 1:
             return self._hold(meta, model, (text,))
         # (a newer version's pages: the older one's are dropped)
@@ -293,29 +290,29 @@ class ModelFeed:
         """Hand a validated slice version (its documents' ``texts``; a patch applied to its base first) to the
         assembler; its answer, or ``None`` for a patch whose base this reader does not hold."""
         key, tracking = (meta.epoch, meta.shard), self.tracking
-        if meta.patch_of is not None:
-            base = self.assembler.held.get(key, {}).get(meta.patch_of)
-            keys = frozenset(numeric.keys_of(models.get_params(model)))
-            if tracking is not None and base is None:  # (a bounded reader starts a chain from the patch alone)
-                ref, texts = SliceRef.whole(meta.version, tracking.take_whole(key, meta.version, model,
-                                                                              self._tracked())), ()
-            else:
-                drop: set = set()
-                if tracking is not None and base is not None:
-                    model, drop = tracking.take_patch(key, meta.version, model, self._tracked())
-                ref = None if base is None else base[1].patched(meta.version, model, drop)  # (in place on the newest)
-                if ref is None:
-                    self.unusable_patches += 1
-                    return None
-                self._patch_keys[(meta.epoch, meta.shard, meta.version)] = (meta.patch_of, keys)
-                if len(self._patch_keys) > LOG_LENGTH * max(1, meta.shards):
-                    del self._patch_keys[next(iter(self._patch_keys))]
-                texts = () if tracking is not None else base[2] + texts
-        elif tracking is not None:
-            ref, texts = SliceRef.whole(meta.version, tracking.take_whole(key, meta.version, model,
-                                                                          self._tracked())), ()
+        base = None if meta.patch_of is None else self.assembler.held.get(key, {}).get(meta.patch_of)
+        if meta.patch_of is not None and base is None and tracking is None:
+            self.unusable_patches += 1
+            return None
+        if tracking is not None:
+            texts = ()  # (a bounded reader keeps no texts: it restarts empty)
+        if base is None:  # a whole slice, or (a bounded reader) a patch that starts a chain of its own
+            ref = SliceRef.whole(meta.version, model if tracking is None else
+                                 tracking.take_whole(key, meta.version, model, self._tracked()))
         else:
-            ref = SliceRef.whole(meta.version, model)
+            if tracking is None:
+                keys, drop = frozenset(numeric.keys_of(models.get_params(model))), set()
+                texts = base[2] + texts
+            else:
+                model, kept, drop = tracking.take_patch(key, meta.version, model, self._tracked())
+                keys = frozenset(kept | drop)
+            ref = base[1].patched(meta.version, model, drop)  # (in place on the newest)
+            if ref is None:
+                self.unusable_patches += 1
+                return None
+            self._patch_keys[(meta.epoch, meta.shard, meta.version)] = (meta.patch_of, keys)
+            if len(self._patch_keys) > LOG_LENGTH * max(1, meta.shards):
+                del self._patch_keys[next(iter(self._patch_keys))]
         head = SliceMeta(meta.name, meta.epoch, meta.shards, meta.shard, meta.version)  # type: ignore[arg-type]
         return self.assembler.on_slice(head, (meta, ref, texts))
 

@@ -42,7 +42,7 @@ model's.  Pure Python.
 >>> kept = t.take_whole((1, 0), 5, lr({"a": 1.0, "b": 2.0}), tracked={"a"})
 >>> sorted(kept._weights), t.known_at({"a", "b"}, epoch=1, slices=(5,))
 (['a'], {'a'})
->>> patch, dropped = t.take_patch((1, 0), 6, lr({"a": 3.0, "c": 4.0}), tracked={"c"})
+>>> patch, _, dropped = t.take_patch((1, 0), 6, lr({"a": 3.0, "c": 4.0}), tracked={"c"})
 >>> sorted(patch._weights), dropped, sorted(t.known_at({"a", "c"}, epoch=1, slices=(6,)))
 (['c'], {'a'}, ['c'])
 >>> t.known_at({"c"}, epoch=1, slices=(5,))  # (known since version 6 only)
@@ -75,27 +75,23 @@ class TrackedFeatures:
     def take_whole(self, key: tuple, version: int, model: Any, tracked: Collection) -> Any:
         """A whole slice (or the first patch of a new chain): ``model`` cut down to the tracked features, each
         known from ``version`` on; what the reader knew of this shard before is forgotten."""
-        params = models.get_params(model)
-        keys = numeric.keys_of(params)
-        kept = {f for f in keys if f in tracked}
-        self.dropped += len(keys) - len(kept)
+        model, kept, dropped = cut_down(model, tracked)
+        self.dropped += len(dropped)
         self.known[key] = dict.fromkeys(kept, version)
-        return models.set_params(model, numeric.restrict(params, kept), trusted=True)
+        return model
 
-    def take_patch(self, key: tuple, version: int, patch: Any, tracked: Collection) -> tuple[Any, set]:
-        """A patch on a version the reader holds: ``(patch cut down to the tracked features, its other features)``.
-        The tracked ones are known (since their first patch, while held); the others are forgotten."""
-        params = models.get_params(patch)
-        keys = numeric.keys_of(params)
-        kept = {f for f in keys if f in tracked}
-        dropped = keys - kept
+    def take_patch(self, key: tuple, version: int, patch: Any, tracked: Collection) -> tuple[Any, set, set]:
+        """A patch on a version the reader holds: ``(patch cut down to the tracked features, those features, its
+        other features)``.  The tracked ones are known (since their first patch, while held); the others are
+        forgotten."""
+        patch, kept, dropped = cut_down(patch, tracked)
         known = self.known.setdefault(key, {})
         for f in kept:
             known.setdefault(f, version)
         for f in dropped:
             known.pop(f, None)
         self.dropped += len(dropped)
-        return models.set_params(patch, numeric.restrict(params, kept), trusted=True), dropped
+        return patch, kept, dropped
 
     def known_at(self, features: Iterable, epoch: int, slices: tuple) -> set:
         """Those of ``features`` whose entries at the manifest naming slice versions ``slices`` (of ``epoch``) the
@@ -127,6 +123,15 @@ class TrackedFeatures:
             adapter.set_at(chain.model, adapter.get_at(chain.model, ()), gone)  # (empty maps: those entries go)
         self.swept += len(gone)
         return True
+
+
+def cut_down(model: Any, tracked: Collection) -> tuple[Any, set, set]:
+    """``(model with only the tracked features' entries, those features, its other features)``; the dense part
+    stays whole.  ``model`` is a validated slice model (it becomes the result)."""
+    params = models.get_params(model)
+    keys = numeric.keys_of(params)
+    kept = {f for f in keys if f in tracked}
+    return models.set_params(model, numeric.restrict(params, kept), trusted=True), kept, keys - kept
 
 
 class Tracked:
