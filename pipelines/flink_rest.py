@@ -10,6 +10,10 @@ import urllib.request
 from riverflink.pipelines.config import ConfigError
 
 
+class Unreachable(ConfigError):
+    """Nothing answered at the cluster's address (refused, timed out, or reset too often)."""
+
+
 #: how often a GET whose connection the REST server reset is tried again, and after how long
 RESET_RETRIES, RESET_PAUSE_S = 2, 0.5
 
@@ -30,7 +34,7 @@ def _call(address: str, path: str, body: dict | None = None, timeout: float = 10
         except (OSError, ValueError) as e:
             reset = isinstance(getattr(e, "reason", e), ConnectionResetError)
             if not reset or body is not None or attempt == RESET_RETRIES:
-                raise ConfigError(f"Flink cluster unreachable at {address} ({getattr(e, 'reason', e)})") from None
+                raise Unreachable(f"Flink cluster unreachable at {address} ({getattr(e, 'reason', e)})") from None
             time.sleep(RESET_PAUSE_S)
     raise AssertionError("unreachable")
 
@@ -154,17 +158,59 @@ def still_up(address: str, wait: float = 3.0) -> bool:
 
 
 def stop_with_savepoint(address: str, job_id: str, directory: str | None, timeout: float = 120) -> str:
-    """Stop ``job_id`` with a savepoint in ``directory`` (None: the cluster's ``state.savepoints.dir``);
-    returns the savepoint's path."""
+    """Stop ``job_id`` with a savepoint in ``directory`` (None: the cluster's default savepoint directory);
+    returns the savepoint's path.
+
+    A local mini-cluster ends with its job, and it can end between two polls of the savepoint's status (seen
+    once in CI).  Then the savepoint is the newest ``savepoint-<job id's first 6 characters>-*`` with a
+    ``_metadata`` file in the directory, when that is on this machine's file system (:func:`written_savepoint`).
+    """
+    if directory is None:
+        try:
+            conf = jobmanager_config(address)
+        except ConfigError:
+            conf = {}
+        default = conf.get("execution.checkpointing.savepoint-dir") or conf.get("state.savepoints.dir")
     body = {"drain": False, **({"targetDirectory": directory} if directory else {})}
     trigger = _call(address, f"/jobs/{job_id}/stop", body)["request-id"]
     deadline = time.time() + timeout
     while time.time() < deadline:
-        status = _call(address, f"/jobs/{job_id}/savepoints/{trigger}")
+        try:
+            status = _call(address, f"/jobs/{job_id}/savepoints/{trigger}")
+        except Unreachable:
+            found = written_savepoint(directory or default, job_id)
+            if found:
+                return found
+            raise
         if status["status"]["id"] == "COMPLETED":
             op = status.get("operation", {})
             if "location" in op:
                 return op["location"]
             raise ConfigError(f"savepoint failed: {json.dumps(op.get('failure-cause', op))[:300]}")
-        time.sleep(0.5)
+        time.sleep(0.2)
     raise ConfigError(f"no savepoint within {timeout:.0f}s")
+
+
+def written_savepoint(directory: str | None, job_id: str) -> str | None:
+    """The newest complete savepoint of ``job_id`` in ``directory`` (a plain path or a ``file:`` URI), as a
+    ``file:`` URI; None when there is none or the directory is not on this machine.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> (d / "savepoint-abcdef-0123456789ab").mkdir(); (d / "savepoint-abcdef-0123456789ab" / "_metadata").touch()
+    >>> written_savepoint(d.as_uri(), "abcdef0000") == (d / "savepoint-abcdef-0123456789ab").as_uri()
+    True
+    >>> written_savepoint(str(d), "123456ffff") is None  # another job's
+    True
+    """
+    from pathlib import Path
+    from urllib.parse import unquote, urlparse
+
+    if not directory:
+        return None
+    url = urlparse(directory)
+    if url.scheme not in ("", "file"):
+        return None
+    root = Path(unquote(url.path) if url.scheme else directory)
+    done = [d for d in root.glob(f"savepoint-{job_id[:6]}-*") if (d / "_metadata").is_file()]
+    return max(done, key=lambda d: d.stat().st_mtime).as_uri() if done else None

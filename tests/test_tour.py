@@ -107,8 +107,9 @@ def test_the_readme_tour(tmp_path):
 
         # stop with a savepoint, on the URL the job printed, and resume as 'stop' says
         url = re.search(r"Flink web UI \(this machine only\): (http://127\.0\.0\.1:\d+)", train_log.read_text())[1]
+        assert train.poll() is None, train_log.read_text()[-3000:]
         res = tour.run("stop", "--jobmanager", url, "--name", "riverflink-train-phishing")
-        assert res.returncode == 0, res.stderr
+        assert res.returncode == 0, res.stderr + train_log.read_text()[-3000:]
         hint = re.search(r"resume with: riverflink train \.\.\. \(the same flags\) --from-savepoint (\S+)", res.stdout)
         assert hint and "--jobmanager" not in res.stdout.split("resume with:")[1], res.stdout
         tour.wait_for("the stopped job's exit", lambda: train.poll() is not None, timeout=60)
