@@ -60,7 +60,9 @@ _F16_MAX = 65504.0
 class _Writer:
     def __init__(self, precision: str):
         self.precision = precision
+        #: (type, key) -> its id in the key table, and the table's tokens (1, 1.0 and True are three keys)
         self.keys: dict = {}
+        self.tokens: list = []
         self.arrays: list[np.ndarray] = []
         #: the last map's keys, how they went ("k": key-table ids, "ki": raw integers), their array and types
         self.last: tuple | None = None
@@ -78,10 +80,19 @@ class _Writer:
             how, ids, bound = "ki", keys, max(keys) + 1
         else:
             how = "k"
-            ids = [self.keys.setdefault(_key_token(k), len(self.keys)) for k in keys]
-            bound = len(self.keys)
+            ids = [self.key_id(k) for k in keys]
+            bound = len(self.tokens)
         self.last = (keys, how, self.array(np.array(ids, dtype=_narrowest(bound))), kinds)
         return how, self.last[2]
+
+    def key_id(self, k: Any) -> int:
+        """``k``'s id in the key table (added when new)."""
+        ident = (type(k), k)
+        i = self.keys.get(ident)
+        if i is None:
+            i = self.keys[ident] = len(self.tokens)
+            self.tokens.append(_key_token(k))
+        return i
 
     def array(self, a: np.ndarray) -> int:
         self.arrays.append(np.ascontiguousarray(a))
@@ -124,7 +135,7 @@ def _key_value(t: Any) -> Any:
 
 def _encode(node: Any, learned: bool, w: _Writer) -> Any:
     if isinstance(node, dict):
-        if node and all(isinstance(v, tuple) for v in node.values()):
+        if node and all(isinstance(v, tuple) and len(v) == 3 for v in node.values()):  # moments (n, mean, m2)
             ns = [v[0] for v in node.values()]
             shared = len(set(ns)) == 1
             return {"m": w.keys_array(node, raw=False)[1], **({"n": ns[0]} if shared else {"na": w.values(ns, False)}),
@@ -158,7 +169,7 @@ def encode(model: Any, tree: dict, precision: str = "float16") -> bytes:
         raise ValueError(f"update precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     w = _Writer(precision)
     body = _encode_tree(model, tree, w)
-    header = orjson.dumps({"keys": list(w.keys), "arrays": [[a.dtype.str, a.size] for a in w.arrays], "tree": body})
+    header = orjson.dumps({"keys": w.tokens, "arrays": [[a.dtype.str, a.size] for a in w.arrays], "tree": body})
     version = VERSION
     if precision == "compact":  # (level 1: the header shrinks to about a third, for about 0.7 µs per event learned)
         version, header = COMPRESSED, zlib.compress(header, 1)
