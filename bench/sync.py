@@ -175,9 +175,12 @@ class _Version:
     rebase: Callable[[ReplicaSide, Any, int], None]
 
 
-def simulate(spec: str, events: list, s: Setting, warmup: int, baseline: tuple[Score, Score]) -> Outcome:
+def simulate(spec: str, events: list, s: Setting, warmup: int, baseline: tuple[Score, Score],
+             observe: Callable[[int, Any], None] | None = None) -> Outcome:
     """Drive the job's loop (``ReplicaSide``/``MergerSide``) as the module says; with ``s.shards`` > 1, one
-    merger per shard, slice documents (whole or patches) and manifests assembled by the readers' ``ModelFeed``."""
+    merger per shard, slice documents (whole or patches) and manifests assembled by the readers' ``ModelFeed``.
+    ``observe(events, model)``: called with each merged version (one shard) as published, after the round's
+    events."""
     settings = LoopSettings("sim", mode=s.mode, sync=s.sync, precision=s.precision,
                             policy=MergePolicy(s.policy, clip=math.inf), trigger=s.trigger,
                             lr_scale=float(s.replicas) if s.policy == "scaled_average" else 1.0,
@@ -206,6 +209,8 @@ def simulate(spec: str, events: list, s: Setting, warmup: int, baseline: tuple[S
         if s.shards == 1:
             versions += 1
             final = models.from_wire(doc)
+            if observe is not None:
+                observe(min(len(events), (rnd + 1) * per_round), final)
             return
         manifest = writer.record_for(doc, clock)
         if manifest is not None:

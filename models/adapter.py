@@ -35,6 +35,8 @@ class Adapter:
     classes: tuple[type, ...] = ()
     kinds: dict[str, str] = {}
     wire_supported: bool = True
+    #: River classes a document of this family may name as hyper-parameters, by their public name
+    components: dict[str, type] = {}
 
     # -- state ---------------------------------------------------------------
     def get_params(self, model: Any) -> dict:
@@ -58,6 +60,16 @@ class Adapter:
         ``keys`` its entry in ``params`` (the entry removed when absent there), and the dense part; every other
         feature's entries stay.  ``False`` (nothing written) when this family cannot."""
         return False
+
+    # -- the loop's roles (families whose structure the merger alone decides) -------------------------------
+    def prepare_replica(self, model: Any) -> None:
+        """Make ``model`` a replica's copy: called once on every new replica (its rebases keep it so).  Hoeffding
+        trees switch growth off here; the default does nothing."""
+
+    def grow(self, model: Any) -> int:
+        """The merger's structural decisions on a freshly merged ``model``, in place (Hoeffding trees: split the
+        leaves that gained their grace period); the number of changes.  The default makes none."""
+        return 0
 
     # -- merge ---------------------------------------------------------------
     def delta(self, model: Any, params: dict, base: dict | None, journaled: bool = False,

@@ -86,6 +86,31 @@ class LabelRule:
         return None if ok else f"a regressor needs a finite label of magnitude <= 1e100, got {_short(y)}"
 
 
+def label_kind(y: Any) -> str:
+    """``number`` (bool, int, float) or ``text``: the labels of one classifier must be of one kind, since a model
+    sorts its classes together (River's trees do; ``True < "a"`` raises).
+
+    >>> label_kind(True), label_kind(3), label_kind("cat")
+    ('number', 'number', 'text')
+    """
+    return "text" if isinstance(y, str) else "number"
+
+
+def kind_problem(y: Any, kinds: set) -> str | None:
+    """Why a classifier's label ``y`` does not go with labels of ``kinds`` (:func:`label_kind`), or ``None``.
+
+    >>> kind_problem("cat", {"number"})
+    "label 'cat' is text, and this stream's labels are numbers: a model sorts its classes together"
+    >>> kind_problem(2, {"number"}) is None and kind_problem("cat", set()) is None
+    True
+    """
+    kind = label_kind(y)
+    if not kinds or kind in kinds:
+        return None
+    return (f"label {_short(y)} is {kind}, and this stream's labels are "
+            f"{'numbers' if 'number' in kinds else 'text'}: a model sorts its classes together")
+
+
 def label_text(y: Any) -> str:
     """A label as ``--classes`` names it: ``true`` / ``false`` for booleans, else its text.
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
-from river import compose, linear_model, naive_bayes, optim, preprocessing
+from river import compose, linear_model, naive_bayes, optim, preprocessing, tree
 
 from riverflink.models.kmeans import CountingKMeans
 from riverflink.models.sparse_linear_regression import SparseLinearRegression
@@ -38,6 +38,7 @@ FACTORIES: dict[str, Callable[..., Any]] = {
     "GaussianNB": naive_bayes.GaussianNB,
     "MultinomialNB": naive_bayes.MultinomialNB,
     "KMeans": CountingKMeans,
+    "HoeffdingTreeClassifier": tree.HoeffdingTreeClassifier,
     "FeatureHasher": lambda seed=0, **kw: preprocessing.FeatureHasher(seed=seed, **kw),
     "OneHotEncoder": lambda: preprocessing.OneHotEncoder(drop_zeros=True),
 }

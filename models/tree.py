@@ -1,6 +1,7 @@
-"""Hoeffding trees: they cannot be averaged, so merging builds a voting ensemble.
+"""Adaptive and extremely fast Hoeffding trees: they cannot be averaged, so merging builds a voting ensemble.
 
-``merge`` of tree classifiers returns ``river.ensemble.VotingClassifier`` over
+(``HoeffdingTreeClassifier`` is merged from its statistics instead: :mod:`models.hoeffding_tree`.)
+``merge`` of these tree classifiers returns ``river.ensemble.VotingClassifier`` over
 deep copies of the replicas' trees.  Cost: prediction time and memory grow
 linearly with the number of replicas (a Hoeffding tree pickles to ~470 KB
 after 10k events), and replicas cannot be rebased onto the ensemble; each
@@ -19,9 +20,8 @@ from riverflink.models.adapter import Adapter, register
 
 
 class TreeEnsembleAdapter(Adapter):
-    family = "hoeffding_tree"
+    family = "tree_ensemble"
     classes = (
-        tree.HoeffdingTreeClassifier,
         tree.HoeffdingAdaptiveTreeClassifier,
         tree.ExtremelyFastDecisionTreeClassifier,
     )

@@ -74,6 +74,7 @@ def allowed_classes() -> dict[str, type]:
     for a in adapters():
         for cls in a.classes:
             out[public_name(cls)] = cls
+        out.update(a.components)
     return out
 
 

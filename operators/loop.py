@@ -39,7 +39,7 @@ from typing import Any, Callable, Sequence
 from riverflink import models
 from riverflink.models import sharding
 from riverflink.models.document import ModelMeta
-from riverflink.models.labels import LabelRule, task_of
+from riverflink.models.labels import LabelRule, kind_problem, label_kind, task_of
 from riverflink.models.paging import PageCollector
 from riverflink.models.policies import MergePolicy
 from riverflink.models.signing import Verifier
@@ -216,10 +216,16 @@ class ReplicaSide:
             answers = [r for r in records if r.partition == PULL_PARTITION]
             records = [r for r in records if r.partition != PULL_PARTITION] if answers else records
         xs, ys, events, rejected = [], [], [], []
+        kinds = {label_kind(y) for y in replica.classes_seen} if self.labels.task in ("binary", "multiclass") \
+            else None
         for record in records:
             event = parse_event(record, require_label=self.labels.needs_label, key_field=key_field, limits=limits)
             if not isinstance(event, Rejected):
                 problem = self.labels.problem(event.y)
+                if problem is None and kinds is not None:  # one kind of label a stream (a tree sorts its classes)
+                    problem = kind_problem(event.y, kinds)
+                    if problem is None:
+                        kinds.add(label_kind(event.y))
                 if problem is not None:
                     event = Rejected(problem, record.value, event.partition, event.offset)
             if isinstance(event, Rejected):

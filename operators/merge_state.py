@@ -319,10 +319,12 @@ class MergerState:
         added = [*corrected.values(), *stale]
         before = numeric.restrict(self.params, numeric.keys_of(added)) if self.in_place else None
         try:
-            return models.apply_deltas(self.template, self.params if before is None else before,
-                                       list(corrected.values()), weights, policy, derive_from=stale), raw, added, before
+            model = models.apply_deltas(self.template, self.params if before is None else before,
+                                        list(corrected.values()), weights, policy, derive_from=stale)
         except (ValueError, OverflowError):
             return None, {}, [], None
+        family.grow(model)  # the structure is the merger's to decide (a tree's splits), after the statistics
+        return model, raw, added, before
 
     def adopt(self, meta: ModelMeta, params: Any) -> bool:
         """See a validated version read back from ``models``; ``True`` when it changed this state.

@@ -174,6 +174,7 @@ class Replica:
         keep a journal of the features they learn (:mod:`~riverflink.models.journal`): a sync costs what the
         period's events touched, not the model's size."""
         model = template.clone()
+        models.adapter_for(model).prepare_replica(model)
         journal.start(model)
         return cls(model=model, snapshot=models.get_params(model))
 

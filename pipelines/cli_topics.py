@@ -122,6 +122,7 @@ def _has_every_shard(metas: list) -> bool:
 
 def cmd_models(args) -> int:
     from riverflink.models.document import read_document
+    from riverflink.models.hoeffding_tree import shape_of
     from riverflink.models.signing import verify
     from riverflink.pipelines import kafka_io
     from riverflink.pipelines.config import load_verifier
@@ -185,6 +186,9 @@ def cmd_models(args) -> int:
             serving = f"patch of v{m.patch_of}"
         if m.pages > 1:
             serving += f" (page {m.page + 1} of {m.pages})"
+        shape = shape_of(document.doc)
+        if shape:
+            serving += f"  {shape}"
         print(f"{_shown_name(m)[:12]:12} {str(m.version)[:14]:>14} {str(m.sequence)[:5]:>5} {str(m.events)[:8]:>8} "
               f"{document.size:>7}  {stamp:20} {check:10} {str(m.counts)[:200]}  {serving[:200]}")
     if foreign:

@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from riverflink import models
-from riverflink.models.labels import LabelRule, task_of
+from riverflink.models.labels import LabelRule, kind_problem, label_kind, task_of
 from riverflink.operators.scoring import river_baseline
 from riverflink.models.document import of_dict, read_document  # noqa: F401 (of_dict: doctest)
 from riverflink.models.manifest import read_manifest
@@ -97,6 +97,9 @@ def compute(events: list, docs: list, metrics: list) -> Report:
     series = []
     # time order (a topic's partitions interleave in time, not in topic order); the job dead-lettered the others
     events = sorted((e for e in events if labels.problem(e[2]) is None), key=lambda e: e[0])
+    if task in ("binary", "multiclass"):  # and labels of another kind than the stream's first (one kind a stream)
+        kinds = {label_kind(events[0][2])} if events else set()
+        events = [e for e in events if kind_problem(e[2], kinds) is None]
     river_preds = river_baseline(river, [(x, y) for _, x, y in events])[2]
     for (ts, x, y), y_river in zip(events, river_preds):
         i = bisect.bisect_right(created, ts) - 1

@@ -204,3 +204,53 @@ def test_demo_on_a_regression_file_in_batch_mode(kafka_bootstrap, tmp_path):
         # everything above (counts, exactly-once) still fails the test
         pytest.xfail(f"final merged version at {ratio:.2f}x River's MAE (a merged version overshot; issue 19)")
     assert ratio <= 1.5
+
+
+def test_demo_trains_and_serves_one_hoeffding_tree(kafka_bootstrap, tmp_path):
+    """``riverflink demo --file F.jsonl --model HoeffdingTreeClassifier(...)``: the jobs grow one tree from the
+    replicas' statistics, the serving job and ``LiveModel`` answer with it, counts reconcile (a text label in a
+    stream of booleans is dead-lettered, not learned), and the final tree counts every event once."""
+    import orjson
+
+    from riverflink import LiveModel, models
+    from riverflink.models import hoeffding_tree
+    from riverflink.models.spec import build
+    from riverflink.operators.scoring import river_baseline
+    from riverflink.pipelines import kafka_io
+    from tests import streams
+
+    events = streams.phishing(3000, seed=4)
+    path = tmp_path / "phishing.jsonl"
+    path.write_bytes(b"".join(orjson.dumps({"x": x, "y": y}) + b"\n" for x, y in events))
+    spec = "HoeffdingTreeClassifier(grace_period=200)"
+    cfg = demo.DemoConfig(bootstrap_servers=kafka_bootstrap, file=str(path), model_spec=spec, events=3000,
+                          rate=1000, replicas=4, model_name="e2e-tree", run_id="e2e-tree", timeout=300, show=0,
+                          log_dir=tmp_path / "logs")
+    result = demo.run(cfg, out=lambda *_: None)
+    assert result.learned == 3000 and result.dead_lettered == len(MALFORMED) == result.events - 3000
+    assert result.answered == result.requests and "served_accuracy=" in result.summary()
+
+    reader = kafka_io.TopicReader(kafka_bootstrap, cfg.topics.models)
+    docs = [d for d in reader.poll_json(3000) if d]
+    reader.close()
+    newest = max(docs, key=lambda d: d["meta"]["version"])
+    final = models.from_wire(newest)
+    assert models.get_params(final)["model"]["seen"] == newest["meta"]["events"] == 3000  # each event once
+    assert hoeffding_tree.describe(final)["branches"] >= 1
+    river = build(spec)
+    river_baseline(river, events)
+    accuracy = lambda m: sum(m.predict_one(x) == y for x, y in events) / len(events)  # noqa: E731
+    assert accuracy(final) > accuracy(river) - 0.03, (accuracy(final), accuracy(river))
+
+    shown = subprocess.run([sys.executable, "-m", "riverflink.pipelines.cli", "models", "--bootstrap-servers",
+                            kafka_bootstrap, "--models-topic", cfg.topics.models, "--latest", "--idle", "2"],
+                           capture_output=True, text=True, timeout=120)
+    assert hoeffding_tree.shape_of(newest) in shown.stdout, shown.stdout + shown.stderr
+
+    with LiveModel(kafka_bootstrap, "e2e-tree", topic=cfg.topics.models) as live:
+        assert live.wait(timeout=60)
+        deadline = time.time() + 60  # (it reads the topic from its beginning: the newest version comes last)
+        while live.version != newest["meta"]["version"] and time.time() < deadline:
+            time.sleep(0.2)
+        assert live.version == newest["meta"]["version"]
+        assert all(live.predict_one(x) == final.predict_one(x) for x, _ in events[:200])

@@ -121,7 +121,7 @@ def test_unsupported_optimizer_is_refused():
 
 def test_trees_merge_into_a_voting_ensemble_and_never_go_on_the_wire():
     events = streams.phishing(600)
-    trees = [tree.HoeffdingTreeClassifier() for _ in range(3)]
+    trees = [tree.HoeffdingAdaptiveTreeClassifier(seed=1) for _ in range(3)]
     for t, part in zip(trees, streams.split(events, 3)):
         for x, y in part:
             t.learn_one(x, y)
