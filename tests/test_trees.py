@@ -8,29 +8,14 @@ import collections
 import copy
 import json
 import math
-import random
 
 import pytest
 from river import tree
 
+from bench.trees import colours as mixed  # three classes from a nominal and two numeric features
 from riverflink import models
 from riverflink.models import hoeffding_tree
 from tests import streams
-
-
-def mixed(n: int, seed: int = 0) -> list[tuple[dict, str]]:
-    """Three classes from one nominal and two numeric features (a nominal value missing now and then)."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        colour = rng.choice(["red", "green", "blue", "grey"])
-        a, b = rng.gauss(0, 1), rng.uniform(0, 10)
-        y = "hot" if b > 7 or (colour == "red" and b > 3) else ("cold" if b < 3 or a < -1 else "mild")
-        x = {"a": a, "b": b}
-        if rng.random() > 0.05:
-            x["colour"] = colour
-        out.append((x, y))
-    return out
 
 
 def close(p, q, path="params", tol=1e-9):
