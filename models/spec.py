@@ -6,6 +6,9 @@ may carry numeric/boolean keyword arguments:
 ``"StandardScaler|LogisticRegression(lr=0.05,l2=0.001)"``; ``lr`` sets the
 optimizer's (SGD) learning rate.  Only the names below are accepted.
 
+A few text arguments are accepted from a fixed list (:data:`CHOICES`):
+``"HoeffdingTreeClassifier(grace_period=100,leaf_prediction=nb,split_criterion=gini)"``.
+
 Sparse models: ``"FeatureHasher(n_features=1048576)|LogisticRegression(ftrl_l1=1)"``.
 ``FeatureHasher`` hashes with seed 0 unless given one (every process must hash
 alike); ``OneHotEncoder`` emits only the event's own categories
@@ -43,6 +46,9 @@ FACTORIES: dict[str, Callable[..., Any]] = {
     "OneHotEncoder": lambda: preprocessing.OneHotEncoder(drop_zeros=True),
 }
 #: steps that make the linear model after them sparse, and the O(active features) form of each linear model
+#: the text arguments a step accepts, with their choices (every other argument is a number or a boolean)
+CHOICES = {"HoeffdingTreeClassifier": {"leaf_prediction": ("mc", "nb", "nba"),
+                                       "split_criterion": ("gini", "info_gain", "hellinger")}}
 ENCODERS = ("FeatureHasher", "OneHotEncoder")
 SPARSE = {"LogisticRegression": SparseLogisticRegression, "LinearRegression": SparseLinearRegression}
 FTRL_ARGS = {"ftrl_alpha": "alpha", "ftrl_beta": "beta", "ftrl_l1": "l1", "ftrl_l2": "l2"}
@@ -69,6 +75,11 @@ def build(spec: str) -> Any:
     0.05
     >>> type(build("FeatureHasher(n_features=1024)|LogisticRegression(ftrl_l1=1)")["SparseLogisticRegression"]).__name__
     'SparseLogisticRegression'
+    >>> build("HoeffdingTreeClassifier(grace_period=100,leaf_prediction=nb)").leaf_prediction
+    'nb'
+    >>> build("HoeffdingTreeClassifier(leaf_prediction=knn)")
+    Traceback (most recent call last):
+    ValueError: argument 'leaf_prediction=knn' of HoeffdingTreeClassifier must be one of mc, nb, nba
     >>> build("LogisticRegression(lr=0.05")
     Traceback (most recent call last):
     ValueError: model step 'LogisticRegression(lr=0.05' has an unbalanced '(' in spec 'LogisticRegression(lr=0.05'
@@ -93,6 +104,12 @@ def build(spec: str) -> Any:
         kwargs = {}
         for arg in filter(None, (m.group(2) or "").split(",")):
             name, _, value = arg.partition("=")
+            choices = CHOICES.get(m.group(1), {}).get(name.strip())
+            if choices is not None:
+                if value.strip() not in choices:
+                    raise ValueError(f"argument {arg.strip()!r} of {m.group(1)} must be one of {', '.join(choices)}")
+                kwargs[name.strip()] = value.strip()
+                continue
             try:
                 kwargs[name.strip()] = _value(value)
             except ValueError:
