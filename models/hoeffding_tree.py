@@ -5,8 +5,10 @@ The replicas hold the merged tree with growth switched off (:func:`freeze`) and 
 keyed by the leaf's path.  The merger adds them exactly (:meth:`~HoeffdingTreeAdapter.apply`: class weights and
 nominal counts summed, each Gaussian by Chan's formula, ranges by min/max) and then attempts splits with River's
 own ``_attempt_to_split`` and Hoeffding bound on the merged statistics (:func:`grow`), in the horizontal style of
-Spark MLlib's tree aggregation.  A delta for a leaf that has split since its base is dropped, and its weight is
-counted in the model's ``dropped`` statistic.
+Spark MLlib's tree aggregation.  A delta for a leaf that has split since its base goes to the leaves below it
+(its class weights shared as River shares them at a split; :func:`_settle`), counted in the model's ``rerouted``
+statistic; what finds no leaf is dropped and counted in ``dropped``.  The loop reaches the family through
+``Adapter.prepare_replica`` (:func:`freeze`) and ``Adapter.grow`` (:func:`grow`).
 
 Params: a tree of numbers whose keys carry every name, so that the wire's ``[key, value]`` pairs hold it (a map
 that mixes numbers and maps starts with a map: :func:`numeric.copy_tree` copies a map whose first value is a number
@@ -25,8 +27,7 @@ as a flat map)::
 River's ``GaussianSplitter`` watches numeric features; another splitter is refused.  Each Gaussian is restored
 field by field (count, mean and ``M2``), never from its variance alone.
 
-Not yet here (issue 16): the regressor, the loop and jobs, serving; a delta whose leaf split since its base is
-dropped, not re-routed.
+Not yet here (issue 16): ``HoeffdingTreeRegressor``; the adaptive and extremely fast trees (``models/tree.py``).
 
 >>> from river import tree
 >>> from riverflink import models
@@ -103,12 +104,17 @@ def shape_of(doc: dict) -> str | None:
     ...     t.learn_one({"x": float(i % 10)}, i % 10 < 5)
     >>> shape_of(models.to_wire(t))
     'tree: depth 1, 2 leaves, 1 branches'
+    >>> shape_of({"family": "hoeffding_tree", "params": {"nodes": [["", 7]]}})
+    'tree: malformed'
     """
     if doc.get("family") != HoeffdingTreeAdapter.family:
         return None
-    nodes = [dict(fields) for _, fields in dict(doc.get("params", {})).get("nodes", [])]
-    leaves = [n for n in nodes if "leaf" in n]
-    depth = max((n.get("depth", 0) for n in leaves), default=0)
+    try:  # (any record of the topic: a malformed one is said so, not raised)
+        nodes = [dict(fields) for _, fields in dict(doc.get("params", {})).get("nodes", [])]
+        leaves = [n for n in nodes if "leaf" in n]
+        depth = max((int(n.get("depth", 0)) for n in leaves), default=0)
+    except (TypeError, ValueError, AttributeError):
+        return "tree: malformed"
     return f"tree: depth {depth}, {len(leaves)} leaves, {len(nodes) - len(leaves)} branches"
 
 
@@ -134,7 +140,9 @@ def grow(model: tree.HoeffdingTreeClassifier) -> int:
             model._n_inactive_leaves += 1
             continue
         weight = node.total_weight
-        if weight - node.last_split_attempt_at < model.grace_period:
+        # (merged weights carry the rounding of the deltas' differences: a leaf River attempts at exactly its
+        # grace period can read a hair below it here, and would then be attempted one event late)
+        if weight - node.last_split_attempt_at < model.grace_period * (1 - 1e-9):
             continue
         parent, branch = parents.get(id(node), (None, None))
         before = model._root if parent is None else parent.children[branch]
@@ -291,7 +299,8 @@ def _node_params(node) -> dict:
                     for c, g in s._att_dist_per_class.items()}
             elif type(s) is NominalSplitterClassif:
                 out["nominal"][feature] = {c: {v: float(w) for v, w in counts.items()}
-                                           for c, counts in s._att_dist_per_class.items()}
+                                           for c, counts in s._att_dist_per_class.items() if counts}
+                # (River's cond_proba leaves an empty map for every class it was asked about: nothing learned)
                 out["nominal_seen"][feature] = (float(s._total_weight_observed), float(s._missing_weight_observed))
             else:
                 raise ValueError(f"splitter {type(s).__name__} is not supported on the wire")

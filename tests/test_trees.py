@@ -255,3 +255,40 @@ def test_applying_deltas_leaves_the_base_untouched():
     learned(replica, events[1000:])
     models.adapter_for(base).apply(base, params, [models.delta(replica)], [500], models.MergePolicy("delta"))
     assert params == kept
+
+
+def test_one_replica_synced_on_every_event_grows_rivers_tree():
+    """K=1 at the model level: a frozen replica learns one event, the merger adds its delta and grows, the replica
+    rebases.  The merged tree makes River's splits (same leaf, feature and threshold) within one event of River's,
+    and ends with River's leaf statistics within one event's weight.  Not to the event: a leaf made by a split
+    starts at a fractional weight computed from the merged Gaussians (Chan's sums; River's are Welford's updates),
+    and when its weight lands on a grace period within rounding, River and the merger try it one event apart
+    (seen here at event 1850 with a grace period of 50)."""
+    events = streams.phishing(2000)
+    river = tree.HoeffdingTreeClassifier(grace_period=50)
+    template = tree.HoeffdingTreeClassifier(grace_period=50)
+    params = models.get_params(template)
+    ours, rivers = [], []  # (event, path, test) of each split
+
+    def splits(nodes: dict, at: int, seen: list) -> None:
+        for path, node in nodes.items():
+            test = next(((k, v) for k, v in node.items() if k in hoeffding_tree.SPLITS), None)
+            if test is not None and path not in {p for _, p, _ in seen}:
+                seen.append((at, path, test))
+
+    for i, (x, y) in enumerate(events):
+        replica = hoeffding_tree.freeze(models.set_params(template.clone(), params, version=i))
+        replica.learn_one(x, y)
+        merged = models.apply_deltas(template, params, [models.delta(replica)], [1])
+        hoeffding_tree.grow(merged)
+        params = models.get_params(merged)
+        river.learn_one(x, y)
+        splits(params["nodes"], i, ours)
+        splits(models.get_params(river)["nodes"], i, rivers)
+    assert len(rivers) >= 2 and [p for _, p, _ in ours] == [p for _, p, _ in rivers]
+    for (i, _, (kind, test)), (j, _, (river_kind, river_test)) in zip(ours, rivers):
+        assert abs(i - j) <= 1 and kind == river_kind
+        close(test, river_test, tol=1e-6)
+    for path, node in models.get_params(river)["nodes"].items():
+        if "leaf" in node:
+            assert sum(abs(w - params["nodes"][path]["stats"].get(c, 0.0)) for c, w in node["stats"].items()) <= 1
