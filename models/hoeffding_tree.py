@@ -231,10 +231,10 @@ class HoeffdingTreeAdapter(Adapter):
               policy: MergePolicy) -> dict:
         """``base`` with every delta's leaf statistics added (weights and policy do not apply: statistics add
         exactly).  A delta for a leaf that has split since its base is shared among the leaves below it
-        (:func:`_settle`; its weight added to ``model.rerouted``); what finds no leaf is dropped (``model.dropped``).  An empty tree's first root leaf is made here; without a base, only root leaves can be
-        merged (``ValueError`` otherwise)."""
-        out = numeric.copy_tree(base) if base is not None else {"model": {"seen": 0.0, "dropped": 0.0, "rerouted": 0.0, "growth": 1},
-                                                                 "classes": {}, "nodes": {}}
+        (:func:`_settle`; its weight added to ``model.rerouted``); what finds no leaf is dropped
+        (``model.dropped``).  An empty tree's first root leaf is made here; without a base, only root leaves can
+        be merged (``ValueError`` otherwise)."""
+        out = numeric.copy_tree(base) if base is not None else _empty_params()
         nodes, head = out["nodes"], out["model"]
         for d in deltas:
             head["seen"] = head.get("seen", 0.0) + d.get("seen", 0.0)
@@ -259,7 +259,7 @@ class HoeffdingTreeAdapter(Adapter):
 
     def sum_deltas(self, model: Any, deltas: Sequence[dict]) -> dict:
         """One replica's consecutive deltas (all on the same tree) as one."""
-        out = {"model": {"seen": 0.0, "dropped": 0.0, "rerouted": 0.0, "growth": 1}, "classes": {}, "nodes": {}}
+        out = _empty_params()
         for d in deltas:
             for path, gained in d.get("leaves", {}).items():
                 out["nodes"].setdefault(path, _empty_leaf("nba"))
@@ -461,6 +461,10 @@ def _scaled(gained: dict, fraction: dict) -> dict:
     share = sum(stats.values()) / total if total else 0.0
     return {"stats": stats, "gaussian": {}, "nominal": {}, "nominal_seen": {},
             "mc_correct": gained.get("mc_correct", 0.0) * share, "nb_correct": gained.get("nb_correct", 0.0) * share}
+
+
+def _empty_params() -> dict:
+    return {"model": {"seen": 0.0, "dropped": 0.0, "rerouted": 0.0, "growth": 1}, "classes": {}, "nodes": {}}
 
 
 def _empty_leaf(kind: str) -> dict:
