@@ -240,9 +240,9 @@ def test_demo_trains_and_serves_one_hoeffding_tree(kafka_bootstrap, tmp_path):
     river = build(spec)
     river_baseline(river, events)
     accuracy = lambda m: sum(m.predict_one(x) == y for x, y in events) / len(events)  # noqa: E731
-    # the tree's splits land when merges do, and merges come later under load: on CI (the whole suite on 2 cores)
-    # the final tree was 3.0 points below River's on these events (0.886 against 0.916), within 1.5 on an idle
-    # machine (bench/trees.py: the gap grows with the events a replica learns per round)
+    # the final tree had River's splits but was 2.6-3.0 points below River's on these events (CI and two idle
+    # runs): the job's updates reach the merger with staler bases than bench/trees.py's loop, and 15% of the
+    # weight (453 of 3,000 in one run) came re-routed below a split, without its splitter statistics
     assert accuracy(final) > accuracy(river) - 0.05, (accuracy(final), accuracy(river))
 
     shown = subprocess.run([sys.executable, "-m", "riverflink.pipelines.cli", "models", "--bootstrap-servers",
