@@ -45,10 +45,10 @@ FACTORIES: dict[str, Callable[..., Any]] = {
     "FeatureHasher": lambda seed=0, **kw: preprocessing.FeatureHasher(seed=seed, **kw),
     "OneHotEncoder": lambda: preprocessing.OneHotEncoder(drop_zeros=True),
 }
-#: steps that make the linear model after them sparse, and the O(active features) form of each linear model
 #: the text arguments a step accepts, with their choices (every other argument is a number or a boolean)
 CHOICES = {"HoeffdingTreeClassifier": {"leaf_prediction": ("mc", "nb", "nba"),
                                        "split_criterion": ("gini", "info_gain", "hellinger")}}
+#: steps that make the linear model after them sparse, and the O(active features) form of each linear model
 ENCODERS = ("FeatureHasher", "OneHotEncoder")
 SPARSE = {"LogisticRegression": SparseLogisticRegression, "LinearRegression": SparseLinearRegression}
 FTRL_ARGS = {"ftrl_alpha": "alpha", "ftrl_beta": "beta", "ftrl_l1": "l1", "ftrl_l2": "l2"}

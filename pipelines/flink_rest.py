@@ -165,6 +165,7 @@ def stop_with_savepoint(address: str, job_id: str, directory: str | None, timeou
     once in CI).  Then the savepoint is the newest ``savepoint-<job id's first 6 characters>-*`` with a
     ``_metadata`` file in the directory, when that is on this machine's file system (:func:`written_savepoint`).
     """
+    default = None
     if directory is None:
         try:
             conf = jobmanager_config(address)
