@@ -29,20 +29,29 @@ def tansu_binary() -> Path:
     return path
 
 
+#: ports :func:`free_port` gave out in this process (a port handed out is not bound until its server starts)
+_ISSUED: set[int] = set()
+
+
 def free_port() -> int:
     """A port free on 127.0.0.1 now, drawn at random from 20000-32767 (below Linux's ephemeral range): two
     processes asking the kernel for a port at the same moment were given the same one (the training and serving
-    jobs' web UIs, started together, then failed with a BindException)."""
+    jobs' web UIs, started together, then failed with a BindException).  Never one this process was given
+    before: a standalone cluster's TaskManager was once given the data port already chosen for its JobManager,
+    which had not bound it yet (CI, ``tests/test_elastic.py``: the TaskManager exited with a BindException)."""
     import random
 
     rng = random.SystemRandom()
     for _ in range(100):
         port = rng.randint(20000, 32767)
+        if port in _ISSUED:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _ISSUED.add(port)
             return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
