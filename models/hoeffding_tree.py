@@ -258,16 +258,13 @@ class HoeffdingTreeAdapter(Adapter):
         return out
 
     def sum_deltas(self, model: Any, deltas: Sequence[dict]) -> dict:
-        """One replica's consecutive deltas (all on the same tree) as one."""
-        out = _empty_params()
+        """One replica's consecutive deltas (all on the same tree) as one: each leaf's gains added up."""
+        leaves: dict = {}
         for d in deltas:
             for path, gained in d.get("leaves", {}).items():
-                out["nodes"].setdefault(path, _empty_leaf("nba"))
-        summed = self.apply(model, out, deltas, [1.0] * len(deltas), MergePolicy("delta"))
-        leaves = {p: {k: v for k, v in n.items() if k not in ("depth", "leaf", "active", "last_attempt", "disabled")}
-                  for p, n in summed["nodes"].items()}
-        classes = {c: 1 for d in deltas for c in d.get("classes", {})}
-        return {"leaves": leaves, "classes": classes, "seen": summed["model"]["seen"]}
+                _add_leaf(leaves.setdefault(path, _leaf_statistics()), gained)
+        return {"leaves": leaves, "classes": {c: 1 for d in deltas for c in d.get("classes", {})},
+                "seen": sum(d.get("seen", 0.0) for d in deltas)}
 
 
 def _node_params(node) -> dict:
@@ -467,9 +464,15 @@ def _empty_params() -> dict:
     return {"model": {"seen": 0.0, "dropped": 0.0, "rerouted": 0.0, "growth": 1}, "classes": {}, "nodes": {}}
 
 
+def _leaf_statistics() -> dict:
+    """A leaf's statistics, empty: the shape of a leaf delta (``stats`` first, see the module doc)."""
+    return {"stats": {}, "mc_correct": 0.0, "nb_correct": 0.0, "gaussian": {}, "nominal": {}, "nominal_seen": {}}
+
+
 def _empty_leaf(kind: str) -> dict:
-    return {"stats": {}, "depth": 0, "leaf": {kind: 1}, "active": 1, "last_attempt": 0.0, "disabled": {},
-            "mc_correct": 0.0, "nb_correct": 0.0, "gaussian": {}, "nominal": {}, "nominal_seen": {}}
+    out = _leaf_statistics()
+    out.update({"depth": 0, "leaf": {kind: 1}, "active": 1, "last_attempt": 0.0, "disabled": {}})
+    return out
 
 
 def _leaf_delta(node: dict, was: dict | None) -> dict | None:
