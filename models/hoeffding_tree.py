@@ -49,7 +49,7 @@ import math
 from typing import Any, Sequence
 
 from river import proba, tree
-from river.tree.nodes.branch import DTBranch, NominalBinaryBranch, NominalMultiwayBranch, NumericBinaryBranch
+from river.tree.nodes.branch import DTBranch
 from river.tree.nodes.htc_nodes import LeafMajorityClass, LeafNaiveBayes, LeafNaiveBayesAdaptive
 from river.tree.splitter import GaussianSplitter
 from river.tree.splitter.nominal_splitter_classif import NominalSplitterClassif
@@ -57,111 +57,13 @@ from river.tree.splitter.nominal_splitter_classif import NominalSplitterClassif
 from riverflink.models import numeric
 from riverflink.models.adapter import Adapter, register
 from riverflink.models.policies import MergePolicy
+# (SPLITS, child, describe, freeze, grow and shape_of are this module's API too)
+from riverflink.models.tree_structure import (SPLITS, branch_test, build_tree, child,  # noqa: F401
+                                              count_leaves, describe, freeze, grow, heavier, shape_of, walk)
 
 #: leaf kind on the wire -> River's leaf class (the allow-list; subclasses first, so that exact types map back)
 LEAF_KINDS = {"nba": LeafNaiveBayesAdaptive, "nb": LeafNaiveBayes, "mc": LeafMajorityClass}
 _KIND_OF = {cls: kind for kind, cls in LEAF_KINDS.items()}
-#: a branch node's test, by the key that holds it
-SPLITS = ("numeric_split", "nominal_split", "multiway_split")
-#: the deepest path a document may hold (a hostile document cannot make the rebuild recurse without bound)
-MAX_DEPTH = 64
-
-
-def child(path: str, index: int) -> str:
-    """The path of child ``index`` of the node at ``path``.
-
-    >>> child("", 1), child("1", 0)
-    ('1', '1/0')
-    """
-    return f"{path}/{index}" if path else str(index)
-
-
-def freeze(model: tree.HoeffdingTreeClassifier) -> tree.HoeffdingTreeClassifier:
-    """Switch ``model``'s growth off for good, as a replica holds the merged tree: River's ``learn_one`` then
-    updates the statistics of the leaf an event reaches and never splits it, and later ``set_params`` (rebases)
-    keep it off.  Returns ``model``."""
-    model._growth_allowed = False
-    model._riverflink_frozen = True
-    return model
-
-
-def describe(model: tree.HoeffdingTreeClassifier) -> dict:
-    """``{"depth", "leaves", "branches"}`` of a tree (``riverflink models`` shows them)."""
-    nodes = dict(_walk(model._root)) if model._root is not None else {}
-    leaves = [n for n in nodes.values() if not isinstance(n, DTBranch)]
-    return {"depth": max((n.depth for n in leaves), default=0), "leaves": len(leaves),
-            "branches": len(nodes) - len(leaves)}
-
-
-def shape_of(doc: dict) -> str | None:
-    """``tree: depth D, L leaves, B branches`` for a ``hoeffding_tree`` model document (as ``riverflink models``
-    lists it, without rebuilding the tree); ``None`` for another family's.
-
-    >>> from river import tree
-    >>> from riverflink import models
-    >>> t = tree.HoeffdingTreeClassifier(grace_period=50)
-    >>> for i in range(200):
-    ...     t.learn_one({"x": float(i % 10)}, i % 10 < 5)
-    >>> shape_of(models.to_wire(t))
-    'tree: depth 1, 2 leaves, 1 branches'
-    >>> shape_of({"family": "hoeffding_tree", "params": {"nodes": [["", 7]]}})
-    'tree: malformed'
-    """
-    if doc.get("family") != HoeffdingTreeAdapter.family:
-        return None
-    try:  # (any record of the topic: a malformed one is said so, not raised)
-        nodes = [dict(fields) for _, fields in dict(doc.get("params", {})).get("nodes", [])]
-        leaves = [n for n in nodes if "leaf" in n]
-        depth = max((int(n.get("depth", 0)) for n in leaves), default=0)
-    except (TypeError, ValueError, AttributeError):
-        return "tree: malformed"
-    return f"tree: depth {depth}, {len(leaves)} leaves, {len(nodes) - len(leaves)} branches"
-
-
-def grow(model: tree.HoeffdingTreeClassifier) -> int:
-    """The merger's split attempts, with River's own ``_attempt_to_split``, on ``model`` in place: every active leaf
-    that has gained ``grace_period`` weight since its last attempt is tried once, as River's ``learn_one`` would
-    try it (a leaf at ``max_depth`` is deactivated instead).  Nothing is tried once River's memory management
-    switched growth off, or on a replica's frozen copy.  Returns the number of leaves that split."""
-    if model._root is None or getattr(model, "_riverflink_frozen", False):
-        return 0
-    parents = {}
-    for path, node in _walk(model._root):
-        if isinstance(node, DTBranch):
-            for i, c in enumerate(node.children):
-                parents[id(c)] = (node, i)
-    split = 0
-    for path, node in list(_walk(model._root)):
-        if isinstance(node, DTBranch) or not node.is_active() or not model._growth_allowed:
-            continue
-        if node.depth >= model.max_depth:
-            node.deactivate()
-            model._n_active_leaves -= 1
-            model._n_inactive_leaves += 1
-            continue
-        weight = node.total_weight
-        # (merged weights carry the rounding of the deltas' differences: a leaf River attempts at exactly its
-        # grace period can read a hair below it here, and would then be attempted one event late)
-        if weight - node.last_split_attempt_at < model.grace_period * (1 - 1e-9):
-            continue
-        parent, branch = parents.get(id(node), (None, None))
-        before = model._root if parent is None else parent.children[branch]
-        model._attempt_to_split(node, parent, branch)
-        node.last_split_attempt_at = weight
-        after = model._root if parent is None else parent.children[branch]
-        split += after is not before
-    return split
-
-
-def _walk(node, path: str = ""):
-    """``(path, node)`` for every node under ``node``, parents before children."""
-    stack = [(path, node)]
-    while stack:
-        path, node = stack.pop()
-        yield path, node
-        if isinstance(node, DTBranch):
-            for i in reversed(range(len(node.children))):
-                stack.append((child(path, i), node.children[i]))
 
 
 class HoeffdingTreeAdapter(Adapter):
@@ -175,7 +77,7 @@ class HoeffdingTreeAdapter(Adapter):
         if type(model.splitter) is not GaussianSplitter:
             raise ValueError(f"a merged Hoeffding tree watches numeric features with GaussianSplitter only, "
                              f"not {type(model.splitter).__name__}")
-        nodes = {} if model._root is None else {path: _node_params(n) for path, n in _walk(model._root)}
+        nodes = {} if model._root is None else {path: _node_params(n) for path, n in walk(model._root)}
         return {"model": {"seen": float(model._train_weight_seen_by_model),
                           "dropped": float(getattr(model, "_riverflink_dropped", 0.0)),
                           "rerouted": float(getattr(model, "_riverflink_rerouted", 0.0)),
@@ -187,20 +89,14 @@ class HoeffdingTreeAdapter(Adapter):
         if type(model.splitter) is not GaussianSplitter:
             raise ValueError(f"splitter {type(model.splitter).__name__} is not supported on the wire")
         head = params.get("model", {})
-        nodes = params.get("nodes", {})
-        used: set = set()
-        root = _build_node(model, nodes, "", used) if nodes else None
-        if len(used) != len(nodes):
-            raise ValueError(f"{len(nodes) - len(used)} tree nodes are not reachable from the root")
-        model._root = root
+        model._root = build_tree(params.get("nodes", {}), lambda node, depth, path: _build_leaf(model, node, depth, path),
+                                 _class_weights)
         model.classes = set(params.get("classes", {}))
         model._train_weight_seen_by_model = float(head.get("seen", 0.0))
         model._riverflink_dropped = float(head.get("dropped", 0.0))
         model._riverflink_rerouted = float(head.get("rerouted", 0.0))
         model._growth_allowed = bool(head.get("growth", 1)) and not getattr(model, "_riverflink_frozen", False)
-        leaves = [n for _, n in _walk(root) if not isinstance(n, DTBranch)] if root is not None else []
-        model._n_active_leaves = sum(1 for n in leaves if n.is_active())
-        model._n_inactive_leaves = len(leaves) - model._n_active_leaves
+        count_leaves(model)
 
     def prepare_replica(self, model: Any) -> None:
         freeze(model)
@@ -270,14 +166,8 @@ class HoeffdingTreeAdapter(Adapter):
 def _node_params(node) -> dict:
     # (``stats`` first: numeric.copy_tree and check_finite take a map whose first value is a number for a flat map)
     out: dict = {"stats": {c: float(w) for c, w in node.stats.items()}, "depth": int(node.depth)}
-    if isinstance(node, NumericBinaryBranch):
-        out["numeric_split"] = {node.feature: float(node.threshold)}
-    elif isinstance(node, NominalBinaryBranch):
-        out["nominal_split"] = {node.feature: {node.value: 0}}
-    elif isinstance(node, NominalMultiwayBranch):
-        out["multiway_split"] = {node.feature: dict(node._mapping)}
-    elif isinstance(node, DTBranch):
-        raise ValueError(f"{type(node).__name__} branches are not supported on the wire")
+    if isinstance(node, DTBranch):
+        out.update(branch_test(node))
     else:
         kind = _KIND_OF.get(type(node))
         if kind is None:
@@ -304,38 +194,15 @@ def _node_params(node) -> dict:
     return out
 
 
-def _build_node(model, nodes: dict, path: str, used: set):
-    node = nodes[path]
-    used.add(path)
-    depth = int(node["depth"])
-    if not 0 <= depth <= MAX_DEPTH or depth != (path.count("/") + 1 if path else 0):
-        raise ValueError(f"tree node {path!r} has depth {depth}")
+def _class_weights(node: dict, path: str) -> dict:
     stats = {c: float(w) for c, w in node["stats"].items()}
     if any(w < 0 for w in stats.values()):
         raise ValueError(f"tree node {path!r} has a negative class weight")
-    splits = [k for k in SPLITS if k in node]
-    if "leaf" in node:
-        if splits:
-            raise ValueError(f"tree node {path!r} is both a leaf and a branch")
-        return _build_leaf(model, node, stats, depth, path)
-    if len(splits) != 1 or len(node[splits[0]]) != 1:
-        raise ValueError(f"tree node {path!r} is neither a leaf nor one split")
-    (feature, test), = node[splits[0]].items()
-    if splits[0] == "numeric_split":
-        return NumericBinaryBranch(stats, feature, float(test), depth, _build_node(model, nodes, child(path, 0), used),
-                                   _build_node(model, nodes, child(path, 1), used))
-    if splits[0] == "nominal_split":
-        (value, _), = test.items()
-        return NominalBinaryBranch(stats, feature, value, depth, _build_node(model, nodes, child(path, 0), used),
-                                   _build_node(model, nodes, child(path, 1), used))
-    order = sorted(test.items(), key=lambda kv: kv[1])
-    if [i for _, i in order] != list(range(len(order))) or not order:
-        raise ValueError(f"tree node {path!r}: a multiway branch's children must be numbered 0..n-1")
-    children = [_build_node(model, nodes, child(path, i), used) for i in range(len(order))]
-    return NominalMultiwayBranch(stats, feature, [v for v, _ in order], depth, *children)
+    return stats
 
 
-def _build_leaf(model, node: dict, stats: dict, depth: int, path: str):
+def _build_leaf(model, node: dict, depth: int, path: str):
+    stats = _class_weights(node, path)
     (kind, _), = node["leaf"].items()
     if kind not in LEAF_KINDS:
         raise ValueError(f"tree leaf {path!r} has unknown kind {kind!r}")
@@ -405,7 +272,7 @@ def _shares(nodes: dict, path: str, node: dict, gained: dict) -> dict[int, dict]
                 if value in mapping and total:
                     out[mapping[value]][c] = out[mapping[value]].get(c, 0.0) + w / total
             if not total:
-                out[_heavier(nodes, path, len(mapping))][c] = 1.0
+                out[heavier(nodes, path, len(mapping), _leaf_weight)][c] = 1.0
         return out
     split = "numeric_split" if "numeric_split" in node else "nominal_split"
     (feature, test), = node[split].items()
@@ -419,7 +286,7 @@ def _shares(nodes: dict, path: str, node: dict, gained: dict) -> dict[int, dict]
             (value, _), = test.items()
             left = counts.get(value, 0.0) / total if total else None
         if left is None:
-            left = 1.0 if _heavier(nodes, path, 2) == 0 else 0.0
+            left = 1.0 if heavier(nodes, path, 2, _leaf_weight) == 0 else 0.0
         out[0][c], out[1][c] = left, 1.0 - left
     return out
 
@@ -437,16 +304,8 @@ def _left_share(g: tuple, threshold: float) -> float:
     return min(max(gaussian.cdf(threshold), 0.0), 1.0)
 
 
-def _heavier(nodes: dict, path: str, children: int) -> int:
-    """The child of the branch at ``path`` whose leaves hold the most weight (River's ``most_common_path``)."""
-    weights = [0.0] * children
-    for p, n in nodes.items():
-        if "leaf" in n and p.startswith(path + "/" if path else ""):
-            head = p[len(path) + 1:] if path else p
-            i = int(head.split("/")[0])
-            if i < children:
-                weights[i] += sum(n["stats"].values())
-    return max(range(children), key=lambda i: (weights[i], -i))
+def _leaf_weight(node: dict) -> float:
+    return sum(node["stats"].values())
 
 
 def _scaled(gained: dict, fraction: dict) -> dict:

@@ -42,12 +42,14 @@ FACTORIES: dict[str, Callable[..., Any]] = {
     "MultinomialNB": naive_bayes.MultinomialNB,
     "KMeans": CountingKMeans,
     "HoeffdingTreeClassifier": tree.HoeffdingTreeClassifier,
+    "HoeffdingTreeRegressor": tree.HoeffdingTreeRegressor,
     "FeatureHasher": lambda seed=0, **kw: preprocessing.FeatureHasher(seed=seed, **kw),
     "OneHotEncoder": lambda: preprocessing.OneHotEncoder(drop_zeros=True),
 }
 #: the text arguments a step accepts, with their choices (every other argument is a number or a boolean)
 CHOICES = {"HoeffdingTreeClassifier": {"leaf_prediction": ("mc", "nb", "nba"),
-                                       "split_criterion": ("gini", "info_gain", "hellinger")}}
+                                       "split_criterion": ("gini", "info_gain", "hellinger")},
+           "HoeffdingTreeRegressor": {"leaf_prediction": ("mean", "model", "adaptive")}}
 #: steps that make the linear model after them sparse, and the O(active features) form of each linear model
 ENCODERS = ("FeatureHasher", "OneHotEncoder")
 SPARSE = {"LogisticRegression": SparseLogisticRegression, "LinearRegression": SparseLinearRegression}

@@ -47,3 +47,21 @@ def word_counts(n: int, seed: int = 0) -> list[tuple[dict, str]]:
 def split(stream: list, k: int) -> list[list]:
     """Round-robin partition into ``k`` parts."""
     return [stream[i::k] for i in range(k)]
+
+
+def friedman_shops(n: int, seed: int = 0, shops: bool = True) -> list[tuple[dict, float]]:
+    """River's Friedman regression stream (ten numeric features in [0, 1]) with a nominal ``shop`` that shifts the
+    target (missing in 5% of events; without the feature when not ``shops``: River's linear leaf models fail on a
+    text feature)."""
+    from river.datasets import synth
+
+    rng = random.Random(seed)
+    shift = {"north": 0.0, "south": 4.0, "east": -3.0}
+    out = []
+    for x, y in synth.Friedman(seed=seed).take(n):
+        x = {str(k): v for k, v in x.items()}
+        shop = rng.choice(sorted(shift))
+        if rng.random() > 0.05 and shops:
+            x["shop"] = shop
+        out.append((x, y + shift[shop]))
+    return out
