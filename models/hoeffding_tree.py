@@ -89,7 +89,8 @@ class HoeffdingTreeAdapter(Adapter):
         if type(model.splitter) is not GaussianSplitter:
             raise ValueError(f"splitter {type(model.splitter).__name__} is not supported on the wire")
         head = params.get("model", {})
-        model._root = build_tree(params.get("nodes", {}), lambda node, depth, path: _build_leaf(model, node, depth, path),
+        model._root = build_tree(params.get("nodes", {}),
+                                 lambda node, depth, path: _build_leaf(model, node, depth, path),
                                  _class_weights)
         model.classes = set(params.get("classes", {}))
         model._train_weight_seen_by_model = float(head.get("seen", 0.0))
