@@ -122,7 +122,7 @@ def _has_every_shard(metas: list) -> bool:
 
 def cmd_models(args) -> int:
     from riverflink.models.document import read_document
-    from riverflink.models.hoeffding_tree import shape_of
+    from riverflink.models.tree_structure import shape_of
     from riverflink.models.signing import verify
     from riverflink.pipelines import kafka_io
     from riverflink.pipelines.config import load_verifier
