@@ -55,18 +55,18 @@ from river.tree.splitter import GaussianSplitter
 from river.tree.splitter.nominal_splitter_classif import NominalSplitterClassif
 
 from riverflink.models import numeric
-from riverflink.models.adapter import Adapter, register
+from riverflink.models.adapter import register
 from riverflink.models.policies import MergePolicy
 # (SPLITS, child, describe, freeze, grow and shape_of are this module's API too)
-from riverflink.models.tree_structure import (SPLITS, branch_test, build_tree, child,  # noqa: F401
-                                              count_leaves, describe, freeze, grow, heavier, shape_of, walk)
+from riverflink.models.tree_structure import (SPLITS, GrownTreeAdapter, branch_test, build_tree,  # noqa: F401
+                                              child, describe, freeze, grow, heavier, shape_of, walk)
 
 #: leaf kind on the wire -> River's leaf class (the allow-list; subclasses first, so that exact types map back)
 LEAF_KINDS = {"nba": LeafNaiveBayesAdaptive, "nb": LeafNaiveBayes, "mc": LeafMajorityClass}
 _KIND_OF = {cls: kind for kind, cls in LEAF_KINDS.items()}
 
 
-class HoeffdingTreeAdapter(Adapter):
+class HoeffdingTreeAdapter(GrownTreeAdapter):
     family = "hoeffding_tree"
     classes = (tree.HoeffdingTreeClassifier,)
     components = {"river.tree.GaussianSplitter": GaussianSplitter}  # the one splitter a document may name
@@ -78,10 +78,7 @@ class HoeffdingTreeAdapter(Adapter):
             raise ValueError(f"a merged Hoeffding tree watches numeric features with GaussianSplitter only, "
                              f"not {type(model.splitter).__name__}")
         nodes = {} if model._root is None else {path: _node_params(n) for path, n in walk(model._root)}
-        return {"model": {"seen": float(model._train_weight_seen_by_model),
-                          "dropped": float(getattr(model, "_riverflink_dropped", 0.0)),
-                          "rerouted": float(getattr(model, "_riverflink_rerouted", 0.0)),
-                          "growth": 1 if model._growth_allowed else 0},
+        return {"model": self.bookkeeping(model),
                 "classes": {c: 1 for c in model.classes},
                 "nodes": nodes}
 
@@ -93,17 +90,7 @@ class HoeffdingTreeAdapter(Adapter):
                                  lambda node, depth, path: _build_leaf(model, node, depth, path),
                                  _class_weights)
         model.classes = set(params.get("classes", {}))
-        model._train_weight_seen_by_model = float(head.get("seen", 0.0))
-        model._riverflink_dropped = float(head.get("dropped", 0.0))
-        model._riverflink_rerouted = float(head.get("rerouted", 0.0))
-        model._growth_allowed = bool(head.get("growth", 1)) and not getattr(model, "_riverflink_frozen", False)
-        count_leaves(model)
-
-    def prepare_replica(self, model: Any) -> None:
-        freeze(model)
-
-    def grow(self, model: Any) -> int:
-        return grow(model)
+        self.restore_bookkeeping(model, head)
 
     # -- merge -----------------------------------------------------------------------------------------------
     def delta(self, model: Any, params: dict, base: dict | None, journaled: bool = False, at: Any = None) -> dict:

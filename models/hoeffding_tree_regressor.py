@@ -64,11 +64,11 @@ from river.tree.splitter.ebst_splitter import EBSTNode
 from river.tree.splitter.nominal_splitter_reg import NominalSplitterReg
 
 from riverflink.models import numeric
-from riverflink.models.adapter import Adapter, register
+from riverflink.models.adapter import register
 from riverflink.models.linear import LINEAR
 from riverflink.models.policies import MergePolicy
-from riverflink.models.tree_structure import (branch_test, build_tree, child, count_leaves, describe,  # noqa: F401
-                                              freeze, grow, heavier, walk)
+from riverflink.models.tree_structure import (GrownTreeAdapter, branch_test, build_tree, child,  # noqa: F401
+                                              describe, freeze, grow, heavier, walk)
 
 #: leaf kind on the wire -> River's leaf class (the allow-list; exact types)
 LEAF_KINDS = {"adaptive": LeafAdaptive, "model": LeafModel, "mean": LeafMean}
@@ -80,7 +80,7 @@ EMPTY = numeric.EMPTY_MOMENTS
 _SUM = MergePolicy("delta", clip=math.inf)
 
 
-class HoeffdingTreeRegressorAdapter(Adapter):
+class HoeffdingTreeRegressorAdapter(GrownTreeAdapter):
     family = "hoeffding_tree_regressor"
     classes = (tree.HoeffdingTreeRegressor,)
     components = {"river.tree.TEBSTSplitter": TEBSTSplitter, "river.tree.EBSTSplitter": EBSTSplitter}
@@ -90,10 +90,7 @@ class HoeffdingTreeRegressorAdapter(Adapter):
     def get_params(self, model: Any) -> dict:
         _check_splitter(model)
         nodes = {} if model._root is None else {path: _node_params(n) for path, n in walk(model._root)}
-        return {"model": {"seen": float(model._train_weight_seen_by_model),
-                          "dropped": float(getattr(model, "_riverflink_dropped", 0.0)),
-                          "rerouted": float(getattr(model, "_riverflink_rerouted", 0.0)),
-                          "growth": 1 if model._growth_allowed else 0},
+        return {"model": self.bookkeeping(model),
                 "nodes": nodes}
 
     def set_params(self, model: Any, params: dict) -> None:
@@ -102,17 +99,7 @@ class HoeffdingTreeRegressorAdapter(Adapter):
         model._root = build_tree(params.get("nodes", {}),
                                  lambda node, depth, path: _build_leaf(model, node, depth, path),
                                  lambda node, path: _var(node["stats"], path))
-        model._train_weight_seen_by_model = float(head.get("seen", 0.0))
-        model._riverflink_dropped = float(head.get("dropped", 0.0))
-        model._riverflink_rerouted = float(head.get("rerouted", 0.0))
-        model._growth_allowed = bool(head.get("growth", 1)) and not getattr(model, "_riverflink_frozen", False)
-        count_leaves(model)
-
-    def prepare_replica(self, model: Any) -> None:
-        freeze(model)
-
-    def grow(self, model: Any) -> int:
-        return grow(model)
+        self.restore_bookkeeping(model, head)
 
     # -- merge -----------------------------------------------------------------------------------------------
     def delta(self, model: Any, params: dict, base: dict | None, journaled: bool = False, at: Any = None) -> dict:

@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 from river.tree.nodes.branch import DTBranch, NominalBinaryBranch, NominalMultiwayBranch, NumericBinaryBranch
 
+from riverflink.models.adapter import Adapter
+
 #: a branch node's test, by the key that holds it
 SPLITS = ("numeric_split", "nominal_split", "multiway_split")
 #: the deepest path a document may hold (a hostile document cannot make the rebuild recurse without bound)
@@ -174,11 +176,35 @@ def build_tree(nodes: dict, build_leaf: Callable[[dict, int, str], Any], branch_
     return root
 
 
-def count_leaves(model: Any) -> None:
-    """Set River's active and inactive leaf counts of ``model`` from its tree (after a rebuild)."""
-    leaves = [n for _, n in walk(model._root) if not isinstance(n, DTBranch)] if model._root is not None else []
-    model._n_active_leaves = sum(1 for n in leaves if n.is_active())
-    model._n_inactive_leaves = len(leaves) - model._n_active_leaves
+class GrownTreeAdapter(Adapter):
+    """What both tree families do alike in the loop: replicas frozen, the merger grows, and the tree's bookkeeping
+    (``{"seen", "dropped", "rerouted", "growth"}`` under the params' ``model``)."""
+
+    def prepare_replica(self, model: Any) -> None:
+        freeze(model)
+
+    def grow(self, model: Any) -> int:
+        return grow(model)
+
+    @staticmethod
+    def bookkeeping(model: Any) -> dict:
+        """The params' ``model``: events learned, stale weight dropped and re-routed, whether growth is on."""
+        return {"seen": float(model._train_weight_seen_by_model),
+                "dropped": float(getattr(model, "_riverflink_dropped", 0.0)),
+                "rerouted": float(getattr(model, "_riverflink_rerouted", 0.0)),
+                "growth": 1 if model._growth_allowed else 0}
+
+    @staticmethod
+    def restore_bookkeeping(model: Any, head: dict) -> None:
+        """Set ``model``'s bookkeeping from the params' ``model`` and River's leaf counts from its (rebuilt) tree;
+        a replica's frozen growth stays off."""
+        model._train_weight_seen_by_model = float(head.get("seen", 0.0))
+        model._riverflink_dropped = float(head.get("dropped", 0.0))
+        model._riverflink_rerouted = float(head.get("rerouted", 0.0))
+        model._growth_allowed = bool(head.get("growth", 1)) and not getattr(model, "_riverflink_frozen", False)
+        leaves = [n for _, n in walk(model._root) if not isinstance(n, DTBranch)] if model._root is not None else []
+        model._n_active_leaves = sum(1 for n in leaves if n.is_active())
+        model._n_inactive_leaves = len(leaves) - model._n_active_leaves
 
 
 def heavier(nodes: dict, path: str, children: int, weight_of: Callable[[dict], float]) -> int:

@@ -212,11 +212,9 @@ def test_demo_trains_and_serves_one_hoeffding_tree(kafka_bootstrap, tmp_path):
     stream of booleans is dead-lettered, not learned), and the final tree counts every event once."""
     import orjson
 
-    from riverflink import LiveModel, models
     from riverflink.models import hoeffding_tree
     from riverflink.models.spec import build
     from riverflink.operators.scoring import river_baseline
-    from riverflink.pipelines import kafka_io
     from tests import streams
 
     events = streams.phishing(3000, seed=4)
@@ -230,12 +228,7 @@ def test_demo_trains_and_serves_one_hoeffding_tree(kafka_bootstrap, tmp_path):
     assert result.learned == 3000 and result.dead_lettered == len(MALFORMED) == result.events - 3000
     assert result.answered == result.requests and "served_accuracy=" in result.summary()
 
-    reader = kafka_io.TopicReader(kafka_bootstrap, cfg.topics.models)
-    docs = [d for d in reader.poll_json(3000) if d]
-    reader.close()
-    newest = max(docs, key=lambda d: d["meta"]["version"])
-    final = models.from_wire(newest)
-    assert models.get_params(final)["model"]["seen"] == newest["meta"]["events"] == 3000  # each event once
+    newest, final = _newest_tree(kafka_bootstrap, cfg, 3000)
     assert hoeffding_tree.describe(final)["branches"] >= 1
     river = build(spec)
     river_baseline(river, events)
@@ -245,18 +238,7 @@ def test_demo_trains_and_serves_one_hoeffding_tree(kafka_bootstrap, tmp_path):
     # weight (453 of 3,000 in one run) came re-routed below a split, without its splitter statistics
     assert accuracy(final) > accuracy(river) - 0.05, (accuracy(final), accuracy(river))
 
-    shown = subprocess.run([sys.executable, "-m", "riverflink.pipelines.cli", "models", "--bootstrap-servers",
-                            kafka_bootstrap, "--models-topic", cfg.topics.models, "--latest", "--idle", "2"],
-                           capture_output=True, text=True, timeout=120)
-    assert hoeffding_tree.shape_of(newest) in shown.stdout, shown.stdout + shown.stderr
-
-    with LiveModel(kafka_bootstrap, "e2e-tree", topic=cfg.topics.models) as live:
-        assert live.wait(timeout=60)
-        deadline = time.time() + 60  # (it reads the topic from its beginning: the newest version comes last)
-        while live.version != newest["meta"]["version"] and time.time() < deadline:
-            time.sleep(0.2)
-        assert live.version == newest["meta"]["version"]
-        assert all(live.predict_one(x) == final.predict_one(x) for x, _ in events[:200])
+    _shown_and_served(kafka_bootstrap, cfg, "e2e-tree", newest, final, events)
 
 
 def test_demo_trains_and_serves_one_hoeffding_tree_regressor(kafka_bootstrap, tmp_path):
@@ -266,11 +248,9 @@ def test_demo_trains_and_serves_one_hoeffding_tree_regressor(kafka_bootstrap, tm
     (mean leaves: 1.07x in the run this bound was set from; leaf models learn slower, see bench/trees.py)."""
     import orjson
 
-    from riverflink import LiveModel, models
     from riverflink.models.spec import build
-    from riverflink.models.tree_structure import describe, shape_of
+    from riverflink.models.tree_structure import describe
     from riverflink.operators.scoring import river_baseline
-    from riverflink.pipelines import kafka_io
     from tests import streams
 
     events = streams.friedman_shops(3000, seed=4, shops=False)  # (the jobs take numeric features)
@@ -284,26 +264,44 @@ def test_demo_trains_and_serves_one_hoeffding_tree_regressor(kafka_bootstrap, tm
     assert result.learned == 3000 and result.dead_lettered == result.events - 3000 > 0
     assert result.answered == result.requests and "served_mae=" in result.summary()
 
-    reader = kafka_io.TopicReader(kafka_bootstrap, cfg.topics.models)
-    docs = [d for d in reader.poll_json(3000) if d]
-    reader.close()
-    newest = max(docs, key=lambda d: d["meta"]["version"])
-    final = models.from_wire(newest)
-    assert models.get_params(final)["model"]["seen"] == newest["meta"]["events"] == 3000  # each event once
+    newest, final = _newest_tree(kafka_bootstrap, cfg, 3000)
     assert describe(final)["branches"] >= 3
     river = build(spec)
     river_baseline(river, events)
     mae = lambda m: sum(abs(m.predict_one(x) - y) for x, y in events) / len(events)  # noqa: E731
     assert mae(final) <= 1.3 * mae(river), (mae(final), mae(river))
 
+    _shown_and_served(kafka_bootstrap, cfg, "e2e-tree-reg", newest, final, events)
+
+
+def _newest_tree(kafka_bootstrap, cfg, events: int) -> tuple[dict, object]:
+    """The newest tree document on the run's models topic and the tree it rebuilds, which counts every one of
+    ``events`` once."""
+    from riverflink import models
+    from riverflink.pipelines import kafka_io
+
+    reader = kafka_io.TopicReader(kafka_bootstrap, cfg.topics.models)
+    docs = [d for d in reader.poll_json(3000) if d]
+    reader.close()
+    newest = max(docs, key=lambda d: d["meta"]["version"])
+    final = models.from_wire(newest)
+    assert models.get_params(final)["model"]["seen"] == newest["meta"]["events"] == events  # each event once
+    return newest, final
+
+
+def _shown_and_served(kafka_bootstrap, cfg, name: str, newest: dict, final, events: list) -> None:
+    """``riverflink models --latest`` shows the newest tree's shape, and ``LiveModel`` reaches the newest version
+    and answers as the tree rebuilt from its document does."""
+    from riverflink import LiveModel
+    from riverflink.models.tree_structure import shape_of
+
     shown = subprocess.run([sys.executable, "-m", "riverflink.pipelines.cli", "models", "--bootstrap-servers",
                             kafka_bootstrap, "--models-topic", cfg.topics.models, "--latest", "--idle", "2"],
                            capture_output=True, text=True, timeout=120)
     assert shape_of(newest) in shown.stdout, shown.stdout + shown.stderr
-
-    with LiveModel(kafka_bootstrap, "e2e-tree-reg", topic=cfg.topics.models) as live:
+    with LiveModel(kafka_bootstrap, name, topic=cfg.topics.models) as live:
         assert live.wait(timeout=60)
-        deadline = time.time() + 60
+        deadline = time.time() + 60  # (it reads the topic from its beginning: the newest version comes last)
         while live.version != newest["meta"]["version"] and time.time() < deadline:
             time.sleep(0.2)
         assert live.version == newest["meta"]["version"]

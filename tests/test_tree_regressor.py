@@ -17,7 +17,7 @@ from riverflink import models
 from riverflink.models import hoeffding_tree_regressor as regressor
 from riverflink.models.tree_structure import branch_test, child, describe, freeze, grow, walk
 from tests import streams
-from tests.test_trees import close, learned
+from tests.test_trees import _edit, close, learned
 
 
 def statistics(params: dict, models_too: bool = True) -> dict:
@@ -167,14 +167,6 @@ def _doc():
 
 def _fields(node):
     return dict(node[1])
-
-
-def _edit(node, key, value):
-    for pair in node[1]:
-        if pair[0] == key:
-            pair[1] = value
-            return
-    node[1].append([key, value])
 
 
 @pytest.mark.parametrize("attack", ["unknown leaf kind", "negative count", "unsortable keys", "impossible moments",
