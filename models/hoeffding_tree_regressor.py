@@ -17,8 +17,8 @@ What a regression leaf learns, and how it merges:
   which depends on the shape) prunes the rebuilt E-BST as it would River's own;
 * per nominal feature, the target's moments per value ``{feature: {value: (n, mean, m2)}}``: added by Chan;
 * for ``leaf_prediction`` ``model`` and ``adaptive``, the leaf's linear model (River's ``LinearRegression`` by
-  default) as the linear family's params under ``linear``: the replicas' changes added in proportion to their
-  share of the events learned in parallel (:func:`_settle`);
+  default) as the linear family's params under ``linear``: each replica's change discounted by the events the
+  leaf gained from the others since its base (:func:`_settle`);
 * for ``adaptive``, River's two exponentially decayed squared errors ``fmse`` ``(mean, model)``, which choose
   between the mean and the model.  They do not add: each replica sends what its events added on top of the
   decayed base, and the merge decays the base by every event the leaf gained and adds the replicas' parts (exact
@@ -384,12 +384,12 @@ def _settle(model, nodes: dict, path: str, gained: dict) -> float:
     The leaf's linear model moves by the delta's change times ``n / (n + G)``: ``n`` the delta's events, ``G`` the
     events the leaf gained from other replicas since the delta's base (a re-routed part: all the child's).  With
     nothing merged in between (one replica; replicas taking turns) the change is applied whole, as River's model
-    would have learned it; changes learned in parallel from one base are averaged by their events, so that a leaf
-    model learns about K times slower per event than River's at K replicas (``bench/trees.py``).  Summing them
-    instead (the linear family's ``delta`` policy, which has delay compensation to keep it stable) made the leaf
-    models diverge in the loop (Friedman, K=2 and 4): each replica's change already covers most of the way to its
-    optimum.  A diagonal-curvature discount (each weight's change times ``(1 - 2 lr E[x_j^2]) ** G``) was worse
-    than averaging on Friedman at K=4 (served MAE 2.9x River's against 1.4x with model leaves; not kept)."""
+    would have learned it; of K equal changes learned in parallel from one base, the first is applied whole and
+    the k-th times 1/k (1 + 1/2 + ... + 1/K of one change in all, not their average).  Summing them
+    instead (the linear family's ``delta`` policy, which has delay compensation to keep it stable) made ``model``
+    leaves diverge in the loop (Friedman, K=4): each replica's change already covers most of the way to its
+    optimum.  Averaging is stable, but the served leaf models trail River's at K=4 (NOTES.md has the figures
+    and what else was tried)."""
     node = nodes.get(path)
     weight = gained["stats"][0]
     if node is None:
