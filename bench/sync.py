@@ -50,6 +50,7 @@ from river.datasets import synth
 
 from riverflink import models
 from riverflink.models import sharding
+from riverflink.models.api import replica_lr_scale
 from riverflink.models.policies import MergePolicy
 from riverflink.models.spec import build as build_model
 from riverflink.models.sync import SyncPolicy
@@ -183,7 +184,7 @@ def simulate(spec: str, events: list, s: Setting, warmup: int, baseline: tuple[S
     events."""
     settings = LoopSettings("sim", mode=s.mode, sync=s.sync, precision=s.precision,
                             policy=MergePolicy(s.policy, clip=math.inf), trigger=s.trigger,
-                            lr_scale=float(s.replicas) if s.policy == "scaled_average" else 1.0,
+                            lr_scale=replica_lr_scale(build_model(spec), s.replicas, s.policy),
                             shards=s.shards, epoch=1 if s.shards > 1 else 0, patches=s.patches)
     replica_side, merger_side = ReplicaSide(settings, build_model(spec)), MergerSide(settings, build_model(spec))
     replicas = [replica_side.fresh() for _ in range(s.replicas)]

@@ -37,6 +37,9 @@ class Adapter:
     wire_supported: bool = True
     #: River classes a document of this family may name as hyper-parameters, by their public name
     components: dict[str, type] = {}
+    #: the merge averages what the replicas learn by SGD, so that K replicas learn at K times the spec's rate
+    #: (as under ``scaled_average``; :func:`~riverflink.models.api.replica_lr_scale`)
+    averages_learning: bool = False
 
     # -- state ---------------------------------------------------------------
     def get_params(self, model: Any) -> dict:

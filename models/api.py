@@ -172,11 +172,33 @@ def _common_base(models: Sequence[Any], base: "dict | Any | None") -> dict | Non
     return refs[0].params
 
 
+def replica_lr_scale(model: Any, replicas: int, policy: str) -> float:
+    """How many times the spec's learning rate K replicas of ``model`` learn at: K under the ``scaled_average``
+    policy, and for a family whose merge averages what the replicas learn by SGD (``Adapter.averages_learning``:
+    the Hoeffding tree regressor's leaf models); 1 otherwise (and always for one replica).
+
+    >>> from river import linear_model, tree
+    >>> replica_lr_scale(linear_model.LinearRegression(), 4, "delta")
+    1.0
+    >>> t = tree.HoeffdingTreeRegressor()
+    >>> replica_lr_scale(t, 4, "delta"), replica_lr_scale(t, 1, "delta")
+    (4.0, 1.0)
+    """
+    from riverflink.models.adapter import UnsupportedModelError, adapter_for
+
+    try:
+        averaged = policy == "scaled_average" or adapter_for(model).averages_learning
+    except UnsupportedModelError:  # (refused elsewhere, with its own message)
+        averaged = False
+    return float(replicas) if averaged else 1.0
+
+
 def scale_learning_rate(model: Any, factor: float) -> Any:
     """A clone of ``model`` (hyper-parameters only) whose optimizer learns ``factor`` times faster.
 
     Used by the ``scaled_average`` policy: K replicas at ``lr * K``, averaged.
-    Pipelines scale their last step.
+    Pipelines scale their last step; a model without an optimizer of its own whose leaves hold models (a Hoeffding
+    tree regressor) its leaf model.
     """
     from river import compose
 
@@ -185,6 +207,8 @@ def scale_learning_rate(model: Any, factor: float) -> Any:
     if isinstance(model, compose.Pipeline):
         steps = list(model.steps.values())
         return compose.Pipeline(*[s.clone() for s in steps[:-1]], scale_learning_rate(steps[-1], factor))
+    if not hasattr(model, "optimizer") and hasattr(getattr(model, "leaf_model", None), "optimizer"):
+        return model.clone({"leaf_model": scale_learning_rate(model.leaf_model, factor)})
     if not hasattr(model, "optimizer"):
         raise ValueError(f"{type(model).__name__} has no optimizer whose learning rate could be scaled")
     return model.clone({"optimizer": scale_lr(model.optimizer, factor)})

@@ -17,8 +17,8 @@ What a regression leaf learns, and how it merges:
   which depends on the shape) prunes the rebuilt E-BST as it would River's own;
 * per nominal feature, the target's moments per value ``{feature: {value: (n, mean, m2)}}``: added by Chan;
 * for ``leaf_prediction`` ``model`` and ``adaptive``, the leaf's linear model (River's ``LinearRegression`` by
-  default) as the linear family's params under ``linear``: each replica's change discounted by the events the
-  leaf gained from the others since its base (:func:`_settle`);
+  default) as the linear family's params under ``linear``: the replicas' models averaged by their events, the
+  replicas learning at K times the spec's rate (:func:`_settle`);
 * for ``adaptive``, River's two exponentially decayed squared errors ``fmse`` ``(mean, model)``, which choose
   between the mean and the model.  They do not add: each replica sends what its events added on top of the
   decayed base, and the merge decays the base by every event the leaf gained and adds the replicas' parts (exact
@@ -84,7 +84,8 @@ class HoeffdingTreeRegressorAdapter(GrownTreeAdapter):
     family = "hoeffding_tree_regressor"
     classes = (tree.HoeffdingTreeRegressor,)
     components = {"river.tree.TEBSTSplitter": TEBSTSplitter, "river.tree.EBSTSplitter": EBSTSplitter}
-    kinds: dict[str, str] = {}  # statistics merge exactly; leaf models through the linear family's merge
+    kinds: dict[str, str] = {}  # statistics merge exactly; leaf models averaged (:func:`_settle`)
+    averages_learning = True  # (so replicas' leaf models learn at K times the spec's rate)
 
     # -- state -----------------------------------------------------------------------------------------------
     def get_params(self, model: Any) -> dict:
@@ -104,8 +105,9 @@ class HoeffdingTreeRegressorAdapter(GrownTreeAdapter):
     # -- merge -----------------------------------------------------------------------------------------------
     def delta(self, model: Any, params: dict, base: dict | None, journaled: bool = False, at: Any = None) -> dict:
         """Each leaf's statistics gained since ``base``, by path (leaves that gained nothing left out):
-        ``{"leaves": {path: {"stats", "ebst", "nominal"[, "linear"][, "fmse"]}}, "seen": w}``.  A leaf that is not
-        a leaf of ``base`` is sent whole."""
+        ``{"leaves": {path: {"stats", "base_n", "ebst", "nominal"[, "linear", "base_linear"][, "fmse"]}},
+        "seen": w}`` (``base_n`` and ``base_linear``: the leaf's weight and linear model in ``base``).  A leaf that
+        is not a leaf of ``base`` is sent whole."""
         base_nodes = (base or {}).get("nodes", {})
         leaves = {}
         for path, node in params.get("nodes", {}).items():
@@ -332,6 +334,8 @@ def _leaf_delta(model, node: dict, was: dict | None) -> dict | None:
     if "linear" in node:
         out["linear"] = LINEAR.delta(model.leaf_model if model is not None else None, node["linear"],
                                      was.get("linear"))
+        if "linear" in was:
+            out["base_linear"] = was["linear"]
     if "fmse" in node:
         factor = _decay(model) ** stats[0] if model is not None else 0.0
         before = was.get("fmse", (0.0, 0.0))
@@ -381,15 +385,16 @@ def _settle(model, nodes: dict, path: str, gained: dict) -> float:
     """Add the leaf delta ``gained`` at ``path``; where that leaf has split since, divide it among the children
     (:func:`_parts`).  Returns the weight that found no leaf.
 
-    The leaf's linear model moves by the delta's change times ``n / (n + G)``: ``n`` the delta's events, ``G`` the
-    events the leaf gained from other replicas since the delta's base (a re-routed part: all the child's).  With
-    nothing merged in between (one replica; replicas taking turns) the change is applied whole, as River's model
-    would have learned it; of K equal changes learned in parallel from one base, the first is applied whole and
-    the k-th times 1/k (1 + 1/2 + ... + 1/K of one change in all, not their average).  Summing them
-    instead (the linear family's ``delta`` policy, which has delay compensation to keep it stable) made ``model``
-    leaves diverge in the loop (Friedman, K=4): each replica's change already covers most of the way to its
-    optimum.  Averaging is stable, but the served leaf models trail River's at K=4 (NOTES.md has the figures
-    and what else was tried)."""
+    The leaf's linear model moves toward the replica's (its base's plus its change) by ``n / (n + G)``: ``n`` the
+    delta's events, ``G`` the events the leaf gained from other replicas since the delta's base.  With nothing
+    merged in between (one replica; replicas taking turns) the change is applied whole, as River's model would
+    have learned it; models learned in parallel from one base are averaged by their events, in any order of
+    arrival.  Replicas learn at K times the spec's rate to make up for the average (``averages_learning``, as
+    the ``scaled_average`` policy does for linear models); K=1 learns at River's.  A re-routed part (its leaf
+    did not exist at the base) adds its share of the change times ``n / (n + G)``.  Measured (NOTES.md):
+    summing the changes made ``model`` leaves diverge at K=4, since each replica's change already covers most
+    of the way to its optimum; adding each change times ``n / (n + G)`` without moving toward the replica's
+    model, or averaging without the faster rate, left the leaf models further behind River's."""
     node = nodes.get(path)
     weight = gained["stats"][0]
     if node is None:
@@ -398,7 +403,11 @@ def _settle(model, nodes: dict, path: str, gained: dict) -> float:
         others = max(0.0, node["stats"][0] - gained.get("base_n", 0.0))
         _add_leaf(node, gained, _decay(model))
         if "linear" in gained and "linear" in node:
-            change = LINEAR.scale_learned(None, gained["linear"], weight / (weight + others) if weight else 0.0)
+            c = weight / (weight + others) if weight else 0.0
+            change = LINEAR.scale_learned(None, gained["linear"], c)
+            if others and "base_linear" in gained:  # toward the replica's model: c * (base + change - now)
+                change = LINEAR.add_learned(None, change, LINEAR.delta(None, gained["base_linear"], node["linear"]),
+                                            c)
             node["linear"] = LINEAR.apply(model.leaf_model if model is not None else None, node["linear"], [change],
                                           [1.0], _SUM)
         return 0.0

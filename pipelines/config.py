@@ -298,6 +298,7 @@ class TrainConfig:
 
     def loop_settings(self) -> "LoopSettings":
         """The replica <-> merger loop's settings (:mod:`riverflink.operators.loop`)."""
+        from riverflink.models.api import replica_lr_scale
         from riverflink.operators.loop import LoopSettings
         from riverflink.operators.working_set import WorkingSetSettings
 
@@ -308,7 +309,7 @@ class TrainConfig:
             shards=self.shards, epoch=int(time.time() * 1000) if self.shards > 1 else 0,
             patches=SLICE_PATCHES if self.shards > 1 else 0,
             working_set=WorkingSetSettings(self.working_set, self.expire_after) if self.working_set else None,
-            lr_scale=float(self.replicas) if self.merge_policy == "scaled_average" else 1.0,
+            lr_scale=replica_lr_scale(build_model(self.model_spec), self.replicas, self.merge_policy),
             classes=frozenset(c.strip().lower() if c.strip().lower() in ("true", "false") else c.strip()
                               for c in self.classes.split(",") if c.strip()) if self.classes else None)
 
