@@ -27,7 +27,8 @@ as a flat map)::
 River's ``GaussianSplitter`` watches numeric features; another splitter is refused.  Each Gaussian is restored
 field by field (count, mean and ``M2``), never from its variance alone.
 
-Not yet here (issue 16): ``HoeffdingTreeRegressor``; the adaptive and extremely fast trees (``models/tree.py``).
+The regressor is :mod:`models.hoeffding_tree_regressor`; not yet here: the adaptive and extremely fast trees
+(``models/tree.py``).
 
 >>> from river import tree
 >>> from riverflink import models
