@@ -15,9 +15,10 @@ predictions, waits until every count reconciles, and summarizes:
   same labelled events in the same order; ``served_accuracy`` scores the
   serving job's answers (the merged model it had when each request came).
   The first ``warmup`` events are sent without requests and the demo waits
-  for the first merged model before sending any, so every request meets a
-  model; both accuracies are taken over the requested events.  A request
-  answered ``no_model_yet`` all the same is counted as a miss.
+  for the first merged model, and for the serving job to answer a probe with
+  one, before sending any, so every request meets a model; both accuracies
+  are taken over the requested events.  A request answered ``no_model_yet``
+  all the same is counted as a miss.
 """
 
 from __future__ import annotations
@@ -278,16 +279,20 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
             if m and m.get("events"):
                 batches[batch_key(m)] = m["events"]
 
+    def answer_to_probe() -> str:
+        """Send the serving job a request of its own and wait for the answer's status (not counted)."""
+        probe = f"probe-{time.time()}"
+        kafka_io.produce(servers, t.requests, [json.dumps({"id": probe, "x": {}}).encode()])
+        while probe not in serving:
+            _check_alive(jobs, cfg)
+            if time.time() > deadline:
+                raise ConfigError(f"the serving job did not answer within {cfg.timeout:.0f}s")
+            pump()
+        return serving.pop(probe).get("status", "")
+
     # wait until the serving job answers, so requests meet a running job
-    probe = f"probe-{time.time()}"
-    kafka_io.produce(servers, t.requests, [json.dumps({"id": probe, "x": {}}).encode()])
     deadline = time.time() + cfg.timeout
-    while probe not in serving:
-        _check_alive(jobs, cfg)
-        if time.time() > deadline:
-            raise ConfigError(f"the serving job did not answer within {cfg.timeout:.0f}s")
-        pump()
-    serving.pop(probe)
+    answer_to_probe()
     out(f"jobs running; producing {len(labelled)} events (+{len(MALFORMED)} malformed) at ~{cfg.rate:.0f}/s")
 
     producer = kafka_io.producer(servers)
@@ -306,6 +311,11 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
                 if time.time() > deadline:
                     raise ConfigError(f"no model on {t.models} within {cfg.timeout:.0f}s")
                 pump()
+            # the serving job reads the models topic on its own: the first requests wait until it has a model (each of
+            # its subtasks reads it: four answers in a row with a model, the probes going to any request partition)
+            ready = 0
+            while not request_sent and ready < 4:
+                ready = ready + 1 if answer_to_probe() != "no_model_yet" else 0
             sent_at = time.time()
             for i, v in enumerate(requests[start - warmup : start - warmup + batch], start):
                 producer.send(t.requests, value=v)
