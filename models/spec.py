@@ -9,6 +9,11 @@ optimizer's (SGD) learning rate.  Only the names below are accepted.
 A few text arguments are accepted from a fixed list (:data:`CHOICES`):
 ``"HoeffdingTreeClassifier(grace_period=100,leaf_prediction=nb,split_criterion=gini)"``.
 
+Recommenders: ``"BiasedMF(n_factors=8,lr=0.02,l2_latent=0.01)"`` and ``"FunkMF(...)"`` build River's
+``reco.BiasedMF`` / ``reco.FunkMF`` with id-seeded starting vectors
+(:mod:`riverflink.models.biased_mf`); ``lr`` is every optimizer's SGD rate, ``sigma`` the starting vectors'
+spread, ``seed`` their seed (0 unless given).
+
 Sparse models: ``"FeatureHasher(n_features=1048576)|LogisticRegression(ftrl_l1=1)"``.
 ``FeatureHasher`` hashes with seed 0 unless given one (every process must hash
 alike); ``OneHotEncoder`` emits only the event's own categories
@@ -26,6 +31,8 @@ from typing import Any, Callable
 
 from river import compose, linear_model, naive_bayes, optim, preprocessing, tree
 
+from riverflink.models.biased_mf import SeededBiasedMF
+from riverflink.models.funk_mf import SeededFunkMF
 from riverflink.models.kmeans import CountingKMeans
 from riverflink.models.sparse_linear_regression import SparseLinearRegression
 from riverflink.models.sparse_logistic_regression import SparseLogisticRegression
@@ -45,6 +52,11 @@ FACTORIES: dict[str, Callable[..., Any]] = {
     "HoeffdingTreeRegressor": tree.HoeffdingTreeRegressor,
     "FeatureHasher": lambda seed=0, **kw: preprocessing.FeatureHasher(seed=seed, **kw),
     "OneHotEncoder": lambda: preprocessing.OneHotEncoder(drop_zeros=True),
+    "BiasedMF": lambda optimizer=None, sigma=0.1, seed=0, **kw: SeededBiasedMF(
+        bias_optimizer=optimizer, latent_optimizer=optimizer,
+        latent_initializer=optim.initializers.Normal(sigma=sigma, seed=seed), seed=seed, **kw),
+    "FunkMF": lambda optimizer=None, sigma=0.1, seed=0, **kw: SeededFunkMF(
+        optimizer=optimizer, initializer=optim.initializers.Normal(sigma=sigma, seed=seed), seed=seed, **kw),
 }
 #: the text arguments a step accepts, with their choices (every other argument is a number or a boolean)
 CHOICES = {"HoeffdingTreeClassifier": {"leaf_prediction": ("mc", "nb", "nba"),

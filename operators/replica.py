@@ -52,7 +52,7 @@ from riverflink.operators.batch_learning import (BATCH_WARMUP, MODES, batch_weig
                                                  input_stiffness, predict_many)
 from riverflink.operators.delay_compensation import ContractionProbe
 from riverflink.operators.messages import ReplicaId, ReplicaUpdate, replica_id
-from riverflink.operators.scoring import Score, predict
+from riverflink.operators.scoring import Score, learn, predict
 
 #: replays of in-flight updates are exact sums, whatever the merge policy
 _REPLAY = MergePolicy("delta", clip=math.inf)
@@ -207,7 +207,7 @@ class Replica:
         if task == "clustering":
             self.model.learn_one(x)
         else:
-            self.model.learn_one(x, y)
+            learn(self.model, x, y)
         self.curvature += delay_compensation.curvature(self._loss, proba)
         self._sample_inputs((x,))
         self._learned(1)

@@ -12,6 +12,8 @@ from typing import Any, Iterable
 
 from river.utils import inspect as river_inspect
 
+from riverflink.models.rating import Rating
+
 
 def predict(model: Any, x: dict, classifier: bool | None = None) -> tuple[Any, dict | None]:
     """``(prediction, probabilities or None)``; probabilities for classifiers only.
@@ -21,11 +23,25 @@ def predict(model: Any, x: dict, classifier: bool | None = None) -> tuple[Any, d
     >>> from river import linear_model
     >>> predict(linear_model.LinearRegression(), {"a": 1.0})
     (0.0, None)
+
+    A recommender's input is a :class:`~riverflink.models.rating.Rating`; it answers River's
+    ``predict_one(user, item, x)``.
     """
+    if type(x) is Rating:
+        return model.predict_one(x.user, x.item, x.context), None
     if river_inspect.isclassifier(model) if classifier is None else classifier:
         proba = model.predict_proba_one(x)
         return (max(proba, key=proba.get) if proba else None), proba
     return model.predict_one(x), None
+
+
+def learn(model: Any, x: Any, y: Any) -> None:
+    """River's ``learn_one`` for ``x``: ``(x, y)``, or a recommender's ``(user, item, y, context)`` for a
+    :class:`~riverflink.models.rating.Rating`."""
+    if type(x) is Rating:
+        model.learn_one(x.user, x.item, y, x.context)
+    else:
+        model.learn_one(x, y)
 
 
 @dataclass
@@ -88,5 +104,5 @@ def river_baseline(model: Any, events: Iterable[tuple[dict, Any]], warmup: int =
         if i >= warmup:
             late.add(task, y_pred, y)
         preds.append(y_pred)
-        model.learn_one(x, y)
+        learn(model, x, y)
     return whole, late, preds

@@ -1,0 +1,199 @@
+"""Hybrid parallelism on a ratings stream: users model-parallel, items data-parallel, against single-node River.
+
+A pure-Python run of the training job's own loop (``ReplicaSide`` and
+``MergerSide``, with the job's update codec and the readers' ``ModelFeed``),
+driven as the job would be with ``--key-field user``:
+
+* each rating goes to the replica that owns its user (``crc32(user) mod K``,
+  :func:`~riverflink.operators.keying.replica_of`), in rounds of B events per
+  replica; a replica learns its share of the round, checks its sync policy and
+  sends item updates to the merger; a merged version becomes visible one round
+  later (as through Kafka);
+* when a replica syncs it also publishes the users it touched since its last
+  sync (bias and vector: what the compacted user-factor topic would carry);
+* the served prediction for a rating, made before anyone learns it, is the
+  newest visible item model with the user's published factors; a user not yet
+  published is answered with the global mean plus the item bias (counted).
+
+Single-node River is ``SeededBiasedMF`` (River's ``BiasedMF`` maths, started
+from the same id-seeded vectors; ``tests/test_reco.py`` checks the two are
+equal), predict-then-learn, same events, same order.  Printed per K: served and
+replica MAE against River's (overall and after the first 10% of events), user
+state per replica against (users it owns) x (bytes per user), item bytes per
+sync, user-factor traffic, the share of requests for unknown users.  Nothing is
+asserted.
+
+Last line: ``reco: K=4 mae_ratio=<R> user_bytes_per_replica=<U> item_bytes_per_sync=<I>`` (R: served MAE over
+River's after the first 10%; U: mean user-state bytes per replica at the end; I: mean update bytes per sync).
+
+    python -m bench.reco [--events 200000] [--k 2,4,8] [--spec 'BiasedMF(...)']
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+import zlib
+
+import numpy as np
+import orjson
+
+from riverflink import models
+from riverflink.models.policies import MergePolicy
+from riverflink.models.spec import build
+from riverflink.models.sync import SyncPolicy
+from riverflink.operators.loop import LoopSettings, MergerSide, ReplicaSide
+from riverflink.operators.model_feed import FeedRules, ModelFeed
+from riverflink.operators.scoring import Score, predict, river_baseline
+from riverflink.pipelines.ratings_stream import rating_events
+
+SPEC = "BiasedMF(n_factors=8,lr=0.02,l2_bias=0.001,l2_latent=0.001)"
+
+
+def user_record(model, user) -> bytes:
+    """What the user-factor topic carries for ``user``: its bias and vector, as JSON."""
+    bias = model.u_biases.get(user, 0.0) if hasattr(model, "u_biases") else 0.0
+    return orjson.dumps({"user": user, "bias": float(bias), "vector": model.u_latents[user].tolist()})
+
+
+def user_state_bytes(model) -> int:
+    """A replica's user state as it holds it: per user, its id, bias and vector (numpy buffer, 8 bytes a factor)."""
+    biases = getattr(model, "u_biases", {})
+    return sum(sys.getsizeof(u) + (24 if u in biases else 0) + v.nbytes + 112 for u, v in model.u_latents.items())
+
+
+def served_prediction(merged, published: dict, rating) -> tuple[float, bool]:
+    """``(prediction, known user)``: the merged item side with the user's published factors; an unknown user gets
+    the global mean plus the item bias."""
+    item = rating.item
+    user = published.get(rating.user)
+    if hasattr(merged, "global_mean"):
+        base = merged.global_mean.get() + merged.i_biases.get(item, 0.0)
+    else:
+        base = 0.0
+    if user is None:
+        return float(base), False
+    bias, vector = user
+    return float(base + bias + np.dot(vector, merged.i_latents.peek(item))), True
+
+
+def run(spec: str, events: list, k: int, batch: int, sync_every: int, delay: int = 1) -> dict:
+    settings = LoopSettings("reco", sync=SyncPolicy(every_events=sync_every, every_seconds=None),
+                            policy=MergePolicy("delta", clip=math.inf))
+    replica_side, merger_side = ReplicaSide(settings, build(spec)), MergerSide(settings, build(spec))
+    replicas = [replica_side.fresh() for _ in range(k)]
+    merger = merger_side.fresh(0)
+    feed, current = ModelFeed(FeedRules("reco")), None
+    visible = None  # (merged model, its params) as the replicas and serving see it
+    in_transit: list = []
+    published: dict = {}  # user -> (bias, vector): the compacted user-factor topic
+    touched: list[set] = [set() for _ in range(k)]
+    served, served_late, own = Score(), Score(), Score()
+    unknown = updates = update_bytes = user_bytes = user_records = versions = 0
+    late_from = len(events) // 10
+    owners = [zlib.crc32(str(r.user).encode()) % k for r, _ in events]
+    clock = 0.0
+    for start in range(0, len(events), k * batch):
+        rnd = start // (k * batch)
+        while in_transit and in_transit[0][0] <= rnd:
+            entry, model, problem = feed.offer(in_transit.pop(0)[1], current)
+            assert problem is None, problem
+            if entry is not None:
+                current, visible = entry, (model, models.get_params(model), entry.meta)
+        chunk = range(start, min(start + k * batch, len(events)))
+        for r_index, replica in enumerate(replicas):
+            mine = [i for i in chunk if owners[i] == r_index]
+            if not mine:
+                continue
+            clock += 0.01
+            if visible is not None:
+                params = visible[1]
+                replica_side.on_model(replica, r_index, visible[2], lambda p=params: p)
+            xs, ys = [events[i][0] for i in mine], [events[i][1] for i in mine]
+            for i, x, y in zip(mine, xs, ys):
+                if visible is None:
+                    y_pred, known = None, False
+                else:
+                    y_pred, known = served_prediction(visible[0], published, x)
+                unknown += not known
+                served.add("regression", y_pred, y)
+                if i >= late_from:
+                    served_late.add("regression", y_pred, y)
+            out = replica_side.on_events(replica, r_index, xs, ys)
+            own.merge(out.score)
+            touched[r_index].update(x.user for x in xs)
+            for data in out.updates:
+                updates += 1
+                update_bytes += len(data)
+                for user in touched[r_index]:  # the replica publishes the users it touched since its last sync
+                    record = user_record(replica.model, user)
+                    user_bytes += len(record)
+                    user_records += 1
+                    published[user] = (replica.model.u_biases.get(user, 0.0) if hasattr(replica.model, "u_biases")
+                                       else 0.0, replica.model.u_latents[user].copy())
+                touched[r_index] = set()
+                doc = merger_side.on_update(merger, data, now=clock).document
+                if doc is not None:
+                    versions += 1
+                    in_transit.append((rnd + delay, models.dumps(doc)))
+        doc = merger_side.on_timer(merger, now=clock).document
+        if doc is not None:
+            versions += 1
+            in_transit.append((rnd + delay, models.dumps(doc)))
+    users = [len(r.model.u_latents) for r in replicas]
+    state = [user_state_bytes(r.model) for r in replicas]
+    doc_bytes = len(models.dumps(models.to_wire(visible[0], name="reco", version=1))) if visible else 0
+    return {"served": served, "served_late": served_late, "own": own, "unknown": unknown / len(events),
+            "updates": updates, "update_bytes": update_bytes / max(updates, 1), "user_bytes": user_bytes,
+            "user_records": user_records, "users": users, "state": state, "versions": versions,
+            "doc_bytes": doc_bytes}
+
+
+def mae(score: Score) -> float:
+    return score.abs_error / max(score.events, 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--k", default="2,4,8")
+    ap.add_argument("--spec", default=SPEC)
+    ap.add_argument("--batch", type=int, default=100, help="events per replica per round")
+    ap.add_argument("--sync-every", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=42)
+    args = ap.parse_args()
+    events = list(rating_events(args.events, seed=args.seed))
+    late_from = len(events) // 10
+    t = time.perf_counter()
+    river, river_late, _ = river_baseline(build(args.spec), events, warmup=late_from)
+    river_s = time.perf_counter() - t
+    print(f"{len(events)} ratings, {len({r.user for r, _ in events})} users, {len({r.item for r, _ in events})} "
+          f"items; {args.spec}; sync every {args.sync_every} events, rounds of {args.batch} per replica")
+    print(f"River (SeededBiasedMF, one process): MAE {mae(river):.4f}, after the first 10% {mae(river_late):.4f} "
+          f"({1e6 * river_s / len(events):.0f} us/event)", flush=True)
+    line = None
+    for k in (int(v) for v in args.k.split(",")):
+        t = time.perf_counter()
+        o = run(args.spec, events, k, args.batch, args.sync_every)
+        wall = time.perf_counter() - t
+        ratio, ratio_all = mae(o["served_late"]) / mae(river_late), mae(o["served"]) / mae(river)
+        per_user = [s / max(u, 1) for s, u in zip(o["state"], o["users"])]
+        mean_state = sum(o["state"]) / k
+        print(f"K={k}: served MAE {mae(o['served']):.4f} ({ratio_all:.3f}x River), after 10% "
+              f"{mae(o['served_late']):.4f} ({ratio:.3f}x); replicas' own {mae(o['own']):.4f} "
+              f"({mae(o['own']) / mae(river):.3f}x); unknown-user requests {100 * o['unknown']:.2f}%", flush=True)
+        print(f"     users per replica {min(o['users'])}-{max(o['users'])}, user state {mean_state / 1e6:.2f} MB per "
+              f"replica ({min(per_user):.0f}-{max(per_user):.0f} bytes per user); item update {o['update_bytes']:.0f} "
+              f"bytes per sync ({o['updates']} syncs); user-factor topic {o['user_records']} records, "
+              f"{o['user_bytes'] / 1e6:.1f} MB; document {o['doc_bytes'] / 1024:.0f} KB; {wall:.0f} s", flush=True)
+        if k == 4:
+            line = (f"reco: K=4 mae_ratio={ratio:.3f} user_bytes_per_replica={mean_state:.0f} "
+                    f"item_bytes_per_sync={o['update_bytes']:.0f}")
+    if line:
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
