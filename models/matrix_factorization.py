@@ -135,3 +135,25 @@ class BiasedMFAdapter(FunkMFAdapter):
 
 FUNK_MF = register(FunkMFAdapter())
 BIASED_MF = register(BiasedMFAdapter())
+
+
+def serve_score(model: Any, user: Any, item: Any) -> float:
+    """What serving answers for ``item``: the merged item side with ``user``'s published factors (a
+    :class:`~riverflink.models.user_factors.UserFactors`); for an unknown user (``None``) the global mean plus the
+    item's bias (0 for a ``FunkMF``).  An item the model has not met scores with its starting vector and no bias,
+    as River scores it.
+
+    >>> from riverflink.models.user_factors import UserFactors
+    >>> model = SeededBiasedMF(n_factors=2)
+    >>> model.learn_one("ann", "jaws", 4.0)
+    >>> serve_score(model, None, "jaws") == model.global_mean.get() + model.i_biases["jaws"]
+    True
+    >>> ann = UserFactors("ann", model.u_biases["ann"], tuple(model.u_latents["ann"]))
+    >>> abs(serve_score(model, ann, "jaws") - model.predict_one("ann", "jaws")) < 1e-12
+    True
+    """
+    biased = hasattr(model, "global_mean")
+    base = model.global_mean.get() + model.i_biases.get(item, 0.0) if biased else 0.0
+    if user is None:
+        return float(base)
+    return float(base + user.bias + np.dot(np.asarray(user.vector), model.i_latents.peek(item)))

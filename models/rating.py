@@ -18,6 +18,22 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class Rating:
+    """``item`` is one item, or (a request to rank) a list of candidate items, of which ``top`` are answered
+    (``None``: all, best first)."""
+
     user: Any
     item: Any
     context: dict = field(default_factory=dict)
+    top: int | None = None
+
+
+def is_recommender(model: Any) -> bool:
+    """Whether ``model`` learns from ratings (River's ``reco`` rankers: ``learn_one(user, item, y)``).
+
+    >>> from riverflink.models.spec import build
+    >>> is_recommender(build("BiasedMF")), is_recommender(build("LinearRegression"))
+    (True, False)
+    """
+    from river.reco.base import Ranker
+
+    return isinstance(model, Ranker)

@@ -9,6 +9,8 @@ from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, Va
 DEAD_LETTER = OutputTag("dead-letter", Types.STRING())
 PREDICTIONS = OutputTag("predictions", Types.STRING())
 METRICS = OutputTag("metrics", Types.STRING())
+#: a recommender's user-factor records, ``"<key>\n<JSON>"`` (models.user_factors)
+USER_FACTORS = OutputTag("user-factors", Types.STRING())
 #: --working-set: the merger shards' answers to pulls, "<replica>\n<JSON>" (to the pulls topic), and read back as
 #: Row(replica key, a record frame at PULL_PARTITION) for the replicas' keyed input
 PULL_ANSWERS = OutputTag("pull-answers", Types.STRING())
@@ -25,6 +27,8 @@ SCATTER_ANSWERS = OutputTag("scatter-answers", Types.STRING())
 #: (a batch's id, its context message): keyed by batch id in the JVM with the scorers' partials
 SCATTER_CONTEXTS = OutputTag("scatter-contexts", Types.ROW([Types.STRING(), Types.STRING()]))
 #: broadcast state of the scatter: "scatter" -> its operators.scatter_gather.Scatter; keyed: the batches it stamped
+#: the serving job's users' factors (a recommender's, keyed by the user's batch key): JSON id -> "[bias, vector]"
+USER_TABLE = MapStateDescriptor("user-factors", Types.STRING(), Types.STRING())
 SCATTER = MapStateDescriptor("scatter", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
 SCATTER_BATCHES = ValueStateDescriptor("scatter-batches", Types.LONG())
 #: a shard scorer's entry (the manifest it stands on, its slice chain) and slice records waiting for a manifest

@@ -45,7 +45,8 @@ from riverflink.models.policies import MergePolicy
 from riverflink.models.signing import Verifier
 from riverflink.models.sync import SyncPolicy
 from riverflink.operators.dead_letters import Rejected
-from riverflink.operators.events import Event, parse_event
+from riverflink.models.user_factors import user_record
+from riverflink.operators.events import Event, RatingFields, parse_event
 from riverflink.operators.feature_budget import FeatureBudget
 from riverflink.operators.frames import Record
 from riverflink.operators.limits import DEFAULT_LIMITS, Limits
@@ -94,6 +95,9 @@ class LoopSettings:
     #: ``--working-set``: each replica holds at most this many features and pulls the others
     #: (:mod:`~riverflink.operators.pull_gate`); None: a replica holds every feature it meets
     working_set: WorkingSetSettings | None = None
+    #: a recommender's events: where they name the user and the item (:class:`~riverflink.operators.events.
+    #: RatingFields`; None: events carry features ``x``)
+    ratings: RatingFields | None = None
 
 
 @dataclass
@@ -105,6 +109,9 @@ class BatchOutcome:
     score: Score | None = None
     #: encoded updates for the merger
     updates: list[bytes] = field(default_factory=list)
+    #: a recommender's user-factor records ``(key, value)`` of the users the batch learned from
+    #: (:mod:`~riverflink.models.user_factors`)
+    user_factors: list = field(default_factory=list)
     #: the learned events, in order, and their ``(y_pred, proba)`` when predictions were asked for
     events: list[Event] = field(default_factory=list)
     predictions: list = field(default_factory=list)
@@ -219,7 +226,8 @@ class ReplicaSide:
         kinds = {label_kind(y) for y in replica.classes_seen} if self.labels.task in ("binary", "multiclass") \
             else None
         for record in records:
-            event = parse_event(record, require_label=self.labels.needs_label, key_field=key_field, limits=limits)
+            event = parse_event(record, require_label=self.labels.needs_label, key_field=key_field, limits=limits,
+                                ratings=self.s.ratings)
             if not isinstance(event, Rejected):
                 problem = self.labels.problem(event.y)
                 if problem is None and kinds is not None:  # one kind of label a stream (a tree sorts its classes)
@@ -290,7 +298,11 @@ class ReplicaSide:
                                                     model_name=self.s.model_name, replica=replica_id(key),
                                                     keep_predictions=keep_predictions, coalesce=coalesce)
         pieces = [b for u in updates for b in self.encode(u, replica)]
-        return BatchOutcome(version, score, pieces, predictions=predictions,
+        users = []
+        if self.s.ratings is not None:  # (users are model-parallel: their owner publishes them for serving)
+            users = [user_record(self.s.model_name, replica.model, user, self.s.ratings.user)
+                     for user in dict.fromkeys(x.user for x in xs)]
+        return BatchOutcome(version, score, pieces, user_factors=users, predictions=predictions,
                             unsent_started=idle and replica.since_sync > 0, new_classes=new_classes)
 
     def on_timer(self, replica: Replica, key: Any, now: float | None = None) -> list[bytes]:

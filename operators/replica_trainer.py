@@ -34,7 +34,8 @@ from riverflink.models.signing import Verifier
 from riverflink.models.spec import build as build_model
 from riverflink.operators import loop_trace, sampling_profiler
 from riverflink.operators.dead_letters import REASON_CLASSES, reason_class
-from riverflink.operators.flink_state import DEAD_LETTER, LATEST_MODEL, METRICS, PREDICTIONS, REPLICA
+from riverflink.operators.flink_state import (DEAD_LETTER, LATEST_MODEL, METRICS, PREDICTIONS, REPLICA,
+                                              USER_FACTORS)
 from riverflink.operators.frames import records
 from riverflink.operators.limits import DEFAULT_LIMITS, Limits
 from riverflink.operators.loop import BatchOutcome, LoopSettings, ReplicaSide
@@ -195,6 +196,8 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         self.m_features_dropped.inc(out.features_dropped)
         self.m_new_classes.inc(len(out.new_classes))
         yield from out.updates
+        for key_bytes, value in out.user_factors:
+            yield USER_FACTORS, f"{key_bytes.decode()}\n{value.decode()}"
         self.m_syncs.inc(len(out.updates) // max(1, self.side.s.shards))  # one piece per shard
         if out.pulls is not None:
             yield from out.pull_requests

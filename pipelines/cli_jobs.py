@@ -67,7 +67,7 @@ def cmd_train(args) -> int:
 
     cfg = job_config(TrainConfig, args)
     roles = ("events", "dead_letter", "models", "metrics") + (("training_predictions",) if cfg.training_predictions else ()) \
-        + (("pulls",) if cfg.working_set else ())
+        + (("pulls",) if cfg.working_set else ()) + (("users",) if cfg.rating_fields() else ())
     _preflight(cfg, cfg.topics.to_create(*roles))
     return _run_job(training.build, cfg, "train", args)
 
@@ -76,7 +76,7 @@ def cmd_serve(args) -> int:
     from riverflink.pipelines import serving
 
     cfg = job_config(ServeConfig, args)
-    _preflight(cfg, cfg.topics.to_create("requests", "predictions", "models"))
+    _preflight(cfg, cfg.topics.to_create("requests", "predictions", "models", *(("users",) if cfg.user_field else ())))
     return _run_job(serving.build, cfg, "serve", args)
 
 
@@ -90,7 +90,8 @@ def _preflight(cfg: TrainConfig | ServeConfig, topics: dict[str, int]) -> None:
         flink_rest.jobs(cfg.flink.jobmanager)
     if cfg.kafka.create_topics:
         kafka_io.create_topics(cfg.bootstrap_servers, topics, cfg.kafka.replication_factor,
-                               {cfg.topics.models: {"cleanup.policy": "compact"}})
+                               {cfg.topics.models: {"cleanup.policy": "compact"},
+                                cfg.topics.users: {"cleanup.policy": "compact"}})
     else:
         missing = sorted(set(topics) - kafka_io.topic_names(cfg.bootstrap_servers))
         if missing:

@@ -322,8 +322,9 @@ def register(command, kafka: argparse.ArgumentParser) -> None:
     pr.add_argument("--topic", default="events")
     src = pr.add_mutually_exclusive_group()
     src.add_argument("--dataset", default="Phishing", choices=DATASETS,
-                     help="bundled River dataset, or Clicks (synthetic, sparse: one-hot features of Zipf-distributed "
-                          "categorical fields and tokens, 100,000 events unless --limit)")
+                     help="bundled River dataset, Clicks (synthetic, sparse: one-hot features of Zipf-distributed "
+                          "categorical fields and tokens) or Ratings (synthetic ratings for BiasedMF/FunkMF: user, "
+                          "item, y); the synthetic ones 100,000 events unless --limit")
     src.add_argument("--file", help="a .jsonl file of {\"x\": {...}, \"y\": ...} lines, or a .csv with a header")
     pr.add_argument("--target", help="label column of a CSV file")
     pr.add_argument("--limit", type=int, help="events to send (datasets are shuffled and repeated to reach it)")

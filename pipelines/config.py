@@ -15,6 +15,7 @@ from riverflink.operators.merge_state import MergeTrigger
 from riverflink.operators.limits import DEFAULT_LIMITS, Limits
 from riverflink.operators.batch_learning import MODES
 from riverflink.pipelines.options import nested, option
+from riverflink.models.rating import is_recommender
 from riverflink.models.spec import build as build_model
 from riverflink.models.sync import SyncPolicy
 
@@ -44,7 +45,7 @@ def host_port(text: str) -> str:
 
 #: partitions of each topic riverflink creates, by role
 PARTITIONS = {"events": 2, "dead_letter": 1, "predictions": 2, "models": 1, "requests": 2, "metrics": 1,
-              "training_predictions": 2, "pulls": 2}
+              "training_predictions": 2, "pulls": 2, "users": 2}
 
 
 
@@ -79,14 +80,16 @@ class Topics:
     training_predictions: str = "predictions.training"
     #: the merger shards' answers to the replicas' pulls (``--working-set``), keyed by replica
     pulls: str = "models.pulls"
+    #: a recommender's user factors, published by the replicas that own the users (compacted, keyed by user)
+    users: str = "models.users"
 
     @classmethod
     def named(cls, events: str = "events", predictions: str = "predictions", models: str = "models",
               requests: str = "requests", metrics: str = "metrics", **_derived: str) -> "Topics":
-        """Topics by role; the dead-letter, training-predictions and pulls topics follow from events, predictions
-        and models."""
+        """Topics by role; the dead-letter, training-predictions, pulls and users topics follow from events,
+        predictions and models."""
         return cls(events, events + ".dlq", predictions, models, requests, metrics, predictions + ".training",
-                   models + ".pulls")
+                   models + ".pulls", models + ".users")
 
     @classmethod
     def for_run(cls, run: str) -> "Topics":
@@ -158,7 +161,11 @@ class TrainConfig:
                              "'StandardScaler|LogisticRegression(lr=0.05)' or 'GaussianNB'", flag="--model")
     model_name: str = option("default", "name of the model on the models topic")
     replicas: int = option(4, "K: replica keys are crc32(event key) mod K")
-    key_field: str = option("key", "event field used as replica key (else Kafka key, id)")
+    key_field: str = option("key", "event field used as replica key (else Kafka key, id); recommenders: the user "
+                            "field")
+    user_field: str = option("user", "recommenders (BiasedMF, FunkMF): the event field naming the user; events are "
+                             "keyed by it, so one replica owns each user")
+    item_field: str = option("item", "recommenders: the event field naming the item")
     sync_every_events: int | None = option(100, "a replica syncs after S events (0: never)", flag="--sync-every",
                                            none_as=0)
     sync_every_seconds: float | None = option(1.0, "... or T seconds after its first unsynced event (0: never)",
@@ -280,9 +287,41 @@ class TrainConfig:
                 from riverflink.operators.pull_gate import check_model
 
                 check_model(model)
+            if is_recommender(model):
+                self._check_recommender()
             self.sync_policy()
         except ValueError as e:
             raise ConfigError(str(e)) from None
+
+    def _check_recommender(self) -> None:
+        """A recommender's events are keyed by user (users are model-parallel); what does not work with it yet."""
+        if self.key_field not in ("key", self.user_field):
+            raise ConfigError(f"a recommender's events are keyed by its user field ({self.user_field!r}); "
+                              f"--key-field {self.key_field!r} would split a user's state over replicas")
+        if self.user_field == self.item_field:
+            raise ConfigError(f"--user-field and --item-field must differ, got {self.user_field!r} twice")
+        if self.signing_key:
+            raise ConfigError("recommenders publish their users' factors unsigned: --signing-key does not cover "
+                              "them yet")
+
+    @property
+    def recommender(self) -> bool:
+        """Whether the model learns from ratings (``False`` for a spec that does not build: ``validate`` says why)."""
+        try:
+            return is_recommender(build_model(self.model_spec))
+        except ValueError:
+            return False
+
+    @property
+    def event_key_field(self) -> str:
+        """The field events are keyed by: ``--key-field``, or a recommender's user field."""
+        return self.user_field if self.recommender else self.key_field
+
+    def rating_fields(self):
+        """A recommender's :class:`~riverflink.operators.events.RatingFields`, else ``None``."""
+        from riverflink.operators.events import RatingFields
+
+        return RatingFields(user=self.user_field, item=self.item_field) if self.recommender else None
 
     def verifier(self):
         """The public half of the signing key (``--signing-verify-key``, else ``verify.pem`` next to
@@ -305,11 +344,13 @@ class TrainConfig:
         return LoopSettings(
             model_name=self.model_name, mode=self.mode, sync=self.sync_policy(), precision=self.update_precision,
             policy=self.policy(), trigger=self.trigger(), quality_gate=self.quality_gate,
-            replica_features=self.max_model_features // self.replicas if self.shards <= 1 else None,
+            replica_features=self.max_model_features // self.replicas
+            if self.shards <= 1 and not self.recommender else None,
             shards=self.shards, epoch=int(time.time() * 1000) if self.shards > 1 else 0,
             patches=SLICE_PATCHES if self.shards > 1 else 0,
             working_set=WorkingSetSettings(self.working_set, self.expire_after) if self.working_set else None,
             lr_scale=replica_lr_scale(build_model(self.model_spec), self.replicas, self.merge_policy),
+            ratings=self.rating_fields(),
             classes=frozenset(c.strip().lower() if c.strip().lower() in ("true", "false") else c.strip()
                               for c in self.classes.split(",") if c.strip()) if self.classes else None)
 
@@ -338,6 +379,11 @@ class ServeConfig:
     shards: int = option(1, "M > 1: answer by scatter/gather over a sharded model's slices, each of M scorer "
                          "subtasks holding its shards' slices alone (a request's partial scores summed per request; "
                          "linear and logistic models); 1: every predictor holds the whole model", metavar="M")
+    user_field: str | None = option(None, "recommenders (BiasedMF, FunkMF): the request field naming the user; "
+                                    "requests are then keyed by it and answered with that user's factors from "
+                                    "MODELS.users (without it every user is answered as unknown: the global mean "
+                                    "plus the item's bias)")
+    item_field: str = option("item", "recommenders: the request field naming the item")
     topics: Topics = nested(Topics, only=("requests", "predictions", "models"))
     #: latency over throughput for serving: measured with bench/serving.py (docs in README)
     flink: FlinkConfig = nested(lambda: FlinkConfig(bundle_ms=10, buffer_timeout_ms=10))
@@ -354,6 +400,16 @@ class ServeConfig:
         if not 1 <= self.shards <= MAX_SHARDS:
             raise ConfigError(f"--shards must be in [1, {MAX_SHARDS}], got {self.shards}")
         load_verifier(self.verify_key)
+        if self.user_field is not None and self.shards > 1:
+            raise ConfigError("--user-field serves a recommender; --shards > 1 serves sharded linear models")
+        if self.user_field is not None and self.user_field == self.item_field:
+            raise ConfigError(f"--user-field and --item-field must differ, got {self.user_field!r} twice")
+
+    def rating_fields(self):
+        """Where a recommender's requests name the user and the item."""
+        from riverflink.operators.events import RatingFields
+
+        return RatingFields(user=self.user_field or "user", item=self.item_field)
 
 
 def load_verifier(path: str | None):

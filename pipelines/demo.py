@@ -52,7 +52,8 @@ class DemoConfig:
     """One demo run; the fields with an ``option`` are ``riverflink demo``'s flags."""
 
     bootstrap_servers: str
-    dataset: str = option("Phishing", "bundled River dataset, or Clicks (synthetic, sparse)", choices=DATASETS)
+    dataset: str = option("Phishing", "bundled River dataset, Clicks (synthetic, sparse) or Ratings "
+                                 "(synthetic ratings, for --model BiasedMF or FunkMF)", choices=DATASETS)
     events: int = option(10_000, "events to send (a file: at most this many)")
     rate: float = option(2_000.0, "events per second to produce")
     replicas: int = option(4, "K replicas")
@@ -66,7 +67,9 @@ class DemoConfig:
                              "'StandardScaler|LinearRegression' for a regression stream", flag="--model")
     #: a labelled .jsonl or .csv file instead of the River dataset (``target``: the CSV label column)
     file: str | None = option(None, "a labelled .jsonl or .csv file instead of --dataset")
-    target: str | None = option(None, "label column of a CSV file")
+    target: str | None = option(None, "label column of a CSV file (a recommender's rating: default y)")
+    user_field: str = option("user", "recommenders (BiasedMF, FunkMF): the file's user field or column")
+    item_field: str = option("item", "recommenders: the file's item field or column")
     mode: str = option("exact", "how replicas learn", choices=MODES)
     shards: int = option(1, "M merger shards (--shards of train; the summary adds model_features and "
                          "largest_slice_bytes)", metavar="M")
@@ -94,8 +97,17 @@ class DemoConfig:
     def serve_config(self) -> ServeConfig:
         """The serving job this run starts."""
         serve = ServeConfig(self.bootstrap_servers, model_name=self.model_name, topics=self.topics,
-                            group_id=f"riverflink-serve{self._suffix}", shards=self.serve_shards)
+                            group_id=f"riverflink-serve{self._suffix}", shards=self.serve_shards,
+                            user_field="user" if self.recommender else None)
         return dataclasses.replace(serve, flink=dataclasses.replace(serve.flink, parallelism=self.parallelism))
+
+    @property
+    def recommender(self) -> bool:
+        """Whether the model learns from ratings (the demo then sends events and requests naming ``user`` and
+        ``item``, whatever the file calls them)."""
+        from riverflink.models.rating import is_recommender
+
+        return is_recommender(build_model(self.model_spec))
 
     @property
     def _suffix(self) -> str:
@@ -134,6 +146,8 @@ class DemoResult:
     working_set_peak: int | None = None
     #: ... and the most features a trainer subtask's (bounded) reader held
     reader_peak: int | None = None
+    #: a recommender: the answers given for users the serving job held no factors for
+    unknown_users: int | None = None
 
     def percentiles(self, values: list) -> str:
         if not values:
@@ -152,6 +166,8 @@ class DemoResult:
                f" pull_p99_ms={quantile(self.pull_rtt_ms, 0.99):.0f} working_set_peak={self.working_set_peak}"
                if self.working_set_peak is not None else "")
             + (f" reader_peak={self.reader_peak}" if self.reader_peak is not None else "")
+            + (f" unknown_user_share={self.unknown_users / max(1, self.answered):.4f}"
+               if self.unknown_users is not None else "")
         )
 
 
@@ -203,7 +219,10 @@ def run(cfg: DemoConfig, out=print) -> DemoResult:
 
         from riverflink.pipelines.sources import file_events
 
-        labelled = list(islice(file_events(cfg.file, cfg.target), cfg.events))
+        from riverflink.operators.events import RatingFields
+
+        ratings = RatingFields(cfg.user_field, cfg.item_field) if cfg.recommender else None
+        labelled = list(islice(file_events(cfg.file, cfg.target, ratings), cfg.events))
         if not labelled:
             raise ConfigError(f"{cfg.file} holds no labelled events")
     else:
@@ -282,7 +301,8 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
     def answer_to_probe() -> str:
         """Send the serving job a request of its own and wait for the answer's status (not counted)."""
         probe = f"probe-{time.time()}"
-        kafka_io.produce(servers, t.requests, [json.dumps({"id": probe, "x": {}}).encode()])
+        request = {"id": probe, "user": probe, "item": probe} if cfg.recommender else {"id": probe, "x": {}}
+        kafka_io.produce(servers, t.requests, [json.dumps(request).encode()])
         while probe not in serving:
             _check_alive(jobs, cfg)
             if time.time() > deadline:
@@ -377,6 +397,7 @@ def _drive(cfg: DemoConfig, labelled: list, jobs, out) -> DemoResult:
         pull_rtt_ms=pull_rtt_ms,
         working_set_peak=working_set_peak,
         reader_peak=reader_peak,
+        unknown_users=sum(1 for i in answered if serving[i].get("known_user") is False) if cfg.recommender else None,
     )
 
 

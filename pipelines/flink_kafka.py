@@ -36,14 +36,14 @@ _CLIENT_PROPS = {
 
 
 def frame_source(env, servers: str, topic: str, group_id: str, name: str, limits: Limits = DEFAULT_LIMITS,
-                 properties: KafkaProperties = KafkaProperties()):
+                 properties: KafkaProperties = KafkaProperties(), partition_mark: int = 0):
     """The stream of :func:`frame_kafka_source`, named ``name``."""
-    source = frame_kafka_source(servers, topic, group_id, limits, properties)
+    source = frame_kafka_source(servers, topic, group_id, limits, properties, partition_mark)
     return env.from_source(source, WatermarkStrategy.no_watermarks(), name)
 
 
 def frame_kafka_source(servers: str, topic: str, group_id: str, limits: Limits = DEFAULT_LIMITS,
-                       properties: KafkaProperties = KafkaProperties()) -> KafkaSource:
+                       properties: KafkaProperties = KafkaProperties(), partition_mark: int = 0) -> KafkaSource:
     """Every record of ``topic`` as a binary record frame (partition, offset, timestamp, key, value; see
     ``RecordFrameDeserializationSchema.java`` and :func:`riverflink.operators.frames.open_frames`).
 
@@ -51,12 +51,16 @@ def frame_kafka_source(servers: str, topic: str, group_id: str, limits: Limits =
 
     Starts from the group's committed offsets, else the earliest.  A value over
     ``limits.max_event_bytes`` is cut to its dead-letter prefix at the source.
-    Without riverflink's jar, falls back to the plain value text (no offsets).
+    Without riverflink's jar, falls back to the plain value text (no offsets).  ``partition_mark`` < 0: every
+    frame carries it in place of its partition (a second topic merged into a stream of events; needs the jar).
     """
     builder = _committed_or_earliest(servers, topic, group_id, properties)
     if jars.operators_jar() is not None:
         builder._j_builder.setDeserializer(get_gateway().jvm.riverflink.RecordFrameDeserializationSchema(
-            limits.max_event_bytes, limits.dead_letter_prefix))
+            limits.max_event_bytes, limits.dead_letter_prefix, partition_mark))
+    elif partition_mark < 0:
+        raise ValueError("serving a recommender's users needs riverflink's operators jar (make builds it; it needs "
+                         "javac)")
     else:
         builder.set_value_only_deserializer(SimpleStringSchema())
     return _rewinding(builder.build())

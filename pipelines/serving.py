@@ -11,7 +11,7 @@ from pyflink.common import Types
 
 from riverflink.operators.flink_state import LATEST_MODEL, SCATTER, SCATTER_ANSWERS, SCATTER_CONTEXTS
 from riverflink.operators.partial_serving import GatherFunction, ScatterFunction, ScorerFunction
-from riverflink.operators.predictor import Predictor
+from riverflink.operators.predictor import USER_PARTITION, Predictor
 from riverflink.pipelines import java_ops
 from riverflink.pipelines.config import ServeConfig, load_verifier
 from riverflink.pipelines.flink_kafka import frame_source, text_sink, text_source
@@ -33,10 +33,17 @@ def build(cfg: ServeConfig):
     if cfg.shards > 1:
         answers, batched = _scatter_gather(cfg, requests, model_docs)
     else:
-        keyed, batched = java_ops.keyed_batches(requests, keys, None, cfg.batch_size, cfg.batch_ms)
+        if cfg.user_field is not None:
+            # a recommender's users: their factor records (frames at USER_PARTITION), keyed with their requests
+            users = frame_source(env, servers, t.users, f"{cfg.group_id}-users", "users", properties=props,
+                                 partition_mark=USER_PARTITION).uid("source-users")
+            requests = requests.union(users)
+        # keyed by user for a recommender (its users' factors live with their requests), else spread in turn
+        keyed, batched = java_ops.keyed_batches(requests, keys, cfg.user_field, cfg.batch_size, cfg.batch_ms)
         answers = (
             keyed.connect(model_docs.broadcast(LATEST_MODEL))
-            .process(Predictor(cfg.model_name, batched, verifier=load_verifier(cfg.verify_key)),
+            .process(Predictor(cfg.model_name, batched, verifier=load_verifier(cfg.verify_key),
+                               ratings=cfg.rating_fields(), users=cfg.user_field is not None),
                      output_type=Types.STRING())
             .name("predictor")
             .uid("predictor")

@@ -8,12 +8,14 @@ import random
 from pathlib import Path
 from typing import Iterator
 
+from riverflink.models.rating import Rating
+from riverflink.operators.events import RatingFields
 from riverflink.pipelines.config import ConfigError
 
 #: River datasets bundled with the package (no download)
 RIVER_DATASETS = ("Phishing", "Bananas", "TrumpApproval", "ChickWeights", "SolarFlare", "ImageSegments")
 #: seeded synthetic streams (:mod:`~riverflink.pipelines.click_stream`), and their length when none is asked
-SYNTHETIC = {"Clicks": 100_000}
+SYNTHETIC = {"Clicks": 100_000, "Ratings": 100_000}
 DATASETS = RIVER_DATASETS + tuple(SYNTHETIC)
 
 #: deliberately malformed events (each must end up on the dead-letter topic)
@@ -33,11 +35,17 @@ MALFORMED: tuple[bytes, ...] = (
 
 def dataset_events(name: str, n: int | None = None, seed: int = 42) -> Iterator[tuple[dict, object]]:
     """``(x, y)`` from a bundled River dataset (:func:`river_events`) or a synthetic stream (``Clicks``: sparse
-    one-hot features, :func:`~riverflink.pipelines.click_stream.click_events`; ``n`` defaults to 100,000)."""
+    one-hot features, :func:`~riverflink.pipelines.click_stream.click_events`; ``Ratings``: a recommender's
+    ``(Rating, rating)``, :func:`~riverflink.pipelines.ratings_stream.rating_events`; ``n`` defaults to
+    100,000)."""
     if name == "Clicks":
         from riverflink.pipelines.click_stream import click_events
 
         return click_events(SYNTHETIC[name] if n is None else n, seed=seed)
+    if name == "Ratings":  # (a recommender's: Rating(user, item) and a rating, pipelines/ratings_stream.py)
+        from riverflink.pipelines.ratings_stream import rating_events
+
+        return rating_events(SYNTHETIC[name] if n is None else n, seed=seed)
     return river_events(name, n, seed)
 
 
@@ -73,11 +81,18 @@ def _plain(x: dict) -> dict:
     return {str(k): float(v) for k, v in x.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def file_events(path: str, target: str | None) -> Iterator[tuple[dict, object]]:
-    """``(x, y)`` from a JSONL file (one event object per line) or a CSV with a header row."""
+def file_events(path: str, target: str | None, ratings: RatingFields | None = None) -> Iterator[tuple[dict, object]]:
+    """``(x, y)`` from a JSONL file (one event object per line) or a CSV with a header row.
+
+    ``ratings``: a recommender's file, whose events name a user and an item (fields or columns ``ratings.user``
+    and ``ratings.item``; the rating is ``y``, or the CSV column ``target``, default ``y``): ``(Rating, y)``.
+    """
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"no such file: {path}")
+    if ratings is not None:
+        yield from _rating_file(p, path, target or "y", ratings)
+        return
     if p.suffix in (".jsonl", ".json", ".ndjson"):
         with p.open(encoding="utf-8", errors="strict") as f:
             for n, line in enumerate(_lines(f, path), 1):
@@ -105,6 +120,40 @@ def file_events(path: str, target: str | None) -> Iterator[tuple[dict, object]]:
             yield x, _label(y)
 
 
+def _rating_file(p: Path, path: str, target: str, fields: RatingFields) -> Iterator[tuple[Rating, float]]:
+    """A recommender's ratings from a JSONL or CSV file (see :func:`file_events`)."""
+    def rating(doc: dict, where: str) -> tuple[Rating, float]:
+        missing = [f for f in (fields.user, fields.item, target) if doc.get(f) in (None, "")]
+        if missing:
+            raise ConfigError(f"{where}: a rating needs {', '.join(repr(f) for f in missing)} (rename the fields "
+                              "with --user-field, --item-field, --target)")
+        try:
+            y = float(doc[target])
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: the rating {target!r} must be a number, got {doc[target]!r}") from None
+        user, item = doc[fields.user], doc[fields.item]
+        if not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in (user, item)):
+            raise ConfigError(f"{where}: user and item ids must be strings or integers")
+        context = doc.get("x") if isinstance(doc.get("x"), dict) else {}
+        return Rating(user, item, context), y
+
+    with p.open(newline="", encoding="utf-8", errors="strict") as f:
+        if p.suffix in (".jsonl", ".json", ".ndjson"):
+            for n, line in enumerate(_lines(f, path), 1):
+                if line.strip():
+                    try:
+                        doc = json.loads(line)
+                    except ValueError as e:
+                        raise ConfigError(f"{path}:{n}: not a JSON object: {e}") from None
+                    if not isinstance(doc, dict):
+                        raise ConfigError(f"{path}:{n}: expected a JSON object")
+                    yield rating(doc, f"{path}:{n}")
+            return
+        reader = csv.DictReader(_lines(f, path))
+        for row in reader:
+            yield rating(row, f"{path}:{reader.line_num}")
+
+
 def _lines(f, path: str):
     try:
         yield from f
@@ -123,8 +172,13 @@ def _label(text: str):
 
 
 def encode_events(events, *, start_id: int = 0, with_label: bool = True) -> Iterator[bytes]:
+    """One JSON event per ``(x, y)``, ids from ``start_id``; a recommender's ``Rating`` as ``user``, ``item``
+    (and ``x`` when it has context)."""
     for i, (x, y) in enumerate(events, start_id):
-        doc = {"id": i, "x": x}
+        if type(x) is Rating:
+            doc = {"id": i, "user": x.user, "item": x.item, **({"x": x.context} if x.context else {})}
+        else:
+            doc = {"id": i, "x": x}
         if with_label:
             doc["y"] = y
         yield json.dumps(doc).encode()

@@ -7,7 +7,8 @@
                   ▼
     models ─► (broadcast) ─► ReplicaTrainer ──► metrics (one record per replica batch)
        ▲                        │     ├──bad──► events.dlq
-       │                        │     └──opt──► predictions.training (per event, --training-predictions)
+       │                        │     ├──opt──► predictions.training (per event, --training-predictions)
+       │                        │     └──reco─► models.users (recommenders: each user's factors, by its replica)
        │                        │ replica updates (bytes), keyed by model name
        │                        ▼
        └──────────────── Merger ◄── models (adopt newer versions after a restart)
@@ -35,7 +36,7 @@ from pyflink.common import Types
 from riverflink.models.document import read_document
 from riverflink.models.manifest import shard_key
 from riverflink.operators.flink_state import (DEAD_LETTER, LATEST_MODEL, METRICS, PREDICTIONS, PULL_ANSWERS,
-                                              SLICES_PUBLISHED)
+                                              SLICES_PUBLISHED, USER_FACTORS)
 from riverflink.operators.manifest_publisher import ManifestPublisher
 from riverflink.operators.merger import Merger
 from riverflink.operators.pulls import PULL_MAX_BYTES
@@ -89,7 +90,7 @@ def build(cfg: TrainConfig):
 
     # keyed by replica (crc32(event key) mod K) and micro-batched in the JVM: bytes, many frames per record;
     # without riverflink's jar, one value string per record keyed in Python (`batched` is False)
-    keyed, batched = java_ops.keyed_batches(raw, cfg.replicas, cfg.key_field, cfg.batch_size, cfg.batch_ms,
+    keyed, batched = java_ops.keyed_batches(raw, cfg.replicas, cfg.event_key_field, cfg.batch_size, cfg.batch_ms,
                                             answers)
 
     # str: the model documents on `models`, to every replica (broadcast) and to the merger
@@ -100,7 +101,7 @@ def build(cfg: TrainConfig):
     # records and (if asked) per-event training predictions
     trainer = ReplicaTrainer(TrainerSettings(
         loop=loop, model_spec=cfg.model_spec, sync_check_ms=int(1000 * (cfg.sync_every_seconds or 1.0)),
-        key_field=cfg.key_field, source_topic=t.events, batched=batched,
+        key_field=cfg.event_key_field, source_topic=t.events, batched=batched,
         training_predictions=cfg.training_predictions, limits=cfg.limits,
         verifier=verifier,
         job_tag=f"{cfg.model_name}@{time.strftime('%Y-%m-%dT%H:%M:%S')}",
@@ -115,6 +116,10 @@ def build(cfg: TrainConfig):
         "sink-dlq").uid("sink-dlq")
     updates.get_side_output(METRICS).sink_to(text_sink(servers, t.metrics, properties=props)).name(
         "sink-metrics").uid("sink-metrics")
+    if loop.ratings is not None:  # a recommender's users, for serving: "<user as JSON>\n<record>" (compacted)
+        updates.get_side_output(USER_FACTORS).sink_to(text_sink(servers, t.users, compression="gzip",
+                                                                properties=props, keyed_lines=True)).name(
+            "sink-users").uid("sink-users")
     if cfg.training_predictions:
         updates.get_side_output(PREDICTIONS).sink_to(text_sink(servers, t.training_predictions,
                                                                properties=props)).name(

@@ -29,6 +29,11 @@ import org.apache.kafka.clients.consumer.ConsumerRecord;
  * its first {@code keepBytes}, and the frame carries the whole value's length and SHA-256: an
  * oversized record then costs no room in a batch, and its dead letter still names its true size
  * and digest.
+ *
+ * <p>With a negative {@code partitionMark}, every frame carries that number in place of its partition: the
+ * records of a second topic merged into a stream of events or requests (a recommender's user factors, at
+ * Python's {@code USER_PARTITION}) are then told apart from them whatever their bytes, since no Kafka
+ * partition is negative.
  */
 public class RecordFrameDeserializationSchema implements KafkaRecordDeserializationSchema<byte[]> {
     private static final long serialVersionUID = 1L;
@@ -37,10 +42,16 @@ public class RecordFrameDeserializationSchema implements KafkaRecordDeserializat
     public static final int DIGEST = 32;
     private final int maxValueBytes;
     private final int keepBytes;
+    private final int partitionMark;
 
     public RecordFrameDeserializationSchema(int maxValueBytes, int keepBytes) {
+        this(maxValueBytes, keepBytes, 0);
+    }
+
+    public RecordFrameDeserializationSchema(int maxValueBytes, int keepBytes, int partitionMark) {
         this.maxValueBytes = maxValueBytes;
         this.keepBytes = Math.min(keepBytes, maxValueBytes);
+        this.partitionMark = partitionMark;
     }
 
     @Override
@@ -55,7 +66,7 @@ public class RecordFrameDeserializationSchema implements KafkaRecordDeserializat
             digest = sha256(value);
             valueLength = keepBytes;
         }
-        out.collect(frame(record.partition(), record.offset(), record.timestamp(), key, value, valueLength, whole,
+        out.collect(frame(partitionMark < 0 ? partitionMark : record.partition(), record.offset(), record.timestamp(), key, value, valueLength, whole,
                 digest));
     }
 
