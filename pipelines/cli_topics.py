@@ -122,6 +122,7 @@ def _has_every_shard(metas: list) -> bool:
 
 def cmd_models(args) -> int:
     from riverflink.models.document import read_document
+    from riverflink.models import matrix_factorization
     from riverflink.models.tree_structure import shape_of
     from riverflink.models.signing import verify
     from riverflink.pipelines import kafka_io
@@ -186,7 +187,7 @@ def cmd_models(args) -> int:
             serving = f"patch of v{m.patch_of}"
         if m.pages > 1:
             serving += f" (page {m.page + 1} of {m.pages})"
-        shape = shape_of(document.doc)
+        shape = shape_of(document.doc) or matrix_factorization.shape_of(document.doc)
         if shape:
             serving += f"  {shape}"
         print(f"{_shown_name(m)[:12]:12} {str(m.version)[:14]:>14} {str(m.sequence)[:5]:>5} {str(m.events)[:8]:>8} "

@@ -20,6 +20,18 @@ documents signed by its private half are accepted; ``verified`` tells.
 Predictions are River's own ``predict_one`` / ``predict_proba_one`` on that
 object: the swap is one attribute assignment, so a prediction never sees a
 half-updated model, and costs what River's call costs.
+
+A recommender (``BiasedMF``, ``FunkMF``) answers with :meth:`LiveModel.rate` and
+:meth:`LiveModel.rank`.  Its documents hold the item side alone; with
+``users=True`` the thread also follows ``<topic>.users`` (each user's newest
+factors, published by the replica that owns the user, validated as the serving
+job validates them), and a user it holds none for is answered as serving
+answers an unknown user (the global mean plus the item's bias; counted in
+``unknown_users``)::
+
+    with LiveModel("127.0.0.1:9092", "films", users=True) as live:
+        live.wait(timeout=30)
+        live.rate("u17", "i4"), live.rank("u17", ["i4", "i9", "i12"], n=2)
 """
 
 from __future__ import annotations
@@ -40,9 +52,15 @@ class NoModelYet(LookupError):
 
 class LiveModel:
     def __init__(self, bootstrap_servers: str, model_name: str, *, topic: str = "models",
-                 max_skew_ms: int = 60_000, verify_key: str | None = None, start: bool = True):
+                 max_skew_ms: int = 60_000, verify_key: str | None = None, start: bool = True, users: bool = False,
+                 user_field: str = "user"):
         from riverflink.models.signing import Verifier
 
+        #: a recommender's users' factors (``users=True``): user -> UserFactors, and the answers without any
+        self.users: dict | None = {} if users else None
+        self.user_field = user_field
+        self.unknown_users = 0
+        self._users_reader = None
         self.bootstrap_servers, self.model_name, self.topic = bootstrap_servers, model_name, topic
         self.rules = FeedRules(model_name, max_skew_ms, verifier=Verifier.load(verify_key) if verify_key else None,
                                serving=True)
@@ -64,6 +82,8 @@ class LiveModel:
         from riverflink.pipelines import kafka_io
 
         self._reader = kafka_io.TopicReader(self.bootstrap_servers, self.topic)
+        if self.users is not None:
+            self._users_reader = kafka_io.TopicReader(self.bootstrap_servers, f"{self.topic}.users")
         self._thread = threading.Thread(target=self._follow, name=f"riverflink-live-{self.model_name}", daemon=True)
         self._thread.start()
         return self
@@ -73,6 +93,8 @@ class LiveModel:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._reader.close()
+        if self._users_reader is not None:
+            self._users_reader.close()
 
     def __enter__(self) -> "LiveModel":
         return self
@@ -89,6 +111,9 @@ class LiveModel:
             try:
                 for value in self._reader.poll(200):
                     self.offer(value)
+                if self._users_reader is not None:
+                    for value in self._users_reader.poll(0):
+                        self.offer_user(value)
                 self._error = None
             except Exception as e:  # noqa: BLE001 - keep serving the last good model; report on access
                 self._error = e
@@ -106,6 +131,19 @@ class LiveModel:
         self._entry = entry
         self._current = (entry.version, entry.meta.created_at or 0.0, model)
         self._arrived.set()
+        return True
+
+    def offer_user(self, value: bytes | None) -> bool:
+        """Consider one record of ``<topic>.users``; ``True`` if it was taken (its user's newest factors)."""
+        from riverflink.models.user_factors import read_user_record
+
+        model = self._current[2] if self._current is not None else None
+        factors = read_user_record(value, self.model_name, getattr(model, "n_factors", None), self.user_field)
+        if isinstance(factors, str):
+            self.ignored += 1
+            log.warning("LiveModel %s ignored a user-factor record: %s", self.model_name, factors)
+            return False
+        self.users[factors.user] = factors
         return True
 
     @property
@@ -148,3 +186,23 @@ class LiveModel:
 
     def predict_proba_one(self, x: dict) -> dict:
         return self.model.predict_proba_one(x)
+
+    def rate(self, user: Any, item: Any) -> float:
+        """A recommender's score for ``user`` and ``item``, as the serving job answers it."""
+        from riverflink.models.matrix_factorization import serve_score
+
+        return serve_score(self.model, self._user(user), item)
+
+    def rank(self, user: Any, items: list, n: int | None = None) -> list[tuple[Any, float]]:
+        """``items`` scored for ``user`` (:meth:`rate`), best first, the ``n`` best (default: all)."""
+        from riverflink.models.matrix_factorization import serve_score
+
+        model, factors = self.model, self._user(user)
+        scored = sorted(((serve_score(model, factors, i), k, i) for k, i in enumerate(items)), key=lambda t: (-t[0], t[1]))
+        return [(i, s) for s, _, i in scored[:n]]
+
+    def _user(self, user: Any):
+        factors = self.users.get(user) if self.users is not None else None
+        if factors is None:
+            self.unknown_users += 1
+        return factors
