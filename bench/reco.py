@@ -163,6 +163,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=100, help="events per replica per round")
     ap.add_argument("--sync-every", type=int, default=100)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--delay", type=int, default=1, help="rounds before a merged version is visible")
     args = ap.parse_args()
     events = list(rating_events(args.events, seed=args.seed))
     late_from = len(events) // 10
@@ -170,13 +171,14 @@ def main() -> None:
     river, river_late, _ = river_baseline(build(args.spec), events, warmup=late_from)
     river_s = time.perf_counter() - t
     print(f"{len(events)} ratings, {len({r.user for r, _ in events})} users, {len({r.item for r, _ in events})} "
-          f"items; {args.spec}; sync every {args.sync_every} events, rounds of {args.batch} per replica")
+          f"items; {args.spec}; sync every {args.sync_every} events, rounds of {args.batch} per replica, versions "
+          f"visible {args.delay} round(s) later")
     print(f"River (SeededBiasedMF, one process): MAE {mae(river):.4f}, after the first 10% {mae(river_late):.4f} "
           f"({1e6 * river_s / len(events):.0f} us/event)", flush=True)
     line = None
     for k in (int(v) for v in args.k.split(",")):
         t = time.perf_counter()
-        o = run(args.spec, events, k, args.batch, args.sync_every)
+        o = run(args.spec, events, k, args.batch, args.sync_every, args.delay)
         wall = time.perf_counter() - t
         ratio, ratio_all = mae(o["served_late"]) / mae(river_late), mae(o["served"]) / mae(river)
         per_user = [s / max(u, 1) for s, u in zip(o["state"], o["users"])]

@@ -26,14 +26,13 @@ defaults to 0, not ``None``: every process must draw alike.
 from __future__ import annotations
 
 import numpy as np
-import collections
-
 from river import optim, reco
 
+from riverflink.models.item_tally import ItemTally
 from riverflink.models.seeded_latents import IdSeededVectors
 
 
-class SeededBiasedMF(reco.BiasedMF):
+class SeededBiasedMF(ItemTally, reco.BiasedMF):
     """``river.reco.BiasedMF`` with id-seeded starting vectors; ``latent_initializer`` must be a ``Normal`` (its
     ``mu`` and ``sigma`` are kept; its own seed is not used) and ``weight_initializer`` a constant."""
 
@@ -46,21 +45,11 @@ class SeededBiasedMF(reco.BiasedMF):
                          loss=loss, l2_bias=l2_bias, l2_latent=l2_latent, weight_initializer=weight_initializer,
                          latent_initializer=latent_initializer, clip_gradient=clip_gradient, seed=seed)
         self.u_latents = seeded_vectors(self.latent_initializer, n_factors, seed)
-        #: per item, the events learned and the sum of their users' squared vector norms (the loss's curvature along
-        #: the item's vector, up to a factor 2): what the merge discounts stale item updates by
-        self.i_counts: collections.Counter = collections.Counter()
-        self.i_curvature: collections.Counter = collections.Counter()
+        self._start_tally()
         self.i_latents = seeded_vectors(self.latent_initializer, n_factors, seed)
         if not isinstance(self.weight_initializer, optim.initializers.Constant):
             raise ValueError("SeededBiasedMF's weight_initializer must be Zeros or Constant (biases start alike "
                              "everywhere)")
-
-    def learn_one(self, user, item, y, x=None):
-        vector = self.u_latents.peek(user)
-        curvature = float(np.dot(vector, vector))  # (before the step: River updates the vector in place)
-        super().learn_one(user, item, y, x)
-        self.i_counts[item] += 1
-        self.i_curvature[item] += curvature
 
     def predict_one(self, user, item, x=None):
         y_pred = self.global_mean.get()

@@ -13,14 +13,13 @@ prediction without adding ids, vectors seeded by a stable hash of the id
 from __future__ import annotations
 
 import numpy as np
-import collections
-
 from river import optim, reco
 
 from riverflink.models.biased_mf import seeded_vectors
+from riverflink.models.item_tally import ItemTally
 
 
-class SeededFunkMF(reco.FunkMF):
+class SeededFunkMF(ItemTally, reco.FunkMF):
     """``river.reco.FunkMF`` with id-seeded starting vectors (``initializer`` must be a ``Normal``)."""
 
     def __init__(self, n_factors=10, optimizer: optim.base.Optimizer | None = None,
@@ -30,18 +29,8 @@ class SeededFunkMF(reco.FunkMF):
         super().__init__(n_factors=n_factors, optimizer=optimizer, loss=loss, l2=l2, initializer=initializer,
                          clip_gradient=clip_gradient, seed=seed)
         self.u_latents = seeded_vectors(self.initializer, n_factors, seed)
-        #: per item, the events learned and the sum of their users' squared vector norms (the loss's curvature along
-        #: the item's vector, up to a factor 2): what the merge discounts stale item updates by
-        self.i_counts: collections.Counter = collections.Counter()
-        self.i_curvature: collections.Counter = collections.Counter()
+        self._start_tally()
         self.i_latents = seeded_vectors(self.initializer, n_factors, seed)
-
-    def learn_one(self, user, item, y, x=None):
-        vector = self.u_latents.peek(user)
-        curvature = float(np.dot(vector, vector))  # (before the step: River updates the vector in place)
-        super().learn_one(user, item, y, x)
-        self.i_counts[item] += 1
-        self.i_curvature[item] += curvature
 
     def predict_one(self, user, item, x=None):
         return np.dot(self.u_latents.peek(user), self.i_latents.peek(item)).item()

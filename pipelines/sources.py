@@ -95,15 +95,10 @@ def file_events(path: str, target: str | None, ratings: RatingFields | None = No
         return
     if p.suffix in (".jsonl", ".json", ".ndjson"):
         with p.open(encoding="utf-8", errors="strict") as f:
-            for n, line in enumerate(_lines(f, path), 1):
-                if line.strip():
-                    try:
-                        doc = json.loads(line)
-                    except ValueError as e:
-                        raise ConfigError(f"{path}:{n}: not a JSON object: {e}") from None
-                    if not isinstance(doc, dict) or not isinstance(doc.get("x"), dict):
-                        raise ConfigError(f"{path}:{n}: expected {{\"x\": {{...}}, \"y\": ...}}")
-                    yield doc["x"], doc.get("y")
+            for n, doc in _json_objects(f, path):
+                if not isinstance(doc.get("x"), dict):
+                    raise ConfigError(f"{path}:{n}: expected {{\"x\": {{...}}, \"y\": ...}}")
+                yield doc["x"], doc.get("y")
         return
     if not target:
         raise ConfigError("a CSV source needs --target COLUMN (the label column)")
@@ -139,19 +134,26 @@ def _rating_file(p: Path, path: str, target: str, fields: RatingFields) -> Itera
 
     with p.open(newline="", encoding="utf-8", errors="strict") as f:
         if p.suffix in (".jsonl", ".json", ".ndjson"):
-            for n, line in enumerate(_lines(f, path), 1):
-                if line.strip():
-                    try:
-                        doc = json.loads(line)
-                    except ValueError as e:
-                        raise ConfigError(f"{path}:{n}: not a JSON object: {e}") from None
-                    if not isinstance(doc, dict):
-                        raise ConfigError(f"{path}:{n}: expected a JSON object")
-                    yield rating(doc, f"{path}:{n}")
+            for n, doc in _json_objects(f, path):
+                yield rating(doc, f"{path}:{n}")
             return
         reader = csv.DictReader(_lines(f, path))
         for row in reader:
             yield rating(row, f"{path}:{reader.line_num}")
+
+
+def _json_objects(f, path: str) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` of each non-blank line of a JSONL file; a line that is not a JSON object is a
+    ``ConfigError`` naming it."""
+    for n, line in enumerate(_lines(f, path), 1):
+        if line.strip():
+            try:
+                doc = json.loads(line)
+            except ValueError as e:
+                raise ConfigError(f"{path}:{n}: not a JSON object: {e}") from None
+            if not isinstance(doc, dict):
+                raise ConfigError(f"{path}:{n}: expected a JSON object")
+            yield n, doc
 
 
 def _lines(f, path: str):
