@@ -26,6 +26,7 @@ bench: $(STAMP) $(BENCH_STAMP) $(JARS) java
 	$(PY) -m bench.serving
 	$(PY) -m bench.sharded
 	$(PY) -m bench.trees
+	$(PY) -m bench.reco
 
 java:
 	@command -v java >/dev/null 2>&1 || { echo "error: Java not found; riverflink needs a Java 17 runtime (e.g. apt-get install openjdk-17-jdk-headless)" >&2; exit 1; }

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import pickle
 import sys
 import time
 import zlib
@@ -59,9 +60,15 @@ def user_record(model, user) -> bytes:
 
 
 def user_state_bytes(model) -> int:
-    """A replica's user state as it holds it: per user, its id, bias and vector (numpy buffer, 8 bytes a factor)."""
+    """A replica's user state as it holds it in memory, estimated per user: its id, its bias (a float) and its
+    vector (a numpy array: 112 bytes of header and 8 a factor), dict slots left out."""
     biases = getattr(model, "u_biases", {})
     return sum(sys.getsizeof(u) + (24 if u in biases else 0) + v.nbytes + 112 for u, v in model.u_latents.items())
+
+
+def checkpointed_user_bytes(model) -> int:
+    """The bytes of a replica's user state in Flink's keyed state (pickled, as PyFlink writes the replica)."""
+    return len(pickle.dumps((model.u_latents, getattr(model, "u_biases", None)), protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def served_prediction(merged, published: dict, rating) -> tuple[float, bool]:
@@ -144,10 +151,11 @@ def run(spec: str, events: list, k: int, batch: int, sync_every: int, delay: int
             in_transit.append((rnd + delay, models.dumps(doc)))
     users = [len(r.model.u_latents) for r in replicas]
     state = [user_state_bytes(r.model) for r in replicas]
+    pickled = [checkpointed_user_bytes(r.model) for r in replicas]
     doc_bytes = len(models.dumps(models.to_wire(visible[0], name="reco", version=1))) if visible else 0
     return {"served": served, "served_late": served_late, "own": own, "unknown": unknown / len(events),
             "updates": updates, "update_bytes": update_bytes / max(updates, 1), "user_bytes": user_bytes,
-            "user_records": user_records, "users": users, "state": state, "versions": versions,
+            "user_records": user_records, "users": users, "state": state, "pickled": pickled, "versions": versions,
             "doc_bytes": doc_bytes}
 
 
@@ -186,8 +194,10 @@ def main() -> None:
         print(f"K={k}: served MAE {mae(o['served']):.4f} ({ratio_all:.3f}x River), after 10% "
               f"{mae(o['served_late']):.4f} ({ratio:.3f}x); replicas' own {mae(o['own']):.4f} "
               f"({mae(o['own']) / mae(river):.3f}x); unknown-user requests {100 * o['unknown']:.2f}%", flush=True)
+        pickled = [p / max(u, 1) for p, u in zip(o["pickled"], o["users"])]
         print(f"     users per replica {min(o['users'])}-{max(o['users'])}, user state {mean_state / 1e6:.2f} MB per "
-              f"replica ({min(per_user):.0f}-{max(per_user):.0f} bytes per user); item update {o['update_bytes']:.0f} "
+              f"replica ({min(per_user):.0f}-{max(per_user):.0f} bytes per user in memory, "
+              f"{min(pickled):.0f}-{max(pickled):.0f} in its checkpoint); item update {o['update_bytes']:.0f} "
               f"bytes per sync ({o['updates']} syncs); user-factor topic {o['user_records']} records, "
               f"{o['user_bytes'] / 1e6:.1f} MB; document {o['doc_bytes'] / 1024:.0f} KB; {wall:.0f} s", flush=True)
         if k == 4:

@@ -26,9 +26,9 @@ MANIFEST_WRITER = ValueStateDescriptor("manifest-writer", Types.PICKLED_BYTE_ARR
 SCATTER_ANSWERS = OutputTag("scatter-answers", Types.STRING())
 #: (a batch's id, its context message): keyed by batch id in the JVM with the scorers' partials
 SCATTER_CONTEXTS = OutputTag("scatter-contexts", Types.ROW([Types.STRING(), Types.STRING()]))
-#: broadcast state of the scatter: "scatter" -> its operators.scatter_gather.Scatter; keyed: the batches it stamped
 #: the serving job's users' factors (a recommender's, keyed by the user's batch key): JSON id -> "[bias, vector]"
 USER_TABLE = MapStateDescriptor("user-factors", Types.STRING(), Types.STRING())
+#: broadcast state of the scatter: "scatter" -> its operators.scatter_gather.Scatter; keyed: the batches it stamped
 SCATTER = MapStateDescriptor("scatter", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
 SCATTER_BATCHES = ValueStateDescriptor("scatter-batches", Types.LONG())
 #: a shard scorer's entry (the manifest it stands on, its slice chain) and slice records waiting for a manifest

@@ -3,8 +3,8 @@
 Input: a micro-batch of request frames (``batched``) or one raw request;
 output: one string of JSON prediction lines, one per request, each ``ok``
 (with the model version and age), ``no_model_yet`` or ``bad_request`` (with
-the reason).  Keys only spread the requests over subtasks; there is no keyed
-state.  Model documents are validated before they are stored
+the reason).  Keys only spread the requests over subtasks (a recommender's
+users aside, below).  Model documents are validated before they are stored
 (:mod:`riverflink.operators.model_feed`).
 
 A recommender (``BiasedMF``, ``FunkMF``) answers requests that name a ``user``
@@ -23,10 +23,9 @@ import collections
 import logging
 import time
 
+import orjson
 from pyflink.datastream.functions import KeyedBroadcastProcessFunction, RuntimeContext
 from river.utils import inspect as river_inspect
-
-import orjson
 
 from riverflink.models.matrix_factorization import serve_score
 from riverflink.models.rating import Rating, is_recommender

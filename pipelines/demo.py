@@ -213,7 +213,6 @@ def _baseline(spec: str, labelled: list) -> tuple[str, list]:
 def run(cfg: DemoConfig, out=print) -> DemoResult:
     """Run the whole slice against ``cfg.bootstrap_servers``; every child process is stopped on exit."""
     t = cfg.topics
-    kafka_io.create_topics(cfg.bootstrap_servers, t.to_create())
     if cfg.file:
         from itertools import islice
 
@@ -227,6 +226,12 @@ def run(cfg: DemoConfig, out=print) -> DemoResult:
             raise ConfigError(f"{cfg.file} holds no labelled events")
     else:
         labelled = list(dataset_events(cfg.dataset, cfg.events))
+    from riverflink.models.rating import Rating
+
+    if cfg.recommender != (type(labelled[0][0]) is Rating):
+        raise ConfigError(f"--model {cfg.model_spec} learns from " + ("ratings: use --dataset Ratings or a ratings file"
+                          if cfg.recommender else "features: --dataset Ratings is for BiasedMF and FunkMF"))
+    kafka_io.create_topics(cfg.bootstrap_servers, t.to_create())
     jobs = [_start_job("train", cfg), _start_job("serve", cfg)]
     try:
         return _drive(cfg, labelled, jobs, out)
