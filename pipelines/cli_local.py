@@ -89,7 +89,9 @@ def _demo_run(args, servers: str):
     print(f"run {cfg.run_id}: topics {cfg.topics.events}, {cfg.topics.models}, {cfg.topics.metrics}, ...; "
           f"'riverflink top --run {cfg.run_id}' and 'riverflink report --run {cfg.run_id}' read them", flush=True)
     result = demo.run(cfg)
-    if args.report:
+    if args.report and cfg.recommender:
+        print("report: not written (the report does not read recommenders' ratings yet)")
+    elif args.report:
         from riverflink.pipelines import report
 
         r = report.read_run(servers, cfg.topics)

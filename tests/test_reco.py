@@ -141,10 +141,11 @@ class Loop:
             self._new += 1
 
 
-def test_the_loop_with_one_replica_predicts_as_river_does():
+@pytest.mark.parametrize("spec", [SPEC, "FunkMF(n_factors=4,lr=0.03,l2=0.001)"])
+def test_the_loop_with_one_replica_predicts_as_river_does(spec):
     events = list(rating_events(2500, seed=2, shape=SMALL))
-    river_preds = river_baseline(build(SPEC), events)[2]
-    loop = Loop(SPEC, 1, precision="float64")
+    river_preds = river_baseline(build(spec), events)[2]
+    loop = Loop(spec, 1, precision="float64")
     preds = loop.run(events)
     assert len(loop.documents) > 20
     worst = max(abs(a - b) for a, b in zip(preds, river_preds))
