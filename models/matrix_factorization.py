@@ -21,9 +21,9 @@ snapshot (``item_seen``), and how far it moved the item's bias and vector.
 replica moves a popular item's bias and vector toward the same target from the same point, and the sum moves it K
 times as far (measured: merged versions three rounds late, 100-event rounds, served MAE 2.35x River's).  The
 merger discounts each replica's move by how much the ``G`` events merged on the item since the replica's snapshot
-(the merged count minus ``item_seen``) have already closed the gap.  With squared loss, SGD at rate ``eta`` shrinks an item bias's
-error by ``(1 - eta (2 + l2))`` per event, and its vector's by about ``(1 - eta (2 |u|^2 + l2))`` for a user
-vector ``u``; so the replica's move is scaled by
+(the merged count minus ``item_seen``) have already closed the gap.  With squared loss, SGD at rate ``eta``
+shrinks an item bias's error by ``(1 - eta (2 + l2))`` per event, and its vector's by about
+``(1 - eta (2 |u|^2 + l2))`` for a user vector ``u``; so the replica's move is scaled by
 
     bias:   exp(-eta_b (2 + l2_b) G)            vector:   exp(-eta_v (2 H + l2_v G))
 
