@@ -7,7 +7,8 @@ The families ``biased_mf`` (:class:`~riverflink.models.biased_mf.SeededBiasedMF`
 * ``item_counts`` and ``item_curvature``: per item, the events learned and the sum of their users' squared vector
   norms, added up exactly;
 * ``item_biases`` (biased only): ``{item: bias}``;
-* ``item_latents``: ``{item: {0: v0, 1: v1, ...}}``, one entry per factor.
+* ``item_latents``: ``{item: {0: v0, 1: v1, ...}}``, one entry per factor;
+* ``items_evicted``: the items the merger's budget (``max_items``) has evicted, the least learned first.
 
 Users never appear: training events are keyed by user, so one replica owns each user, and its users' biases and
 vectors stay in that replica (``set_params`` and a rebase leave them as they are; nothing about users goes into a
@@ -39,7 +40,7 @@ does not apply to items.
 >>> a.learn_one("ann", "jaws", 4.0); b.learn_one("bob", "jaws", 2.0)
 >>> merged = models.merge([a, b], policy="delta")
 >>> sorted(models.get_params(merged))
-['global_mean', 'item_biases', 'item_counts', 'item_curvature', 'item_latents']
+['global_mean', 'item_biases', 'item_counts', 'item_curvature', 'item_latents', 'items_evicted']
 >>> merged.global_mean.get(), merged.i_counts["jaws"], len(merged.u_latents)
 (3.0, 2, 0)
 """
@@ -73,7 +74,8 @@ def check_id(key: Any, what: str) -> None:
 class FunkMFAdapter(Adapter):
     family = "funk_mf"
     classes = (SeededFunkMF,)
-    kinds = {"item_counts": numeric.ADDITIVE, "item_curvature": numeric.ADDITIVE, "item_latents": numeric.LEARNED}
+    kinds = {"item_counts": numeric.ADDITIVE, "item_curvature": numeric.ADDITIVE, "item_latents": numeric.LEARNED,
+             "items_evicted": numeric.ADDITIVE}
     #: what an update holds besides the params' keys: each item's count and curvature in the replica's snapshot
     SEEN, SEEN_CURVATURE = "item_seen", "item_seen_curvature"
     biased = False
@@ -82,7 +84,8 @@ class FunkMFAdapter(Adapter):
     def get_params(self, model: Any) -> dict:
         out = {"item_counts": {i: float(n) for i, n in model.i_counts.items()},
                "item_curvature": {i: float(h) for i, h in model.i_curvature.items()},
-               "item_latents": {i: _vector_map(v) for i, v in model.i_latents.items()}}
+               "item_latents": {i: _vector_map(v) for i, v in model.i_latents.items()},
+               "items_evicted": float(model.items_evicted)}
         if self.biased:
             mean = model.global_mean
             out["global_mean"] = (float(mean.n), float(mean._mean), 0.0)
@@ -121,7 +124,11 @@ class FunkMFAdapter(Adapter):
                 check_id(item, "an item")
             model.global_mean.n, model.global_mean._mean = float(total), float(mean)
             model.i_biases = type(model.i_biases)(model.weight_initializer, {i: float(b) for i, b in biases.items()})
+        evicted = params.get("items_evicted", 0.0)
+        if not evicted >= 0:
+            raise ValueError(f"items_evicted must be >= 0, got {evicted!r}")
         model.i_latents, (model.i_counts, model.i_curvature) = latents, tallies
+        model.items_evicted = int(round(evicted))
 
     # -- merge ---------------------------------------------------------------
     def delta(self, model: Any, params: dict, base: dict | None, journaled: bool = False, at: Any = None) -> dict:
@@ -177,12 +184,29 @@ class FunkMFAdapter(Adapter):
                 if biases is not None and item in bias_moves:
                     keep = math.exp(-eta_b * (2.0 + l2_b) * others) if others else 1.0
                     biases[item] = float(biases.get(item, 0.0) + keep * bias_moves[item])
-        out = {"item_counts": counts, "item_curvature": curvature, "item_latents": latents}
+        out = {"item_counts": counts, "item_curvature": curvature, "item_latents": latents,
+               "items_evicted": base.get("items_evicted", 0.0)}  # (the merger's alone: replicas never evict)
         if self.biased:
             out["global_mean"] = numeric.combine(base.get("global_mean"), [d.get("global_mean") for d in deltas],
                                                  [1.0] * len(deltas), numeric.MOMENTS)
             out["item_biases"] = biases
         return out
+
+    def grow(self, model: Any) -> int:
+        """The merger's item budget: beyond ``model.max_items`` items, the least learned (fewest events; ties by
+        id) leave the model, counted in ``items_evicted``; the number evicted.  A replica that learns an evicted
+        item again brings it back from its seeded start with what it learned."""
+        budget = getattr(model, "max_items", None)
+        extra = len(model.i_latents) - budget if budget is not None else 0
+        if extra <= 0:
+            return 0
+        counts = model.i_counts
+        leaving = sorted(model.i_latents, key=lambda i: (counts.get(i, 0), type(i).__name__, str(i)))[:extra]
+        for item in leaving:
+            for table in (model.i_latents, counts, model.i_curvature, getattr(model, "i_biases", {})):
+                table.pop(item, None)
+        model.items_evicted += extra
+        return extra
 
     def sum_deltas(self, model: Any, deltas: Sequence[dict]) -> dict:
         """Consecutive deltas of one replica as one: what they learned added up, each item's snapshot count and
@@ -213,7 +237,7 @@ class BiasedMFAdapter(FunkMFAdapter):
     family = "biased_mf"
     classes = (SeededBiasedMF,)
     kinds = {"global_mean": numeric.MOMENTS, "item_counts": numeric.ADDITIVE, "item_curvature": numeric.ADDITIVE,
-             "item_biases": numeric.LEARNED, "item_latents": numeric.LEARNED}
+             "item_biases": numeric.LEARNED, "item_latents": numeric.LEARNED, "items_evicted": numeric.ADDITIVE}
     biased = True
 
 
@@ -256,7 +280,8 @@ def shape_of(doc: dict) -> str | None:
     if doc.get("family") not in (FUNK_MF.family, BIASED_MF.family):
         return None
     try:  # (any record of the topic: a malformed one is said so, not raised)
-        items = len(dict(doc.get("params", {})).get("item_latents", []))
-        return f"items: {items}, factors: {int(doc['hyper']['n_factors'])}"
+        params = dict(doc.get("params", {}))
+        items, evicted = len(params.get("item_latents", [])), int(params.get("items_evicted", 0))
+        return f"items: {items}, factors: {int(doc['hyper']['n_factors'])}" + (f", evicted: {evicted}" if evicted else "")
     except (TypeError, ValueError, KeyError, AttributeError):
         return "matrix factorization: malformed"

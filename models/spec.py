@@ -12,7 +12,8 @@ A few text arguments are accepted from a fixed list (:data:`CHOICES`):
 Recommenders: ``"BiasedMF(n_factors=8,lr=0.02,l2_latent=0.01)"`` and ``"FunkMF(...)"`` build River's
 ``reco.BiasedMF`` / ``reco.FunkMF`` with id-seeded starting vectors
 (:mod:`riverflink.models.biased_mf`); ``lr`` is every optimizer's SGD rate, ``sigma`` the starting vectors'
-spread, ``seed`` their seed (0 unless given).
+spread, ``seed`` their seed (0 unless given), ``max_items`` the merger's item budget (the least learned items
+leave first, counted; default: none).
 
 Sparse models: ``"FeatureHasher(n_features=1048576)|LogisticRegression(ftrl_l1=1)"``.
 ``FeatureHasher`` hashes with seed 0 unless given one (every process must hash

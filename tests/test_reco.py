@@ -260,3 +260,24 @@ def test_the_predictor_answers_ratings_and_rankings_with_the_newest_user_factors
                    b"not json", value[:-30] + b"}"):
         ask(forged, USER_PARTITION)
     assert dict(p.users) == held  # (refused, counted by the Flink metric user_records_refused)
+
+
+def test_the_merger_keeps_at_most_max_items_and_counts_what_it_evicts():
+    """``max_items=40`` on a stream of 80 items, three replicas: no document holds more than 40 items, the merger
+    counts its evictions, every event still reaches the global mean once, and the least learned items leave first
+    (two items learned once are what a further merge evicts)."""
+    spec = SPEC.replace(")", ",max_items=40)")
+    events = list(rating_events(6000, seed=9, shape=SMALL))
+    loop = Loop(spec, 3)
+    loop.run(events)
+    docs = [json.loads(d) for d in loop.documents]
+    assert all(len(d["params"]["item_latents"]) <= 40 for d in docs)
+    final = models.from_wire(docs[-1])
+    assert final.items_evicted > 0 and len(final.i_latents) == 40
+    assert len(events) - 3 * 50 < final.global_mean.n <= len(events)
+    adapter = models.adapter_for(final)
+    grown = models.from_wire(docs[-1])
+    for item in ("new-1", "new-2"):  # two items learned once each: the budget evicts exactly them
+        grown.learn_one("somebody", item, 3.0)
+    assert adapter.grow(grown) == 2 and "new-1" not in grown.i_latents and grown.items_evicted == final.items_evicted + 2
+    assert set(grown.i_latents) == set(final.i_latents)
