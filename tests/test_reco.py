@@ -1,7 +1,8 @@
 """Matrix factorization with users model-parallel and items data-parallel (models/matrix_factorization.py): the
-seeded estimators learn as River's own, predictions add no ids, deltas start new items from their seeded vector, the
-loop at K=1 equals River, replicas keep their own users only and documents hold none, hostile documents are
-refused."""
+seeded estimators learn as River's own, predictions add no ids, new items start from their seeded vector and a
+stale move is discounted as the module says, the loop at K=1 equals River, replicas keep their own users only and
+documents hold none, the item budget evicts the least learned, hostile documents are refused, and the serving
+predictor answers ratings and rankings with the users' published factors."""
 
 from __future__ import annotations
 
