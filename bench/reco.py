@@ -9,8 +9,8 @@ driven as the job would be with ``--key-field user``:
   replica; a replica learns its share of the round, checks its sync policy and
   sends item updates to the merger; a merged version becomes visible one round
   later (as through Kafka);
-* when a replica syncs it also publishes the users it touched since its last
-  sync (bias and vector: what the compacted user-factor topic would carry);
+* after each batch a replica publishes the users it learned from, as the job does
+  (``BatchOutcome.user_factors``: the records of the compacted user-factor topic);
 * the served prediction for a rating, made before anyone learns it, is the
   newest visible item model with the user's published factors; a user not yet
   published is answered with the global mean plus the item bias (counted).
@@ -38,25 +38,20 @@ import sys
 import time
 import zlib
 
-import numpy as np
-import orjson
 
 from riverflink import models
+from riverflink.models.matrix_factorization import serve_score
 from riverflink.models.policies import MergePolicy
 from riverflink.models.spec import build
 from riverflink.models.sync import SyncPolicy
+from riverflink.models.user_factors import read_user_record
 from riverflink.operators.loop import LoopSettings, MergerSide, ReplicaSide
 from riverflink.operators.model_feed import FeedRules, ModelFeed
-from riverflink.operators.scoring import Score, predict, river_baseline
+from riverflink.operators.events import RatingFields
+from riverflink.operators.scoring import Score, river_baseline
 from riverflink.pipelines.ratings_stream import rating_events
 
 SPEC = "BiasedMF(n_factors=8,lr=0.02,l2_bias=0.001,l2_latent=0.001)"
-
-
-def user_record(model, user) -> bytes:
-    """What the user-factor topic carries for ``user``: its bias and vector, as JSON."""
-    bias = model.u_biases.get(user, 0.0) if hasattr(model, "u_biases") else 0.0
-    return orjson.dumps({"user": user, "bias": float(bias), "vector": model.u_latents[user].tolist()})
 
 
 def user_state_bytes(model) -> int:
@@ -71,32 +66,16 @@ def checkpointed_user_bytes(model) -> int:
     return len(pickle.dumps((model.u_latents, getattr(model, "u_biases", None)), protocol=pickle.HIGHEST_PROTOCOL))
 
 
-def served_prediction(merged, published: dict, rating) -> tuple[float, bool]:
-    """``(prediction, known user)``: the merged item side with the user's published factors; an unknown user gets
-    the global mean plus the item bias."""
-    item = rating.item
-    user = published.get(rating.user)
-    if hasattr(merged, "global_mean"):
-        base = merged.global_mean.get() + merged.i_biases.get(item, 0.0)
-    else:
-        base = 0.0
-    if user is None:
-        return float(base), False
-    bias, vector = user
-    return float(base + bias + np.dot(vector, merged.i_latents.peek(item))), True
-
-
 def run(spec: str, events: list, k: int, batch: int, sync_every: int, delay: int = 1) -> dict:
     settings = LoopSettings("reco", sync=SyncPolicy(every_events=sync_every, every_seconds=None),
-                            policy=MergePolicy("delta", clip=math.inf))
+                            policy=MergePolicy("delta", clip=math.inf), ratings=RatingFields())
     replica_side, merger_side = ReplicaSide(settings, build(spec)), MergerSide(settings, build(spec))
     replicas = [replica_side.fresh() for _ in range(k)]
     merger = merger_side.fresh(0)
     feed, current = ModelFeed(FeedRules("reco")), None
     visible = None  # (merged model, its params) as the replicas and serving see it
     in_transit: list = []
-    published: dict = {}  # user -> (bias, vector): the compacted user-factor topic
-    touched: list[set] = [set() for _ in range(k)]
+    published: dict = {}  # user -> UserFactors: the compacted user-factor topic
     served, served_late, own = Score(), Score(), Score()
     unknown = updates = update_bytes = user_bytes = user_records = versions = 0
     late_from = len(events) // 10
@@ -120,27 +99,22 @@ def run(spec: str, events: list, k: int, batch: int, sync_every: int, delay: int
                 replica_side.on_model(replica, r_index, visible[2], lambda p=params: p)
             xs, ys = [events[i][0] for i in mine], [events[i][1] for i in mine]
             for i, x, y in zip(mine, xs, ys):
-                if visible is None:
-                    y_pred, known = None, False
-                else:
-                    y_pred, known = served_prediction(visible[0], published, x)
-                unknown += not known
+                factors = published.get(x.user)
+                y_pred = None if visible is None else serve_score(visible[0], factors, x.item)
+                unknown += factors is None
                 served.add("regression", y_pred, y)
                 if i >= late_from:
                     served_late.add("regression", y_pred, y)
             out = replica_side.on_events(replica, r_index, xs, ys)
             own.merge(out.score)
-            touched[r_index].update(x.user for x in xs)
+            for key, value in out.user_factors:  # what the job publishes on <models>.users, read as serving reads it
+                user_bytes += len(key) + len(value)
+                user_records += 1
+                factors = read_user_record(value, "reco", replica.model.n_factors)
+                published[factors.user] = factors
             for data in out.updates:
                 updates += 1
                 update_bytes += len(data)
-                for user in touched[r_index]:  # the replica publishes the users it touched since its last sync
-                    record = user_record(replica.model, user)
-                    user_bytes += len(record)
-                    user_records += 1
-                    published[user] = (replica.model.u_biases.get(user, 0.0) if hasattr(replica.model, "u_biases")
-                                       else 0.0, replica.model.u_latents[user].copy())
-                touched[r_index] = set()
                 doc = merger_side.on_update(merger, data, now=clock).document
                 if doc is not None:
                     versions += 1

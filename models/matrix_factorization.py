@@ -267,6 +267,19 @@ def serve_score(model: Any, user: Any, item: Any) -> float:
     return float(base + user.bias + np.dot(np.asarray(user.vector), model.i_latents.peek(item)))
 
 
+def rank(model: Any, user: Any, items: Sequence, n: int | None = None) -> list[tuple[Any, float]]:
+    """``items`` scored for ``user`` (:func:`serve_score`), best first (ties in the order given), the ``n`` best
+    (``None``: all).
+
+    >>> model = SeededFunkMF(n_factors=2)
+    >>> [item for item, _ in rank(model, None, ["a", "b"])]  # (an unknown user: every FunkMF score is 0)
+    ['a', 'b']
+    """
+    scored = sorted(((serve_score(model, user, item), k, item) for k, item in enumerate(items)),
+                    key=lambda t: (-t[0], t[1]))
+    return [(item, score) for score, _, item in scored[:n]]
+
+
 def shape_of(doc: dict) -> str | None:
     """``items: N, factors: F`` for a matrix factorization's model document (as ``riverflink models`` lists it);
     ``None`` for another family's.

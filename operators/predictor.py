@@ -27,7 +27,7 @@ import orjson
 from pyflink.datastream.functions import KeyedBroadcastProcessFunction, RuntimeContext
 from river.utils import inspect as river_inspect
 
-from riverflink.models.matrix_factorization import serve_score
+from riverflink.models.matrix_factorization import rank, serve_score
 from riverflink.models.rating import Rating, is_recommender
 from riverflink.models.signing import Verifier
 from riverflink.models.user_factors import UserFactors, read_user_record
@@ -155,9 +155,7 @@ class Predictor(KeyedBroadcastProcessFunction):
             self.m_unknown_users.inc()
         extra = {} if user is not None else {"known_user": False}
         if isinstance(x.item, list):
-            ranked = sorted(((serve_score(self.model, user, i), n, i) for n, i in enumerate(x.item)),
-                            key=lambda t: (-t[0], t[1]))
-            return [[i, s] for s, _, i in ranked[: x.top]], extra
+            return [[i, s] for i, s in rank(self.model, user, x.item, x.top)], extra
         return serve_score(self.model, user, x.item), extra
 
     def _user(self, user) -> UserFactors | None:

@@ -195,11 +195,9 @@ class LiveModel:
 
     def rank(self, user: Any, items: list, n: int | None = None) -> list[tuple[Any, float]]:
         """``items`` scored for ``user`` (:meth:`rate`), best first, the ``n`` best (default: all)."""
-        from riverflink.models.matrix_factorization import serve_score
+        from riverflink.models.matrix_factorization import rank
 
-        model, factors = self.model, self._user(user)
-        scored = sorted(((serve_score(model, factors, i), k, i) for k, i in enumerate(items)), key=lambda t: (-t[0], t[1]))
-        return [(i, s) for s, _, i in scored[:n]]
+        return rank(self.model, self._user(user), items, n)
 
     def _user(self, user: Any):
         factors = self.users.get(user) if self.users is not None else None
