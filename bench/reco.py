@@ -55,15 +55,17 @@ SPEC = "BiasedMF(n_factors=8,lr=0.02,l2_bias=0.001,l2_latent=0.001)"
 
 
 def user_state_bytes(model) -> int:
-    """A replica's user state as it holds it in memory, estimated per user: its id, its bias (a float) and its
-    vector (a numpy array: 112 bytes of header and 8 a factor), dict slots left out."""
-    biases = getattr(model, "u_biases", {})
-    return sum(sys.getsizeof(u) + (24 if u in biases else 0) + v.nbytes + 112 for u, v in model.u_latents.items())
+    """A replica's user state as it holds it in memory, estimated per user: its id, its bias (a float), its
+    vector (a numpy array: 112 bytes of header and 8 a factor) and its event count (an int), dict slots left out."""
+    biases, counts = getattr(model, "u_biases", {}), getattr(model, "u_counts", {})
+    return sum(sys.getsizeof(u) + (24 if u in biases else 0) + v.nbytes + 112
+               + (sys.getsizeof(counts[u]) if u in counts else 0) for u, v in model.u_latents.items())
 
 
 def checkpointed_user_bytes(model) -> int:
     """The bytes of a replica's user state in Flink's keyed state (pickled, as PyFlink writes the replica)."""
-    return len(pickle.dumps((model.u_latents, getattr(model, "u_biases", None)), protocol=pickle.HIGHEST_PROTOCOL))
+    return len(pickle.dumps((model.u_latents, getattr(model, "u_biases", None), getattr(model, "u_counts", None)),
+                            protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def run(spec: str, events: list, k: int, batch: int, sync_every: int, delay: int = 1) -> dict:
@@ -130,7 +132,44 @@ def run(spec: str, events: list, k: int, batch: int, sync_every: int, delay: int
     return {"served": served, "served_late": served_late, "own": own, "unknown": unknown / len(events),
             "updates": updates, "update_bytes": update_bytes / max(updates, 1), "user_bytes": user_bytes,
             "user_records": user_records, "users": users, "state": state, "pickled": pickled, "versions": versions,
-            "doc_bytes": doc_bytes}
+            "doc_bytes": doc_bytes, "model": visible[0] if visible else None, "published": published}
+
+
+def serving_path(model, published: dict, items: list, requests: int = 2000, candidates: int = 100) -> tuple:
+    """The serving predictor's own work per request (``Predictor._answer``: parse, score, answer record), called
+    directly on the merged model with the published users: microseconds per rating request and per rank request
+    over ``candidates`` items, alternately, as ``(rate p50, rate p99, rank p50, rank p99)``.  The Kafka hop and
+    the JVM around it are not in these figures (bench/serving.py measures them for a classifier)."""
+    import random
+
+    import orjson
+
+    from riverflink.operators.frames import Record
+    from riverflink.operators.predictor import Predictor
+
+    class Table(dict):  # (Flink's MapState get/put, the predictor's only use of it)
+        put = dict.__setitem__
+
+    p = Predictor("reco", batched=False, users=True)
+    p.version, p.created_at, p.model, p.recommender, p.users = 1, 0.0, model, True, Table()
+    for factors in published.values():
+        p.users.put(orjson.dumps(factors.user).decode(), orjson.dumps([factors.bias, factors.vector]).decode())
+    rng, users = random.Random(1), list(published)
+    rate, rank = [], []
+    for i in range(requests):
+        user = rng.choice(users)
+        one = Record(0, i, 0, None, orjson.dumps({"id": i, "user": user, "item": rng.choice(items)}))
+        many = Record(0, i, 0, None, orjson.dumps({"id": i, "user": user, "items": rng.sample(items, candidates),
+                                                   "n": 10}))
+        for record, times in ((one, rate), (many, rank)):
+            t = time.perf_counter()
+            p._answer(record)
+            times.append(1e6 * (time.perf_counter() - t))
+
+    def pct(xs: list, q: float) -> float:
+        return sorted(xs)[int(q * (len(xs) - 1))]
+
+    return pct(rate, 0.5), pct(rate, 0.99), pct(rank, 0.5), pct(rank, 0.99)
 
 
 def mae(score: Score) -> float:
@@ -174,6 +213,10 @@ def main() -> None:
               f"{min(pickled):.0f}-{max(pickled):.0f} in its checkpoint); item update {o['update_bytes']:.0f} "
               f"bytes per sync ({o['updates']} syncs); user-factor topic {o['user_records']} records, "
               f"{o['user_bytes'] / 1e6:.1f} MB; document {o['doc_bytes'] / 1024:.0f} KB; {wall:.0f} s", flush=True)
+        if k == 4 and o["model"] is not None:
+            r50, r99, k50, k99 = serving_path(o["model"], o["published"], sorted({r.item for r, _ in events}))
+            print(f"     serving predictor's own work per request: rate p50 {r50:.0f} us, p99 {r99:.0f} us; rank of "
+                  f"100 candidates p50 {k50:.0f} us, p99 {k99:.0f} us ({k50 / r50:.1f}x at p50)", flush=True)
         if k == 4:
             line = (f"reco: K=4 mae_ratio={ratio:.3f} user_bytes_per_replica={mean_state:.0f} "
                     f"item_bytes_per_sync={o['update_bytes']:.0f}")

@@ -40,7 +40,7 @@ class SeededBiasedMF(ItemTally, reco.BiasedMF):
                  latent_optimizer: optim.base.Optimizer | None = None, loss: optim.losses.Loss | None = None,
                  l2_bias=0.0, l2_latent=0.0, weight_initializer: optim.initializers.Initializer | None = None,
                  latent_initializer: optim.initializers.Initializer | None = None, clip_gradient=1e12, seed=0,
-                 max_items: int | None = None):
+                 max_items: int | None = None, max_users: int | None = None):
         seed = 0 if seed is None else seed
         super().__init__(n_factors=n_factors, bias_optimizer=bias_optimizer, latent_optimizer=latent_optimizer,
                          loss=loss, l2_bias=l2_bias, l2_latent=l2_latent, weight_initializer=weight_initializer,
@@ -51,6 +51,9 @@ class SeededBiasedMF(ItemTally, reco.BiasedMF):
         #: learning alone never evicts
         self.max_items = max_items
         self.items_evicted = 0
+        #: each replica keeps at most this many users (the least recently learned leave first, and their owner
+        #: publishes an eviction record: :mod:`~riverflink.models.user_table`); ``None``: no bound
+        self.max_users = max_users
         self.i_latents = seeded_vectors(self.latent_initializer, n_factors, seed)
         if not isinstance(self.weight_initializer, optim.initializers.Constant):
             raise ValueError("SeededBiasedMF's weight_initializer must be Zeros or Constant (biases start alike "

@@ -25,7 +25,7 @@ class SeededFunkMF(ItemTally, reco.FunkMF):
     def __init__(self, n_factors=10, optimizer: optim.base.Optimizer | None = None,
                  loss: optim.losses.Loss | None = None, l2=0.0,
                  initializer: optim.initializers.Initializer | None = None, clip_gradient=1e12, seed=0,
-                 max_items: int | None = None):
+                 max_items: int | None = None, max_users: int | None = None):
         seed = 0 if seed is None else seed
         super().__init__(n_factors=n_factors, optimizer=optimizer, loss=loss, l2=l2, initializer=initializer,
                          clip_gradient=clip_gradient, seed=seed)
@@ -35,6 +35,9 @@ class SeededFunkMF(ItemTally, reco.FunkMF):
         #: learning alone never evicts
         self.max_items = max_items
         self.items_evicted = 0
+        #: each replica keeps at most this many users (the least recently learned leave first, and their owner
+        #: publishes an eviction record: :mod:`~riverflink.models.user_table`); ``None``: no bound
+        self.max_users = max_users
         self.i_latents = seeded_vectors(self.initializer, n_factors, seed)
 
     def predict_one(self, user, item, x=None):

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import collections
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -260,11 +260,19 @@ def serve_score(model: Any, user: Any, item: Any) -> float:
     >>> abs(serve_score(model, ann, "jaws") - model.predict_one("ann", "jaws")) < 1e-12
     True
     """
-    biased = hasattr(model, "global_mean")
-    base = model.global_mean.get() + model.i_biases.get(item, 0.0) if biased else 0.0
+    return scorer(model, user)(item)
+
+
+def scorer(model: Any, user: Any) -> Callable[[Any], float]:
+    """:func:`serve_score` for one user, as a function of the item (the user's vector converted once)."""
+    biases = model.i_biases if hasattr(model, "global_mean") else None
+    mean = model.global_mean.get() if biases is not None else 0.0
     if user is None:
-        return float(base)
-    return float(base + user.bias + np.dot(np.asarray(user.vector), model.i_latents.peek(item)))
+        return lambda item: float(mean + biases.get(item, 0.0)) if biases is not None else 0.0
+    vector, peek, bias = np.asarray(user.vector), model.i_latents.peek, user.bias
+    if biases is None:
+        return lambda item: float(0.0 + bias + np.dot(vector, peek(item)))
+    return lambda item: float(mean + biases.get(item, 0.0) + bias + np.dot(vector, peek(item)))
 
 
 def rank(model: Any, user: Any, items: Sequence, n: int | None = None) -> list[tuple[Any, float]]:
@@ -275,7 +283,8 @@ def rank(model: Any, user: Any, items: Sequence, n: int | None = None) -> list[t
     >>> [item for item, _ in rank(model, None, ["a", "b"])]  # (an unknown user: every FunkMF score is 0)
     ['a', 'b']
     """
-    scored = sorted(((serve_score(model, user, item), k, item) for k, item in enumerate(items)),
+    score = scorer(model, user)
+    scored = sorted(((score(item), k, item) for k, item in enumerate(items)),
                     key=lambda t: (-t[0], t[1]))
     return [(item, score) for score, _, item in scored[:n]]
 

@@ -13,7 +13,8 @@ Recommenders: ``"BiasedMF(n_factors=8,lr=0.02,l2_latent=0.01)"`` and ``"FunkMF(.
 ``reco.BiasedMF`` / ``reco.FunkMF`` with id-seeded starting vectors
 (:mod:`riverflink.models.biased_mf`); ``lr`` is every optimizer's SGD rate, ``sigma`` the starting vectors'
 spread, ``seed`` their seed (0 unless given), ``max_items`` the merger's item budget (the least learned items
-leave first, counted; default: none).
+leave first, counted; default: none), ``max_users`` each replica's user budget (the least recently learned
+users leave first, with an eviction record on the users topic; default: none).
 
 Sparse models: ``"FeatureHasher(n_features=1048576)|LogisticRegression(ftrl_l1=1)"``.
 ``FeatureHasher`` hashes with seed 0 unless given one (every process must hash

@@ -15,6 +15,11 @@ import struct
 from dataclasses import dataclass
 
 
+#: the partition a user-factor record's frame (``<models>.users``, :mod:`~riverflink.models.user_factors`) carries in
+#: place of its own, in the serving and the training job (no event's or request's frame can have it)
+USER_PARTITION = -3
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     partition: int | None

@@ -45,10 +45,9 @@ from riverflink.models.policies import MergePolicy
 from riverflink.models.signing import Verifier
 from riverflink.models.sync import SyncPolicy
 from riverflink.operators.dead_letters import Rejected
-from riverflink.models.user_factors import user_record
 from riverflink.operators.events import Event, RatingFields, parse_event
 from riverflink.operators.feature_budget import FeatureBudget
-from riverflink.operators.frames import Record
+from riverflink.operators.frames import USER_PARTITION, Record
 from riverflink.operators.limits import DEFAULT_LIMITS, Limits
 from riverflink.operators.merge_state import MergerState, MergeTrigger
 from riverflink.operators.messages import (ReplicaUpdate, UndecodableUpdate, decode_pull, decode_update, encode_update,
@@ -60,6 +59,7 @@ from riverflink.operators.quality_gate import QualityGate
 from riverflink.operators.replica import Replica
 from riverflink.operators.scoring import Score
 from riverflink.operators.slice_assembly import Manifest
+from riverflink.operators.user_owner import UserOwner, UserStats
 from riverflink.operators.working_set import WorkingSetSettings
 
 log = logging.getLogger("riverflink")
@@ -98,6 +98,11 @@ class LoopSettings:
     #: a recommender's events: where they name the user and the item (:class:`~riverflink.operators.events.
     #: RatingFields`; None: events carry features ``x``)
     ratings: RatingFields | None = None
+    #: K, the replica keys (a recommender's replicas let go of the users they no longer own when it changes)
+    replicas: int = 1
+    #: the job's tag: a recommender's replica writes its user records as ``<writer>/<replica>`` and adopts only
+    #: records of other writers (:mod:`~riverflink.operators.user_owner`)
+    writer: str = ""
 
 
 @dataclass
@@ -109,9 +114,10 @@ class BatchOutcome:
     score: Score | None = None
     #: encoded updates for the merger
     updates: list[bytes] = field(default_factory=list)
-    #: a recommender's user-factor records ``(key, value)`` of the users the batch learned from
-    #: (:mod:`~riverflink.models.user_factors`)
+    #: a recommender's user-factor records ``(key, value)`` of the users the batch learned from, then eviction
+    #: records (:mod:`~riverflink.models.user_factors`), and what the batch did to its users
     user_factors: list = field(default_factory=list)
+    users: UserStats | None = None
     #: the learned events, in order, and their ``(y_pred, proba)`` when predictions were asked for
     events: list[Event] = field(default_factory=list)
     predictions: list = field(default_factory=list)
@@ -143,6 +149,8 @@ class ReplicaSide:
         self.s, self.template = settings, template
         self.labels = LabelRule.for_model(template, settings.classes)
         self.gate = None
+        self.users = None if settings.ratings is None else UserOwner(settings.model_name, settings.ratings,
+                                                                      settings.replicas, settings.writer)
         if settings.working_set is not None:
             check_model(template)
             self.gate = PullGate(settings.working_set, settings.model_name, settings.shards, verifier)
@@ -217,8 +225,16 @@ class ReplicaSide:
         Under ``working_set``, pull answers (records at ``PULL_PARTITION``) are taken first, and events that
         need features the replica does not hold wait for their pulls (:mod:`~riverflink.operators.pull_gate`);
         a call with no records gives the waiting events another chance (a timer).
+
+        A recommender's user-factor records (at ``USER_PARTITION``) are taken before the events learn
+        (:class:`~riverflink.operators.user_owner.UserOwner`).
         """
         answers: list = []
+        user_stats = None
+        if self.users is not None:
+            user_records = [r for r in records if r.partition == USER_PARTITION]
+            records = [r for r in records if r.partition != USER_PARTITION] if user_records else records
+            user_stats = self.users.before(replica, key, user_records)
         if self.gate is not None:
             answers = [r for r in records if r.partition == PULL_PARTITION]
             records = [r for r in records if r.partition != PULL_PARTITION] if answers else records
@@ -242,7 +258,7 @@ class ReplicaSide:
             xs.append(event.x)
             ys.append(event.y)
             events.append((event, record.value))
-        out = BatchOutcome(replica.base_version, rejected=rejected)
+        out = BatchOutcome(replica.base_version, rejected=rejected, users=user_stats)
         if xs and self.s.replica_features:
             if replica.features is None:
                 replica.features = FeatureBudget(self.s.replica_features)
@@ -267,6 +283,8 @@ class ReplicaSide:
             self.gate.settle(replica, xs, out.pulls)
         learned.rejected, learned.features_dropped = out.rejected, out.features_dropped
         learned.pull_requests, learned.pulls = out.pull_requests, out.pulls
+        if learned.users is not None:
+            learned.users.add(user_stats)
         if learned.new_classes:
             log.warning("replica %s learns new class(es) %s (declare --classes to refuse unknown labels)", key,
                         ", ".join(repr(c) for c in learned.new_classes[:10]))
@@ -298,11 +316,11 @@ class ReplicaSide:
                                                     model_name=self.s.model_name, replica=replica_id(key),
                                                     keep_predictions=keep_predictions, coalesce=coalesce)
         pieces = [b for u in updates for b in self.encode(u, replica)]
-        users = []
-        if self.s.ratings is not None:  # (users are model-parallel: their owner publishes them for serving)
-            users = [user_record(self.s.model_name, replica.model, user, self.s.ratings.user)
-                     for user in dict.fromkeys(x.user for x in xs)]
-        return BatchOutcome(version, score, pieces, user_factors=users, predictions=predictions,
+        users, user_stats = [], None
+        if self.users is not None:  # (users are model-parallel: their owner publishes them for serving)
+            user_stats = UserStats()
+            users = self.users.after(replica, key, [x.user for x in xs], user_stats)
+        return BatchOutcome(version, score, pieces, user_factors=users, users=user_stats, predictions=predictions,
                             unsent_started=idle and replica.since_sync > 0, new_classes=new_classes)
 
     def on_timer(self, replica: Replica, key: Any, now: float | None = None) -> list[bytes]:

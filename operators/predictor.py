@@ -36,15 +36,13 @@ from riverflink.operators.flink_state import LATEST_MODEL, USER_TABLE
 from riverflink.operators.model_feed import FeedRules, ModelFeed, entry_model
 from riverflink.operators.dead_letters import Rejected
 from riverflink.operators.events import RatingFields, parse_event
-from riverflink.operators.frames import Record, records
+from riverflink.operators.frames import USER_PARTITION, Record, records
 from riverflink.operators.limits import DEFAULT_LIMITS, Limits
 from riverflink.operators.records import prediction_record
 from riverflink.operators.scoring import predict
 
 log = logging.getLogger("riverflink")
 
-#: the partition a user-factor record's frame carries in place of its own (no request's frame can have it)
-USER_PARTITION = -3
 
 
 class Predictor(KeyedBroadcastProcessFunction):
@@ -169,7 +167,8 @@ class Predictor(KeyedBroadcastProcessFunction):
         return UserFactors(user, bias, tuple(vector))
 
     def _take_user(self, record: Record) -> None:
-        """Keep a user-factor record that passes validation (its user's newest), else count and log it."""
+        """Keep a user-factor record that passes validation (its user's newest; an eviction record removes the
+        user), else count and log it."""
         n_factors = getattr(self.model, "n_factors", None) if self.recommender else None
         factors = read_user_record(record.value, self.name, n_factors, self.ratings.user)
         if isinstance(factors, str):
@@ -177,7 +176,9 @@ class Predictor(KeyedBroadcastProcessFunction):
             if self.m_user_records_refused is not None:
                 self.m_user_records_refused.inc()
             return
-        if self.users is not None:
+        if self.users is not None and factors.evicted:  # (its owner evicted it: the user is unknown again)
+            self.users.remove(orjson.dumps(factors.user).decode())
+        elif self.users is not None:
             self.users.put(orjson.dumps(factors.user).decode(), orjson.dumps([factors.bias, factors.vector]).decode())
             if self.m_user_records is not None:
                 self.m_user_records.inc()

@@ -102,6 +102,8 @@ class Replica:
     events_learned: int = 0
     #: classifiers: the labels this replica has learned (new ones are reported)
     classes_seen: set = field(default_factory=set)
+    #: a recommender's K when it last let go of the users it does not own (:mod:`~riverflink.operators.user_owner`)
+    user_layout: int | None = None
     #: whether ``snapshot`` is this replica's own tree (else it may be the merged parameters a reader shares
     #: with other replicas: an in-place rebase copies it first)
     snapshot_owned: bool = False

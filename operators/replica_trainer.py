@@ -98,6 +98,10 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         self.m_refused_models = group.counter("model_documents_refused")
         self.m_features_dropped = group.counter("features_dropped")
         self.m_new_classes = group.counter("new_classes")
+        # a recommender's users (operators.user_owner): adopted from other writers, let go after a change of K,
+        # evicted beyond max_users, records on the users topic refused
+        self.m_users = {name: group.counter(f"users_{name}") for name in ("adopted", "released", "evicted",
+                                                                         "refused")}
         # stale synchronous parallel (--max-staleness): the replicas' clock gap, and syncs held or sent past it
         self.m_syncs_held = group.counter("syncs_held")
         self.m_staleness_violations = group.counter("staleness_violations")
@@ -198,6 +202,9 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         yield from out.updates
         for key_bytes, value in out.user_factors:
             yield USER_FACTORS, f"{key_bytes.decode()}\n{value.decode()}"
+        if out.users:
+            for name, counter in self.m_users.items():
+                counter.inc(getattr(out.users, name))
         self.m_syncs.inc(len(out.updates) // max(1, self.side.s.shards))  # one piece per shard
         if out.pulls is not None:
             yield from out.pull_requests
@@ -219,10 +226,10 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
             yield PREDICTIONS, prediction_record(
                 source="training", request_id=ev.id, y_pred=y_pred, proba=proba, model_version=out.base_version,
                 model_created_at=None, replica=replica_id(key), y=ev.y, partition=ev.partition, offset=ev.offset)
-        if score is not None or out.rejected or (out.pulls is not None and out.pulls.round_trips_ms):
+        if score is not None or out.rejected or (out.pulls is not None and out.pulls.round_trips_ms) or out.users:
             yield METRICS, _metrics_record(self.s.job_tag, replica_id(key), out.base_version, replica.task, score,
                                            len(out.rejected), out.events, out.features_dropped, replica.clock_gap,
-                                           _pull_fields(replica, out.pulls, self.feed))
+                                           {**_pull_fields(replica, out.pulls, self.feed), **_user_fields(out.users)})
 
     def _count_pulls(self, key, replica: Replica, stats: PullStats, ctx) -> None:
         """Count what the pull gate did, and wake the replica when its oldest unanswered pull times out (its
@@ -304,6 +311,13 @@ def _pull_fields(replica: Replica, stats: PullStats | None, feed: ModelFeed) -> 
     return {"pull_rtt_ms": [round(t, 1) for t in stats.round_trips_ms], "working_set": len(replica.working),
             "waiting": len(replica.waiting), "pulled_again": stats.refreshed,
             **({"reader_features": feed.tracking.held()} if feed.tracking is not None else {})}
+
+
+def _user_fields(stats) -> dict:
+    """A recommender's batch record fields: what the batch did to its replica's users (none when nothing)."""
+    if not stats:
+        return {}
+    return {f"users_{name}": getattr(stats, name) for name in ("adopted", "released", "evicted", "refused")}
 
 
 def _metrics_record(job: str, replica: ReplicaId, version: int, task: str, score: Score | None, dead: int, events: list,

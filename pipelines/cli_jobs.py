@@ -35,7 +35,7 @@ def _run_job(build, cfg, kind: str, args) -> int:
 
     if cfg.flink.jobmanager and not remote.inside_flink_run():  # (a --config file may name it inside too)
         return remote.submit(remote.strip_jobmanager(args.argv), cfg.flink.jobmanager, args.python_executable,
-                             cfg.flink.savepoint)
+                             cfg.flink.savepoint, unclaimed_state_ok=kind == "train" and cfg.recommender)
     env = build(cfg)
     if remote.inside_flink_run():
         env.execute(name)  # the cluster client runs it (detached)

@@ -350,7 +350,7 @@ class TrainConfig:
             patches=SLICE_PATCHES if self.shards > 1 else 0,
             working_set=WorkingSetSettings(self.working_set, self.expire_after) if self.working_set else None,
             lr_scale=replica_lr_scale(build_model(self.model_spec), self.replicas, self.merge_policy),
-            ratings=self.rating_fields(),
+            ratings=self.rating_fields(), replicas=self.replicas,
             classes=frozenset(c.strip().lower() if c.strip().lower() in ("true", "false") else c.strip()
                               for c in self.classes.split(",") if c.strip()) if self.classes else None)
 

@@ -36,14 +36,15 @@ _CLIENT_PROPS = {
 
 
 def frame_source(env, servers: str, topic: str, group_id: str, name: str, limits: Limits = DEFAULT_LIMITS,
-                 properties: KafkaProperties = KafkaProperties(), partition_mark: int = 0):
+                 properties: KafkaProperties = KafkaProperties(), partition_mark: int = 0, earliest: bool = False):
     """The stream of :func:`frame_kafka_source`, named ``name``."""
-    source = frame_kafka_source(servers, topic, group_id, limits, properties, partition_mark)
+    source = frame_kafka_source(servers, topic, group_id, limits, properties, partition_mark, earliest)
     return env.from_source(source, WatermarkStrategy.no_watermarks(), name)
 
 
 def frame_kafka_source(servers: str, topic: str, group_id: str, limits: Limits = DEFAULT_LIMITS,
-                       properties: KafkaProperties = KafkaProperties(), partition_mark: int = 0) -> KafkaSource:
+                       properties: KafkaProperties = KafkaProperties(), partition_mark: int = 0,
+                       earliest: bool = False) -> KafkaSource:
     """Every record of ``topic`` as a binary record frame (partition, offset, timestamp, key, value; see
     ``RecordFrameDeserializationSchema.java`` and :func:`riverflink.operators.frames.open_frames`).
 
@@ -53,8 +54,13 @@ def frame_kafka_source(servers: str, topic: str, group_id: str, limits: Limits =
     ``limits.max_event_bytes`` is cut to its dead-letter prefix at the source.
     Without riverflink's jar, falls back to the plain value text (no offsets).  ``partition_mark`` < 0: every
     frame carries it in place of its partition (a second topic merged into a stream of events; needs the jar).
+    ``earliest``: a job without restored state starts from the earliest offsets, whatever the group committed,
+    and commits nothing (a restored job resumes from its state's positions, as always).
     """
     builder = _committed_or_earliest(servers, topic, group_id, properties)
+    if earliest:
+        builder = (builder.set_starting_offsets(KafkaOffsetsInitializer.earliest())
+                   .set_property("commit.offsets.on.checkpoint", "false"))
     if jars.operators_jar() is not None:
         builder._j_builder.setDeserializer(get_gateway().jvm.riverflink.RecordFrameDeserializationSchema(
             limits.max_event_bytes, limits.dead_letter_prefix, partition_mark))

@@ -106,8 +106,10 @@ def local_parallelism(cores: int | None = None) -> int:
     return max(1, min(2, cores))
 
 
-def make_env(cfg: FlinkConfig, job_name: str):
-    """The environment, ready for sources and sinks; raises ``ConfigError`` early."""
+def make_env(cfg: FlinkConfig, job_name: str, unclaimed_state_ok: bool = False):
+    """The environment, ready for sources and sinks; raises ``ConfigError`` early.  ``unclaimed_state_ok``: a
+    savepoint may hold state of an operator the job no longer has (a recommender's users source of another
+    ``--replicas``: its uid names K), which is left behind."""
     cfg.validate()
     check_java()
     jar_paths = jars.all_jars()
@@ -149,6 +151,8 @@ def make_env(cfg: FlinkConfig, job_name: str):
     # bundles flush live state to Flink at least this often (and at every checkpoint)
     if cfg.savepoint:
         conf.set_string("execution.savepoint.path", cfg.savepoint)
+        if unclaimed_state_ok:
+            conf.set_string("execution.savepoint.ignore-unclaimed-state", "true")
     if local:
         # the mini-cluster listens on loopback only, and its web endpoint accepts no jar and no cancel
         for key, value in LOOPBACK.items():

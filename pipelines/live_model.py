@@ -134,7 +134,8 @@ class LiveModel:
         return True
 
     def offer_user(self, value: bytes | None) -> bool:
-        """Consider one record of ``<topic>.users``; ``True`` if it was taken (its user's newest factors)."""
+        """Consider one record of ``<topic>.users``; ``True`` if it was taken (its user's newest factors, or an
+        eviction record, which forgets the user)."""
         from riverflink.models.user_factors import read_user_record
 
         model = self._current[2] if self._current is not None else None
@@ -143,7 +144,10 @@ class LiveModel:
             self.ignored += 1
             log.warning("LiveModel %s ignored a user-factor record: %s", self.model_name, factors)
             return False
-        self.users[factors.user] = factors
+        if factors.evicted:  # (its owner evicted it: answered as unknown again)
+            self.users.pop(factors.user, None)
+        else:
+            self.users[factors.user] = factors
         return True
 
     @property

@@ -29,8 +29,10 @@ def inside_flink_run() -> bool:
 
 
 def submit(argv: list[str], jobmanager: str, python_executable: str | None = None,
-           savepoint: str | None = None) -> int:
-    """Run ``riverflink <argv>`` (without ``--jobmanager``) as a detached job on ``jobmanager``."""
+           savepoint: str | None = None, unclaimed_state_ok: bool = False) -> int:
+    """Run ``riverflink <argv>`` (without ``--jobmanager``) as a detached job on ``jobmanager``;
+    ``unclaimed_state_ok``: restore ``savepoint`` even where it holds state of an operator the job no longer has
+    (``flink run --allowNonRestoredState``)."""
     import pyflink
 
     from riverflink.pipelines import flink_rest
@@ -50,6 +52,7 @@ def submit(argv: list[str], jobmanager: str, python_executable: str | None = Non
             + "".join(f"{k}: {json.dumps(v)}\n" for k, v in cluster.items())
         )
         cmd = [str(flink), "run", "-d", "-m", jobmanager, *(["-s", savepoint] if savepoint else []),
+               *(["--allowNonRestoredState"] if savepoint and unclaimed_state_ok else []),
                *(["-pyexec", py] if py else []), "-pyclientexec", sys.executable, "-pyfs", str(package),
                "-pym", "riverflink.pipelines.cli", *argv]
         env = {**os.environ, IN_FLINK_RUN: "1", "FLINK_CONF_DIR": conf, "PYTHONPATH": str(package.parent)}

@@ -11,7 +11,8 @@ from pyflink.common import Types
 
 from riverflink.operators.flink_state import LATEST_MODEL, SCATTER, SCATTER_ANSWERS, SCATTER_CONTEXTS
 from riverflink.operators.partial_serving import GatherFunction, ScatterFunction, ScorerFunction
-from riverflink.operators.predictor import USER_PARTITION, Predictor
+from riverflink.operators.frames import USER_PARTITION
+from riverflink.operators.predictor import Predictor
 from riverflink.pipelines import java_ops
 from riverflink.pipelines.config import ServeConfig, load_verifier
 from riverflink.pipelines.flink_kafka import frame_source, text_sink, text_source

@@ -28,6 +28,7 @@ step says what flows out of it.  The loop's logic is in
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from pyflink.common import Types
 
 from riverflink.models.document import read_document
 from riverflink.models.manifest import shard_key
+from riverflink.operators.frames import USER_PARTITION
 from riverflink.operators.flink_state import (DEAD_LETTER, LATEST_MODEL, METRICS, PREDICTIONS, PULL_ANSWERS,
                                               SLICES_PUBLISHED, USER_FACTORS)
 from riverflink.operators.manifest_publisher import ManifestPublisher
@@ -73,9 +75,11 @@ def _shard_keys(name: str, shards: int):
 def build(cfg: TrainConfig):
     """The environment with the training job's dataflow attached (not yet executed)."""
     cfg.validate()
-    env = make_env(cfg.flink, f"riverflink-train-{cfg.model_name}")
+    # (a recommender's savepoint holds the users source of its --replicas: another K leaves it behind)
+    env = make_env(cfg.flink, f"riverflink-train-{cfg.model_name}", unclaimed_state_ok=cfg.recommender)
     t, servers, props = cfg.topics, cfg.bootstrap_servers, cfg.kafka.properties
-    loop = cfg.loop_settings()
+    job_tag = f"{cfg.model_name}@{time.strftime('%Y-%m-%dT%H:%M:%S')}.{int(time.time() * 1000) % 1000:03d}"
+    loop = dataclasses.replace(cfg.loop_settings(), writer=job_tag)  # (a recommender's replicas sign their users with it)
     verifier = cfg.verifier()  # the public key; the private one is read by the merger's task managers alone
 
     # bytes: one binary record frame per Kafka record of `events` (partition, offset, key, value)
@@ -87,6 +91,14 @@ def build(cfg: TrainConfig):
     if loop.working_set is not None:
         answers = pull_answer_source(env, servers, t.pulls, f"{cfg.group_id}-pulls", cfg.replicas, PULL_MAX_BYTES,
                                      props).uid("source-pulls")
+
+    # a recommender's users, read back from the start (frames at USER_PARTITION, keyed with their user's events):
+    # a replica adopts those another job or replica learned (after a change of --replicas: a new source, by
+    # its uid, that a savepoint of another K has no position for) and skips its own
+    if loop.ratings is not None:
+        users = frame_source(env, servers, t.users, f"{cfg.group_id}-users", "users", cfg.limits, props,
+                             partition_mark=USER_PARTITION, earliest=True).uid(f"source-users-k{cfg.replicas}")
+        raw = raw.union(users)
 
     # keyed by replica (crc32(event key) mod K) and micro-batched in the JVM: bytes, many frames per record;
     # without riverflink's jar, one value string per record keyed in Python (`batched` is False)
@@ -104,7 +116,7 @@ def build(cfg: TrainConfig):
         key_field=cfg.event_key_field, source_topic=t.events, batched=batched,
         training_predictions=cfg.training_predictions, limits=cfg.limits,
         verifier=verifier,
-        job_tag=f"{cfg.model_name}@{time.strftime('%Y-%m-%dT%H:%M:%S')}",
+        job_tag=job_tag,
     ))
     updates = (
         keyed.connect(model_docs.broadcast(LATEST_MODEL))

@@ -216,11 +216,15 @@ class _MapState(dict):
     def put(self, key, value):
         self[key] = value
 
+    def remove(self, key):
+        self.pop(key, None)
+
 
 def test_the_predictor_answers_ratings_and_rankings_with_the_newest_user_factors():
     """The serving predictor called directly (pure logic): a user-factor frame is kept and used for that user's
     requests, an unknown user gets the global mean plus the item bias and is marked, a rank request answers its
-    candidates best first, and bad records are refused (a bad request answered, a bad factor record counted)."""
+    candidates best first, bad records are refused (a bad request answered, a bad factor record counted), and an
+    eviction record makes the user unknown again."""
     from riverflink.models.matrix_factorization import serve_score
     from riverflink.models.user_factors import read_user_record, user_record
     from riverflink.operators.frames import frame, open_frames
@@ -261,6 +265,9 @@ def test_the_predictor_answers_ratings_and_rankings_with_the_newest_user_factors
                    b"not json", value[:-30] + b"}"):
         ask(forged, USER_PARTITION)
     assert dict(p.users) == held  # (refused, counted by the Flink metric user_records_refused)
+    from riverflink.models.user_factors import eviction_record
+    ask(eviction_record("m", user, 3)[1], USER_PARTITION)  # (its owner evicted it: unknown again)
+    assert ask(json.dumps({"id": 7, "user": user, "item": "i3"}).encode())["known_user"] is False
 
 
 def test_the_merger_keeps_at_most_max_items_and_counts_what_it_evicts():
@@ -282,3 +289,120 @@ def test_the_merger_keeps_at_most_max_items_and_counts_what_it_evicts():
         grown.learn_one("somebody", item, 3.0)
     assert adapter.grow(grown) == 2 and "new-1" not in grown.i_latents and grown.items_evicted == final.items_evicted + 2
     assert set(grown.i_latents) == set(final.i_latents)
+
+
+def _train_on_records(side: ReplicaSide, replicas: dict, k: int, events, per_batch: int = 40) -> list:
+    """Events as JSON records, each learned by its user's owner among ``k`` replicas (``on_records``, as the
+    trainer calls it), in batches; returns the user-factor records published, in order."""
+    from riverflink.models.user_table import owner
+    from riverflink.operators.frames import Record
+
+    published = []
+    for start in range(0, len(events), per_batch):
+        batch = [(i, r, y) for i, (r, y) in enumerate(events[start:start + per_batch], start)]
+        for replica in range(k):
+            mine = [Record(0, i, 0, None, json.dumps({"user": r.user, "item": r.item, "y": y}).encode())
+                    for i, r, y in batch if owner(r.user, k) == replica]
+            if mine:
+                out = side.on_records(replicas.setdefault(replica, side.fresh()), replica, mine, key_field="user")
+                assert not out.rejected, out.rejected[:1]
+                published += out.user_factors
+    return published
+
+
+def _reco_side(spec: str, replicas: int, writer: str) -> ReplicaSide:
+    from riverflink.operators.events import RatingFields
+
+    return ReplicaSide(LoopSettings("m", ratings=RatingFields(), replicas=replicas, writer=writer), build(spec))
+
+
+def test_a_change_of_replicas_moves_every_user_to_its_new_owner_without_losing_one():
+    """Two replicas learn 3,000 ratings; a job with three replicas starts from their state (as from a
+    savepoint) and reads the users topic back from the start.  Afterwards each user is held by its owner under
+    three replicas alone, with the factors and event count of its last record; the old replicas let go of the
+    users they no longer own, and a replica never adopts its own records."""
+    from riverflink.models.user_factors import read_user_record
+    from riverflink.models.user_table import owner
+    from riverflink.operators.frames import USER_PARTITION, Record
+
+    events = list(rating_events(3000, seed=3, shape=SMALL))
+    old_side, old = _reco_side(SPEC, 2, "job1"), {}
+    topic = _train_on_records(old_side, old, 2, events)
+    last = {}
+    for _, value in topic:
+        factors = read_user_record(value, "m", 4)
+        last[factors.user] = factors
+    assert len(last) > 100 and all(f.events > 0 for f in last.values())
+    own = old_side.on_records(old[0], 0, [Record(USER_PARTITION, i, 0, None, v) for i, (_, v) in enumerate(topic)
+                                          if owner(json.loads(v)["user"], 2) == 0], key_field="user")
+    assert own.users.adopted == 0 and own.users.skipped > 0  # (its own records: skipped)
+
+    new_side, new = _reco_side(SPEC, 3, "job2"), copy.deepcopy(old)
+    adopted = released = 0
+    for replica in range(3):
+        mine = [Record(USER_PARTITION, i, 0, None, v) for i, (_, v) in enumerate(topic)
+                if owner(json.loads(v)["user"], 3) == replica]
+        for start in range(0, len(mine), 100):
+            out = new_side.on_records(new.setdefault(replica, new_side.fresh()), replica, mine[start:start + 100],
+                                      key_field="user")
+            adopted, released = adopted + out.users.adopted, released + out.users.released
+    moved = [u for u in last if owner(u, 3) != owner(u, 2)]
+    assert released == sum(1 for u in moved if owner(u, 2) in (0, 1))
+    assert adopted >= len(moved)
+    for user, factors in last.items():
+        holders = [k for k, r in new.items() if user in r.model.u_latents]
+        assert holders == [owner(user, 3)], (user, holders)
+        model = new[holders[0]].model
+        assert model.u_counts[user] == factors.events
+        assert model.u_biases[user] == factors.bias and tuple(model.u_latents[user]) == factors.vector
+
+
+def test_a_user_met_before_its_record_arrives_takes_the_record_that_learned_more():
+    from riverflink.models.user_factors import user_record
+    from riverflink.operators.frames import USER_PARTITION, Record
+
+    old = build(SPEC)
+    for _ in range(5):
+        old.learn_one("ann", "jaws", 4.0)
+    side, replicas = _reco_side(SPEC, 1, "job2"), {}
+    _train_on_records(side, replicas, 1, [(type("R", (), {"user": "ann", "item": "heat"})(), 2.0)])
+    assert replicas[0].model.u_counts["ann"] == 1
+    _, value = user_record("m", old, "ann", writer="job1/0")
+    out = side.on_records(replicas[0], 0, [Record(USER_PARTITION, 0, 0, None, value)], key_field="user")
+    assert out.users.adopted == 1 and replicas[0].model.u_counts["ann"] == 5
+    assert tuple(replicas[0].model.u_latents["ann"]) == tuple(old.u_latents["ann"])
+
+
+def test_a_replica_keeps_at_most_max_users_and_publishes_an_eviction_record_for_each_user_it_evicts():
+    """``max_users=10`` on two replicas: after every batch each holds at most 10 users, the least recently
+    learned leave first, and a reader of the published records (as the serving predictor's table, and
+    ``LiveModel``) ends holding exactly the users the replicas hold."""
+    from riverflink.models.user_factors import read_user_record
+
+    side, replicas = _reco_side(SPEC.replace(")", ",max_users=10)"), 2, "job1"), {}
+    events = list(rating_events(1500, seed=4, shape=SMALL))
+    topic = []
+    for start in range(0, len(events), 100):
+        topic += _train_on_records(side, replicas, 2, events[start:start + 100])
+        assert all(len(r.model.u_latents) <= 10 and len(r.model.u_counts) <= 10 for r in replicas.values())
+    table = {}
+    evictions = 0
+    for _, value in topic:
+        factors = read_user_record(value, "m", 4)
+        if factors.evicted:
+            evictions += 1
+            table.pop(factors.user, None)
+        else:
+            table[factors.user] = factors
+    held = {u for r in replicas.values() for u in r.model.u_latents}
+    assert set(table) == held and len(held) == 20
+    from riverflink.pipelines.live_model import LiveModel
+    live = LiveModel("127.0.0.1:9", "m", start=False, users=True)  # (not started: no client is made)
+    assert all(live.offer_user(value) for _, value in topic)
+    assert set(live.users) == held
+    assert evictions >= len({r.user for r, _ in events}) - 20
+    last_users = list(dict.fromkeys(r.user for r, _ in reversed(events[-100:])))
+    for k, replica in replicas.items():  # (the most recently learned stay)
+        from riverflink.models.user_table import owner
+        recent = [u for u in last_users if owner(u, 2) == k][:10]
+        assert set(recent) <= set(replica.model.u_latents)
