@@ -9,7 +9,8 @@ shape):
   ``bench`` extra: ``pip install -e '.[bench]'``); ``None`` when it is not
   installed.
 
-``step(x, y)`` is the user's code (predict, score, learn).  Each returns a
+``step(x, y)`` is the user's code (predict, score, learn); ``unpack`` takes ``(x, y)`` from an event (default:
+its ``x`` and ``y``; a recommender's bench passes ``((user, item), y)``).  Each returns a
 :class:`PeerRun` timed from the first event it read to the last (a consumer
 group's join is left out: Quix's took about 23 s on the embedded broker), with
 the CPU of this process (every thread: the clients' network threads too) and
@@ -31,6 +32,11 @@ from riverflink.pipelines import kafka_io
 from riverflink.pipelines.sources import encode_events
 
 Step = Callable[[dict, Any], None]
+Unpack = Callable[[dict], tuple]
+
+
+def features_and_label(event: dict) -> tuple:
+    return event["x"], event["y"]
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,7 @@ class _Window:
 
 
 def kafka_python_peer(bootstrap: str, topic: str, n: int, step: Step, broker_pid: int | None = None,
-                      timeout_s: float = 600.0) -> PeerRun:
+                      timeout_s: float = 600.0, unpack: Unpack = features_and_label) -> PeerRun:
     """A kafka-python consumer (no group: it reads every partition from the start) calling ``step`` on the
     first ``n`` events of ``topic``."""
     from kafka import KafkaConsumer
@@ -93,8 +99,7 @@ def kafka_python_peer(bootstrap: str, topic: str, n: int, step: Step, broker_pid
         for record in consumer:
             if seen == 0:
                 window.open()
-            event = orjson.loads(record.value)
-            step(event["x"], event["y"])
+            step(*unpack(orjson.loads(record.value)))
             seen += 1
             if seen >= n:
                 break
@@ -103,7 +108,8 @@ def kafka_python_peer(bootstrap: str, topic: str, n: int, step: Step, broker_pid
         consumer.close()
 
 
-def quix_peer(bootstrap: str, topic: str, n: int, step: Step, broker_pid: int | None = None) -> PeerRun | None:
+def quix_peer(bootstrap: str, topic: str, n: int, step: Step, broker_pid: int | None = None,
+              unpack: Unpack = features_and_label) -> PeerRun | None:
     """A Quix Streams application (a fresh consumer group, from the earliest offset) calling ``step`` on the
     first ``n`` events of ``topic``; ``None`` when ``quixstreams`` is not installed."""
     try:
@@ -118,7 +124,7 @@ def quix_peer(bootstrap: str, topic: str, n: int, step: Step, broker_pid: int | 
     def on_event(event: dict) -> None:
         if seen[0] == 0:
             window.open()
-        step(event["x"], event["y"])
+        step(*unpack(event))
         seen[0] += 1
         if seen[0] >= n:
             app.stop()

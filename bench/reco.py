@@ -23,10 +23,16 @@ state per replica against (users it owns) x (bytes per user), item bytes per
 sync, user-factor traffic, the share of requests for unknown users.  Nothing is
 asserted.
 
+Then, on one embedded broker (127.0.0.1), the first ``--kafka-events`` ratings (0: skipped) pre-loaded for each
+system in turn, predict-then-learn on every one: River's own ``BiasedMF`` alone (no Kafka), a kafka-python
+consumer + River, a Quix Streams application + River (the ``bench`` extra; skipped when missing), and
+``riverflink train`` at K=4 (the job's replicas' progressive MAE): events/s, CPU-µs per event over every
+process including the broker, and MAE.
+
 Last line: ``reco: K=4 mae_ratio=<R> user_bytes_per_replica=<U> item_bytes_per_sync=<I>`` (R: served MAE over
 River's after the first 10%; U: mean user-state bytes per replica at the end; I: mean update bytes per sync).
 
-    python -m bench.reco [--events 200000] [--k 2,4,8] [--spec 'BiasedMF(...)']
+    python -m bench.reco [--events 200000] [--k 2,4,8] [--spec 'BiasedMF(...)'] [--kafka-events 40000]
 """
 
 from __future__ import annotations
@@ -172,6 +178,71 @@ def serving_path(model, published: dict, items: list, requests: int = 2000, cand
     return pct(rate, 0.5), pct(rate, 0.99), pct(rank, 0.5), pct(rank, 0.99)
 
 
+def rivers_own(spec: str):
+    """River's own ``reco.BiasedMF`` / ``reco.FunkMF`` with the spec's settings (what a user would run)."""
+    from river import reco
+
+    from riverflink.models.biased_mf import SeededBiasedMF
+
+    m = build(spec)
+    if isinstance(m, SeededBiasedMF):
+        return reco.BiasedMF(n_factors=m.n_factors, bias_optimizer=m.bias_optimizer,
+                             latent_optimizer=m.latent_optimizer, loss=m.loss, l2_bias=m.l2_bias,
+                             l2_latent=m.l2_latent, weight_initializer=m.weight_initializer,
+                             latent_initializer=m.latent_initializer, clip_gradient=m.clip_gradient, seed=m.seed)
+    return reco.FunkMF(n_factors=m.n_factors, optimizer=m.optimizer, loss=m.loss, l2=m.l2, initializer=m.initializer,
+                       clip_gradient=m.clip_gradient, seed=m.seed)
+
+
+def river_step(spec: str):
+    """``(step, score)``: the user's code, River's predict-then-learn on one rating, and its running score."""
+    model, score = rivers_own(spec), Score()
+
+    def step(x: tuple, y: float) -> None:
+        score.add("regression", model.predict_one(*x), y)
+        model.learn_one(*x, y)
+
+    return step, score
+
+
+def on_kafka(spec: str, events: list, replicas: int, parallelism: int) -> None:
+    """The systems a user could run, each on the same pre-loaded ratings on one embedded broker (printed)."""
+    from bench.peer_learners import kafka_python_peer, preload, quix_peer
+    from bench.throughput import REPO, flink_job
+    from riverflink.pipelines import kafka_io
+    from riverflink.pipelines.broker import EmbeddedBroker
+    from riverflink.pipelines.config import FlinkConfig, TrainConfig
+
+    print(f"\non one broker: {len(events):,} ratings pre-loaded for each system; predict, then learn, on each")
+    step, score = river_step(spec)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for x, y in events:
+        step((x.user, x.item), y)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    print(f"(a) River's own model alone      {len(events) / wall:9,.0f} events/s {1e6 * cpu / len(events):7.1f} "
+          f"CPU-us/event MAE {mae(score):.4f}", flush=True)
+    (REPO / ".riverflink").mkdir(exist_ok=True)
+    with EmbeddedBroker() as broker:
+        for label, peer in (("(b)", kafka_python_peer), ("(c)", quix_peer)):
+            topic = f"reco-peer-{time.time_ns()}"
+            kafka_io.create_topics(broker.bootstrap, {topic: 2})
+            preload(broker.bootstrap, topic, events)
+            step, score = river_step(spec)
+            run = peer(broker.bootstrap, topic, len(events), step, broker.process.pid,
+                       unpack=lambda e: ((e["user"], e["item"]), e["y"]))
+            if run is None:
+                print(f"{label} Quix Streams is not installed (pip install -e '.[bench]')")
+                continue
+            print(f"{label} {run.name:<28} {run.events_per_s:9,.0f} events/s {run.cpu_us:7.1f} CPU-us/event "
+                  f"MAE {mae(score):.4f}", flush=True)
+        cfg = TrainConfig(broker.bootstrap, model_spec=spec, replicas=replicas, sync_every_events=100,
+                          flink=FlinkConfig(parallelism=parallelism))
+        job = flink_job(broker.bootstrap, cfg, events, {}, broker.process.pid)
+        print(f"(d) riverflink train K={replicas}, p={parallelism}   {job['events_per_s']:9,.0f} events/s "
+              f"{job['cpu_us']:7.1f} CPU-us/event MAE {job['mae']:.4f} (the replicas' own; job + broker)",
+              flush=True)
+
+
 def mae(score: Score) -> float:
     return score.abs_error / max(score.events, 1)
 
@@ -185,6 +256,8 @@ def main() -> None:
     ap.add_argument("--sync-every", type=int, default=100)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--delay", type=int, default=1, help="rounds before a merged version is visible")
+    ap.add_argument("--kafka-events", type=int, default=40_000, help="ratings for the systems on a broker (0: skip)")
+    ap.add_argument("--parallelism", type=int, default=2, help="the training job's, on the broker")
     args = ap.parse_args()
     events = list(rating_events(args.events, seed=args.seed))
     late_from = len(events) // 10
@@ -220,6 +293,8 @@ def main() -> None:
         if k == 4:
             line = (f"reco: K=4 mae_ratio={ratio:.3f} user_bytes_per_replica={mean_state:.0f} "
                     f"item_bytes_per_sync={o['update_bytes']:.0f}")
+    if args.kafka_events:
+        on_kafka(args.spec, events[:args.kafka_events], 4, args.parallelism)
     if line:
         print(line)
 

@@ -118,7 +118,8 @@ def flink_job(servers: str, cfg: TrainConfig, events: list, env_extra: dict, bro
     run = f"bench{int(time.time())}"
     topics = Topics.for_run(run)
     cfg = dataclasses.replace(cfg, bootstrap_servers=servers, model_name=run, topics=topics, group_id=run)
-    kafka_io.create_topics(servers, topics.to_create("events", "dead_letter", "predictions", "models", "metrics"))
+    kafka_io.create_topics(servers, topics.to_create("events", "dead_letter", "predictions", "models", "metrics",
+                                                     *(("users",) if cfg.recommender else ())))
     kafka_io.produce(servers, topics.events, encode_events(events))
     log = open(REPO / ".riverflink" / f"{run}.log", "wb")
     proc = subprocess.Popen(
@@ -129,7 +130,7 @@ def flink_job(servers: str, cfg: TrainConfig, events: list, env_extra: dict, bro
     try:
         reader = kafka_io.TopicReader(servers, topics.metrics)
         models_reader = kafka_io.TopicReader(servers, topics.models)
-        learned, correct, model_bytes, versions = 0, 0, 0, 0
+        learned, correct, abs_error, model_bytes, versions = 0, 0, 0.0, 0, 0
         batches = []  # (ts, events, correct, age of the merged version learned on in ms), one per replica batch
         deadline = time.time() + 900
         cpu_start = None
@@ -143,6 +144,7 @@ def flink_job(servers: str, cfg: TrainConfig, events: list, env_extra: dict, bro
                         cpu_start, opened_at = cpu_seconds(pids), time.time()
                     learned += r["events"]
                     correct += r.get("correct", 0)
+                    abs_error += r.get("abs_error", 0.0)
                     batches.append((r["ts"], r["events"], r.get("correct", 0),
                                     1000 * r["ts"] - r["model_version"] if r.get("model_version") else None))
             for v in models_reader.poll(0):
@@ -166,6 +168,7 @@ def flink_job(servers: str, cfg: TrainConfig, events: list, env_extra: dict, bro
             "cpu_us": 1e6 * cpu / max(1, window_events),
             "cpu_parts": cpu_by_process(cpu_start, cpu_end, broker_pid, window_events, each_worker=True),
             "accuracy": correct / max(1, learned),
+            "mae": abs_error / max(1, learned),  # (regression and recommenders)
             "deciles": [sum(c for _, _, c, _ in t) / max(1, sum(e for _, e, _, _ in t)) for t in tenths],
             "base_age": [a[len(a) // 2] if a else float("nan") for a in ages],
             "accuracy_steady": sum(c for _, _, c, _ in steady) / max(1, sum(e for _, e, _, _ in steady)),

@@ -18,6 +18,11 @@ serving job forgets the user, and so does a replica that adopted it.  (It is a
 record, not a Kafka tombstone with no value: both jobs route a record by the
 user id in its value; compaction keeps one small record per evicted user.)
 
+With ``--signing-key`` the replicas sign each record as the merger signs documents
+(:mod:`~riverflink.models.signing`: Ed25519 over the record's canonical JSON), and
+readers with the verify key (the serving job, ``LiveModel``, the training job
+reading its users back) refuse a record without a valid signature.
+
 The user id sits under the training job's ``--user-field`` (``"user"`` by
 default), so that the serving job keys a record as it keys that user's
 requests.  A reader takes a record only if it passes :func:`read_user_record`;
@@ -34,6 +39,15 @@ anything else is refused with a reason, never raised.
 True
 >>> read_user_record(value.replace(b'"bias"', b'"bias_"'), "default", n_factors=2)
 'a user-factor record needs a finite number "bias"'
+>>> from riverflink.models.signing import Signer
+>>> signer = Signer.generate()
+>>> _, signed = user_record("default", model, "ann", writer="job/0", signer=signer)
+>>> read_user_record(signed, "default", verifier=signer.verifier()).user
+'ann'
+>>> read_user_record(value, "default", verifier=signer.verifier())
+'a user-factor record: document is not signed (a verify key is configured)'
+>>> read_user_record(signed.replace(b'"events":1', b'"events":9'), "default", verifier=signer.verifier())
+'a user-factor record: signature does not match the document'
 """
 
 from __future__ import annotations
@@ -43,6 +57,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from riverflink.models.signing import Signer, Verifier, sign, verify
 
 SCHEMA = "riverflink.user/1"
 #: the largest user-factor record a reader takes
@@ -63,28 +79,33 @@ class UserFactors:
 
 
 def user_record(model_name: str, model: Any, user: Any, user_field: str = "user",
-                writer: str = "") -> tuple[bytes, bytes]:
-    """``(Kafka key, value)`` of ``user``'s record: the key is the id as JSON (text ids keep any character)."""
+                writer: str = "", signer: Signer | None = None) -> tuple[bytes, bytes]:
+    """``(Kafka key, value)`` of ``user``'s record: the key is the id as JSON (text ids keep any character);
+    signed by ``signer`` when given."""
     biases = getattr(model, "u_biases", None)
     bias = float(biases.get(user, 0.0)) if biases is not None else 0.0
     vector = model.u_latents.peek(user).tolist()
     events = getattr(model, "u_counts", {}).get(user, 0)
-    return orjson.dumps(user), orjson.dumps({"schema": SCHEMA, "model": model_name, user_field: user, "bias": bias,
-                                             "vector": vector, "events": events, "writer": writer})
+    return _record(user, {"schema": SCHEMA, "model": model_name, user_field: user, "bias": bias, "vector": vector,
+                          "events": events, "writer": writer}, signer)
 
 
 def eviction_record(model_name: str, user: Any, events: int, user_field: str = "user",
-                    writer: str = "") -> tuple[bytes, bytes]:
+                    writer: str = "", signer: Signer | None = None) -> tuple[bytes, bytes]:
     """``(Kafka key, value)`` saying that ``writer`` evicted ``user`` after learning ``events`` of its events."""
-    return orjson.dumps(user), orjson.dumps({"schema": SCHEMA, "model": model_name, user_field: user,
-                                             "evicted": True, "events": events, "writer": writer})
+    return _record(user, {"schema": SCHEMA, "model": model_name, user_field: user, "evicted": True,
+                          "events": events, "writer": writer}, signer)
+
+
+def _record(user: Any, doc: dict, signer: Signer | None) -> tuple[bytes, bytes]:
+    return orjson.dumps(user), orjson.dumps(doc if signer is None else sign(doc, signer))
 
 
 def read_user_record(value: bytes | None, model_name: str, n_factors: int | None = None,
-                     user_field: str = "user") -> UserFactors | str:
+                     user_field: str = "user", verifier: Verifier | None = None) -> UserFactors | str:
     """The record's :class:`UserFactors`, or why it is refused (not JSON, another schema or model, a bad id, a
     non-finite number, a vector of another length than ``n_factors`` when given, a negative event count or a
-    writer that is not short text)."""
+    writer that is not short text, no valid signature by ``verifier``'s key when given)."""
     if value is None or len(value) > MAX_RECORD_BYTES:
         return f"a user-factor record must hold 1 to {MAX_RECORD_BYTES} bytes"
     try:
@@ -95,6 +116,10 @@ def read_user_record(value: bytes | None, model_name: str, n_factors: int | None
         return f"a user-factor record must have schema {SCHEMA!r}"
     if doc.get("model") != model_name:
         return f"a user-factor record of model {str(doc.get('model'))[:100]!r}, not {model_name!r}"
+    if verifier is not None:
+        problem = verify(doc, verifier)
+        if problem is not None:
+            return f"a user-factor record: {problem}"
     user = doc.get(user_field)
     if isinstance(user, bool) or not isinstance(user, (str, int)) or len(str(user)) > 200:
         return f"a user-factor record needs a string or integer {user_field!r}"

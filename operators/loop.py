@@ -42,7 +42,7 @@ from riverflink.models.document import ModelMeta
 from riverflink.models.labels import LabelRule, kind_problem, label_kind, task_of
 from riverflink.models.paging import PageCollector
 from riverflink.models.policies import MergePolicy
-from riverflink.models.signing import Verifier
+from riverflink.models.signing import Signer, Verifier
 from riverflink.models.sync import SyncPolicy
 from riverflink.operators.dead_letters import Rejected
 from riverflink.operators.events import Event, RatingFields, parse_event
@@ -140,8 +140,10 @@ class BatchOutcome:
 class ReplicaSide:
     """The replica half of the loop: on a model version, on a batch, on a timer (one replica key at a time)."""
 
-    def __init__(self, settings: LoopSettings, template: Any, verifier: Verifier | None = None):
-        """``verifier``: pull answers are taken only when signed by its key (as model documents)."""
+    def __init__(self, settings: LoopSettings, template: Any, verifier: Verifier | None = None,
+                 signer: Signer | None = None):
+        """``verifier``: pull answers (and a recommender's user records) are taken only when signed by its key (as
+        model documents); ``signer``: a recommender's user records are signed with it."""
         if settings.lr_scale != 1.0:  # the scaled_average policy: K replicas at K times the learning rate
             template = models.scale_learning_rate(template, settings.lr_scale)
         if settings.shards > 1:
@@ -150,7 +152,8 @@ class ReplicaSide:
         self.labels = LabelRule.for_model(template, settings.classes)
         self.gate = None
         self.users = None if settings.ratings is None else UserOwner(settings.model_name, settings.ratings,
-                                                                      settings.replicas, settings.writer)
+                                                                      settings.replicas, settings.writer,
+                                                                      signer, verifier)
         if settings.working_set is not None:
             check_model(template)
             self.gate = PullGate(settings.working_set, settings.model_name, settings.shards, verifier)

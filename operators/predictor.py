@@ -170,7 +170,7 @@ class Predictor(KeyedBroadcastProcessFunction):
         """Keep a user-factor record that passes validation (its user's newest; an eviction record removes the
         user), else count and log it."""
         n_factors = getattr(self.model, "n_factors", None) if self.recommender else None
-        factors = read_user_record(record.value, self.name, n_factors, self.ratings.user)
+        factors = read_user_record(record.value, self.name, n_factors, self.ratings.user, self.rules.verifier)
         if isinstance(factors, str):
             log.warning("ignoring a record on the users topic (offset %s): %s", record.offset, factors)
             if self.m_user_records_refused is not None:

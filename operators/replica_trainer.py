@@ -30,7 +30,7 @@ import orjson
 from pyflink.datastream.functions import KeyedBroadcastProcessFunction, RuntimeContext
 
 from riverflink import models
-from riverflink.models.signing import Verifier
+from riverflink.models.signing import Signer, Verifier
 from riverflink.models.spec import build as build_model
 from riverflink.operators import loop_trace, sampling_profiler
 from riverflink.operators.dead_letters import REASON_CLASSES, reason_class
@@ -64,6 +64,9 @@ class TrainerSettings:
     max_skew_ms: int = 60_000
     #: accept only model documents signed by this key (see riverflink.models.signing)
     verifier: Verifier | None = None
+    #: a recommender's replicas sign their user records with this private key (the path on the task manager:
+    #: the merger's ``--signing-key``)
+    signing_key: str | None = None
     #: names this job's records on the shared metrics topic (set when the job graph is built; kept across
     #: failovers, new for a new job), so that readers never mix two jobs
     job_tag: str = ""
@@ -78,7 +81,8 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         self.trace = loop_trace.from_environment()
         self.subtask = ctx.get_index_of_this_subtask()
         self.state = ctx.get_state(REPLICA)
-        self.side = ReplicaSide(self.s.loop, build_model(self.s.model_spec), verifier=self.s.verifier)
+        signer = Signer.load(self.s.signing_key) if self.s.signing_key and self.s.loop.ratings else None
+        self.side = ReplicaSide(self.s.loop, build_model(self.s.model_spec), verifier=self.s.verifier, signer=signer)
         self.name = self.s.loop.model_name
         # (in place: the replicas use the newest model alone, and only at the features that changed)
         self.rules = FeedRules(self.name, self.s.max_skew_ms, verifier=self.s.verifier, in_place=True)

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from riverflink.models import user_table
+from riverflink.models.signing import Signer, Verifier
 from riverflink.models.user_factors import eviction_record, read_user_record, user_record
 from riverflink.operators.events import RatingFields
 from riverflink.operators.frames import Record
@@ -72,8 +73,12 @@ class UserOwner:
     """The user half of a recommender replica, for one job: its model name, rating fields, ``replicas`` (K) and
     ``writer`` (the job's tag: each replica writes ``<writer>/<replica>``)."""
 
-    def __init__(self, model_name: str, ratings: RatingFields, replicas: int, writer: str):
+    def __init__(self, model_name: str, ratings: RatingFields, replicas: int, writer: str,
+                 signer: Signer | None = None, verifier: Verifier | None = None):
+        """``signer``: the records published are signed with it (``--signing-key``); ``verifier``: only records
+        signed by its key are adopted."""
         self.name, self.ratings, self.replicas, self.writer = model_name, ratings, max(1, replicas), writer
+        self.signer, self.verifier = signer, verifier
 
     def writer_of(self, key: Any) -> str:
         return f"{self.writer}/{key}"
@@ -91,7 +96,7 @@ class UserOwner:
         mine = self.writer_of(key)
         n_factors = getattr(model, "n_factors", None)
         for record in records:
-            factors = read_user_record(record.value, self.name, n_factors, self.ratings.user)
+            factors = read_user_record(record.value, self.name, n_factors, self.ratings.user, self.verifier)
             if isinstance(factors, str):
                 log.warning("replica %s ignores a record on the users topic (offset %s): %s", key, record.offset,
                             factors)
@@ -106,10 +111,10 @@ class UserOwner:
         """The records to publish after a batch that learned from ``users`` (in order, repeats allowed): each
         user's factors, then an eviction record for each user evicted beyond the model's ``max_users``."""
         model, writer, field = replica.model, self.writer_of(key), self.ratings.user
-        out = [user_record(self.name, model, user, field, writer) for user in dict.fromkeys(users)]
+        out = [user_record(self.name, model, user, field, writer, self.signer) for user in dict.fromkeys(users)]
         evicted = user_table.evict(model, getattr(model, "max_users", None))
         stats.evicted += len(evicted)
-        out += [eviction_record(self.name, user, events, field, writer) for user, events in evicted]
+        out += [eviction_record(self.name, user, events, field, writer, self.signer) for user, events in evicted]
         return out
 
 

@@ -300,9 +300,6 @@ class TrainConfig:
                               f"--key-field {self.key_field!r} would split a user's state over replicas")
         if self.user_field == self.item_field:
             raise ConfigError(f"--user-field and --item-field must differ, got {self.user_field!r} twice")
-        if self.signing_key:
-            raise ConfigError("recommenders publish their users' factors unsigned: --signing-key does not cover "
-                              "them yet")
 
     @property
     def recommender(self) -> bool:

@@ -139,7 +139,8 @@ class LiveModel:
         from riverflink.models.user_factors import read_user_record
 
         model = self._current[2] if self._current is not None else None
-        factors = read_user_record(value, self.model_name, getattr(model, "n_factors", None), self.user_field)
+        factors = read_user_record(value, self.model_name, getattr(model, "n_factors", None), self.user_field,
+                                   self.rules.verifier)
         if isinstance(factors, str):
             self.ignored += 1
             log.warning("LiveModel %s ignored a user-factor record: %s", self.model_name, factors)

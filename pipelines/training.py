@@ -115,7 +115,7 @@ def build(cfg: TrainConfig):
         loop=loop, model_spec=cfg.model_spec, sync_check_ms=int(1000 * (cfg.sync_every_seconds or 1.0)),
         key_field=cfg.event_key_field, source_topic=t.events, batched=batched,
         training_predictions=cfg.training_predictions, limits=cfg.limits,
-        verifier=verifier,
+        verifier=verifier, signing_key=str(Path(cfg.signing_key).resolve()) if cfg.signing_key else None,
         job_tag=job_tag,
     ))
     updates = (

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace as dataclasses_replace
 import math
 import zlib
 
@@ -406,3 +407,41 @@ def test_a_replica_keeps_at_most_max_users_and_publishes_an_eviction_record_for_
         from riverflink.models.user_table import owner
         recent = [u for u in last_users if owner(u, 2) == k][:10]
         assert set(recent) <= set(replica.model.u_latents)
+
+
+def test_with_a_signing_key_user_records_are_signed_and_readers_refuse_forged_or_unsigned_ones():
+    """``--signing-key``: the replicas sign every user record; a replica (adopting) and the serving predictor
+    with the verify key take the signed ones and refuse, counted, an unsigned record or one changed after
+    signing."""
+    from riverflink.models.signing import Signer
+    from riverflink.models.user_factors import read_user_record
+    from riverflink.operators.events import RatingFields
+    from riverflink.operators.frames import USER_PARTITION, Record
+    from riverflink.operators.predictor import Predictor
+
+    signer = Signer.generate()
+    settings = LoopSettings("m", ratings=RatingFields(), replicas=1, writer="job1")
+    signing = ReplicaSide(settings, build(SPEC), verifier=signer.verifier(), signer=signer)
+    topic = _train_on_records(signing, {}, 1, list(rating_events(300, seed=6, shape=SMALL)))
+    assert topic and all(read_user_record(v, "m", 4, verifier=signer.verifier()).events > 0 for _, v in topic)
+    unsigned = _train_on_records(_reco_side(SPEC, 1, "job0"), {}, 1, list(rating_events(300, seed=6, shape=SMALL)))
+    forged = [v.replace(b'"bias":', b'"bias":1', 1) for _, v in topic]
+
+    adopting = ReplicaSide(dataclasses_replace(settings, writer="job2"), build(SPEC), verifier=signer.verifier())
+    replica = adopting.fresh()
+    for values, adopted, refused in ((unsigned, 0, len(unsigned)), (forged, 0, len(forged)),
+                                     ([v for _, v in topic], len({json.loads(v)["user"] for _, v in topic}), 0)):
+        out = adopting.on_records(replica, 0, [Record(USER_PARTITION, i, 0, None, v) for i, v in enumerate(values)],
+                                  key_field="user")
+        assert (out.users.adopted >= adopted, out.users.refused) == (True, refused)
+    assert set(replica.model.u_latents) == {json.loads(v)["user"] for _, v in topic}
+
+    p = Predictor("m", batched=False, users=True, verifier=signer.verifier())
+    p.model, p.recommender, p.users = build(SPEC), True, _MapState()
+    for values in (unsigned, forged):
+        for i, v in enumerate(values):
+            p._take_user(Record(USER_PARTITION, i, 0, None, v))
+    assert not p.users
+    for i, (_, v) in enumerate(topic):
+        p._take_user(Record(USER_PARTITION, i, 0, None, v))
+    assert len(p.users) == len({json.loads(v)["user"] for _, v in topic})
