@@ -26,8 +26,9 @@ asserted.
 Then, on one embedded broker (127.0.0.1), the first ``--kafka-events`` ratings (0: skipped) pre-loaded for each
 system in turn, predict-then-learn on every one: River's own ``BiasedMF`` alone (no Kafka), a kafka-python
 consumer + River, a Quix Streams application + River (the ``bench`` extra; skipped when missing), and
-``riverflink train`` at K=4 (the job's replicas' progressive MAE): events/s, CPU-µs per event over every
-process including the broker, and MAE.
+``riverflink train`` at K=4 for each ``--job-sync-every`` (the job's replicas' progressive MAE): events/s, CPU-µs per event over every
+process including the broker, and MAE.  Then the serving job over the last run's topics, sent ratings and
+rank requests (100 candidates) alternately at ``--serving-rate``: latency p50/p99 per kind, send to answer.
 
 Last line: ``reco: K=4 mae_ratio=<R> user_bytes_per_replica=<U> item_bytes_per_sync=<I>`` (R: served MAE over
 River's after the first 10%; U: mean user-state bytes per replica at the end; I: mean update bytes per sync).
@@ -205,7 +206,8 @@ def river_step(spec: str):
     return step, score
 
 
-def on_kafka(spec: str, events: list, replicas: int, parallelism: int) -> None:
+def on_kafka(spec: str, events: list, replicas: int, parallelism: int, syncs: list,
+             serving_rate: float = 0.0) -> None:
     """The systems a user could run, each on the same pre-loaded ratings on one embedded broker (printed)."""
     from bench.peer_learners import kafka_python_peer, preload, quix_peer
     from bench.throughput import REPO, flink_job
@@ -235,12 +237,85 @@ def on_kafka(spec: str, events: list, replicas: int, parallelism: int) -> None:
                 continue
             print(f"{label} {run.name:<28} {run.events_per_s:9,.0f} events/s {run.cpu_us:7.1f} CPU-us/event "
                   f"MAE {mae(score):.4f}", flush=True)
-        cfg = TrainConfig(broker.bootstrap, model_spec=spec, replicas=replicas, sync_every_events=100,
-                          flink=FlinkConfig(parallelism=parallelism))
-        job = flink_job(broker.bootstrap, cfg, events, {}, broker.process.pid)
-        print(f"(d) riverflink train K={replicas}, p={parallelism}   {job['events_per_s']:9,.0f} events/s "
-              f"{job['cpu_us']:7.1f} CPU-us/event MAE {job['mae']:.4f} (the replicas' own; job + broker)",
-              flush=True)
+        for sync in syncs:
+            cfg = TrainConfig(broker.bootstrap, model_spec=spec, replicas=replicas, sync_every_events=sync,
+                              flink=FlinkConfig(parallelism=parallelism))
+            job = flink_job(broker.bootstrap, cfg, events, {}, broker.process.pid)
+            print(f"(d) riverflink train K={replicas}, p={parallelism}, sync every {sync:<5} {job['events_per_s']:9,.0f} "
+                  f"events/s {job['cpu_us']:7.1f} CPU-us/event MAE {job['mae']:.4f} (the replicas' own; job + "
+                  f"broker; {job['model_versions']} versions, {job['model_bytes'] / 1e6:.0f} MB of documents)",
+                  flush=True)
+        if serving_rate:
+            from bench.serving import pct
+            lat = rank_latency(broker.bootstrap, job, events, serving_rate, 15.0)
+            r50, r99, k50, k99 = (pct(lat[kind], q) for kind in ("rate", "rank") for q in (0.5, 0.99))
+            print(f"(e) riverflink serve, {serving_rate:.0f} requests/s for 15 s, half ratings, half ranks of 100 "
+                  f"candidates (send to answer): rate p50 {r50:.0f} ms p99 {r99:.0f} ms over {len(lat['rate'])}; "
+                  f"rank p50 {k50:.0f} ms p99 {k99:.0f} ms over {len(lat['rank'])} ({k50 / r50:.2f}x at p50, "
+                  f"{k99 / r99:.2f}x at p99)", flush=True)
+
+
+def rank_latency(servers: str, job: dict, events: list, rate: float, seconds: float, candidates: int = 100) -> dict:
+    """The serving job over a training run's topics (its merged items and published users): requests paced at
+    ``rate`` for ``seconds``, alternately a rating and a rank over ``candidates`` items; milliseconds from send to
+    receipt of the answer, per kind: ``{"rate": [...], "rank": [...]}``."""
+    import random
+
+    import orjson
+
+    from bench.serving import paced, start_serving
+    from bench.throughput import REPO
+    from riverflink.pipelines import kafka_io
+    from riverflink.pipelines.broker import stop_pid
+    from riverflink.pipelines.config import ServeConfig
+
+    topics, run = job["topics"], job["run"]
+    kafka_io.create_topics(servers, topics.to_create("requests"))
+    cfg = ServeConfig(servers, model_name=run, group_id=f"{run}-serve", user_field="user", topics=topics)
+    proc = start_serving(servers, cfg, REPO / ".riverflink" / "bench-reco-serving.log")
+    rng = random.Random(5)
+    users, items = sorted({r.user for r, _ in events}), sorted({r.item for r, _ in events})
+    try:
+        reader = kafka_io.TopicReader(servers, topics.predictions, fetch_max_wait_ms=10)
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:  # (until it answers with a model)
+            kafka_io.produce(servers, topics.requests, [orjson.dumps({"id": "probe", "user": users[0],
+                                                                      "item": items[0]})])
+            if any(r and r.get("id") == "probe" and r.get("status") == "ok" for r in reader.poll_json(2000)):
+                break
+        sent: dict = {}
+        latency: dict = {"rate": [], "rank": []}
+        producer = kafka_io.producer(servers)
+
+        def send(i: int) -> None:
+            user = rng.choice(users)
+            if i % 2:
+                rid, doc = f"k{i}", {"user": user, "items": rng.sample(items, candidates), "n": 10}
+            else:
+                rid, doc = f"r{i}", {"user": user, "item": rng.choice(items)}
+            sent[rid] = time.time()
+            producer.send(topics.requests, orjson.dumps({"id": rid, **doc}))
+
+        import threading
+        stop = threading.Event()
+
+        def receive() -> None:
+            while not stop.is_set():
+                for r in reader.poll_json(50):
+                    if r and r.get("status") == "ok" and r.get("id") in sent:
+                        latency["rank" if r["id"][0] == "k" else "rate"].append(1000 * (time.time() - sent[r["id"]]))
+
+        thread = threading.Thread(target=receive, daemon=True)
+        thread.start()
+        paced(rate, seconds, send)
+        producer.flush()
+        while sum(map(len, latency.values())) < len(sent) and time.time() < deadline:
+            time.sleep(0.2)
+        stop.set()
+        thread.join()
+        return latency
+    finally:
+        stop_pid(proc.pid)
 
 
 def mae(score: Score) -> float:
@@ -258,6 +333,9 @@ def main() -> None:
     ap.add_argument("--delay", type=int, default=1, help="rounds before a merged version is visible")
     ap.add_argument("--kafka-events", type=int, default=40_000, help="ratings for the systems on a broker (0: skip)")
     ap.add_argument("--parallelism", type=int, default=2, help="the training job's, on the broker")
+    ap.add_argument("--job-sync-every", default="100,500", help="the training job's --sync-every-events, each run")
+    ap.add_argument("--serving-rate", type=float, default=200.0,
+                    help="requests/s to the serving job after the last training run (0: no serving)")
     args = ap.parse_args()
     events = list(rating_events(args.events, seed=args.seed))
     late_from = len(events) // 10
@@ -294,7 +372,8 @@ def main() -> None:
             line = (f"reco: K=4 mae_ratio={ratio:.3f} user_bytes_per_replica={mean_state:.0f} "
                     f"item_bytes_per_sync={o['update_bytes']:.0f}")
     if args.kafka_events:
-        on_kafka(args.spec, events[:args.kafka_events], 4, args.parallelism)
+        on_kafka(args.spec, events[:args.kafka_events], 4, args.parallelism,
+                 [int(v) for v in args.job_sync_every.split(",")], args.serving_rate)
     if line:
         print(line)
 

@@ -176,6 +176,7 @@ def flink_job(servers: str, cfg: TrainConfig, events: list, env_extra: dict, bro
             "batch_mean": learned / max(1, len(batches)),
             "model_versions": versions,
             "model_bytes": model_bytes,
+            "run": run, "topics": topics,  # (the run's topics stay on the broker: serving can follow them)
         }
     finally:
         stop_pid(proc.pid)

@@ -75,6 +75,40 @@ def adopt(model: Any, record: UserFactors) -> bool:
     return True
 
 
+def save(model: Any, users: Any) -> dict:
+    """What :func:`restore` needs to put ``users`` back as they are now (a batch about to learn them)."""
+    biases = getattr(model, "u_biases", None)
+    return {user: (None if user not in model.u_latents else
+                   (None if biases is None else biases.get(user), model.u_latents[user].copy(), model.u_counts.get(user)))
+            for user in users}
+
+
+def restore(model: Any, saved: dict) -> None:
+    """Put the users :func:`save` saved back: their bias, vector and count, or forgotten if they were unknown.
+
+    >>> from riverflink.models.biased_mf import SeededBiasedMF
+    >>> model = SeededBiasedMF(n_factors=2)
+    >>> model.learn_one("ann", "jaws", 4.0)
+    >>> before, saved = model.predict_one("ann", "jaws"), save(model, ["ann", "bob"])
+    >>> model.learn_one("ann", "jaws", 1.0); model.learn_one("bob", "jaws", 1.0)
+    >>> restore(model, saved)
+    >>> sorted(model.u_latents), model.u_counts, model.predict_one("ann", "jaws") != before  # (items moved)
+    (['ann'], {'ann': 1}, True)
+    """
+    biases = getattr(model, "u_biases", None)
+    for user, held in saved.items():
+        if held is None:
+            forget(model, [user])
+            continue
+        bias, vector, count = held
+        if biases is not None and bias is not None:
+            biases[user] = bias
+        model.u_latents[user] = vector
+        model.u_counts.pop(user, None)
+        if count is not None:
+            model.u_counts[user] = count
+
+
 def forget(model: Any, users: list) -> None:
     """Drop ``users``' biases, vectors and counts."""
     biases = getattr(model, "u_biases", None)

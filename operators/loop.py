@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from riverflink import models
-from riverflink.models import sharding
+from riverflink.models import sharding, user_table
 from riverflink.models.document import ModelMeta
 from riverflink.models.labels import LabelRule, kind_problem, label_kind, task_of
 from riverflink.models.paging import PageCollector
@@ -271,11 +271,15 @@ class ReplicaSide:
         if not xs:
             return out
         point = replica.save_point()
+        # (a recommender's users are not in the replica's snapshot: the batch's own are saved apart)
+        users_point = user_table.save(replica.model, {x.user for x in xs}) if self.users is not None else None
         try:
             learned = self.on_events(replica, key, xs, ys, keep_predictions)
         except Exception as e:  # noqa: BLE001 - validated events should learn; never die on one
             log.exception("replica %s could not learn a batch; rolled it back", key)
             replica.restore(point)
+            if users_point is not None:
+                user_table.restore(replica.model, users_point)
             reason = (f"the model could not learn this batch (nothing of it was learned): "
                       f"{type(e).__name__}: {str(e)[:200]}")
             out.rejected += [Rejected(reason, raw, ev.partition, ev.offset) for ev, raw in events]

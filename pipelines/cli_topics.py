@@ -29,7 +29,12 @@ def cmd_produce(args) -> int:
     servers = bootstrap(args)
     total = args.limit
     if args.file:
-        events = file_events(args.file, args.target)
+        ratings = None
+        if args.ratings or args.user_field or args.item_field:  # (a recommender's file: written as user, item, y)
+            from riverflink.operators.events import RatingFields
+
+            ratings = RatingFields(user=args.user_field or "user", item=args.item_field or "item")
+        events = file_events(args.file, args.target, ratings)
         if args.limit:
             from itertools import islice
 
@@ -327,7 +332,12 @@ def register(command, kafka: argparse.ArgumentParser) -> None:
                           "categorical fields and tokens) or Ratings (synthetic ratings for BiasedMF/FunkMF: user, "
                           "item, y); the synthetic ones 100,000 events unless --limit")
     src.add_argument("--file", help="a .jsonl file of {\"x\": {...}, \"y\": ...} lines, or a .csv with a header")
-    pr.add_argument("--target", help="label column of a CSV file")
+    pr.add_argument("--target", help="label column of a CSV file (a ratings file: the rating, default y)")
+    pr.add_argument("--ratings", action="store_true",
+                    help="the file holds ratings (user, item, y), sent as {\"user\", \"item\", \"y\"} events for "
+                         "BiasedMF/FunkMF; implied by --user-field or --item-field")
+    pr.add_argument("--user-field", help="a ratings file's user field or column (default user)")
+    pr.add_argument("--item-field", help="a ratings file's item field or column (default item)")
     pr.add_argument("--limit", type=int, help="events to send (datasets are shuffled and repeated to reach it)")
     pr.add_argument("--seed", type=int, default=42)
     pr.add_argument("--start-id", type=int, default=0, help="first event id")

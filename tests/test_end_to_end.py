@@ -308,12 +308,14 @@ def _shown_and_served(kafka_bootstrap, cfg, name: str, newest: dict, final, even
         assert all(live.predict_one(x) == final.predict_one(x) for x, _ in events[:200])
 
 
-def test_demo_trains_and_serves_a_biased_matrix_factorization_with_users_kept_by_their_replicas(
-        kafka_bootstrap, tmp_path):
-    """``riverflink demo --file F.csv --model BiasedMF(...)`` with renamed columns: the jobs learn items across the
-    replicas and users in the replica that owns them, the replicas publish their users' factors, the serving job
-    answers with the merged items and those factors, counts reconcile, no model document names a user, and
-    ``LiveModel`` rates and ranks as the merged model with the published factors does."""
+@pytest.mark.parametrize("spec", ["BiasedMF(n_factors=4,lr=0.03,l2_bias=0.001,l2_latent=0.001)",
+                                  "FunkMF(n_factors=4,lr=0.03,l2=0.001)"])
+def test_demo_trains_and_serves_a_matrix_factorization_with_users_kept_by_their_replicas(
+        kafka_bootstrap, tmp_path, spec):
+    """``riverflink demo --file F.csv --model BiasedMF(...)`` (and ``FunkMF``) with renamed columns: the jobs learn
+    items across the replicas and users in the replica that owns them, the replicas publish their users' factors,
+    the serving job answers with the merged items and those factors, counts reconcile, no model document names a
+    user, and ``LiveModel`` rates and ranks as the merged model with the published factors does."""
     import csv
 
     from riverflink import LiveModel, models
@@ -328,17 +330,18 @@ def test_demo_trains_and_serves_a_biased_matrix_factorization_with_users_kept_by
         out = csv.writer(f)
         out.writerow(["customer", "film", "stars"])
         out.writerows([r.user, r.item, y] for r, y in events)
-    spec = "BiasedMF(n_factors=4,lr=0.03,l2_bias=0.001,l2_latent=0.001)"
+    biased = spec.startswith("BiasedMF")
     cfg = demo.DemoConfig(bootstrap_servers=kafka_bootstrap, file=str(path), target="stars", user_field="customer",
-                          item_field="film", model_spec=spec, events=4000, rate=1000, replicas=4, model_name="e2e-mf",
-                          run_id="e2e-mf", timeout=300, show=0, log_dir=tmp_path / "logs")
+                          item_field="film", model_spec=spec, events=4000, rate=1000, replicas=4,
+                          model_name=f"e2e-mf-{biased}", run_id=f"e2e-mf-{biased}", timeout=300, show=0,
+                          log_dir=tmp_path / "logs")
     result = demo.run(cfg, out=lambda *_: None)
     assert result.learned == 4000 and result.dead_lettered == len(MALFORMED)
     assert result.answered == result.requests and "served_mae=" in result.summary()
     assert result.unknown_users < 0.3 * result.answered, result.summary()  # (400 users: most come back)
     # served MAE trails River's by the loop's lag (1.03x in the run this bound was set from: serving answers each
     # request with what was merged about a second earlier, on a model that learns fast over 4,000 events)
-    assert result.served_accuracy <= 1.15 * result.baseline_accuracy, result.summary()
+    assert result.served_accuracy <= (1.15 if biased else FUNK_SERVED) * result.baseline_accuracy, result.summary()
 
     reader = kafka_io.TopicReader(kafka_bootstrap, cfg.topics.models)
     raw = [v for v in reader.poll(3000) if v]
@@ -349,12 +352,12 @@ def test_demo_trains_and_serves_a_biased_matrix_factorization_with_users_kept_by
 
     newest = max((json.loads(v) for v in raw), key=lambda d: d["meta"]["version"])
     final = models.from_wire(newest)
-    assert newest["meta"]["events"] == 4000 and final.global_mean.n == 4000
+    assert newest["meta"]["events"] == 4000 and (final.global_mean.n == 4000 or not biased)
 
     published: dict = {}
     reader = kafka_io.TopicReader(kafka_bootstrap, cfg.topics.users)
     for value in reader.poll(3000):
-        factors = read_user_record(value, "e2e-mf", 4)
+        factors = read_user_record(value, cfg.model_name, 4)
         assert not isinstance(factors, str), factors
         published[factors.user] = factors
     reader.close()
@@ -370,7 +373,7 @@ def test_demo_trains_and_serves_a_biased_matrix_factorization_with_users_kept_by
     print(f"final: served {mae_served:.4f} River {mae_river:.4f}; {result.summary()}")
     assert mae_served <= 1.1 * mae_river, (mae_served, mae_river)  # (1.02x in that run)
 
-    with LiveModel(kafka_bootstrap, "e2e-mf", topic=cfg.topics.models, users=True) as live:
+    with LiveModel(kafka_bootstrap, cfg.model_name, topic=cfg.topics.models, users=True) as live:
         assert live.wait(timeout=60)
         deadline = time.time() + 60
         while (live.version != newest["meta"]["version"] or len(live.users) < len(users)) and time.time() < deadline:

@@ -445,3 +445,32 @@ def test_with_a_signing_key_user_records_are_signed_and_readers_refuse_forged_or
     for i, (_, v) in enumerate(topic):
         p._take_user(Record(USER_PARTITION, i, 0, None, v))
     assert len(p.users) == len({json.loads(v)["user"] for _, v in topic})
+
+
+def test_a_batch_the_model_raises_on_is_rolled_back_for_its_users_too(monkeypatch):
+    """A batch that raises mid-way (pure logic: the model's ``learn_one`` made to raise on its third event) is
+    dead-lettered whole, and its users are as before it: factors, counts, and no user it met first."""
+    import numpy as np
+
+    side, replicas = _reco_side(SPEC, 1, "job1"), {}
+    events = list(rating_events(400, seed=9, shape=SMALL))
+    _train_on_records(side, replicas, 1, events[:300])
+    model = replicas[0].model
+    before = {u: (model.u_biases[u], model.u_latents[u].copy(), model.u_counts[u]) for u in model.u_latents}
+    calls, learn = [0], type(model).learn_one
+
+    def failing(self, *args):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise FloatingPointError("hostile")
+        return learn(self, *args)
+
+    monkeypatch.setattr(type(model), "learn_one", failing)
+    from riverflink.operators.frames import Record
+    batch = [Record(0, i, 0, None, json.dumps({"user": r.user, "item": r.item, "y": y}).encode())
+             for i, (r, y) in enumerate(events[300:340])]
+    out = side.on_records(replicas[0], 0, batch, key_field="user")
+    assert out.learning_failed and len(out.rejected) == 40
+    assert set(model.u_latents) == set(before)
+    for u, (bias, vector, count) in before.items():
+        assert model.u_biases[u] == bias and np.array_equal(model.u_latents[u], vector) and model.u_counts[u] == count

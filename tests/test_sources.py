@@ -47,3 +47,18 @@ def test_produce_a_file_to_a_real_broker(kafka_bootstrap, tmp_path):
     got = [json.loads(v) for v in kafka_io.consume(kafka_bootstrap, topic, idle_timeout=5)]
     assert sorted(e["id"] for e in got) == list(range(25))
     assert all(e["y"] == (e["x"]["a"] % 2 == 0) for e in got)
+
+
+def test_produce_a_ratings_file_with_renamed_columns_to_a_real_broker(kafka_bootstrap, tmp_path):
+    """``produce --file F --user-field C --item-field G --target T``: a ratings CSV is sent as the recommender's
+    events, ``{"id", "user", "item", "y"}``, in the file's order."""
+    csv_file = tmp_path / "r.csv"
+    csv_file.write_text("customer,film,stars\n" + "".join(f"c{i % 7},f{i % 5},{1 + i % 5}\n" for i in range(30)))
+    topic = f"produce-ratings-{tmp_path.name}"
+    res = subprocess.run([sys.executable, "-m", "riverflink.pipelines.cli", "produce", "--bootstrap-servers",
+                          kafka_bootstrap, "--file", str(csv_file), "--user-field", "customer", "--item-field", "film",
+                          "--target", "stars", "--topic", topic, "--partitions", "1", "--quiet"], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    got = [json.loads(v) for v in kafka_io.consume(kafka_bootstrap, topic, idle_timeout=5)]
+    assert got == [{"id": i, "user": f"c{i % 7}", "item": f"f{i % 5}", "y": float(1 + i % 5)} for i in range(30)]
