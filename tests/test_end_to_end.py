@@ -341,7 +341,9 @@ def test_demo_trains_and_serves_a_matrix_factorization_with_users_kept_by_their_
     assert result.unknown_users < 0.3 * result.answered, result.summary()  # (400 users: most come back)
     # served MAE trails River's by the loop's lag (1.03x in the run this bound was set from: serving answers each
     # request with what was merged about a second earlier, on a model that learns fast over 4,000 events)
-    assert result.served_accuracy <= (1.15 if biased else FUNK_SERVED) * result.baseline_accuracy, result.summary()
+    # (FunkMF, without biases, trails further under the loop's staleness: 1.59x in the run this bound was set from;
+    # NOTES.md, "FunkMF under staleness")
+    assert result.served_accuracy <= (1.15 if biased else 2.0) * result.baseline_accuracy, result.summary()
 
     reader = kafka_io.TopicReader(kafka_bootstrap, cfg.topics.models)
     raw = [v for v in reader.poll(3000) if v]
@@ -352,7 +354,7 @@ def test_demo_trains_and_serves_a_matrix_factorization_with_users_kept_by_their_
 
     newest = max((json.loads(v) for v in raw), key=lambda d: d["meta"]["version"])
     final = models.from_wire(newest)
-    assert newest["meta"]["events"] == 4000 and (final.global_mean.n == 4000 or not biased)
+    assert newest["meta"]["events"] == 4000 and (not biased or final.global_mean.n == 4000)
 
     published: dict = {}
     reader = kafka_io.TopicReader(kafka_bootstrap, cfg.topics.users)
@@ -371,7 +373,8 @@ def test_demo_trains_and_serves_a_matrix_factorization_with_users_kept_by_their_
     mae_served = sum(abs(serve_score(final, published[r.user], r.item) - y) for r, y in events) / len(events)
     mae_river = sum(abs(river.predict_one(r.user, r.item) - y) for r, y in events) / len(events)
     print(f"final: served {mae_served:.4f} River {mae_river:.4f}; {result.summary()}")
-    assert mae_served <= 1.1 * mae_river, (mae_served, mae_river)  # (1.02x in that run)
+    # (1.02x in that run; FunkMF 1.32x)
+    assert mae_served <= (1.1 if biased else 1.5) * mae_river, (mae_served, mae_river)
 
     with LiveModel(kafka_bootstrap, cfg.model_name, topic=cfg.topics.models, users=True) as live:
         assert live.wait(timeout=60)
