@@ -278,11 +278,15 @@ def rank_latency(servers: str, job: dict, events: list, rate: float, seconds: fl
     try:
         reader = kafka_io.TopicReader(servers, topics.predictions, fetch_max_wait_ms=10)
         deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None:  # (until it answers with a model)
-            kafka_io.produce(servers, topics.requests, [orjson.dumps({"id": "probe", "user": users[0],
-                                                                      "item": items[0]})])
-            if any(r and r.get("id") == "probe" and r.get("status") == "ok" for r in reader.poll_json(2000)):
-                break
+        # until it answers with a model and has read the users back: the last users the job published are known
+        last = list(dict.fromkeys(r.user for r, _ in reversed(events)))[:5]
+        known: set = set()
+        while time.time() < deadline and proc.poll() is None and len(known) < len(last):
+            kafka_io.produce(servers, topics.requests, [orjson.dumps({"id": f"probe-{u}", "user": u,
+                                                                      "item": items[0]}) for u in last])
+            known |= {r["id"] for r in reader.poll_json(2000)
+                      if r and str(r.get("id")).startswith("probe-") and r.get("status") == "ok"
+                      and r.get("known_user", True)}
         sent: dict = {}
         latency: dict = {"rate": [], "rank": []}
         producer = kafka_io.producer(servers)

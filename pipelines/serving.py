@@ -36,8 +36,9 @@ def build(cfg: ServeConfig):
     else:
         if cfg.user_field is not None:
             # a recommender's users: their factor records (frames at USER_PARTITION), keyed with their requests
+            # (from the start of the topic unless restored: a new serving job holds no user yet)
             users = frame_source(env, servers, t.users, f"{cfg.group_id}-users", "users", properties=props,
-                                 partition_mark=USER_PARTITION).uid("source-users")
+                                 partition_mark=USER_PARTITION, earliest=True).uid("source-users")
             requests = requests.union(users)
         # keyed by user for a recommender (its users' factors live with their requests), else spread in turn
         keyed, batched = java_ops.keyed_batches(requests, keys, cfg.user_field, cfg.batch_size, cfg.batch_ms)
