@@ -2,7 +2,7 @@
 
 ::
 
-    events ─► key by replica + micro-batch (Java)
+    events ─► key by replica + micro-batch (Java) ◄── models.users (recommenders: read back, keyed by user)
                   │
                   ▼
     models ─► (broadcast) ─► ReplicaTrainer ──► metrics (one record per replica batch)
@@ -79,8 +79,8 @@ def build(cfg: TrainConfig):
     env = make_env(cfg.flink, f"riverflink-train-{cfg.model_name}", unclaimed_state_ok=cfg.recommender)
     t, servers, props = cfg.topics, cfg.bootstrap_servers, cfg.kafka.properties
     job_tag = f"{cfg.model_name}@{time.strftime('%Y-%m-%dT%H:%M:%S')}.{int(time.time() * 1000) % 1000:03d}"
-    loop = dataclasses.replace(cfg.loop_settings(), writer=job_tag)  # (a recommender's replicas sign their users with it)
-    verifier = cfg.verifier()  # the public key; the private one is read by the merger's task managers alone
+    loop = dataclasses.replace(cfg.loop_settings(), writer=job_tag)  # (names the writer of a recommender's user records)
+    verifier = cfg.verifier()  # the public key; the private one is read by the merger (and a recommender's replicas)
 
     # bytes: one binary record frame per Kafka record of `events` (partition, offset, key, value)
     raw = frame_source(env, servers, t.events, cfg.group_id, "events", cfg.limits, props).uid("source-events")
