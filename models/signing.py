@@ -23,6 +23,7 @@ True
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,30 @@ from typing import Any
 import orjson
 
 ALG = "ed25519"
+
+
+@functools.lru_cache(maxsize=8)
+def _private_key(private_raw: bytes) -> Any:
+    """The key object of a raw private key (kept: building it derives the public key, about 40 us; the user
+    records of a recommender are signed one by one)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.from_private_bytes(private_raw)
+
+
+@functools.lru_cache(maxsize=8)
+def _public_raw(private_raw: bytes) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return _private_key(private_raw).public_key().public_bytes(serialization.Encoding.Raw,
+                                                               serialization.PublicFormat.Raw)
+
+
+@functools.lru_cache(maxsize=8)
+def _public_key(public_raw: bytes) -> Any:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    return Ed25519PublicKey.from_public_bytes(public_raw)
 
 
 def canonical(doc: dict) -> bytes:
@@ -69,10 +94,9 @@ class Verifier:
 
     def check(self, message: bytes, signature: bytes) -> bool:
         from cryptography.exceptions import InvalidSignature
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
         try:
-            Ed25519PublicKey.from_public_bytes(self.public_raw).verify(signature, message)
+            _public_key(self.public_raw).verify(signature, message)
             return True
         except InvalidSignature:
             return False
@@ -107,15 +131,10 @@ class Signer:
                                      serialization.NoEncryption()))
 
     def _key(self) -> Any:
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-        return Ed25519PrivateKey.from_private_bytes(self.private_raw)
+        return _private_key(self.private_raw)
 
     def verifier(self) -> Verifier:
-        from cryptography.hazmat.primitives import serialization
-
-        return Verifier(self._key().public_key().public_bytes(serialization.Encoding.Raw,
-                                                              serialization.PublicFormat.Raw))
+        return Verifier(_public_raw(self.private_raw))
 
     def matches(self, public_raw: bytes) -> bool:
         """Whether ``public_raw`` (a raw Ed25519 public key) is this key's public half.
