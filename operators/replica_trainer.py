@@ -32,7 +32,7 @@ from pyflink.datastream.functions import KeyedBroadcastProcessFunction, RuntimeC
 from riverflink import models
 from riverflink.models.signing import Signer, Verifier
 from riverflink.models.spec import build as build_model
-from riverflink.operators import loop_trace, sampling_profiler
+from riverflink.operators import loop_trace, sampling_profiler, user_owner
 from riverflink.operators.dead_letters import REASON_CLASSES, reason_class
 from riverflink.operators.flink_state import (DEAD_LETTER, LATEST_MODEL, METRICS, PREDICTIONS, REPLICA,
                                               USER_FACTORS)
@@ -104,8 +104,7 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         self.m_new_classes = group.counter("new_classes")
         # a recommender's users (operators.user_owner): adopted from other writers, let go after a change of K,
         # evicted beyond max_users, records on the users topic refused
-        self.m_users = {name: group.counter(f"users_{name}") for name in ("adopted", "released", "evicted",
-                                                                         "refused")}
+        self.m_users = {name: group.counter(f"users_{name}") for name in user_owner.REPORTED}
         # stale synchronous parallel (--max-staleness): the replicas' clock gap, and syncs held or sent past it
         self.m_syncs_held = group.counter("syncs_held")
         self.m_staleness_violations = group.counter("staleness_violations")
@@ -233,7 +232,8 @@ class ReplicaTrainer(KeyedBroadcastProcessFunction):
         if score is not None or out.rejected or (out.pulls is not None and out.pulls.round_trips_ms) or out.users:
             yield METRICS, _metrics_record(self.s.job_tag, replica_id(key), out.base_version, replica.task, score,
                                            len(out.rejected), out.events, out.features_dropped, replica.clock_gap,
-                                           {**_pull_fields(replica, out.pulls, self.feed), **_user_fields(out.users)})
+                                           {**_pull_fields(replica, out.pulls, self.feed),
+                                            **(out.users.reported() if out.users else {})})
 
     def _count_pulls(self, key, replica: Replica, stats: PullStats, ctx) -> None:
         """Count what the pull gate did, and wake the replica when its oldest unanswered pull times out (its
@@ -315,13 +315,6 @@ def _pull_fields(replica: Replica, stats: PullStats | None, feed: ModelFeed) -> 
     return {"pull_rtt_ms": [round(t, 1) for t in stats.round_trips_ms], "working_set": len(replica.working),
             "waiting": len(replica.waiting), "pulled_again": stats.refreshed,
             **({"reader_features": feed.tracking.held()} if feed.tracking is not None else {})}
-
-
-def _user_fields(stats) -> dict:
-    """A recommender's batch record fields: what the batch did to its replica's users (none when nothing)."""
-    if not stats:
-        return {}
-    return {f"users_{name}": getattr(stats, name) for name in ("adopted", "released", "evicted", "refused")}
 
 
 def _metrics_record(job: str, replica: ReplicaId, version: int, task: str, score: Score | None, dead: int, events: list,
